@@ -1,0 +1,208 @@
+"""The one backend protocol every model role goes through, and the response cache before it.
+
+A backend takes a whole batch of chats and returns one Completion per chat (text, optional
+top-k token logprobs, token usage, or an error string for a permanent failure). `ChatModel`
+wraps a backend with the persistent cache keyed by (backend identity, model, messages,
+sampling, sample index) and loads the backend only on the first cache miss, so a rerun whose
+answers are all cached loads no model and calls no API.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from xlexp.store import canonical, digest
+
+Message = dict[str, str]  # {"role": ..., "content": ...}
+Conversation = list[Message]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    seed: int | None = None
+    logprobs: int | None = None  # top-k alternatives per generated token; None: none
+
+
+@dataclass
+class Completion:
+    text: str = ""
+    logprobs: list[dict[str, float]] | None = None  # per generated token: {token: logprob}
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None  # a permanent failure, recorded instead of raised
+    cached: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Backend(Protocol):
+    def generate(
+        self, conversations: list[Conversation], sampling: Sampling, sample_index: int = 0
+    ) -> list[Completion]: ...
+
+
+class ResponseCache:
+    """SQLite table key -> completion JSON, shared by all backends and processes (WAL mode)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._conn() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT, created REAL)")
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=60)
+            self._local.conn = conn
+        return conn
+
+    def get_many(self, keys: list[str]) -> dict[str, dict]:
+        found: dict[str, dict] = {}
+        conn = self._conn()
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for key, value in conn.execute(f"SELECT key, value FROM responses WHERE key IN ({marks})", chunk):
+                found[key] = json.loads(value)
+        return found
+
+    def put_many(self, items: dict[str, dict]) -> None:
+        conn = self._conn()
+        with conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO responses VALUES (?, ?, ?)",
+                [(k, json.dumps(v, ensure_ascii=False), time.time()) for k, v in items.items()],
+            )
+
+    def __len__(self) -> int:
+        return self._conn().execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+
+@dataclass
+class Usage:
+    calls: int = 0  # completions computed by the backend (cache misses)
+    cache_hits: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def cost(self, card: Any) -> float:
+        return (
+            self.prompt_tokens * float(card.price_in_per_mtok)
+            + self.completion_tokens * float(card.price_out_per_mtok)
+        ) / 1e6
+
+
+class ChatModel:
+    """A model role: cache in front, backend behind, loaded lazily on the first miss."""
+
+    def __init__(self, card: Any, cache: ResponseCache, loader: Callable[[Any], Backend], identity: str):
+        self.card = card
+        self.name = card.name
+        self.cache = cache
+        self._loader = loader
+        self._backend: Backend | None = None
+        self.identity = identity
+        self.usage = Usage()
+        self._lock = threading.Lock()
+
+    @property
+    def backend(self) -> Backend:
+        with self._lock:
+            if self._backend is None:
+                self._backend = self._loader(self.card)
+            return self._backend
+
+    def sampling(self, **overrides: Any) -> Sampling:
+        s = self.card.sampling
+        base = dict(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, seed=s.seed)
+        base.update(overrides)
+        return Sampling(**base)
+
+    def cache_key(self, conversation: Conversation, sampling: Sampling, sample_index: int, adapter: str | None) -> str:
+        return digest(
+            {
+                "identity": self.identity,
+                "messages": conversation,
+                "sampling": asdict(sampling),
+                "sample": sample_index,
+                "adapter": adapter,
+            },
+            n=32,
+        )
+
+    def chat(
+        self,
+        conversations: list[Conversation],
+        sampling: Sampling | None = None,
+        sample_index: int = 0,
+        adapter: str | None = None,
+    ) -> list[Completion]:
+        """Completions for every conversation, from the cache where possible.
+
+        `adapter` names a LoRA adapter dir (hf: PEFT; vllm: LoRARequest); it is part of the key.
+        Errors are returned, not cached: a rerun tries those items again.
+        """
+        sampling = sampling or self.sampling()
+        keys = [self.cache_key(c, sampling, sample_index, adapter) for c in conversations]
+        hits = self.cache.get_many(sorted(set(keys)))
+        out: list[Completion | None] = [None] * len(conversations)
+        misses: dict[str, int] = {}
+        for i, key in enumerate(keys):
+            if key in hits:
+                out[i] = Completion(**{**hits[key], "cached": True})
+            elif key not in misses:
+                misses[key] = i
+        self.usage.cache_hits += len(conversations) - len(misses)
+        if misses:
+            started = time.time()
+            todo = list(misses.items())
+            backend = self.backend
+            kwargs = {"adapter": adapter} if adapter else {}
+            results = backend.generate([conversations[i] for _, i in todo], sampling, sample_index, **kwargs)
+            self.usage.seconds += time.time() - started
+            fresh: dict[str, dict] = {}
+            for (key, _), comp in zip(todo, results, strict=True):
+                self.usage.calls += 1
+                self.usage.prompt_tokens += comp.prompt_tokens
+                self.usage.completion_tokens += comp.completion_tokens
+                if comp.ok:
+                    fresh[key] = {k: v for k, v in asdict(comp).items() if k != "cached"}
+                else:
+                    self.usage.errors += 1
+                hits[key] = asdict(comp)
+            if fresh:
+                self.cache.put_many(fresh)
+            for i, key in enumerate(keys):
+                if out[i] is None:
+                    out[i] = Completion(**{**hits[key], "cached": False})
+        return out  # type: ignore[return-value]
+
+    def close(self) -> None:
+        close = getattr(self._backend, "close", None)
+        if close:
+            close()
+        self._backend = None
+
+
+def identity_of(card: Any) -> str:
+    """What determines a model's outputs besides the prompt: backend kind, model, revision."""
+    # base_url is left out on purpose: the same model behind another server gives the same answers.
+    return canonical({"backend": card.backend, "model": card.model, "revision": card.revision, "gguf": card.gguf_file})

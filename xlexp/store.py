@@ -1,0 +1,163 @@
+"""Content-addressed artifacts: keys, atomic writes, per-batch parts, a lock per key.
+
+An artifact is `<root>/<stage>/<key>/` where key = hash(config slice + input keys + version).
+It is built in `<root>/<stage>/.partial-<key>/` and renamed into place with a DONE file
+(counts, timings) written last, so a finished artifact is never half-written. The partial dir
+survives a killed job: its `parts/` hold finished batches, which the next attempt reuses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+
+def canonical(obj: Any) -> str:
+    """Stable JSON for hashing (OmegaConf nodes resolved to plain containers)."""
+    if isinstance(obj, DictConfig | ListConfig):
+        obj = OmegaConf.to_container(obj, resolve=True)
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
+
+
+def digest(obj: Any, n: int = 16) -> str:
+    return hashlib.sha256(canonical(obj).encode()).hexdigest()[:n]
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically (temp file + rename)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def write_jsonl(path: Path, rows: Iterable[dict]) -> int:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    n = 0
+    with tmp.open("w") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
+    os.replace(tmp, path)
+    return n
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with Path(path).open() as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+class Parts:
+    """Finished batches of a long stage: `parts/<name>.jsonl`, each written atomically."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def get(self, name: str) -> list[dict] | None:
+        path = self.root / f"{name}.jsonl"
+        return read_jsonl(path) if path.exists() else None
+
+    def put(self, name: str, rows: list[dict]) -> None:
+        write_jsonl(self.root / f"{name}.jsonl", rows)
+
+    def map_batches(
+        self, prefix: str, items: list[Any], batch_size: int, fn: Callable[[list[Any]], list[dict]]
+    ) -> list[dict]:
+        """Run `fn` over batches of `items`, skipping batches already in parts."""
+        out: list[dict] = []
+        for start in range(0, len(items), batch_size):
+            name = f"{prefix}-{start:08d}"
+            rows = self.get(name)
+            if rows is None:
+                rows = fn(items[start : start + batch_size])
+                self.put(name, rows)
+            out.extend(rows)
+        return out
+
+
+@dataclass
+class Artifact:
+    stage: str
+    key: str
+    path: Path
+
+    @property
+    def meta(self) -> dict:
+        return json.loads((self.path / "DONE").read_text())
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def rows(self, name: str = "rows.jsonl") -> list[dict]:
+        return read_jsonl(self.path / name)
+
+
+class Store:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def key(self, stage: str, config: Any, inputs: Iterable[str] = (), version: int = 1) -> str:
+        return digest({"stage": stage, "config": config, "inputs": sorted(inputs), "version": version})
+
+    def path(self, stage: str, key: str) -> Path:
+        return self.root / stage / key
+
+    def get(self, stage: str, key: str) -> Artifact | None:
+        path = self.path(stage, key)
+        return Artifact(stage, key, path) if (path / "DONE").exists() else None
+
+    @contextmanager
+    def lock(self, stage: str, key: str) -> Iterator[None]:
+        lock_dir = self.root / ".locks"
+        lock_dir.mkdir(exist_ok=True)
+        with FileLock(str(lock_dir / f"{stage}-{key}.lock")):
+            yield
+
+    def build(
+        self,
+        stage: str,
+        key: str,
+        produce: Callable[[Path, Parts], dict],
+        info: dict | None = None,
+    ) -> tuple[Artifact, bool]:
+        """Return the artifact, producing it once. `produce(workdir, parts) -> counts`.
+
+        Returns (artifact, built_now). Concurrent callers with the same key wait on the lock
+        and then find the DONE artifact instead of producing it again.
+        """
+        found = self.get(stage, key)
+        if found:
+            return found, False
+        with self.lock(stage, key):
+            found = self.get(stage, key)
+            if found:
+                return found, False
+            work = self.root / stage / f".partial-{key}"
+            work.mkdir(parents=True, exist_ok=True)
+            started = time.time()
+            counts = produce(work, Parts(work / "parts")) or {}
+            shutil.rmtree(work / "parts", ignore_errors=True)
+            done = {
+                "stage": stage,
+                "key": key,
+                "counts": counts,
+                "seconds": round(time.time() - started, 3),
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                **(info or {}),
+            }
+            write_json(work / "DONE", done)
+            final = self.path(stage, key)
+            os.replace(work, final)
+            return Artifact(stage, key, final), True
