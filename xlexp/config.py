@@ -90,7 +90,7 @@ class QEConfig:
     kind: str = "llm"  # llm (GEMBA-style prompt through a backend) | comet (CometKiwi)
     model: str = "Unbabel/wmt23-cometkiwi-da-xl"  # comet checkpoint (hub id or local dir)
     batch_size: int = 16
-    llm: LLMConfig | None = None  # the QE model for kind=llm
+    llm: Any = None  # the QE model card for kind=llm (default: ${judge}); untyped so it may interpolate
 
 
 @dataclass
@@ -193,13 +193,13 @@ def roles_for(cfg: Any) -> dict[str, Any]:
         roles["teacher"] = cfg.teacher
         for name, card in translator_cards(cfg):
             roles[f"translators.{name}"] = card
-        if cfg.qe.kind == "llm":
-            roles["qe.llm"] = cfg.qe.llm
     if "sft" in cfg.stages or "evaluate" in cfg.stages:
         roles["model"] = cfg.model
     if "evaluate" in cfg.stages:
         roles["reference"] = cfg.reference
         roles["judge"] = cfg.judge
+    if "generate" in cfg.stages and cfg.qe.kind == "llm":
+        roles["qe.llm"] = cfg.qe.llm
     return roles
 
 

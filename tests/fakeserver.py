@@ -1,0 +1,284 @@
+"""A real OpenAI-compatible HTTP server for tests: stdlib only, 127.0.0.1 only, ephemeral port.
+
+    from fakeserver import FakeOpenAI, Reply    # pytest puts tests/ on sys.path (no __init__)
+
+    def handler(body: dict) -> str | Reply:      # body: the request JSON
+        return "the answer"                        # a plain str is a 200 answer
+
+    with FakeOpenAI(handler) as srv:
+        card = LLMConfig(name="t", backend="openai", model="fake", base_url=srv.base_url)
+        ...                                        # srv.base_url == "http://127.0.0.1:PORT/v1"
+    assert srv.calls == 1
+
+Endpoints: `POST /v1/chat/completions` (a `chat.completion` JSON: id, object, created, model,
+choices[0].message{role, content}, finish_reason, logprobs.content[] when the request asks for
+logprobs, usage with whitespace token counts) and `GET /v1/models`. Error statuses get an
+OpenAI-style `{"error": {"message", "type", "param", "code"}}` body, so the real `openai` client
+raises its real exception classes (RateLimitError, BadRequestError, ...).
+
+`Reply(status=200, text="", logprobs=None, delay=0.0, headers=None, finish_reason="stop",
+raw=None)`:
+  - status >= 400: an error answer; `text` is the error message.
+  - logprobs: one {token: logprob} dict per generated token; the FIRST key is the chosen token,
+    the others are alternatives (sent as top_logprobs, best first, cut to the request's
+    `top_logprobs`). When logprobs are requested but not given, each whitespace token of
+    `text` is sent with logprob 0.0.
+  - delay: seconds to sleep before answering (counted as in flight), to trip client timeouts
+    or to measure concurrency.
+  - headers: extra response headers, e.g. {"Retry-After": "0.2"}.
+  - raw: a JSON value sent verbatim as the body (malformed or empty answers).
+
+The handler runs in the server's request threads, possibly concurrently; an exception in it
+becomes a 500 answer and is kept in `srv.handler_errors`. Without a handler the server echoes
+the last user message (`echo`). `sequence([...])` / `FakeOpenAI.sequence([...])` script replies
+by call order (the last one repeats once the list is used up).
+
+Attributes for assertions (thread-safe): `requests` (chat request bodies in arrival order),
+`headers` (their request headers, lower-case names), `calls` (chat requests served),
+`in_flight` and `max_in_flight` (peak number of chat requests being handled at once).
+Use it as a context manager, or `start()` / `stop()` in a fixture.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+__all__ = ["FakeOpenAI", "Handler", "Reply", "echo", "error_body", "sequence"]
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    text: str = ""
+    logprobs: list[dict[str, float]] | None = None
+    delay: float = 0.0
+    headers: dict[str, str] | None = None
+    finish_reason: str = "stop"
+    raw: Any = None
+
+
+Handler = Callable[[dict], "str | Reply"]
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    422: "invalid_request_error",
+    429: "rate_limit_exceeded",
+}
+
+
+def echo(body: dict) -> str:
+    """The last user message, verbatim."""
+    users = [m.get("content", "") for m in body.get("messages", []) if m.get("role") == "user"]
+    return str(users[-1]) if users else ""
+
+
+def sequence(replies: Iterable[str | Reply]) -> Handler:
+    """A handler answering call n with replies[n]; the last reply repeats after the end."""
+    items = list(replies)
+    if not items:
+        raise ValueError("sequence needs at least one reply")
+    lock = threading.Lock()
+    counter = itertools.count()
+
+    def handler(body: dict) -> str | Reply:
+        with lock:
+            n = next(counter)
+        return items[min(n, len(items) - 1)]
+
+    return handler
+
+
+def error_body(status: int, message: str = "") -> dict:
+    """OpenAI's error JSON; the client raises the exception class that matches `status`."""
+    kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    error = {"message": message or HTTPStatus(status).phrase, "type": kind, "param": None, "code": None}
+    return {"error": error}
+
+
+def _ntokens(text: str) -> int:
+    return len(str(text).split())
+
+
+def _token_logprobs(logprobs: list[dict[str, float]], top_n: int) -> list[dict]:
+    def entry(token: str, lp: float) -> dict:
+        return {"token": token, "logprob": float(lp), "bytes": list(token.encode())}
+
+    content = []
+    for alternatives in logprobs:
+        chosen, chosen_lp = next(iter(alternatives.items()))
+        best = sorted(alternatives.items(), key=lambda kv: -kv[1])[:top_n]
+        content.append({**entry(chosen, chosen_lp), "top_logprobs": [entry(t, lp) for t, lp in best]})
+    return content
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # a burst of concurrent connects must not hit SYN retries
+    fake: FakeOpenAI
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, like real servers
+    timeout = 30  # idle keep-alive connections do not pin a thread forever
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet test output
+        pass
+
+    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (timeout test); nothing to tell it
+
+    def _error(self, status: int, message: str) -> None:
+        self._send(status, error_body(status, message))
+
+    def do_GET(self) -> None:
+        if self.path.split("?")[0].rstrip("/") == "/v1/models":
+            model = {"id": self.server.fake.model, "object": "model", "created": 0, "owned_by": "fake"}
+            self._send(200, {"object": "list", "data": [model]})
+        else:
+            self._error(404, f"no route GET {self.path}")
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if self.path.split("?")[0].rstrip("/") != "/v1/chat/completions":
+            self._error(404, f"no route POST {self.path}")
+            return
+        try:
+            body = json.loads(raw or b"{}")
+        except json.JSONDecodeError as exc:
+            self._error(400, f"request body is not JSON: {exc}")
+            return
+        status, payload, headers = self.server.fake._serve(body, dict(self.headers.items()))
+        self._send(status, payload, headers)
+
+
+class FakeOpenAI:
+    """An OpenAI-compatible chat server on 127.0.0.1 driven by `handler` (see module doc)."""
+
+    def __init__(self, handler: Handler | None = None, model: str = "fake-model"):
+        self.handler = handler or echo
+        self.model = model
+        self.requests: list[dict] = []
+        self.headers: list[dict[str, str]] = []
+        self.handler_errors: list[BaseException] = []
+        self.calls = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self.base_url = ""
+
+    @classmethod
+    def sequence(cls, replies: Iterable[str | Reply], model: str = "fake-model") -> FakeOpenAI:
+        return cls(sequence(replies), model=model)
+
+    # -- lifecycle
+    def start(self) -> FakeOpenAI:
+        self._httpd = _Server(("127.0.0.1", 0), _RequestHandler)
+        self._httpd.fake = self
+        port = self._httpd.server_address[1]
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> FakeOpenAI:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- one chat request
+    def _serve(self, body: dict, headers: dict[str, str]) -> tuple[int, Any, dict[str, str] | None]:
+        with self._lock:
+            self.requests.append(body)
+            self.headers.append({k.lower(): v for k, v in headers.items()})
+            self.calls += 1
+            n = self.calls
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            try:
+                reply = self.handler(body)
+            except Exception as exc:  # a broken handler is a 500 the test can inspect
+                with self._lock:
+                    self.handler_errors.append(exc)
+                reply = Reply(500, text=f"handler raised {type(exc).__name__}: {exc}")
+            if isinstance(reply, str):
+                reply = Reply(text=reply)
+            if reply.delay:
+                time.sleep(reply.delay)
+        finally:
+            # Leave "in flight" before the answer goes out: a client can only send its next
+            # request after reading this one, so the peak never counts a finished request.
+            with self._lock:
+                self.in_flight -= 1
+        return reply.status, self._payload(reply, body, n), reply.headers
+
+    def _payload(self, reply: Reply, body: dict, n: int) -> Any:
+        if reply.raw is not None:
+            return reply.raw
+        if reply.status >= 400:
+            return error_body(reply.status, reply.text)
+        logprobs = None
+        if body.get("logprobs"):
+            per_token = reply.logprobs
+            if per_token is None:
+                per_token = [{token: 0.0} for token in reply.text.split()]
+            logprobs = {"content": _token_logprobs(per_token, int(body.get("top_logprobs") or 0)), "refusal": None}
+        prompt = sum(_ntokens(m.get("content") or "") for m in body.get("messages", []))
+        completion = len(reply.logprobs) if reply.logprobs is not None else _ntokens(reply.text)
+        return {
+            "id": f"chatcmpl-fake-{n}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", self.model),
+            "system_fingerprint": "fake",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": reply.text, "refusal": None},
+                    "logprobs": logprobs,
+                    "finish_reason": reply.finish_reason,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            },
+        }

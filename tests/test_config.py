@@ -1,0 +1,92 @@
+"""Config tree composes; bad inputs fail fast with the offending key, before any model loads."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from xlexp.config import ConfigError, parse_data_size, register, validate
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+register()
+
+
+def make(*overrides: str):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("value,expected", [(32, 32), ("256", 256), ("2k", 2000), ("8k", 8000), ("32K", 32000)])
+def test_data_size_parsing(value, expected):
+    assert parse_data_size(value) == expected
+
+
+@pytest.mark.parametrize("value", ["2m", "abc", "0", "-5", "1.5k"])
+def test_data_size_rejects(value):
+    with pytest.raises(ConfigError, match="^data_size"):
+        parse_data_size(value)
+
+
+def test_default_tiny_profile_is_valid():
+    cfg = make()
+    validate(cfg, cuda=False)
+    assert cfg.model.backend == "hf" and list(cfg.translators) == ["smollm2-greedy", "smollm2-sampled"]
+    assert cfg.qe.llm.model == cfg.judge.model  # LLM QE defaults to the judge's model
+
+
+def test_paper_profile_has_paper_settings():
+    cfg = make("profile=paper")
+    assert cfg.teacher.model == "Qwen/Qwen2.5-72B-Instruct"
+    assert [c.model for c in cfg.translators.values()] == [
+        "utter-project/EuroLLM-9B-Instruct", "mistralai/Mistral-Small-24B-Instruct-2501", "google/gemma-2-27b-it"]
+    assert cfg.k == 3 and cfg.judge.model.startswith("gpt-4o-") and cfg.reference.model.startswith("gpt-4o-mini")
+    assert (cfg.sft.r, list(cfg.sft.target_modules), cfg.sft.lr, cfg.sft.warmup_ratio, cfg.sft.batch_size, cfg.seed) == (
+        8, ["q_proj", "v_proj"], 1e-4, 0.03, 8, 1)
+    assert cfg.model.sampling.temperature == 0.7 and cfg.model.sampling.max_tokens == 2048
+    assert cfg.generate.keep == 0.8 and cfg.qe.model == "Unbabel/wmt23-cometkiwi-da-xl"
+
+
+def test_profile_tiny_brings_an_experiment_down_to_cpu():
+    cfg = make("+exp=scaling", "profile=tiny")
+    assert cfg.teacher.backend == "hf" and cfg.judge.backend == "hf"
+    validate(cfg, cuda=False)
+
+
+@pytest.mark.parametrize(
+    "overrides,key",
+    [
+        (["langs.codes=[deu,xxx]"], "langs.codes[1]"),
+        (["eval.langs=[klingon]"], "eval.langs[0]"),
+        (["k=3"], "k"),
+        (["data_size=lots"], "data_size"),
+        (["stages=[generate,train]"], "stages[1]"),
+        (["generate.selection=best"], "generate.selection"),
+        (["judge=gpt-4o"], "judge.api_key_env"),
+        (["teacher.backend=vllm"], "teacher.backend"),
+        (["model.backend=tgi"], "model.backend"),
+        (["teacher.model=pkg:not_a_package_xyz"], "teacher.model"),
+        (["seed=jsonl", "seed_data.path=/nonexistent.jsonl"], "seed_data.path"),
+    ],
+)
+def test_bad_input_names_the_key(overrides, key, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    cfg = make(*overrides)
+    with pytest.raises(ConfigError) as err:
+        validate(cfg, cuda=False)
+    assert err.value.key == key, str(err.value)
+
+
+def test_api_key_present_passes(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-real")
+    validate(make("judge=gpt-4o"), cuda=False)
+
+
+def test_vllm_allowed_only_with_cuda(monkeypatch):
+    cfg = make("teacher.backend=vllm")
+    with pytest.raises(ConfigError, match="CUDA"):
+        validate(cfg, cuda=False)
+
+
+def test_type_errors_come_from_the_structured_schema():
+    with pytest.raises(Exception, match="k"):
+        make("k=three")

@@ -1,0 +1,101 @@
+"""Stage 4a, quality estimation (paper 4.4): one score in [0, 1] per unique (source, translation).
+
+Two scorers: CometKiwi through unbabel-comet (the paper's), and an LLM-prompted, GEMBA-style
+scorer through the backend protocol that runs offline: the expected 1-5 rating under the
+judge's first-token distribution over the digits (probability-weighted, as G-Eval), rescaled
+to [0, 1]; the parsed digit when the backend gives no logprobs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from xlexp import langs
+from xlexp.generate import prompt
+from xlexp.llm import Completion, Conversation
+
+DIGITS = "12345"
+TOP_LOGPROBS = 20
+
+
+def build_prompts(triples: list[tuple[str, str, str]]) -> list[Conversation]:
+    template = prompt("qe")
+    return [
+        [{"role": "user", "content": template.format(language=langs.name(code), source=src, translation=mt)}]
+        for src, mt, code in triples
+    ]
+
+
+def parse_score(completion: Completion) -> tuple[float | None, str | None]:
+    if not completion.ok:
+        return None, f"backend error: {completion.error}"
+    if completion.logprobs:
+        first = completion.logprobs[0]
+        probs: dict[int, float] = {}
+        for token, lp in first.items():
+            t = token.strip()
+            if len(t) == 1 and t in DIGITS:
+                probs[int(t)] = probs.get(int(t), 0.0) + math.exp(lp)
+        if probs:
+            total = sum(probs.values())
+            expected = sum(d * p for d, p in probs.items()) / total
+            return (expected - 1) / 4, None
+    m = re.search(r"[1-5]", completion.text)
+    if m:
+        return (int(m.group()) - 1) / 4, None
+    return None, "no 1-5 rating in QE answer"
+
+
+class CometQE:
+    """CometKiwi (reference-free) via unbabel-comet; each unique pair is scored once."""
+
+    def __init__(self, model: str, batch_size: int = 16):
+        from comet import download_model, load_from_checkpoint
+
+        path = Path(model)
+        if (path / "checkpoints" / "model.ckpt").exists():
+            ckpt = path / "checkpoints" / "model.ckpt"
+        elif path.suffix == ".ckpt" and path.exists():
+            ckpt = path
+        else:
+            try:
+                ckpt = Path(download_model(model))
+            except Exception as e:  # gated model, no token, or offline
+                raise RuntimeError(
+                    f"qe.model: cannot get COMET model {model!r} ({type(e).__name__}: {e}). CometKiwi is gated "
+                    "on the HF hub: accept its licence and set HF_TOKEN, or point qe.model at a local checkpoint dir."
+                ) from e
+        self.model = load_from_checkpoint(str(ckpt))
+        self.batch_size = batch_size
+
+    def score(self, pairs: list[tuple[str, str]]) -> list[float]:
+        import torch
+
+        data = [{"src": s, "mt": t} for s, t in pairs]
+        gpus = 1 if torch.cuda.is_available() else 0
+        out = self.model.predict(data, batch_size=self.batch_size, gpus=gpus, progress_bar=False)
+        return [float(s) for s in out.scores]
+
+
+def unique_triples(items: list[dict]) -> list[tuple[str, str, str]]:
+    """Unique (source, translation, lang) over every candidate of every item."""
+    seen: dict[tuple[str, str, str], None] = {}
+    for item in items:
+        for src, cands in zip(item["sentences"], item["candidates"], strict=True):
+            for mt in cands:
+                if mt is not None:
+                    seen.setdefault((src, mt, item["lang"]), None)
+    return list(seen)
+
+
+def triple_key(src: str, mt: str, lang: str) -> str:
+    from xlexp.store import digest
+
+    return digest([src, mt, lang], n=24)
+
+
+def scorer_info(cfg: Any) -> dict:
+    return {"kind": cfg.kind, "model": cfg.model if cfg.kind == "comet" else None}

@@ -1,0 +1,137 @@
+"""Sentence split and in-place reassembly (paper 4.3), so formatting survives translation.
+
+A response becomes a list of segments: literal text (markdown prefixes such as bullets,
+numbers and heading marks, blank lines, whitespace between sentences, code blocks, bare URLs)
+and sentences to translate. Joining the segments gives the original back byte for byte;
+joining with each sentence replaced by its translation gives the translated response with
+the same layout.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Protocol
+
+_FENCE = re.compile(r"^\s*(```|~~~)")
+# Markdown that starts a line: indentation, quote marks, headings, bullets, numbered items.
+_LINE_PREFIX = re.compile(r"^(\s*(?:>\s*)*(?:#{1,6}\s+|[-*+]\s+|\d+[.)]\s+)?)")
+_URL = re.compile(r"^\s*(?:https?://|www\.)\S+\s*$")
+_LETTER = re.compile(r"[^\W\d_]")
+
+
+class Splitter(Protocol):
+    def split(self, text: str) -> list[str]: ...
+
+
+class PysbdSplitter:
+    """Rule-based, offline (handles abbreviations such as "e.g." and "Dr.")."""
+
+    def __init__(self, language: str = "en"):
+        import pysbd
+
+        self._seg = pysbd.Segmenter(language=language, clean=False)
+
+    def split(self, text: str) -> list[str]:
+        return self._seg.segment(text)
+
+
+class SaTSplitter:
+    """Segment any Text (wtpsplit), as in the paper."""
+
+    def __init__(self, model: str, tokenizer: str | None = None, threshold: float | None = None):
+        from wtpsplit import SaT
+
+        kwargs = {"tokenizer_name_or_path": tokenizer} if tokenizer else {}
+        try:
+            self._sat = SaT(model, **kwargs)
+        except OSError as e:  # hub download impossible (offline, no cache)
+            raise RuntimeError(
+                f"splitter.model: cannot load SaT model {model!r} ({e}). Offline, point splitter.model "
+                "(and splitter.tokenizer) at local directories, or use splitter=pysbd."
+            ) from e
+        self.threshold = threshold
+
+    def split(self, text: str) -> list[str]:
+        kwargs = {"threshold": self.threshold} if self.threshold is not None else {}
+        return list(self._sat.split(text, **kwargs))
+
+
+def make_splitter(cfg: Any) -> Splitter:
+    if cfg.kind == "sat":
+        return SaTSplitter(cfg.model, cfg.tokenizer, cfg.threshold)
+    return PysbdSplitter()
+
+
+def _translatable(text: str) -> bool:
+    return bool(_LETTER.search(text)) and not _URL.match(text)
+
+
+def _split_line(content: str, splitter: Splitter) -> list[dict]:
+    """Sentences of one line, located in place; the gaps between them stay literal."""
+    segments: list[dict] = []
+    pos = 0
+    for sentence in splitter.split(content):
+        core = sentence.strip()
+        if not core:
+            continue
+        start = content.find(core, pos)
+        if start < 0:  # the splitter altered the text: keep the rest as one sentence
+            break
+        if start > pos:
+            segments.append({"text": content[pos:start], "translate": False})
+        segments.append({"text": core, "translate": _translatable(core)})
+        pos = start + len(core)
+    if pos < len(content):
+        rest = content[pos:]
+        segments.append({"text": rest, "translate": bool(rest.strip()) and _translatable(rest)})
+    return segments
+
+
+def segment(text: str, splitter: Splitter) -> list[dict]:
+    """Segments of `text`; `"".join(s["text"] for s in segments) == text`."""
+    segments: list[dict] = []
+    in_code = False
+    for line in text.splitlines(keepends=True):
+        if _FENCE.match(line):
+            in_code = not in_code
+            segments.append({"text": line, "translate": False})
+            continue
+        body = line.rstrip("\r\n")
+        newline = line[len(body) :]
+        if in_code or not body.strip():
+            segments.append({"text": line, "translate": False})
+            continue
+        prefix = _LINE_PREFIX.match(body).group(1)
+        if prefix:
+            segments.append({"text": prefix, "translate": False})
+        segments.extend(_split_line(body[len(prefix) :], splitter))
+        if newline:
+            segments.append({"text": newline, "translate": False})
+    return _merge_literals(segments)
+
+
+def _merge_literals(segments: list[dict]) -> list[dict]:
+    merged: list[dict] = []
+    for seg in segments:
+        if merged and not seg["translate"] and not merged[-1]["translate"]:
+            merged[-1] = {"text": merged[-1]["text"] + seg["text"], "translate": False}
+        else:
+            merged.append(seg)
+    return merged
+
+
+def sentences(segments: list[dict]) -> list[str]:
+    return [s["text"] for s in segments if s["translate"]]
+
+
+def reassemble(segments: list[dict], translations: list[str]) -> str:
+    """Put each translation in place of its sentence; literals are kept as they are."""
+    it = iter(translations)
+    out = []
+    for seg in segments:
+        if seg["translate"]:
+            # A translation must not break the line structure around it.
+            out.append(" ".join(next(it).split()))
+        else:
+            out.append(seg["text"])
+    return "".join(out)

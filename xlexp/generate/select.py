@@ -1,0 +1,77 @@
+"""Stage 4b, selection and filtering (paper 4.3-4.4, Table 10 ablation).
+
+best_of_k: per sentence the candidate with the highest QE; naive: the first translator's;
+random: best-of-k translations but the kept subset and its order ignore QE. Passage score =
+mean of its chosen sentences' QE scores; the bottom (1 - keep) share is dropped.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter, defaultdict
+
+from xlexp.generate.qe import triple_key
+from xlexp.generate.segment import reassemble
+
+
+def choose(item: dict, scores: dict[str, float | None], translator_names: list[str], strategy: str) -> dict:
+    chosen, chosen_scores, winners = [], [], []
+    for i, (src, cands) in enumerate(zip(item["sentences"], item["candidates"], strict=True)):
+        options = []
+        for t, mt in enumerate(cands):
+            if mt is None:
+                continue
+            options.append((scores.get(triple_key(src, mt, item["lang"])), t, mt))
+        if strategy == "naive":
+            options = [o for o in options if o[1] == 0]
+        if not options:
+            return {"id": item["id"], "reject": f"no valid translation for sentence {i}"}
+        scored = [o for o in options if o[0] is not None]
+        best = max(scored, key=lambda o: (o[0], -o[1])) if scored else options[0]
+        chosen.append(best[2])
+        winners.append(translator_names[best[1]])
+        if best[0] is not None:
+            chosen_scores.append(best[0])
+    if item["sentences"] and not chosen_scores:
+        return {"id": item["id"], "reject": "no QE score for any sentence"}
+    qe = sum(chosen_scores) / len(chosen_scores) if chosen_scores else 0.0
+    return {
+        "id": item["id"],
+        "seed_id": item["seed_id"],
+        "lang": item["lang"],
+        "messages": [
+            {"role": "user", "content": item["instruction"]},
+            {"role": "assistant", "content": reassemble(item["segments"], chosen)},
+        ],
+        "qe_score": qe,
+        "translators": winners,
+        "source_question": item["question"],
+        "source_response": item["response"],
+    }
+
+
+def filter_rows(rows: list[dict], keep: float, strategy: str, seed: int) -> list[dict]:
+    """Keep the top `keep` share by QE (or a random share for `random`), best first."""
+    n_keep = math.floor(len(rows) * keep + 0.5)
+    if strategy == "random":
+        ordered = sorted(rows, key=lambda r: r["id"])
+        random.Random(seed).shuffle(ordered)
+    else:
+        ordered = sorted(rows, key=lambda r: (-r["qe_score"], r["id"]))
+    return [{**row, "rank": i} for i, row in enumerate(ordered[:n_keep])]
+
+
+def stats(rows: list[dict], rejects: list[dict], translator_names: list[str]) -> dict:
+    by_lang: dict[str, list[float]] = defaultdict(list)
+    wins: Counter = Counter()
+    for row in rows:
+        by_lang[row["lang"]].append(row["qe_score"])
+        wins.update(row["translators"])
+    return {
+        "rows": len(rows),
+        "rejects": len(rejects),
+        "reject_reasons": dict(Counter(r["reject"].split(" for sentence")[0] for r in rejects)),
+        "mean_qe_by_lang": {k: sum(v) / len(v) for k, v in sorted(by_lang.items())},
+        "translator_wins": {name: wins.get(name, 0) for name in translator_names},
+    }

@@ -1,0 +1,83 @@
+"""Stage 3, response translation (paper 4.3): target languages, sentence prompts, parsing."""
+
+from __future__ import annotations
+
+import random
+import re
+
+from xlexp import langs
+from xlexp.generate import prompt
+from xlexp.generate.segment import Splitter, segment, sentences
+from xlexp.llm import Completion, Conversation
+
+_LABEL = re.compile(r"^\s*(?:\*\*)?(?:translation|[A-Z][a-z]+ translation|[A-Z][a-z]+)\s*[:：]\s*(?:\*\*)?\s*")
+
+
+def assign_languages(pairs: list[dict], codes: list[str], mode: str, templates: list[str], seed: int) -> list[dict]:
+    """Items to translate: each pair gets one language (seeded, balanced) or every language.
+
+    The instruction gets a cross-lingual suffix such as "Respond in German." (paper 4.1),
+    a template drawn per item with the same seed.
+    """
+    rng = random.Random(seed)
+    if mode == "all":
+        targets = [(p, code) for p in pairs for code in codes]
+    else:
+        order = list(range(len(pairs)))
+        rng.shuffle(order)
+        lang_of = {i: codes[rank % len(codes)] for rank, i in enumerate(order)}
+        targets = [(p, lang_of[i]) for i, p in enumerate(pairs)]
+    items = []
+    for pair, code in targets:
+        suffix = rng.choice(templates).format(language=langs.name(code))
+        items.append(
+            {
+                "id": f"{pair['id']}-{code}",
+                "seed_id": pair.get("seed_id", pair["id"]),
+                "lang": code,
+                "question": pair["question"],
+                "instruction": f"{pair['question']} {suffix}",
+                "response": pair["response"],
+            }
+        )
+    return items
+
+
+def add_segments(items: list[dict], splitter: Splitter) -> list[dict]:
+    cache: dict[str, list[dict]] = {}
+    for item in items:
+        if item["response"] not in cache:
+            cache[item["response"]] = segment(item["response"], splitter)
+        item["segments"] = cache[item["response"]]
+    return items
+
+
+def jobs(items: list[dict]) -> list[tuple[str, str]]:
+    """Unique (sentence, lang) pairs to translate, in first-seen order."""
+    seen: dict[tuple[str, str], None] = {}
+    for item in items:
+        for s in sentences(item["segments"]):
+            seen.setdefault((s, item["lang"]), None)
+    return list(seen)
+
+
+def build_prompts(job_list: list[tuple[str, str]]) -> list[Conversation]:
+    template = prompt("translate")
+    return [
+        [{"role": "user", "content": template.format(language=langs.name(code), sentence=s)}]
+        for s, code in job_list
+    ]
+
+
+def parse_one(source: str, completion: Completion) -> tuple[str | None, str | None]:
+    """(translation, None) or (None, reject reason)."""
+    if not completion.ok:
+        return None, f"backend error: {completion.error}"
+    text = _LABEL.sub("", completion.text.strip(), count=1).strip().strip('"“”„').strip()
+    if not text:
+        return None, "empty translation"
+    if len(text) > 4 * len(source) + 40:
+        return None, "translation far longer than the source"
+    if source.count("\n") == 0 and "\n\n" in text:
+        text = text.split("\n\n")[0].strip()  # small models append notes after a blank line
+    return text, None

@@ -1,0 +1,392 @@
+"""The I/O shell around the pure stage cores: load inputs from the store, call model roles,
+write artifacts. Each function returns a store Artifact; its key is the hash of the config
+slice the stage reads, the keys of its inputs and the stage's format version, so the same
+work is never done twice (by a rerun, a resumed job, or another job of a sweep).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from xlexp.config import parse_data_size, translator_cards
+from xlexp.generate import qe, refine, reverse, seed, segment, select, translate
+from xlexp.llm import ChatModel, ResponseCache, load
+from xlexp.llm.base import identity_of
+from xlexp.store import Artifact, Store, digest, write_json, write_jsonl
+
+log = logging.getLogger("xlexp")
+
+
+def card_key(card: Any) -> dict:
+    """What of a model card determines its outputs (not concurrency, prices or batch size)."""
+    c = OmegaConf.to_container(card, resolve=True) if OmegaConf.is_config(card) else dict(vars(card))
+    return {"identity": identity_of(card), "sampling": c.get("sampling"), "chat_template": c.get("chat_template")}
+
+
+def plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+@dataclass
+class Models:
+    """Model roles for one run: one cache, and one backend per distinct model, loaded lazily."""
+
+    store: Store
+    cache: ResponseCache = field(init=False)
+    _roles: dict[str, ChatModel] = field(default_factory=dict)
+    _backends: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.cache = ResponseCache(self.store.root / "cache.sqlite")
+
+    def role(self, role: str, card: Any) -> ChatModel:
+        if role not in self._roles:
+            model = load(card, self.store.root, self.cache)
+            inner = model._loader
+            ident = f"{identity_of(card)}|{card.dtype}"
+
+            def shared(c: Any, _inner=inner, _ident=ident) -> Any:
+                # The tiny profile plays every role with one model: load it once.
+                if _ident not in self._backends:
+                    self._backends[_ident] = _inner(c)
+                return self._backends[_ident]
+
+            model._loader = shared
+            self._roles[role] = model
+        return self._roles[role]
+
+    def usage(self) -> dict[str, dict]:
+        out = {}
+        for role, model in self._roles.items():
+            u = model.usage
+            out[role] = {
+                "calls": u.calls,
+                "cache_hits": u.cache_hits,
+                "errors": u.errors,
+                "prompt_tokens": u.prompt_tokens,
+                "completion_tokens": u.completion_tokens,
+                "seconds": round(u.seconds, 2),
+                "usd": round(u.cost(model.card), 4),
+            }
+        return out
+
+    def backend_calls(self) -> int:
+        return sum(m.usage.calls for m in self._roles.values())
+
+    def close(self) -> None:
+        for backend in self._backends.values():
+            close = getattr(backend, "close", None)
+            if close:
+                close()
+        self._backends.clear()
+
+
+def _split_rejects(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    ok = [r for r in rows if "reject" not in r]
+    return ok, [r for r in rows if "reject" in r]
+
+
+def _chat_stage(
+    store: Store,
+    stage: str,
+    key: str,
+    inputs: list[dict],
+    model: ChatModel,
+    build: Any,
+    parse: Any,
+    batch_size: int,
+) -> Artifact:
+    """A teacher stage: prompts in batches (finished batches kept as parts), rows + rejects out."""
+
+    def produce(work: Path, parts: Any) -> dict:
+        def run_batch(batch: list[dict]) -> list[dict]:
+            return parse(batch, model.chat(build(batch)))
+
+        rows = parts.map_batches("batch", inputs, batch_size, run_batch)
+        ok, rejects = _split_rejects(rows)
+        write_jsonl(work / "rows.jsonl", ok)
+        write_jsonl(work / "rejects.jsonl", rejects)
+        return {"in": len(inputs), "out": len(ok), "rejects": len(rejects), **_reasons(rejects)}
+
+    artifact, _ = store.build(stage, key, produce)
+    return artifact
+
+
+def _reasons(rejects: list[dict]) -> dict:
+    reasons: dict[str, int] = {}
+    for r in rejects:
+        reasons[r["reject"]] = reasons.get(r["reject"], 0) + 1
+    return {"reject_reasons": reasons} if reasons else {}
+
+
+# ---------------------------------------------------------------- generate
+
+
+def run_seed(cfg: Any, store: Store) -> Artifact:
+    key = store.key("seed", {"seed_data": plain(cfg.seed_data), "seed": cfg.seed})
+
+    def produce(work: Path, parts: Any) -> dict:
+        rows = seed.select(seed.load_rows(cfg.seed_data), cfg.seed_data, cfg.seed)
+        write_jsonl(work / "rows.jsonl", rows)
+        return {"out": len(rows)}
+
+    return store.build("seed", key, produce)[0]
+
+
+def run_reverse(cfg: Any, store: Store, models: Models, seeds: Artifact) -> Artifact:
+    key = store.key("reverse", {"teacher": card_key(cfg.teacher), "prompt": digest(reverse.prompt("reverse"))}, [seeds.key])
+    model = models.role("teacher", cfg.teacher)
+    return _chat_stage(store, "reverse", key, seeds.rows(), model, reverse.build_prompts, reverse.parse, cfg.generate.batch_size)
+
+
+def run_refine(cfg: Any, store: Store, models: Models, pairs: Artifact) -> Artifact:
+    key = store.key("refine", {"teacher": card_key(cfg.teacher), "prompt": digest(refine.prompt("refine"))}, [pairs.key])
+    model = models.role("teacher", cfg.teacher)
+    return _chat_stage(store, "refine", key, pairs.rows(), model, refine.build_prompts, refine.parse, cfg.generate.batch_size)
+
+
+def run_translate(cfg: Any, store: Store, models: Models, pairs: Artifact) -> Artifact:
+    cards = translator_cards(cfg)
+    key = store.key(
+        "translate",
+        {
+            "translators": [card_key(c) for _, c in cards],
+            "splitter": plain(cfg.splitter),
+            "langs": plain(cfg.langs),
+            "templates": plain(cfg.generate.suffix_templates),
+            "prompt": digest(translate.prompt("translate")),
+            "seed": cfg.seed,
+        },
+        [pairs.key],
+    )
+
+    def produce(work: Path, parts: Any) -> dict:
+        items = translate.assign_languages(
+            pairs.rows(), list(cfg.langs.codes), cfg.langs.assign, list(cfg.generate.suffix_templates), cfg.seed
+        )
+        translate.add_segments(items, segment.make_splitter(cfg.splitter))
+        job_list = translate.jobs(items)
+        results: dict[str, dict[tuple[str, str], tuple[str | None, str | None]]] = {}
+        for name, card in cards:
+            model = models.role(f"translator:{name}", card)
+
+            def run_batch(batch: list[tuple[str, str]], model: ChatModel = model) -> list[dict]:
+                comps = model.chat(translate.build_prompts(batch))
+                return [
+                    dict(zip(("text", "reject"), translate.parse_one(src, c), strict=True))
+                    for (src, _), c in zip(batch, comps, strict=True)
+                ]
+
+            # Each translator gets all its sentences; parts bound the loss of a killed job.
+            out = parts.map_batches(f"{name}", job_list, max(cfg.generate.batch_size * 4, 1), run_batch)
+            results[name] = {job: (r["text"], r["reject"]) for job, r in zip(job_list, out, strict=True)}
+        rejects: dict[str, int] = {}
+        rows = []
+        for item in items:
+            sents = segment.sentences(item["segments"])
+            candidates = []
+            for s in sents:
+                cands = []
+                for name, _ in cards:
+                    text, reason = results[name][(s, item["lang"])]
+                    if reason:
+                        rejects[f"{name}: {reason}"] = rejects.get(f"{name}: {reason}", 0) + 1
+                    cands.append(text)
+                candidates.append(cands)
+            rows.append({**item, "sentences": sents, "candidates": candidates})
+        write_jsonl(work / "rows.jsonl", rows)
+        return {"items": len(rows), "sentence_jobs": len(job_list), "translations": len(job_list) * len(cards), "rejected_translations": rejects}
+
+    return store.build("translate", key, produce)[0]
+
+
+def run_qe(cfg: Any, store: Store, models: Models, translations: Artifact) -> Artifact:
+    info = qe.scorer_info(cfg.qe)
+    if cfg.qe.kind == "llm":
+        info.update(llm=card_key(cfg.qe.llm), prompt=digest(qe.prompt("qe")))
+    key = store.key("qe", info, [translations.key])
+
+    def produce(work: Path, parts: Any) -> dict:
+        triples = qe.unique_triples(translations.rows())
+        if cfg.qe.kind == "llm":
+            model = models.role("qe", cfg.qe.llm)
+            sampling = model.sampling(temperature=0.0, max_tokens=1, logprobs=qe.TOP_LOGPROBS)
+
+            def run_batch(batch: list[list[str]]) -> list[dict]:
+                comps = model.chat(qe.build_prompts([tuple(t) for t in batch]), sampling)
+                return [dict(zip(("score", "reject"), qe.parse_score(c), strict=True)) for c in comps]
+        else:
+            scorer = qe.CometQE(cfg.qe.model, cfg.qe.batch_size)
+
+            def run_batch(batch: list[list[str]]) -> list[dict]:
+                scores = scorer.score([(s, t) for s, t, _ in batch])
+                return [{"score": s, "reject": None} for s in scores]
+
+        out = parts.map_batches("scores", [list(t) for t in triples], max(cfg.generate.batch_size * 4, 1), run_batch)
+        rows = [{"key": qe.triple_key(*t), "source": t[0], "translation": t[1], "lang": t[2], **r} for t, r in zip(triples, out, strict=True)]
+        write_jsonl(work / "rows.jsonl", rows)
+        failed = [r for r in rows if r["score"] is None]
+        return {"scored_pairs": len(rows), "failed": len(failed), **_reasons([{"reject": r["reject"]} for r in failed])}
+
+    return store.build("qe", key, produce)[0]
+
+
+def run_select(cfg: Any, store: Store, translations: Artifact, scores: Artifact) -> Artifact:
+    names = [name for name, _ in translator_cards(cfg)]
+    key = store.key(
+        "select",
+        {"selection": cfg.generate.selection, "keep": cfg.generate.keep, "seed": cfg.seed, "translators": names},
+        [translations.key, scores.key],
+    )
+
+    def produce(work: Path, parts: Any) -> dict:
+        score_of = {r["key"]: r["score"] for r in scores.rows()}
+        chosen = [select.choose(item, score_of, names, cfg.generate.selection) for item in translations.rows()]
+        ok, rejects = _split_rejects(chosen)
+        kept = select.filter_rows(ok, cfg.generate.keep, cfg.generate.selection, cfg.seed)
+        write_jsonl(work / "dataset.jsonl", kept)
+        write_jsonl(work / "rejects.jsonl", rejects)
+        stats = select.stats(kept, rejects, names)
+        stats["before_filter"] = len(ok)
+        write_json(work / "stats.json", stats)
+        return {"rows": len(kept), "before_filter": len(ok), "rejects": len(rejects)}
+
+    return store.build("select", key, produce)[0]
+
+
+def run_generate(cfg: Any, store: Store, models: Models) -> dict[str, Artifact]:
+    arts: dict[str, Artifact] = {}
+    arts["seed"] = run_seed(cfg, store)
+    arts["reverse"] = run_reverse(cfg, store, models, arts["seed"])
+    arts["refine"] = run_refine(cfg, store, models, arts["reverse"])
+    arts["translate"] = run_translate(cfg, store, models, arts["refine"])
+    arts["qe"] = run_qe(cfg, store, models, arts["translate"])
+    arts["select"] = run_select(cfg, store, arts["translate"], arts["qe"])
+    return arts
+
+
+# ---------------------------------------------------------------- sft
+
+
+def run_sft(cfg: Any, store: Store, dataset: Artifact) -> Artifact:
+    from xlexp.llm.hf import materialize
+    from xlexp.sft.data import take
+    from xlexp.sft.train import train_lora
+
+    n = parse_data_size(cfg.data_size)
+    rows = dataset.rows("dataset.jsonl")
+    subset = "random" if cfg.generate.selection == "random" else cfg.sft.subset
+    chosen = take(rows, n, subset, cfg.seed)  # raises "data_size: ..." before any model loads
+    sft_cfg = {k: v for k, v in plain(cfg.sft).items() if k != "save_steps"}
+    key = store.key("sft", {"model": card_key(cfg.model), "sft": sft_cfg, "n": n, "subset": subset, "seed": cfg.seed}, [dataset.key])
+
+    def produce(work: Path, parts: Any) -> dict:
+        # Checkpoints live outside the partial dir's parts so a killed job resumes from them.
+        model_dir = materialize(cfg.model, store.root / "models")
+        metrics = train_lora(chosen, model_dir, cfg.sft, work, cfg.seed)
+        return {"rows": len(chosen), **{k: v for k, v in metrics.items() if not isinstance(v, list | dict)}}
+
+    return store.build("sft", key, produce)[0]
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+def benchmark_rows(cfg: Any) -> dict[str, list[dict]]:
+    from xlexp.evaluate import benchmark
+
+    prompts = benchmark.demo_prompts() if cfg.eval.benchmark == "demo" else benchmark.load_prompts(cfg.eval.path)
+    codes = list(cfg.eval.langs or cfg.langs.codes)
+    return benchmark.build_xl(
+        prompts, codes, list(cfg.eval.templates), exclude_ids=list(cfg.eval.exclude_ids), seed=cfg.seed, limit=cfg.eval.limit
+    )
+
+
+def _bench_key(cfg: Any) -> dict:
+    return {
+        "benchmark": cfg.eval.benchmark,
+        "path": digest(Path(cfg.eval.path).read_bytes()) if cfg.eval.path else None,
+        "langs": list(cfg.eval.langs or cfg.langs.codes),
+        "templates": plain(cfg.eval.templates),
+        "exclude": plain(cfg.eval.exclude_ids),
+        "limit": cfg.eval.limit,
+        "seed": cfg.seed,
+    }
+
+
+def run_respond(cfg: Any, store: Store, models: Models, role: str, card: Any, adapter: Artifact | None) -> Artifact:
+    """Outputs of one system on the benchmark, alpaca_eval format, one file per language."""
+    from xlexp.evaluate import benchmark
+
+    key = store.key("respond", {"model": card_key(card), "bench": _bench_key(cfg)}, [adapter.key] if adapter else [])
+    generator = f"{card.name}+{adapter.key}" if adapter else card.name
+
+    def produce(work: Path, parts: Any) -> dict:
+        model = models.role(role, card)
+        counts = {}
+        for code, rows in benchmark_rows(cfg).items():
+            convs = [[{"role": "user", "content": r["instruction"]}] for r in rows]
+            comps = model.chat(convs, adapter=str(adapter.file("adapter")) if adapter else None)
+            outputs = [c.text.strip() if c.ok else "" for c in comps]
+            write_json(work / f"{code}.json", benchmark.to_alpaca_eval(rows, outputs, generator))
+            counts[code] = {"rows": len(rows), "errors": sum(not c.ok for c in comps)}
+        return {"langs": counts, "generator": generator}
+
+    return store.build("respond", key, produce)[0]
+
+
+def run_judge(cfg: Any, store: Store, models: Models, system: Artifact, reference: Artifact) -> Artifact:
+    import json
+
+    from xlexp.evaluate import judge, langid, metrics
+
+    key = store.key(
+        "judge",
+        {"judge": card_key(cfg.judge), "both_orders": cfg.eval.both_orders, "prompt": digest(judge.PROMPT), "seed": cfg.seed, "bootstrap": cfg.eval.bootstrap},
+        [system.key, reference.key],
+    )
+
+    def produce(work: Path, parts: Any) -> dict:
+        model = models.role("judge", cfg.judge)
+        sampling = model.sampling(temperature=0.0, max_tokens=4, logprobs=20)
+        per_lang = {}
+        for code in list(cfg.eval.langs or cfg.langs.codes):
+            sys_rows = json.loads(system.file(f"{code}.json").read_text())
+            ref_rows = json.loads(reference.file(f"{code}.json").read_text())
+            plan = judge.plan(
+                sys_rows, [r["output"] for r in sys_rows], [r["output"] for r in ref_rows], cfg.eval.both_orders, cfg.seed
+            )
+            comps = model.chat([p["conversation"] for p in plan], sampling)
+            combined = judge.combine(plan, comps)
+            write_jsonl(work / f"{code}.jsonl", combined)
+            prefs = [r["preference"] for r in combined]
+            outputs = [r["output"] for r in sys_rows]
+            per_lang[code] = {
+                "prefs": prefs,
+                "outputs": outputs,
+                "n_malformed": sum(len(r.get("malformed", [])) for r in combined),
+                "lang_fidelity": langid.fidelity(outputs, code),
+            }
+        summary = metrics.summarize(per_lang, n_boot=cfg.eval.bootstrap, seed=cfg.seed)
+        write_json(work / "metrics.json", summary)
+        return {"langs": len(per_lang)}
+
+    return store.build("judge", key, produce)[0]
+
+
+def run_evaluate(cfg: Any, store: Store, models: Models, adapter: Artifact | None) -> dict[str, Artifact]:
+    arts = {"respond": run_respond(cfg, store, models, "model", cfg.model, adapter)}
+    arts["reference"] = run_respond(cfg, store, models, "reference", cfg.reference, None)
+    arts["judge"] = run_judge(cfg, store, models, arts["respond"], arts["reference"])
+    return arts
+
+
+def timed(fn: Any, *args: Any) -> tuple[Any, float]:
+    started = time.time()
+    return fn(*args), time.time() - started
