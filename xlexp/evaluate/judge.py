@@ -21,16 +21,22 @@ from xlexp.evaluate import prompt
 
 LABELS = ("A", "B")
 ORDERS = ("sr", "rs")
+# Everything the judge is shown but the data (for cache keys), and the verdict parser's
+# version: bump it when parsing changes so stored judgements are recomputed.
+PROMPT = prompt("pairwise_system") + "\n" + prompt("pairwise")
+PARSER_VERSION = 1
 
 # Characters that may wrap a label token: whitespace, SentencePiece/BPE space markers, markdown.
 _WRAP = " \t\r\n\u2581\u0120\u010a*_`\"'()[]{}<>.:,;!"
 _THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
-# "B", "**B**", "(B)", "B." or "B\n..." at the very start.
-_LEADING = re.compile(r"^[\s*_`\"'(\[]*(A|B)(?=[\s*_`\"')\]]*(?:[.:,;!\n]|\Z))", re.I)
-# "Output B", "the better output is (B)", "Answer: A" ... followed by punctuation, "is" or the end.
+# "B", "**B**", "(B)", "B.", "B is better" or "B\n..." at the very start.
+_LEADING = re.compile(r"^[\s*_`\"'(\[]*(A|B)(?=[\s*_`\"')\]]*(?:[.:,;!\n]|\Z|is\b))", re.I)
+# "Output B", "the better output is (B)", "Answer: **A**" ... A bare lowercase letter needs
+# punctuation, "is" or the end after it, so "the answer is a bit long" is no verdict.
 _EXPLICIT = re.compile(
-    r"\b(?:output|answer|response|option|choice|verdict|winner)(?:\s+is)?\s*[:\-]?\s*[*_`\"'(\[]*\s*"
-    r"(A|B)(?=[\s*_`\"')\]]*(?:[.:,;!\n]|\Z|\bis\b))",
+    r"\b(?:output|answer|response|option|choice|verdict|winner)(?:\s+is)?\s*[:\-]?\s*"
+    r"(?:[(\[]\s*(A|B)\s*[)\]]|\*\*(A|B)\*\*|[\"'`](A|B)[\"'`]|(?-i:(A|B))\b"
+    r"|(A|B)(?=\s*(?:[.:,;!\n]|\Z|\bis\b)))",
     re.I,
 )
 
@@ -115,7 +121,7 @@ def _from_text(text: str) -> str | None:
     for pattern in (_LEADING, _EXPLICIT):
         m = pattern.search(text)
         if m:
-            return m.group(1).upper()
+            return next(g for g in m.groups() if g).upper()
     return None
 
 

@@ -24,7 +24,7 @@ def _loader(store_root: Path):
         if card.backend == "vllm":
             from xlexp.llm.vllm import VLLMBackend
 
-            return VLLMBackend(card)
+            return VLLMBackend(card, models_dir=store_root / "models")
         raise ValueError(f"unknown backend {card.backend!r}")
 
     return load_backend

@@ -49,7 +49,7 @@ class Completion:
 
 class Backend(Protocol):
     def generate(
-        self, conversations: list[Conversation], sampling: Sampling, sample_index: int = 0
+        self, conversations: list[Conversation], sampling: Sampling, sample_index: int = 0, adapter: str | None = None
     ) -> list[Completion]: ...
 
 
@@ -205,4 +205,13 @@ class ChatModel:
 def identity_of(card: Any) -> str:
     """What determines a model's outputs besides the prompt: backend kind, model, revision."""
     # base_url is left out on purpose: the same model behind another server gives the same answers.
-    return canonical({"backend": card.backend, "model": card.model, "revision": card.revision, "gguf": card.gguf_file})
+    return canonical(
+        {
+            "backend": card.backend,
+            "model": card.model,
+            "revision": card.revision,
+            "gguf": card.gguf_file,
+            "dtype": card.dtype,
+            "chat_template": card.chat_template,
+        }
+    )

@@ -42,7 +42,14 @@ def materialize(card: Any, models_dir: Path) -> Path | str:
         return source
     if isinstance(source, Path):
         stat = (source / gguf_file).stat()
-        key = digest({"model": str(card.model), "gguf": gguf_file, "size": stat.st_size, "mtime": stat.st_mtime_ns})
+        key = digest(
+            {
+                "model": str(card.model),
+                "gguf": gguf_file,
+                "size": stat.st_size,
+                "mtime": stat.st_mtime_ns,
+            }
+        )
     else:
         key = digest({"model": source, "gguf": gguf_file, "revision": card.revision})
     models_dir = Path(models_dir)
@@ -132,8 +139,9 @@ class HFBackend:
         # generate() fills every field left at its default from model.generation_config (a
         # model's do_sample=True or temperature=0.6 would silently override the card); a neutral
         # config makes the card's sampling the only sampling.
+        self.bos_id = model.generation_config.bos_token_id
         self.model.generation_config = GenerationConfig(
-            bos_token_id=model.generation_config.bos_token_id,
+            bos_token_id=self.bos_id,
             eos_token_id=self.eos_ids,
             pad_token_id=self.pad_id,
         )
@@ -176,7 +184,9 @@ class HFBackend:
         return piece
 
     def _encode(self, conversation: Conversation) -> list[int]:
-        ids = self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True)
+        ids = self.tokenizer.apply_chat_template(
+            conversation, add_generation_prompt=True, tokenize=True
+        )
         if isinstance(ids, dict):  # some tokenizers return a BatchEncoding
             ids = ids["input_ids"]
         return list(ids)
@@ -213,13 +223,17 @@ class HFBackend:
         seed = (sampling.seed if sampling.seed is not None else 0) + sample_index
         model, context = self._with_adapter(adapter)
         with context, torch.inference_mode():
-            for batch in tqdm(batches, desc=f"{self.card.name}", unit="batch", disable=len(batches) < 2):
+            for batch in tqdm(
+                batches, desc=f"{self.card.name}", unit="batch", disable=len(batches) < 2
+            ):
                 done = self._generate_batch(model, [prompts[i] for i in batch], sampling, seed)
                 for i, completion in zip(batch, done, strict=True):
                     results[i] = completion
         return results  # type: ignore[return-value]
 
-    def _generate_batch(self, model: Any, prompts: list[list[int]], sampling: Sampling, seed: int) -> list[Completion]:
+    def _generate_batch(
+        self, model: Any, prompts: list[list[int]], sampling: Sampling, seed: int
+    ) -> list[Completion]:
         import torch
         from transformers import GenerationConfig
 
@@ -239,6 +253,7 @@ class HFBackend:
             temperature=sampling.temperature if sample else None,
             top_p=sampling.top_p if sample else None,
             top_k=0 if sample else None,  # no hidden top-k: the card's temperature/top_p only
+            bos_token_id=self.bos_id,
             eos_token_id=self.eos_ids,
             pad_token_id=self.pad_id,
             return_dict_in_generate=True,
@@ -272,7 +287,9 @@ class HFBackend:
                 completion.logprobs = []
                 for j, chosen in enumerate(tokens):
                     step: dict[str, float] = {}
-                    for value, token_id in zip(top.values[row, j].tolist(), top.indices[row, j].tolist(), strict=True):
+                    for value, token_id in zip(
+                        top.values[row, j].tolist(), top.indices[row, j].tolist(), strict=True
+                    ):
                         step.setdefault(self._piece(token_id), value)
                     # the sampled token too, as vLLM returns it (top-k plus the chosen one)
                     step.setdefault(self._piece(chosen), logprobs[row, j, chosen].item())

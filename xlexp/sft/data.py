@@ -29,7 +29,9 @@ def to_prompt_completion(rows: list[dict]) -> list[dict]:
     for row in rows:
         messages = row["messages"]
         if len(messages) < 2 or messages[-1]["role"] != "assistant":
-            raise ValueError(f"row {row.get('id')!r}: messages must end with an assistant turn after a prompt")
+            raise ValueError(
+                f"row {row.get('id')!r}: messages must end with an assistant turn after a prompt"
+            )
         out.append(
             {
                 "prompt": [{"role": m["role"], "content": m["content"]} for m in messages[:-1]],

@@ -22,6 +22,14 @@ from typing import Any
 from xlexp.sft.data import to_prompt_completion
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+_LOGGED = (
+    "step",
+    "loss",
+    "learning_rate",
+    "grad_norm",
+    "mean_token_accuracy",
+    "num_input_tokens_seen",
+)
 
 
 def use_bf16(value: Any) -> bool:
@@ -72,7 +80,7 @@ def build_trainer(
 
     bf16 = use_bf16(sft.bf16)
     cuda = torch.cuda.is_available()
-    args = SFTConfig(
+    kwargs: dict[str, Any] = dict(
         output_dir=str(Path(out_dir) / "checkpoints"),
         num_train_epochs=float(sft.epochs),
         learning_rate=float(sft.lr),
@@ -102,8 +110,8 @@ def build_trainer(
         dataloader_pin_memory=cuda,
         dataset_num_proc=None,
         include_num_input_tokens_seen="non_padding",
-        **(overrides or {}),
     )
+    args = SFTConfig(**{**kwargs, **(overrides or {})})
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     if tokenizer.chat_template is None:
         raise ValueError(f"model: the tokenizer in {model_dir} has no chat template")
@@ -127,7 +135,9 @@ def _loss_tokens(dataset) -> int:
     return sum(sum(1 for x in labels if x != -100) for labels in dataset["labels"])
 
 
-def train_lora(rows: list[dict], model_dir: str | Path, sft: Any, out_dir: Path, seed: int = 1) -> dict:
+def train_lora(
+    rows: list[dict], model_dir: str | Path, sft: Any, out_dir: Path, seed: int = 1
+) -> dict:
     """Train a LoRA adapter into `out_dir/adapter` and return its metrics; resumes from
     `out_dir/checkpoints` if a run was cut off; a finished `out_dir` (metrics.json) is returned."""
     out_dir = Path(out_dir)
@@ -156,18 +166,15 @@ def fit(trainer, out_dir: Path) -> dict:
     history = state.log_history
     tokens = int(state.num_input_tokens_seen)
     metrics = {
-        "train_rows": len(trainer.train_dataset),  # after dropping rows truncation left without loss
+        # Rows truncation left without completion tokens are dropped by TRL.
+        "train_rows": len(trainer.train_dataset),
         "steps": state.global_step,
         "epochs": state.epoch,
         "resumed_from_step": start_step,
         "train_loss": next((h["train_loss"] for h in reversed(history) if "train_loss" in h), None),
         "first_loss": next((h["loss"] for h in history if "loss" in h), None),
         "last_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None),
-        "loss_history": [
-            {k: h[k] for k in ("step", "loss", "learning_rate", "grad_norm", "num_input_tokens_seen") if k in h}
-            for h in history
-            if "loss" in h
-        ],
+        "loss_history": [{k: h[k] for k in _LOGGED if k in h} for h in history if "loss" in h],
         "tokens_seen": tokens,  # prompt + completion tokens, padding excluded, all runs
         "loss_tokens_per_epoch": _loss_tokens(trainer.train_dataset),
         "seconds": seconds,  # this run only (a resumed run counts from the resume)

@@ -1,0 +1,151 @@
+"""vLLM offline engine: every conversation of a call goes to the engine at once; LoRA per call.
+
+`vllm` is imported in `VLLMBackend.__init__` only, so this module imports on machines without
+it (CPU CI, laptops). Written against the vLLM 0.10/0.11 API: `LLM.chat` takes a list of
+conversations, `SamplingParams(logprobs=k)` returns the top-k plus the sampled token per step
+as raw (not temperature-warped) logprobs, `LoRARequest(lora_name, lora_int_id, lora_path)`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from xlexp.llm.base import Completion, Conversation, Sampling
+from xlexp.llm.hf import materialize
+
+INSTALL_HINT = "vllm is not installed: pip install 'xlexp[gpu]' (needs a CUDA GPU)"
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, DictConfig):
+        return OmegaConf.to_container(obj, resolve=True)  # type: ignore[return-value]
+    return dict(obj or {})
+
+
+class VLLMBackend:
+    """One `vllm.LLM` engine; LoRA adapters are attached per request, not merged."""
+
+    def __init__(self, card: Any, models_dir: Path | None = None):
+        try:
+            import vllm
+        except ImportError as e:
+            raise ImportError(INSTALL_HINT) from e
+        self._vllm = vllm
+        self.card = card
+        # A GGUF card is converted once into a plain HF dir (same as the hf backend): vLLM's own
+        # GGUF loader would inherit transformers' broken GGUF tokenizer.
+        models_dir = Path(
+            models_dir or os.environ.get("XLEXP_MODELS_DIR", "~/.cache/xlexp/models")
+        ).expanduser()
+        path = materialize(card, models_dir)
+        kwargs: dict[str, Any] = {"enable_lora": True, "max_lora_rank": 64}
+        kwargs.update(_plain(card.engine_kwargs))
+        if isinstance(path, str) and card.revision:
+            kwargs.setdefault("revision", card.revision)
+        seed = card.sampling.seed if card.sampling.seed is not None else 0
+        self.llm = vllm.LLM(
+            model=str(path),
+            dtype="bfloat16" if card.dtype == "auto" else card.dtype,  # paper section 3: bf16
+            seed=seed,
+            **kwargs,
+        )
+        self.max_len: int = self.llm.llm_engine.model_config.max_model_len
+        self._lora_ids: dict[str, int] = {}  # adapter dir -> stable LoRA int id (ids start at 1)
+
+    def _lora(self, adapter: str | None):
+        if adapter is None:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        path = str(Path(adapter).resolve())
+        lora_id = self._lora_ids.setdefault(path, len(self._lora_ids) + 1)
+        return LoRARequest(f"adapter{lora_id}", lora_id, path)
+
+    def _prompt_len(self, tokenizer: Any, conversation: Conversation) -> int:
+        ids = tokenizer.apply_chat_template(
+            conversation,
+            add_generation_prompt=True,
+            tokenize=True,
+            chat_template=self.card.chat_template,
+        )
+        return len(ids["input_ids"] if isinstance(ids, dict) else ids)
+
+    def generate(
+        self,
+        conversations: list[Conversation],
+        sampling: Sampling,
+        sample_index: int = 0,
+        adapter: str | None = None,
+    ) -> list[Completion]:
+        lora = self._lora(adapter)
+        tokenizer = self.llm.get_tokenizer()
+        results: list[Completion | None] = [None] * len(conversations)
+        todo: list[int] = []
+        # vLLM raises for the whole call when one prompt is too long: sort those out first.
+        for i, conversation in enumerate(conversations):
+            try:
+                n = self._prompt_len(tokenizer, conversation)
+            except Exception as e:  # a template that rejects this chat
+                results[i] = Completion(error=f"chat template failed: {e}")
+                continue
+            if n >= self.max_len:
+                results[i] = Completion(
+                    prompt_tokens=n,
+                    error=f"prompt is {n} tokens; the model's context is {self.max_len}",
+                )
+                continue
+            todo.append(i)
+        params = self._vllm.SamplingParams(
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_tokens,
+            seed=(sampling.seed if sampling.seed is not None else 0) + sample_index,
+            logprobs=sampling.logprobs,
+        )
+        if todo:
+            outputs = self.llm.chat(
+                [conversations[i] for i in todo],
+                sampling_params=params,
+                lora_request=lora,
+                chat_template=self.card.chat_template,
+                add_generation_prompt=True,
+                use_tqdm=True,
+            )
+            for i, output in zip(todo, outputs, strict=True):
+                results[i] = self._completion(output, tokenizer)
+        return results  # type: ignore[return-value]
+
+    @staticmethod
+    def _completion(output: Any, tokenizer: Any) -> Completion:
+        choice = output.outputs[0]
+        logprobs = None
+        if choice.logprobs is not None:
+            logprobs = []
+            for position in choice.logprobs:  # dict[token_id, Logprob]
+                step: dict[str, float] = {}
+                for token_id, lp in sorted(position.items(), key=lambda kv: -kv[1].logprob):
+                    token = (
+                        lp.decoded_token
+                        if lp.decoded_token is not None
+                        else tokenizer.decode([token_id])
+                    )
+                    step.setdefault(token, float(lp.logprob))
+                logprobs.append(step)
+        return Completion(
+            text=choice.text,
+            logprobs=logprobs,
+            prompt_tokens=len(output.prompt_token_ids or []),
+            completion_tokens=len(
+                choice.token_ids
+            ),  # includes the eos token when it stopped on one
+        )
+
+    def close(self) -> None:
+        import gc
+
+        self.llm = None
+        gc.collect()
