@@ -192,3 +192,13 @@ def test_models_share_one_backend_per_model(tmp_path, tiny_card):
     b = models.role("judge", tiny_card(name="b", sampling={"temperature": 0.7}))
     assert a.backend is b.backend
     models.close()
+
+
+def test_data_size_beyond_the_dataset_fails_before_training(tmp_path, tiny_model_dir, teacher_server):
+    from xlexp.config import ConfigError
+
+    args = overrides(teacher_server.base_url, tiny_model_dir, tmp_path / "store", stages="[generate,sft]", data_size="1k")
+    with pytest.raises(ConfigError) as err:
+        run(compose_cfg(args), tmp_path / "run")
+    assert err.value.key == "data_size" and "1000" in str(err.value)
+    assert not (tmp_path / "store" / "sft").exists()

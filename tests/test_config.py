@@ -90,3 +90,10 @@ def test_vllm_allowed_only_with_cuda(monkeypatch):
 def test_type_errors_come_from_the_structured_schema():
     with pytest.raises(Exception, match="k"):
         make("k=three")
+
+
+def test_missing_mandatory_value_names_the_key():
+    cfg = make("profile=paper")
+    with pytest.raises(ConfigError) as err:
+        validate(cfg, cuda=True)
+    assert err.value.key in ("seed_data.path", "eval.path")

@@ -229,6 +229,9 @@ def _check_card(key: str, card: Any, cuda: bool) -> None:
 def validate(cfg: DictConfig | Any, cuda: bool | None = None) -> None:
     """Fail fast, naming the key, before any model loads."""
     if isinstance(cfg, DictConfig):
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:
+            raise ConfigError(missing[0], "must be set (it is ??? in the config)")
         OmegaConf.resolve(cfg)
     for i, stage in enumerate(cfg.stages):
         if stage not in STAGES:

@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from xlexp.config import parse_data_size, translator_cards
+from xlexp.config import ConfigError, parse_data_size, translator_cards
 from xlexp.generate import qe, refine, reverse, seed, segment, select, translate
 from xlexp.llm import ChatModel, ResponseCache, load
 from xlexp.llm.base import identity_of
@@ -282,7 +282,10 @@ def run_sft(cfg: Any, store: Store, dataset: Artifact) -> Artifact:
     n = parse_data_size(cfg.data_size)
     rows = dataset.rows("dataset.jsonl")
     subset = "random" if cfg.generate.selection == "random" else cfg.sft.subset
-    chosen = take(rows, n, subset, cfg.seed)  # raises "data_size: ..." before any model loads
+    try:
+        chosen = take(rows, n, subset, cfg.seed)
+    except ValueError as e:  # more rows asked for than the dataset holds: fail before training
+        raise ConfigError("data_size", str(e).removeprefix("data_size: ")) from None
     sft_cfg = {k: v for k, v in plain(cfg.sft).items() if k != "save_steps"}
     key = store.key("sft", {"model": card_key(cfg.model), "sft": sft_cfg, "n": n, "subset": subset, "seed": cfg.seed}, [dataset.key])
 
