@@ -229,3 +229,23 @@ def test_killed_run_resumes_from_checkpoint(tiny_model_dir: Path, tmp_path: Path
     assert (out / "adapter" / "adapter_model.safetensors").exists()
     kept = sorted((out / "checkpoints").glob("checkpoint-*"))
     assert 1 <= len(kept) <= 2
+
+
+def test_base_model_without_template_trains_with_the_card_template(tmp_path, tiny_model_dir):
+    """Base models (EuroLLM-9B, Qwen2.5-7B) ship no chat template; the card's is used."""
+    import shutil as sh
+
+    from transformers import AutoTokenizer
+
+    bare = tmp_path / "bare"
+    sh.copytree(tiny_model_dir, bare)
+    tok = AutoTokenizer.from_pretrained(bare)
+    tok.chat_template = None
+    tok.save_pretrained(bare)
+    (bare / "chat_template.jinja").unlink(missing_ok=True)
+    rows = [{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hallo"}]}]
+    with pytest.raises(ValueError, match="chat_template"):
+        build_trainer(rows, bare, SFTConfig(batch_size=1), tmp_path / "a")
+    template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+    trainer = build_trainer(rows, bare, SFTConfig(batch_size=1), tmp_path / "b", chat_template=template)
+    assert trainer.processing_class.chat_template == template

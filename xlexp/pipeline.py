@@ -7,6 +7,7 @@ work is never done twice (by a rerun, a resumed job, or another job of a sweep).
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -292,7 +293,8 @@ def run_sft(cfg: Any, store: Store, dataset: Artifact) -> Artifact:
     def produce(work: Path, parts: Any) -> dict:
         # Checkpoints live outside the partial dir's parts so a killed job resumes from them.
         model_dir = materialize(cfg.model, store.root / "models")
-        metrics = train_lora(chosen, model_dir, cfg.sft, work, cfg.seed)
+        metrics = train_lora(chosen, model_dir, cfg.sft, work, cfg.seed, chat_template=cfg.model.chat_template)
+        shutil.rmtree(work / "checkpoints", ignore_errors=True)  # only needed to resume
         return {"rows": len(chosen), **{k: v for k, v in metrics.items() if not isinstance(v, list | dict)}}
 
     return store.build("sft", key, produce)[0]

@@ -69,6 +69,7 @@ def build_trainer(
     out_dir: Path,
     seed: int = 1,
     overrides: dict[str, Any] | None = None,
+    chat_template: str | None = None,
 ):
     """An `SFTTrainer` for LoRA on `rows` (chat `messages`, assistant last); loss on the
     assistant completion only. `overrides` go to `trl.SFTConfig` (e.g. padding_free, packing)."""
@@ -113,8 +114,10 @@ def build_trainer(
     )
     args = SFTConfig(**{**kwargs, **(overrides or {})})
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    if chat_template:  # base models ship none: the model card's (saved with the adapter)
+        tokenizer.chat_template = chat_template
     if tokenizer.chat_template is None:
-        raise ValueError(f"model: the tokenizer in {model_dir} has no chat template")
+        raise ValueError(f"model.chat_template: the tokenizer in {model_dir} has no chat template; set one")
     model = AutoModelForCausalLM.from_pretrained(
         str(model_dir), dtype=torch.bfloat16 if bf16 else torch.float32
     )
@@ -136,7 +139,12 @@ def _loss_tokens(dataset) -> int:
 
 
 def train_lora(
-    rows: list[dict], model_dir: str | Path, sft: Any, out_dir: Path, seed: int = 1
+    rows: list[dict],
+    model_dir: str | Path,
+    sft: Any,
+    out_dir: Path,
+    seed: int = 1,
+    chat_template: str | None = None,
 ) -> dict:
     """Train a LoRA adapter into `out_dir/adapter` and return its metrics; resumes from
     `out_dir/checkpoints` if a run was cut off; a finished `out_dir` (metrics.json) is returned."""
@@ -145,7 +153,7 @@ def train_lora(
     if metrics_path.exists() and (out_dir / "adapter" / "adapter_config.json").exists():
         return json.loads(metrics_path.read_text())
     out_dir.mkdir(parents=True, exist_ok=True)
-    return fit(build_trainer(rows, model_dir, sft, out_dir, seed=seed), out_dir)
+    return fit(build_trainer(rows, model_dir, sft, out_dir, seed=seed, chat_template=chat_template), out_dir)
 
 
 def fit(trainer, out_dir: Path) -> dict:
