@@ -226,3 +226,27 @@ def test_fake_server_speaks_openai():
     assert reply.choices[0].finish_reason == "stop"
     assert [t.token for t in reply.choices[0].logprobs.content] == ["hello", "there"]
     assert reply.usage.total_tokens == 4
+
+
+def test_a_crash_mid_batch_keeps_the_answers_already_paid_for(tmp_path):
+    """Misses are cached chunk by chunk, so a run that dies repeats at most one chunk of calls."""
+    from xlexp.llm import load
+
+    state = {"crash_after": 8}
+
+    def handler(body: dict):
+        if state["crash_after"] is not None and srv.calls > state["crash_after"]:
+            return Reply(status=500, text="server went away")  # no retries: the run "dies" here
+        return "ok " + body["messages"][-1]["content"]
+
+    with FakeOpenAI(handler) as srv:
+        c = card(srv.base_url, max_concurrency=1, max_retries=0)
+        model = load(c, tmp_path)
+        convs = [[{"role": "user", "content": f"q{i}"}] for i in range(12)]
+        first = model.chat(convs)
+        assert [c.ok for c in first] == [True] * 8 + [False] * 4  # chunks of 4: two cached
+        state["crash_after"] = None
+        calls = srv.calls
+        again = load(c, tmp_path).chat(convs)
+        assert all(c.ok for c in again) and srv.calls - calls == 4
+        assert [c.cached for c in again] == [True] * 8 + [False] * 4

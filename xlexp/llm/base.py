@@ -171,15 +171,18 @@ class ChatModel:
             elif key not in misses:
                 misses[key] = i
         self.usage.cache_hits += len(conversations) - len(misses)
-        if misses:
+        todo = list(misses.items())
+        chunk = self.chunk_size()
+        # Misses go to the backend in chunks, each cached as soon as it returns: a killed run
+        # loses at most one chunk of GPU work or API spend.
+        for start in range(0, len(todo), chunk):
+            part = todo[start : start + chunk]
             started = time.time()
-            todo = list(misses.items())
-            backend = self.backend
             kwargs = {"adapter": adapter} if adapter else {}
-            results = backend.generate([conversations[i] for _, i in todo], sampling, sample_index, **kwargs)
+            results = self.backend.generate([conversations[i] for _, i in part], sampling, sample_index, **kwargs)
             self.usage.seconds += time.time() - started
             fresh: dict[str, dict] = {}
-            for (key, _), comp in zip(todo, results, strict=True):
+            for (key, _), comp in zip(part, results, strict=True):
                 self.usage.calls += 1
                 self.usage.prompt_tokens += comp.prompt_tokens
                 self.usage.completion_tokens += comp.completion_tokens
@@ -190,10 +193,18 @@ class ChatModel:
                 hits[key] = asdict(comp)
             if fresh:
                 self.cache.put_many(fresh)
-            for i, key in enumerate(keys):
-                if out[i] is None:
-                    out[i] = Completion(**{**hits[key], "cached": False})
+        for i, key in enumerate(keys):
+            if out[i] is None:
+                out[i] = Completion(**{**hits[key], "cached": False})
         return out  # type: ignore[return-value]
+
+    def chunk_size(self) -> int:
+        """Items per backend call between cache writes: big enough to keep the engine busy."""
+        if self.card.backend == "openai":
+            return max(1, 4 * int(self.card.max_concurrency))
+        if self.card.backend == "hf":
+            return max(1, 4 * int(self.card.batch_size))
+        return 4096  # vllm: schedules a big batch best
 
     def close(self) -> None:
         close = getattr(self._backend, "close", None)
