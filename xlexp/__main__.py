@@ -53,7 +53,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             ev = pipeline.run_evaluate(cfg, store, models, adapter)
             arts.update(ev)
             summary["stages"]["evaluate"] = {name: a.key for name, a in ev.items()} | {"seconds": round(time.time() - t, 1)}
-            summary["metrics"] = ev["judge"].meta and report.load_metrics(ev["judge"])
+            summary["metrics"] = report.load_metrics(ev["judge"])
             tracker.log_metrics(summary["metrics"])
         summary["usage"] = models.usage()
         summary["backend_calls"] = models.backend_calls()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,18 +47,7 @@ class Models:
 
     def role(self, role: str, card: Any) -> ChatModel:
         if role not in self._roles:
-            model = load(card, self.store.root, self.cache)
-            inner = model._loader
-            ident = f"{identity_of(card)}|{card.dtype}"
-
-            def shared(c: Any, _inner=inner, _ident=ident) -> Any:
-                # The tiny profile plays every role with one model: load it once.
-                if _ident not in self._backends:
-                    self._backends[_ident] = _inner(c)
-                return self._backends[_ident]
-
-            model._loader = shared
-            self._roles[role] = model
+            self._roles[role] = load(card, self.store.root, self.cache, pool=self._backends)
         return self._roles[role]
 
     def usage(self) -> dict[str, dict]:
@@ -353,7 +341,7 @@ def run_judge(cfg: Any, store: Store, models: Models, system: Artifact, referenc
 
     key = store.key(
         "judge",
-        {"judge": card_key(cfg.judge), "both_orders": cfg.eval.both_orders, "prompt": digest(judge.PROMPT), "seed": cfg.seed, "bootstrap": cfg.eval.bootstrap},
+        {"judge": card_key(cfg.judge), "both_orders": cfg.eval.both_orders, "prompt": digest(judge.PROMPT), "parser": judge.PARSER_VERSION, "seed": cfg.seed, "bootstrap": cfg.eval.bootstrap},
         [system.key, reference.key],
     )
 
@@ -390,8 +378,3 @@ def run_evaluate(cfg: Any, store: Store, models: Models, adapter: Artifact | Non
     arts["reference"] = run_respond(cfg, store, models, "reference", cfg.reference, None)
     arts["judge"] = run_judge(cfg, store, models, arts["respond"], arts["reference"])
     return arts
-
-
-def timed(fn: Any, *args: Any) -> tuple[Any, float]:
-    started = time.time()
-    return fn(*args), time.time() - started

@@ -74,10 +74,15 @@ class CometQE:
     def score(self, pairs: list[tuple[str, str]]) -> list[float]:
         import torch
 
-        data = [{"src": s, "mt": t} for s, t in pairs]
+        # CometKiwi sees no language: a pair repeated across languages is scored once.
+        unique = list(dict.fromkeys((s, t) for s, t in pairs))
+        if not unique:
+            return []
+        data = [{"src": s, "mt": t} for s, t in unique]
         gpus = 1 if torch.cuda.is_available() else 0
         out = self.model.predict(data, batch_size=self.batch_size, gpus=gpus, progress_bar=False)
-        return [float(s) for s in out.scores]
+        score_of = dict(zip(unique, (float(s) for s in out.scores), strict=True))
+        return [score_of[(s, t)] for s, t in pairs]
 
 
 def unique_triples(items: list[dict]) -> list[tuple[str, str, str]]:

@@ -10,6 +10,7 @@ the same layout.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any, Protocol
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
@@ -17,6 +18,8 @@ _FENCE = re.compile(r"^\s*(```|~~~)")
 _LINE_PREFIX = re.compile(r"^(\s*(?:>\s*)*(?:#{1,6}\s+|[-*+]\s+|\d+[.)]\s+)?)")
 _URL = re.compile(r"^\s*(?:https?://|www\.)\S+\s*$")
 _LETTER = re.compile(r"[^\W\d_]")
+# Every character str.splitlines() breaks on, with the whitespace around it.
+_LINE_BREAK = re.compile(r"\s*[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]+\s*")
 
 
 class Splitter(Protocol):
@@ -41,6 +44,8 @@ class SaTSplitter:
     def __init__(self, model: str, tokenizer: str | None = None, threshold: float | None = None):
         from wtpsplit import SaT
 
+        if not tokenizer and (Path(model) / "tokenizer_config.json").exists():
+            tokenizer = model  # a local model dir that ships its tokenizer: no hub default
         kwargs = {"tokenizer_name_or_path": tokenizer} if tokenizer else {}
         try:
             self._sat = SaT(model, **kwargs)
@@ -130,8 +135,9 @@ def reassemble(segments: list[dict], translations: list[str]) -> str:
     out = []
     for seg in segments:
         if seg["translate"]:
-            # A translation must not break the line structure around it.
-            out.append(" ".join(next(it).split()))
+            # A translation must not break the line structure around it; other spacing is
+            # kept, so an identity translation gives the text back byte for byte.
+            out.append(_LINE_BREAK.sub(" ", next(it).strip()))
         else:
             out.append(seg["text"])
     return "".join(out)

@@ -10,8 +10,17 @@ from xlexp.llm.base import ChatModel, Completion, Conversation, ResponseCache, S
 __all__ = ["ChatModel", "Completion", "Conversation", "ResponseCache", "Sampling", "load"]
 
 
-def _loader(store_root: Path):
+def _loader(store_root: Path, pool: dict[str, Any] | None):
     def load_backend(card: Any):
+        if pool is None:
+            return _new_backend(card)
+        # Roles played by the same model (the tiny profile: all of them) share one loaded copy.
+        key = identity_of(card)
+        if key not in pool:
+            pool[key] = _new_backend(card)
+        return pool[key]
+
+    def _new_backend(card: Any):
         # Import only the selected backend: vllm and its CUDA stack are optional.
         if card.backend == "hf":
             from xlexp.llm.hf import HFBackend
@@ -30,7 +39,10 @@ def _loader(store_root: Path):
     return load_backend
 
 
-def load(card: Any, store_root: str | Path, cache: ResponseCache | None = None) -> ChatModel:
+def load(
+    card: Any, store_root: str | Path, cache: ResponseCache | None = None, pool: dict[str, Any] | None = None
+) -> ChatModel:
+    """A cached model role; `pool` (identity -> backend) lets roles share a loaded model."""
     store_root = Path(store_root)
     cache = cache or ResponseCache(store_root / "cache.sqlite")
-    return ChatModel(card, cache, _loader(store_root), identity_of(card))
+    return ChatModel(card, cache, _loader(store_root, pool), identity_of(card))

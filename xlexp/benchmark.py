@@ -1,0 +1,209 @@
+"""`python -m xlexp.benchmark`: build XL-AlpacaEval files from an AlpacaEval prompt file.
+
+The counterpart of the XL-Instruct authors' `add_langs.py`: drop the Table 4 prompts, apply the
+`{language}` rewrites, append one Table 5 template per prompt (drawn from the seed and the prompt
+id, so every language gets the same one) and write `DIR/<lang>.json` (alpaca_eval rows) for each
+language plus `DIR/manifest.json` recording what went in.
+
+    python -m xlexp.benchmark --source alpaca_eval.json --langs deu,por --out xl_alpaca_eval
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from xlexp import langs as langtable
+from xlexp.evaluate.benchmark import (
+    PAPER_EXCLUDED_IDS,
+    PAPER_TEMPLATES,
+    PLACEHOLDER,
+    build_xl,
+    load_prompts,
+)
+
+ROW_KEYS = ("instruction", "dataset", "id", "lang")  # alpaca_eval needs the first two
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m xlexp.benchmark",
+        description="Build XL-AlpacaEval (one alpaca_eval JSON file per language) from AlpacaEval prompts.",
+    )
+    p.add_argument(
+        "--source", required=True, type=Path, help="AlpacaEval prompts, JSON list or JSONL"
+    )
+    p.add_argument("--langs", required=True, help="comma-separated language codes, e.g. deu,por")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument(
+        "--seed", type=int, default=1, help="seed of the per-prompt template draw (default 1)"
+    )
+    p.add_argument(
+        "--limit", type=int, default=None, help="keep the first N prompts left after exclusion"
+    )
+    p.add_argument(
+        "--exclude-ids",
+        default="paper",
+        help="comma-separated 1-based prompt ids to drop; 'paper' (default) = Table 4, 'none' = keep all",
+    )
+    p.add_argument(
+        "--templates-file",
+        type=Path,
+        default=None,
+        help="cross-lingual templates with {language}: a JSON list or one per line (default: Table 5)",
+    )
+    p.add_argument(
+        "--rewrites-file",
+        type=Path,
+        default=None,
+        help="JSON object mapping 1-based prompt id -> instruction text containing {language}",
+    )
+    return p
+
+
+def parse_langs(text: str) -> list[str]:
+    """Language codes from `deu,por`, order kept, duplicates dropped; ValueError names unknown ones."""
+    codes = list(dict.fromkeys(c.strip() for c in text.split(",") if c.strip()))
+    if not codes:
+        raise ValueError("--langs: no language codes given")
+    unknown = [c for c in codes if c not in langtable.LANGUAGES]
+    if unknown:
+        known = ", ".join(f"{c} ({n})" for c, (n, _) in langtable.LANGUAGES.items())
+        raise ValueError(
+            f"--langs: unknown language code(s) {', '.join(unknown)}; known codes: {known}"
+        )
+    return codes
+
+
+def parse_exclude_ids(text: str) -> tuple[int, ...]:
+    """`paper` -> Table 4, `none` -> nothing, else comma-separated ints."""
+    key = text.strip().lower()
+    if key == "paper":
+        return PAPER_EXCLUDED_IDS
+    if key in ("none", ""):
+        return ()
+    try:
+        return tuple(sorted({int(x) for x in key.split(",") if x.strip()}))
+    except ValueError:
+        raise ValueError(
+            f"--exclude-ids: expected 'paper', 'none' or comma-separated ints, got {text!r}"
+        ) from None
+
+
+def read_templates(path: Path) -> list[str]:
+    """Templates from a JSON list, or one per line (blank lines and `#` comments skipped)."""
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        templates = json.loads(text)
+        if not all(isinstance(t, str) for t in templates):
+            raise ValueError(f"--templates-file {path}: the JSON list must hold strings")
+    else:
+        templates = [
+            ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")
+        ]
+    if not templates:
+        raise ValueError(f"--templates-file {path}: no templates")
+    bad = [t for t in templates if PLACEHOLDER not in t]
+    if bad:
+        raise ValueError(f"--templates-file {path}: template(s) without {PLACEHOLDER}: {bad}")
+    return templates
+
+
+def read_rewrites(path: Path, known_ids: set[int]) -> dict[int, str]:
+    """`{"5": "... in {language} ..."}` -> {5: ...}; unknown ids and texts without the placeholder fail."""
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(raw, dict):
+        raise ValueError(f"--rewrites-file {path}: expected a JSON object id -> instruction")
+    try:
+        rewrites = {int(k): str(v) for k, v in raw.items()}
+    except ValueError:
+        raise ValueError(f"--rewrites-file {path}: keys must be integer prompt ids") from None
+    unknown = sorted(set(rewrites) - known_ids)
+    if unknown:
+        raise ValueError(f"--rewrites-file {path}: ids not in the source: {unknown}")
+    missing = sorted(i for i, t in rewrites.items() if PLACEHOLDER not in t)
+    if missing:
+        raise ValueError(f"--rewrites-file {path}: rewrites without {PLACEHOLDER}: ids {missing}")
+    return rewrites
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Build the files; returns 0. Bad arguments exit with status 2 via argparse's `error`."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        codes = parse_langs(args.langs)
+        exclude = parse_exclude_ids(args.exclude_ids)
+        if args.limit is not None and args.limit < 1:
+            raise ValueError("--limit must be a positive integer")
+        if not args.source.is_file():
+            raise ValueError(f"--source: no such file {args.source}")
+        prompts = load_prompts(args.source)
+        templates = (
+            read_templates(args.templates_file) if args.templates_file else list(PAPER_TEMPLATES)
+        )
+        ids = {int(p["id"]) for p in prompts}
+        rewrites = read_rewrites(args.rewrites_file, ids) if args.rewrites_file else {}
+    except (ValueError, OSError) as e:  # json.JSONDecodeError is a ValueError
+        parser.error(str(e))
+
+    absent = sorted(set(exclude) - ids)
+    if absent:
+        # Harmless for a subset file, but a sign of a wrong id base on the full set.
+        print(f"warning: excluded ids not in the source: {absent}", file=sys.stderr)
+    xl = build_xl(
+        prompts,
+        codes,
+        templates,
+        exclude_ids=exclude,
+        rewrites=rewrites,
+        seed=args.seed,
+        limit=args.limit,
+    )
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    for code, rows in xl.items():
+        path = args.out / f"{code}.json"
+        _write_json(path, [{k: r[k] for k in ROW_KEYS} for r in rows])
+        print(f"{code} ({langtable.name(code)}): {len(rows)} prompts -> {path}")
+
+    _write_json(
+        args.out / "manifest.json",
+        {
+            "source": {
+                "path": str(args.source.resolve()),
+                "sha256": sha256_file(args.source),
+                "n_prompts": len(prompts),
+            },
+            "langs": codes,
+            "seed": args.seed,
+            "limit": args.limit,
+            "excluded_ids": list(exclude),
+            "excluded_ids_absent": absent,
+            "rewritten_ids": sorted(rewrites),
+            "templates": templates,
+            "counts": {code: len(rows) for code, rows in xl.items()},
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
