@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -22,12 +23,19 @@ from typing import Any
 from filelock import FileLock
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+log = logging.getLogger("xlexp.store")
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, DictConfig | ListConfig):
+        return OmegaConf.to_container(obj, resolve=True)
+    return str(obj)
+
 
 def canonical(obj: Any) -> str:
-    """Stable JSON for hashing (OmegaConf nodes resolved to plain containers)."""
-    if isinstance(obj, DictConfig | ListConfig):
-        obj = OmegaConf.to_container(obj, resolve=True)
-    return json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
+    """Stable JSON for hashing (OmegaConf nodes, at any depth, as plain sorted containers)."""
+    return json.dumps(_plain(obj) if isinstance(obj, DictConfig | ListConfig) else obj,
+                      sort_keys=True, ensure_ascii=False, default=_plain, separators=(",", ":"))
 
 
 def digest(obj: Any, n: int = 16) -> str:
@@ -139,10 +147,12 @@ class Store:
         """
         found = self.get(stage, key)
         if found:
+            log.info("%s %s: reused %s", stage, key, found.meta.get("counts"))
             return found, False
         with self.lock(stage, key):
             found = self.get(stage, key)
-            if found:
+            if found:  # another process produced it while we waited on the lock
+                log.info("%s %s: produced by another job %s", stage, key, found.meta.get("counts"))
                 return found, False
             work = self.root / stage / f".partial-{key}"
             work.mkdir(parents=True, exist_ok=True)
@@ -160,4 +170,5 @@ class Store:
             write_json(work / "DONE", done)
             final = self.path(stage, key)
             os.replace(work, final)
+            log.info("%s %s: built in %.1f s %s", stage, key, done["seconds"], counts)
             return Artifact(stage, key, final), True

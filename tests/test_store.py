@@ -1,0 +1,60 @@
+"""Content-addressed store: keys, atomic DONE, a lock per key, parts that survive a failure."""
+
+import threading
+
+import pytest
+from omegaconf import OmegaConf
+
+from xlexp.store import Store, write_jsonl
+
+
+def test_keys_are_stable_and_depend_on_config_inputs_and_version(tmp_path):
+    store = Store(tmp_path)
+    key = store.key("s", {"a": 1, "b": [1, 2]}, ["x", "y"])
+    assert key == store.key("s", OmegaConf.create({"b": [1, 2], "a": 1}), ["y", "x"])
+    assert key != store.key("s", {"a": 2, "b": [1, 2]}, ["x", "y"])
+    assert key != store.key("s", {"a": 1, "b": [1, 2]}, ["x"])
+    assert key != store.key("s", {"a": 1, "b": [1, 2]}, ["x", "y"], version=2)
+
+
+def test_concurrent_builders_produce_once(tmp_path):
+    store = Store(tmp_path)
+    calls = []
+
+    def produce(work, parts):
+        calls.append(1)
+        write_jsonl(work / "rows.jsonl", [{"id": 1}])
+        return {"out": 1}
+
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(store.build("s", "k", produce))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and sum(built for _, built in results) == 1
+    art = store.get("s", "k")
+    assert art.meta["counts"] == {"out": 1} and art.rows() == [{"id": 1}]
+
+
+def test_failed_build_leaves_no_artifact_and_keeps_finished_parts(tmp_path):
+    store = Store(tmp_path)
+    seen = []
+
+    def fn(batch):
+        seen.append(list(batch))
+        if batch[0] == 4:
+            raise RuntimeError("killed")
+        return [{"x": x} for x in batch]
+
+    def produce(work, parts):
+        rows = parts.map_batches("b", list(range(6)), 2, fn)
+        return {"rows": len(rows)}
+
+    with pytest.raises(RuntimeError):
+        store.build("s", "k", produce)
+    assert store.get("s", "k") is None and not (tmp_path / "s" / "k").exists()
+    seen.clear()
+    art, built = store.build("s", "k", lambda w, p: {"rows": len(p.map_batches("b", list(range(6)), 2, lambda b: [{"x": x} for x in b]))})
+    assert built and art.meta["counts"] == {"rows": 6}
+    assert not (art.path / "parts").exists()
