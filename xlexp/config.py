@@ -269,6 +269,8 @@ def validate(cfg: DictConfig | Any, cuda: bool | None = None) -> None:
         raise ConfigError("logger.kind", f"unknown logger {cfg.logger.kind!r} (wandb, none)")
     if cfg.qe.kind == "comet" and "generate" in cfg.stages and importlib.util.find_spec("comet") is None:
         raise ConfigError("qe.kind", "comet QE needs unbabel-comet installed")
+    if "sft" in cfg.stages and cfg.model.backend == "openai":
+        raise ConfigError("model.backend", "SFT trains a local LoRA adapter: the student model needs backend hf or vllm")
     if cuda is None:
         import torch
 
