@@ -58,3 +58,32 @@ def test_failed_build_leaves_no_artifact_and_keeps_finished_parts(tmp_path):
     art, built = store.build("s", "k", lambda w, p: {"rows": len(p.map_batches("b", list(range(6)), 2, lambda b: [{"x": x} for x in b]))})
     assert built and art.meta["counts"] == {"rows": 6}
     assert not (art.path / "parts").exists()
+
+
+def _open_caches(root: str, n: int, start, errors) -> None:
+    from xlexp.llm.base import ResponseCache
+
+    for i in range(n):
+        start.wait()
+        try:
+            ResponseCache(f"{root}/{i}.sqlite").put_many({"k": {"text": "x"}})
+        except Exception as err:  # noqa: BLE001 - the test counts them
+            errors.put(repr(err))
+
+
+def test_processes_opening_a_new_response_cache_at_once_all_succeed(tmp_path):
+    # Setting WAL mode on a new file fails at once with "database is locked" when another
+    # process is opening it; two `python -m xlexp` sharing a store hit this.
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    start, errors = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_open_caches, args=(str(tmp_path), 20, start, errors)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    found = []
+    while not errors.empty():
+        found.append(errors.get())
+    assert found == [] and all(p.exitcode == 0 for p in procs)

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from filelock import FileLock
+
 from xlexp.store import canonical, digest
 
 Message = dict[str, str]  # {"role": ..., "content": ...}
@@ -60,7 +62,9 @@ class ResponseCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        with self._conn() as conn:
+        # Switching to WAL needs an exclusive lock and SQLite answers "database is locked"
+        # at once (no busy wait) when another process is opening the file: serialize setup.
+        with FileLock(str(self.path) + ".lock"), self._conn() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT, created REAL)")
 
