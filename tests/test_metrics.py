@@ -82,4 +82,4 @@ def test_summarize_rows_and_macro_average() -> None:
     assert (avg["n"], avg["n_malformed"]) == (7, 1)
     assert avg["lang_fidelity"] == pytest.approx(0.375)
     assert avg["ci_low"] <= avg["win_rate"] <= avg["ci_high"]
-    assert set(avg) == set(deu) == {"win_rate", "ci_low", "ci_high", "n", "n_malformed", "avg_len", "lang_fidelity"}
+    assert set(avg) == set(deu) == {"win_rate", "ci_low", "ci_high", "n", "n_malformed", "avg_len", "lang_fidelity", "lc_win_rate"}

@@ -337,11 +337,11 @@ def run_respond(cfg: Any, store: Store, models: Models, role: str, card: Any, ad
 def run_judge(cfg: Any, store: Store, models: Models, system: Artifact, reference: Artifact) -> Artifact:
     import json
 
-    from xlexp.evaluate import judge, langid, metrics
+    from xlexp.evaluate import judge, langid, lc, metrics
 
     key = store.key(
         "judge",
-        {"judge": card_key(cfg.judge), "both_orders": cfg.eval.both_orders, "prompt": digest(judge.PROMPT), "parser": judge.PARSER_VERSION, "seed": cfg.seed, "bootstrap": cfg.eval.bootstrap},
+        {"judge": card_key(cfg.judge), "both_orders": cfg.eval.both_orders, "prompt": digest(judge.PROMPT), "parser": judge.PARSER_VERSION, "seed": cfg.seed, "bootstrap": cfg.eval.bootstrap, "lc": lc.GLM_NAME},
         [system.key, reference.key],
     )
 
@@ -363,6 +363,7 @@ def run_judge(cfg: Any, store: Store, models: Models, system: Artifact, referenc
             per_lang[code] = {
                 "prefs": prefs,
                 "outputs": outputs,
+                "ref_outputs": [r["output"] for r in ref_rows],
                 "n_malformed": sum(len(r.get("malformed", [])) for r in combined),
                 "lang_fidelity": langid.fidelity(outputs, code),
             }

@@ -16,6 +16,7 @@ COLUMNS = [
     ("avg_len", "avg len"),
     ("n", "n"),
     ("n_malformed", "malformed"),
+    ("lc_win_rate", "LC win rate"),
 ]
 
 

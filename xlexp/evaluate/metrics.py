@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from xlexp.evaluate import langid
+from xlexp.evaluate import langid, lc
 
 NAN = float("nan")
 
@@ -64,7 +64,9 @@ def summarize(
 
     Each `per_lang[lang]` holds `prefs` (None = no verdict), `outputs` (the system's outputs)
     and optionally `lang_fidelity` (else detected from `outputs`) and `n_malformed` (else the
-    number of None prefs). "avg" is the macro average over languages, as the paper's tables;
+    number of None prefs), and optionally `ref_outputs` (the reference's outputs, same order)
+    for the length-controlled win rate `lc_win_rate` (NaN without them).
+    "avg" is the macro average over languages, as the paper's tables;
     its CI bootstraps that average, resampling each language independently.
     """
     table: dict[str, dict] = {}
@@ -86,6 +88,9 @@ def summarize(
             "avg_len": avg_length(outputs),
             "lang_fidelity": float(fid),
         }
+        # Length-controlled win rate needs the reference outputs the judge compared against.
+        refs = entry.get("ref_outputs")
+        table[lang]["lc_win_rate"] = lc.lc_win_rate(prefs, outputs, refs) if refs is not None else NAN
         if values.size:
             boot.append(_boot_means(values, n_boot, np.random.default_rng([seed, i])))
     rows = list(table.values())
@@ -100,4 +105,5 @@ def summarize(
         "avg_len": avg["avg_len"],
         "lang_fidelity": avg["lang_fidelity"],
     }
+    table["avg"]["lc_win_rate"] = _mean([r["lc_win_rate"] for r in rows])
     return table
