@@ -25,12 +25,13 @@ log = logging.getLogger("xlexp")
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Run the configured stages; returns the results summary (also written under run_dir)."""
     from xlexp import pipeline, report, track
-    from xlexp.store import Store
+    from xlexp.ledger import LedgerStore
 
     validate(cfg)  # fail before any model loads
     started = time.time()
-    store = Store(cfg.store_dir)
+    store = LedgerStore(cfg.store_dir)  # a Store that measures each stage's tokens and dollars
     models = pipeline.Models(store)
+    store.ledger.models = models
     tracker = track.start(cfg, run_dir)
     summary: dict[str, Any] = {"note": cfg.note, "store": str(store.root), "run_dir": str(run_dir), "stages": {}}
     arts: dict[str, Any] = {}
@@ -57,6 +58,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             tracker.log_metrics(summary["metrics"])
         summary["usage"] = models.usage()
         summary["backend_calls"] = models.backend_calls()
+        summary["cost"] = store.ledger.summary()
         summary["seconds"] = round(time.time() - started, 1)
         if "report" in cfg.stages:
             paths = report.write_results(run_dir, summary, cfg)

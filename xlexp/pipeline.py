@@ -68,6 +68,10 @@ class Models:
     def backend_calls(self) -> int:
         return sum(m.usage.calls for m in self._roles.values())
 
+    def roles(self) -> dict[str, ChatModel]:
+        """The roles loaded so far (the cost ledger reads their usage)."""
+        return dict(self._roles)
+
     def close(self) -> None:
         for backend in self._backends.values():
             close = getattr(backend, "close", None)

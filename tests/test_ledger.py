@@ -1,0 +1,102 @@
+"""Cost ledger: tokens and dollars per stage and role from a real run against a fake API server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fakeserver import FakeOpenAI, Reply
+from hydra import compose, initialize_config_dir
+
+from xlexp.__main__ import run
+from xlexp.config import register
+from xlexp.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+register()
+
+# role -> (served model name, USD per 1M prompt tokens, per 1M completion tokens)
+CARDS = {"model": ("fake-sys", 1.0, 2.0), "reference": ("fake-ref", 0.15, 0.6), "judge": ("fake-judge", 2.5, 10.0)}
+
+
+def answer(body: dict) -> str | Reply:
+    if body["model"] == "fake-judge":
+        return Reply(text="B", logprobs=[{"B": -0.3, "A": -1.4}])
+    if body["model"] == "fake-ref":
+        return "Eine etwas längere Antwort der Referenz auf Deutsch."
+    return "Eine Antwort auf Deutsch."
+
+
+def compose_cfg(base_url: str, store: Path):
+    args = ["stages=[evaluate,report]", f"store_dir={store}", "eval.limit=3", "eval.bootstrap=20"]
+    for role, (name, price_in, price_out) in CARDS.items():
+        args += [
+            f"{role}.backend=openai", f"{role}.model={name}", f"{role}.base_url={base_url}", f"{role}.gguf_file=null",
+            f"{role}.max_retries=0", f"{role}.price_in_per_mtok={price_in}", f"{role}.price_out_per_mtok={price_out}",
+        ]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=args)
+
+
+def expected(requests: list[dict], model: str, price_in: float, price_out: float) -> dict:
+    """What the fake server charged: whitespace tokens of the messages in, of the answer out."""
+    mine = [r for r in requests if r["model"] == model]
+    tokens_in = sum(len(m["content"].split()) for r in mine for m in r["messages"])
+    tokens_out = sum(1 if model == "fake-judge" else len(answer(r).split()) for r in mine)
+    return {"calls": len(mine), "prompt_tokens": tokens_in, "completion_tokens": tokens_out,
+            "usd": (tokens_in * price_in + tokens_out * price_out) / 1e6}
+
+
+def test_dollars_per_stage_are_exact_and_a_rerun_costs_nothing(tmp_path: Path) -> None:
+    with FakeOpenAI(answer) as srv:
+        cfg = compose_cfg(srv.base_url, tmp_path / "store")
+        summary = run(cfg, tmp_path / "run1")
+        cost = summary["cost"]
+        assert set(cost["stages"]) == {"respond", "reference", "judge"}
+        for stage, role in (("respond", "model"), ("reference", "reference"), ("judge", "judge")):
+            want = expected(srv.requests, *CARDS[role])
+            got = cost["stages"][stage]["roles"][role]
+            assert want["calls"] > 0
+            assert {k: got[k] for k in ("calls", "prompt_tokens", "completion_tokens")} == {
+                k: want[k] for k in ("calls", "prompt_tokens", "completion_tokens")
+            }
+            assert got["usd"] == pytest.approx(want["usd"], abs=1e-9)
+            assert cost["stages"][stage]["total"]["usd"] == pytest.approx(want["usd"], abs=1e-9)
+            assert set(cost["stages"][stage]["roles"]) == {role}  # no stage is charged for another's calls
+            # The artifact that stage built carries the same cost in its meta.
+            (art,) = cost["stages"][stage]["artifacts"]
+            meta = Store(tmp_path / "store").get("judge" if stage == "judge" else "respond", art["key"]).meta
+            assert meta["cost"]["total"]["usd"] == pytest.approx(want["usd"], abs=1e-9)
+        grand = sum(expected(srv.requests, *c)["usd"] for c in CARDS.values())
+        assert cost["total"]["usd"] == pytest.approx(grand, abs=1e-9) and grand > 0
+        assert cost["total"]["calls"] == srv.calls
+        assert json.loads((tmp_path / "run1" / "results.json").read_text())["cost"] == json.loads(json.dumps(cost))
+
+        # Same config again: every artifact is reused, nothing reaches the server, $0.
+        calls = srv.calls
+        again = run(cfg, tmp_path / "run2")["cost"]
+        assert srv.calls == calls
+        assert again["total"]["usd"] == 0 and again["total"]["calls"] == 0
+        assert all(not a["built"] for s in again["stages"].values() for a in s["artifacts"])
+
+
+def test_cache_hits_cost_nothing_and_are_counted(tmp_path: Path) -> None:
+    with FakeOpenAI(answer) as srv:
+        run(compose_cfg(srv.base_url, tmp_path / "store"), tmp_path / "run1")
+        first = len(srv.requests)
+        # One more prompt per language: every artifact is rebuilt (new keys), but the requests
+        # of the first 3 prompts come from the response cache.
+        cfg = compose_cfg(srv.base_url, tmp_path / "store")
+        cfg.eval.limit = 4
+        cost = run(cfg, tmp_path / "run2")["cost"]
+        fresh = srv.requests[first:]
+        n_langs = len(cfg.langs.codes)
+        for stage, role in (("respond", "model"), ("reference", "reference"), ("judge", "judge")):
+            got = cost["stages"][stage]["roles"][role]
+            want = expected(fresh, *CARDS[role])
+            per_prompt = 2 if role == "judge" else 1  # the judge sees both orders
+            assert got["calls"] == want["calls"] == n_langs * per_prompt
+            assert got["cache_hits"] == 3 * n_langs * per_prompt
+            assert got["usd"] == pytest.approx(want["usd"], abs=1e-9)
+        assert cost["total"]["usd"] == pytest.approx(sum(expected(fresh, *c)["usd"] for c in CARDS.values()), abs=1e-9)

@@ -1,0 +1,139 @@
+"""Cost ledger: tokens in/out and dollars per stage and model role, with totals.
+
+`LedgerStore` is a `Store` that snapshots every model role's `Usage` around each
+`build()`, so every stage shell (present or future) is measured without knowing it: the
+delta is what that stage cost in this run. It goes into the artifact's DONE meta (`cost`,
+when the artifact was built now) and into the run summary (`Ledger.summary()`, written to
+results.json). Dollars come from the role's card prices (`price_in_per_mtok`,
+`price_out_per_mtok`) applied to tokens the backend really spent: cache hits cost 0 and are
+counted separately, so a rerun's ledger reads zero dollars. A build nested in another
+build's `produce` is charged to the inner stage only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xlexp.store import Artifact, Parts, Store, write_json
+
+COUNTERS = ("calls", "cache_hits", "errors", "prompt_tokens", "completion_tokens")
+
+
+def _zero() -> dict[str, float]:
+    return dict.fromkeys(COUNTERS, 0) | {"usd": 0.0}
+
+
+def _add(into: dict[str, float], other: dict[str, float]) -> None:
+    for name in (*COUNTERS, "usd"):
+        into[name] = into.get(name, 0) + other.get(name, 0)
+
+
+def _rounded(row: dict[str, float]) -> dict[str, float]:
+    return {k: (round(v, 9) if k == "usd" else int(v)) for k, v in row.items()}
+
+
+def usd(prompt_tokens: float, completion_tokens: float, card: Any) -> float:
+    """Dollars for these tokens at the card's per-million-token prices."""
+    return (prompt_tokens * float(card.price_in_per_mtok) + completion_tokens * float(card.price_out_per_mtok)) / 1e6
+
+
+@dataclass
+class Ledger:
+    """Per-stage usage deltas of one run. `models` is a pipeline.Models (anything with `roles()`)."""
+
+    models: Any = None
+    entries: list[dict] = field(default_factory=list)
+    _stack: list[dict[str, dict]] = field(default_factory=list)
+
+    def _snapshot(self) -> dict[str, dict[str, int]]:
+        if self.models is None:
+            return {}
+        return {role: {n: getattr(m.usage, n) for n in COUNTERS} for role, m in self.models.roles().items()}
+
+    def _card(self, role: str) -> Any:
+        return self.models.roles()[role].card
+
+    def measure(self, stage: str, key: str, call: Callable[[], tuple[Artifact, bool]]) -> tuple[Artifact, bool, dict]:
+        """Run `call` (a store build); return its result and this stage's cost entry."""
+        before = self._snapshot()
+        children: dict[str, dict] = {}
+        self._stack.append(children)
+        try:
+            artifact, built = call()
+        finally:
+            self._stack.pop()
+        after = self._snapshot()
+        whole: dict[str, dict] = {}
+        for role, now in after.items():
+            was = before.get(role, dict.fromkeys(COUNTERS, 0))
+            delta = {n: now[n] - was[n] for n in COUNTERS}
+            if any(delta.values()):
+                whole[role] = delta
+        if self._stack:  # charge the parent only for what is not ours
+            for role, delta in whole.items():
+                _add(self._stack[-1].setdefault(role, dict.fromkeys(COUNTERS, 0)), delta)
+        roles: dict[str, dict] = {}
+        for role, delta in whole.items():
+            own = {n: delta[n] - children.get(role, {}).get(n, 0) for n in COUNTERS}
+            if any(own.values()):
+                roles[role] = own | {"usd": usd(own["prompt_tokens"], own["completion_tokens"], self._card(role))}
+        total = _zero()
+        for row in roles.values():
+            _add(total, row)
+        entry = {
+            "stage": _label(stage, roles),
+            "key": key,
+            "built": built,
+            "roles": {r: _rounded(v) for r, v in roles.items()},
+            "total": _rounded(total),
+        }
+        self.entries.append(entry)
+        return artifact, built, entry
+
+    def summary(self) -> dict:
+        """{stages: {label: {roles, total, artifacts}}, roles: {role: totals}, total}."""
+        stages: dict[str, dict] = {}
+        by_role: dict[str, dict] = {}
+        grand = _zero()
+        for e in self.entries:
+            s = stages.setdefault(e["stage"], {"roles": {}, "total": _zero(), "artifacts": []})
+            s["artifacts"].append({"key": e["key"], "built": e["built"]})
+            for role, row in e["roles"].items():
+                _add(s["roles"].setdefault(role, _zero()), row)
+                _add(by_role.setdefault(role, _zero()), row)
+            _add(s["total"], e["total"])
+            _add(grand, e["total"])
+        for s in stages.values():
+            s["roles"] = {r: _rounded(v) for r, v in s["roles"].items()}
+            s["total"] = _rounded(s["total"])
+        return {"stages": stages, "roles": {r: _rounded(v) for r, v in by_role.items()}, "total": _rounded(grand)}
+
+
+def _label(stage: str, roles: dict[str, dict]) -> str:
+    # One store stage serves two paper stages: `respond` for the system and for the reference.
+    if stage == "respond" and roles and "model" not in roles:
+        return "+".join(sorted(roles))
+    return stage
+
+
+class LedgerStore(Store):
+    """A Store whose builds are measured by `self.ledger` (attach the run's Models to it)."""
+
+    def __init__(self, root: str | Path, models: Any = None):
+        super().__init__(root)
+        self.ledger = Ledger(models)
+
+    def build(
+        self, stage: str, key: str, produce: Callable[[Path, Parts], dict], info: dict | None = None
+    ) -> tuple[Artifact, bool]:
+        artifact, built, entry = self.ledger.measure(stage, key, lambda: super(LedgerStore, self).build(stage, key, produce, info))
+        if built:  # what producing this artifact cost; a reused artifact keeps its original cost
+            meta_path = artifact.path / "DONE"
+            meta = json.loads(meta_path.read_text())
+            meta["cost"] = {"roles": entry["roles"], "total": entry["total"]}
+            write_json(meta_path, meta)
+        return artifact, built
