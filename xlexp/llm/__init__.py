@@ -16,6 +16,8 @@ def _loader(store_root: Path, pool: dict[str, Any] | None):
             return _new_backend(card)
         # Roles played by the same model (the tiny profile: all of them) share one loaded copy.
         key = identity_of(card)
+        if getattr(card, "batch_api", False):  # same model, other transport: not shared
+            key += ":batch_api"
         if key not in pool:
             pool[key] = _new_backend(card)
         return pool[key]
@@ -26,6 +28,10 @@ def _loader(store_root: Path, pool: dict[str, Any] | None):
             from xlexp.llm.hf import HFBackend
 
             return HFBackend(card, models_dir=store_root / "models")
+        if card.backend == "openai" and getattr(card, "batch_api", False):
+            from xlexp.llm.openai_batch import OpenAIBatchBackend
+
+            return OpenAIBatchBackend(card, store_root)
         if card.backend == "openai":
             from xlexp.llm.openai import OpenAIBackend
 

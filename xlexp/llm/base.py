@@ -22,6 +22,8 @@ from filelock import FileLock
 
 from xlexp.store import canonical, digest
 
+BATCH_API_MAX_REQUESTS = 50_000  # OpenAI's limit on requests in one batch file
+
 Message = dict[str, str]  # {"role": ..., "content": ...}
 Conversation = list[Message]
 
@@ -111,7 +113,26 @@ class Usage:
         return (
             self.prompt_tokens * float(card.price_in_per_mtok)
             + self.completion_tokens * float(card.price_out_per_mtok)
-        ) / 1e6
+        ) / 1e6 * price_factor(card)
+
+
+def price_factor(card: Any) -> float:
+    """Share of the card's prices actually billed: the Batch API bills less."""
+    return float(card.batch_price_factor) if getattr(card, "batch_api", False) else 1.0
+
+
+def request_key(identity: str, conversation: Conversation, sampling: Sampling, sample_index: int, adapter: str | None) -> str:
+    """The response cache key of one request (also the Batch API custom_id)."""
+    return digest(
+        {
+            "identity": identity,
+            "messages": conversation,
+            "sampling": asdict(sampling),
+            "sample": sample_index,
+            "adapter": adapter,
+        },
+        n=32,
+    )
 
 
 class ChatModel:
@@ -141,16 +162,7 @@ class ChatModel:
         return Sampling(**base)
 
     def cache_key(self, conversation: Conversation, sampling: Sampling, sample_index: int, adapter: str | None) -> str:
-        return digest(
-            {
-                "identity": self.identity,
-                "messages": conversation,
-                "sampling": asdict(sampling),
-                "sample": sample_index,
-                "adapter": adapter,
-            },
-            n=32,
-        )
+        return request_key(self.identity, conversation, sampling, sample_index, adapter)
 
     def chat(
         self,
@@ -204,6 +216,8 @@ class ChatModel:
 
     def chunk_size(self) -> int:
         """Items per backend call between cache writes: big enough to keep the engine busy."""
+        if self.card.backend == "openai" and getattr(self.card, "batch_api", False):
+            return BATCH_API_MAX_REQUESTS  # one Batch API job for all misses
         if self.card.backend == "openai":
             return max(1, 4 * int(self.card.max_concurrency))
         if self.card.backend == "hf":
