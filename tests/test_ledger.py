@@ -100,3 +100,38 @@ def test_cache_hits_cost_nothing_and_are_counted(tmp_path: Path) -> None:
             assert got["cache_hits"] == 3 * n_langs * per_prompt
             assert got["usd"] == pytest.approx(want["usd"], abs=1e-9)
         assert cost["total"]["usd"] == pytest.approx(sum(expected(fresh, *c)["usd"] for c in CARDS.values()), abs=1e-9)
+
+
+def test_nested_build_is_charged_to_the_inner_stage_only(tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from xlexp.config import LLMConfig
+    from xlexp.ledger import LedgerStore
+    from xlexp.pipeline import Models
+
+    with FakeOpenAI(answer) as srv:
+        store = LedgerStore(tmp_path / "store")
+        models = Models(store)
+        store.ledger.models = models
+        card = OmegaConf.structured(LLMConfig(name="sys", backend="openai", model="fake-sys", base_url=srv.base_url,
+                                              price_in_per_mtok=1.0, price_out_per_mtok=2.0))
+        model = models.role("model", card)
+
+        def inner(work: Path, parts) -> dict:
+            model.chat([[{"role": "user", "content": "two words"}], [{"role": "user", "content": "three more words"}]])
+            return {}
+
+        def outer(work: Path, parts) -> dict:
+            model.chat([[{"role": "user", "content": "one"}]])
+            store.build("inner", "k2", inner)
+            return {}
+
+        store.build("outer", "k1", outer)
+        cost = store.ledger.summary()
+        assert cost["stages"]["inner"]["roles"]["model"]["calls"] == 2
+        assert cost["stages"]["inner"]["roles"]["model"]["prompt_tokens"] == 5
+        assert cost["stages"]["outer"]["roles"]["model"]["calls"] == 1
+        assert cost["stages"]["outer"]["roles"]["model"]["prompt_tokens"] == 1
+        assert cost["total"]["calls"] == 3 == srv.calls
+        assert cost["total"]["usd"] == pytest.approx((6 * 1.0 + 3 * 4 * 2.0) / 1e6)
+        models.close()

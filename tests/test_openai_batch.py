@@ -169,3 +169,29 @@ def test_batch_api_needs_the_openai_backend() -> None:
         cfg = compose("config", overrides=["judge.batch_api=true"])  # judge: the tiny hf model
     with pytest.raises(ConfigError, match="judge.batch_api"):
         validate(cfg, cuda=False)
+
+
+def test_run_with_judge_and_reference_on_the_batch_api(tmp_path: Path) -> None:
+    """The stages do not care: a whole evaluate run, judge and reference through batches."""
+    from test_ledger import CARDS, answer as ledger_answer, compose_cfg
+
+    from xlexp.__main__ import run
+
+    with FakeOpenAI(ledger_answer) as srv:
+        sync = run(compose_cfg(srv.base_url, tmp_path / "sync"), tmp_path / "run-sync")
+        cfg = compose_cfg(srv.base_url, tmp_path / "batch")
+        for role in ("judge", "reference"):
+            cfg[role].batch_api = True
+            cfg[role].batch_poll_s = 0.01
+        calls = srv.calls
+        summary = run(cfg, tmp_path / "run-batch")
+        n_langs = len(cfg.langs.codes)
+        assert srv.batch_creations == 2 * n_langs  # one batch per language for each role
+        # Only the system's responses went out as synchronous requests.
+        assert {r["model"] for r in srv.requests[calls:]} == {CARDS["model"][0]}
+        assert summary["metrics"]["avg"]["win_rate"] == sync["metrics"]["avg"]["win_rate"]
+        for stage in ("reference", "judge"):  # half price on the Batch API
+            assert summary["cost"]["stages"][stage]["total"]["usd"] == pytest.approx(
+                sync["cost"]["stages"][stage]["total"]["usd"] * 0.5, abs=1e-9
+            )
+            assert summary["cost"]["stages"][stage]["total"]["usd"] > 0
