@@ -173,7 +173,8 @@ def test_batch_api_needs_the_openai_backend() -> None:
 
 def test_run_with_judge_and_reference_on_the_batch_api(tmp_path: Path) -> None:
     """The stages do not care: a whole evaluate run, judge and reference through batches."""
-    from test_ledger import CARDS, answer as ledger_answer, compose_cfg
+    from test_ledger import CARDS, compose_cfg
+    from test_ledger import answer as ledger_answer
 
     from xlexp.__main__ import run
 
