@@ -45,6 +45,7 @@ def test_missing_verdicts_are_left_out_and_tiny_inputs_give_nan() -> None:
     with_none = [*prefs, None]
     assert lc_win_rate(with_none, [*outputs, "zz"], [*refs, "z"]) == pytest.approx(lc_win_rate(prefs, outputs, refs))
     assert math.isnan(lc_win_rate([1.0, None], ["a", "b"], ["c", "d"]))
+    assert lc_win_rate([1.0] * 6, ["long" * 50] * 6, ["short"] * 6) == 100.0  # nothing to explain
     with pytest.raises(ValueError, match="reference outputs"):
         lc_win_rate([1.0, 0.0], ["a", "b"], ["c"])
 

@@ -54,6 +54,8 @@ def test_one_batch_for_all_misses_then_cache_hits_and_only_new_requests_submitte
         assert lines[0]["body"]["model"] == "fake-judge" and lines[0]["body"]["max_tokens"] == 16
         (record,) = [json.loads(p.read_text()) for p in (tmp_path / "batches").glob("*.json")]
         assert record["batch_id"] == "batch_1" and record["status"] == "completed" and record["n_requests"] == 4
+        (kept,) = (tmp_path / "batches").glob("*.batch_1.output.jsonl")  # raw results kept in the store
+        assert len(kept.read_text().splitlines()) == 4
         # Usage is counted; the Batch API bills half the card price.
         u = model.usage
         assert u.calls == 4 and u.prompt_tokens == 4 * 3 and u.completion_tokens == 4 * 5
@@ -196,3 +198,15 @@ def test_run_with_judge_and_reference_on_the_batch_api(tmp_path: Path) -> None:
                 sync["cost"]["stages"][stage]["total"]["usd"] * 0.5, abs=1e-9
             )
             assert summary["cost"]["stages"][stage]["total"]["usd"] > 0
+
+
+def test_completed_batch_whose_results_never_reached_the_cache_is_read_back_not_resubmitted(tmp_path: Path) -> None:
+    with FakeOpenAI(answer) as srv:
+        load(batch_card(srv.base_url), tmp_path).chat(CONVS)
+        # Killed after the download, before the cache write; meanwhile the provider dropped the file.
+        for name in ("cache.sqlite", "cache.sqlite-wal", "cache.sqlite-shm"):
+            (tmp_path / name).unlink(missing_ok=True)
+        srv.files.pop(srv.batches["batch_1"]["output_file_id"])
+        comps = load(batch_card(srv.base_url), tmp_path).chat(CONVS)
+        assert [c.text for c in comps] == [f"answer to question number {i}" for i in range(4)]
+        assert not any(c.cached for c in comps) and srv.batch_creations == 1

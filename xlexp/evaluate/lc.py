@@ -39,6 +39,10 @@ def lc_win_rate(
     rows = [(p, len(o or ""), len(r or "")) for p, o, r in zip(prefs, outputs, ref_outputs, strict=True) if p is not None]
     if len(rows) < 2:
         return float("nan")
+    if len({r[0] for r in rows}) == 1:
+        # Every verdict the same: no variation for length to explain; the GLM's answer is the
+        # raw rate (liblinear would only approach it, printing warnings for the empty class).
+        return float(rows[0][0] * 100)
     import pandas as pd
 
     with warnings.catch_warnings():

@@ -107,7 +107,7 @@ class OpenAIBatchBackend(OpenAIBackend):
             else:
                 log.info("%s: resuming batch %s (%d requests)", self.card.name, record["batch_id"], len(requests))
         batch = self._poll(record["batch_id"])
-        results = self._collect(batch, requests)
+        results = self._collect(batch, requests, path)
         with FileLock(str(path) + ".lock"):
             record.update(
                 status=batch.status,
@@ -169,12 +169,24 @@ class OpenAIBatchBackend(OpenAIBackend):
                 return batch
             time.sleep(self.poll_s)
 
-    def _collect(self, batch: Any, requests: dict[str, Conversation]) -> dict[str, Completion]:
+    def _download(self, file_id: str, local: Path) -> str:
+        """A result file's text, kept next to the record: a resumed job (or an audit) does not
+        depend on how long the provider keeps it."""
+        if local.exists():
+            return local.read_text()
+        text = self._api(self._client.files.content, file_id).text
+        tmp = local.with_name(f".{local.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, local)
+        return text
+
+    def _collect(self, batch: Any, requests: dict[str, Conversation], record_path: Path) -> dict[str, Completion]:
         results: dict[str, Completion] = {}
-        for file_id in (batch.output_file_id, batch.error_file_id):
+        for kind, file_id in (("output", batch.output_file_id), ("errors", batch.error_file_id)):
             if not file_id:
                 continue
-            text = self._api(self._client.files.content, file_id).text
+            local = record_path.with_name(f"{record_path.stem}.{batch.id}.{kind}.jsonl")
+            text = self._download(file_id, local)
             for n, line in enumerate(text.splitlines()):
                 if not line.strip():
                     continue
@@ -189,9 +201,14 @@ class OpenAIBatchBackend(OpenAIBackend):
         reason = batch.status
         if batch.errors and batch.errors.data:
             reason += ": " + "; ".join(f"{e.code}: {e.message}" for e in batch.errors.data)
-        for key in requests:
-            if key not in results:
-                results[key] = self._failed(self._redact(f"BatchAPI: no result for this request (batch {batch.id} {reason})"))
+        missing = [key for key in requests if key not in results]
+        if missing:  # one log line for the batch, not one per request
+            error = self._redact(f"BatchAPI: no result for this request (batch {batch.id} {reason})")
+            log.warning("%s: %d of %d requests without a result: %s", self.card.name, len(missing), len(requests), error)
+            with self._lock:
+                self.errors += len(missing)
+            for key in missing:
+                results[key] = Completion(error=error)
         return results
 
     def _parse(self, row: dict) -> Completion:
