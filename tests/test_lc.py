@@ -63,3 +63,32 @@ def test_summarize_reports_lc_per_language_and_average() -> None:
     assert table["deu"]["lc_win_rate"] < table["deu"]["win_rate"]
     assert math.isnan(table["fra"]["lc_win_rate"])
     assert table["avg"]["lc_win_rate"] == pytest.approx(table["deu"]["lc_win_rate"])  # NaN left out
+
+
+def test_same_number_as_alpaca_evals_own_entry_point(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`get_length_controlled_winrate(glm_name="length_controlled_minimal")` downloads a table
+    from the hub it then does not use for that GLM; served a local stand-in, it must agree."""
+    import warnings
+
+    import pandas as pd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from alpaca_eval.metrics import glm_winrate
+    prefs, outputs, refs = _length_gamed(n=120)
+    prefs = [0.5 if i % 7 == 0 else p for i, p in enumerate(prefs)]  # some ties
+    gamed = tmp_path / "df_gamed.csv"
+    pd.DataFrame({"model": "x", "index": range(120), "instruction_difficulty": 0.0}).to_csv(gamed, index=False)
+    monkeypatch.setattr(glm_winrate, "hf_hub_download", lambda **kwargs: str(gamed))
+    annotations = [
+        {"instruction": str(i), "output_1": r, "output_2": o, "preference": 1 + p,  # 1: baseline, 2: model
+         "generator_1": "reference", "generator_2": "system", "annotator": "judge", "index": i}
+        for i, (p, o, r) in enumerate(zip(prefs, outputs, refs, strict=True))
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = glm_winrate.get_length_controlled_winrate(
+            annotations, glm_name="length_controlled_minimal", save_weights_dir=None, is_warn_extreme_changes=False
+        )
+    assert theirs["win_rate"] == pytest.approx(win_rate(prefs))
+    assert lc_win_rate(prefs, outputs, refs) == pytest.approx(theirs["length_controlled_winrate"], rel=1e-9)

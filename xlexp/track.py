@@ -82,6 +82,8 @@ class WandbTracker(NullTracker):
 
     def finish(self, summary: dict) -> None:
         self.run.summary.update(redact({"seconds": summary.get("seconds"), "backend_calls": summary.get("backend_calls")}))
+        if summary.get("cost"):  # the ledger: tokens and dollars per stage and role
+            self.run.summary.update(redact({"cost": summary["cost"]}))
         self.run.finish()
 
 
