@@ -72,6 +72,9 @@ def test_dollars_per_stage_are_exact_and_a_rerun_costs_nothing(tmp_path: Path) -
         assert cost["total"]["usd"] == pytest.approx(grand, abs=1e-9) and grand > 0
         assert cost["total"]["calls"] == srv.calls
         assert json.loads((tmp_path / "run1" / "results.json").read_text())["cost"] == json.loads(json.dumps(cost))
+        markdown = (tmp_path / "run1" / "results.md").read_text()
+        assert f"| judge | judge | {cost['stages']['judge']['roles']['judge']['calls']} | 0 | 0 |" in markdown
+        assert f"| **total** |  | {srv.calls} |" in markdown
 
         # Same config again: every artifact is reused, nothing reaches the server, $0.
         calls = srv.calls

@@ -139,3 +139,18 @@ class LedgerStore(Store):
             meta["cost"] = {"roles": entry["roles"], "total": entry["total"]}
             write_json(meta_path, meta)
         return artifact, built
+
+
+def markdown_cost(cost: dict) -> str:
+    """The ledger as a Markdown table: one row per stage and role, then the grand total."""
+    lines = ["### cost", "", "| stage | role | calls | cache hits | errors | tokens in | tokens out | USD |", "|---" * 8 + "|"]
+
+    def row(stage: str, role: str, r: dict) -> str:
+        cells = [r["calls"], r["cache_hits"], r["errors"], r["prompt_tokens"], r["completion_tokens"], f"{r['usd']:.4f}"]
+        return f"| {stage} | {role} | " + " | ".join(str(c) for c in cells) + " |"
+
+    for stage, info in cost.get("stages", {}).items():
+        for role, r in info["roles"].items():
+            lines.append(row(stage, role, r))
+    lines.append(row("**total**", "", cost.get("total", _zero())))
+    return "\n".join(lines) + "\n"

@@ -56,6 +56,10 @@ def write_results(run_dir: Path, summary: dict, cfg: Any) -> dict[str, Path]:
     for stage, info in summary.get("stages", {}).items():
         parts.append(f"- **{stage}**: `{json.dumps(info, default=str)}`")
     parts.append(f"\nbackend calls: {summary.get('backend_calls')}, wall time: {summary.get('seconds')} s\n")
+    if summary.get("cost"):
+        from xlexp.ledger import markdown_cost
+
+        parts.append(markdown_cost(summary["cost"]))
     paths["markdown"].write_text("\n".join(parts))
     return paths
 
