@@ -210,3 +210,25 @@ def test_completed_batch_whose_results_never_reached_the_cache_is_read_back_not_
         comps = load(batch_card(srv.base_url), tmp_path).chat(CONVS)
         assert [c.text for c in comps] == [f"answer to question number {i}" for i in range(4)]
         assert not any(c.cached for c in comps) and srv.batch_creations == 1
+
+
+def test_two_jobs_needing_the_same_batch_submit_it_once(tmp_path: Path) -> None:
+    import threading
+
+    with FakeOpenAI(answer) as srv:
+        srv.batch_polls = 40  # the first job is still polling when the second arrives
+        results: dict[int, list] = {}
+        cached: dict[int, list] = {}
+
+        def job(n: int) -> None:
+            comps = load(batch_card(srv.base_url), tmp_path).chat(CONVS)
+            results[n], cached[n] = [c.text for c in comps], [c.cached for c in comps]
+
+        threads = [threading.Thread(target=job, args=(n,)) for n in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert results[0] == results[1] == [f"answer to question number {i}" for i in range(4)]
+        assert not any(cached[0] + cached[1])  # both jobs went to the Batch API, neither via the cache
+        assert srv.batch_creations == 1 and len(srv.batch_requests) == 4

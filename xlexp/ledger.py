@@ -130,9 +130,12 @@ class LedgerStore(Store):
         self.ledger = Ledger(models)
 
     def build(
-        self, stage: str, key: str, produce: Callable[[Path, Parts], dict], info: dict | None = None
+        self, stage: str, key: str, produce: Callable[[Path, Parts], dict], *args: Any, **kwargs: Any
     ) -> tuple[Artifact, bool]:
-        artifact, built, entry = self.ledger.measure(stage, key, lambda: super(LedgerStore, self).build(stage, key, produce, info))
+        # *args/**kwargs: whatever else Store.build takes (info, ...), passed through untouched.
+        artifact, built, entry = self.ledger.measure(
+            stage, key, lambda: super(LedgerStore, self).build(stage, key, produce, *args, **kwargs)
+        )
         if built:  # what producing this artifact cost; a reused artifact keeps its original cost
             meta_path = artifact.path / "DONE"
             meta = json.loads(meta_path.read_text())
