@@ -232,3 +232,17 @@ def test_two_jobs_needing_the_same_batch_submit_it_once(tmp_path: Path) -> None:
         assert results[0] == results[1] == [f"answer to question number {i}" for i in range(4)]
         assert not any(cached[0] + cached[1])  # both jobs went to the Batch API, neither via the cache
         assert srv.batch_creations == 1 and len(srv.batch_requests) == 4
+
+
+def test_unknown_batch_id_is_recorded_as_errors_and_set_aside(tmp_path: Path) -> None:
+    with FakeOpenAI(answer) as srv:
+        load(batch_card(srv.base_url), tmp_path).chat(CONVS[:2])
+        (path,) = (tmp_path / "batches").glob("*.json")
+        srv.batches.clear()  # the provider forgot it (another account, another server)
+        for name in ("cache.sqlite", "cache.sqlite-wal", "cache.sqlite-shm"):
+            (tmp_path / name).unlink(missing_ok=True)
+        comps = load(batch_card(srv.base_url), tmp_path).chat(CONVS[:2])
+        assert all(c.error and "NotFoundError: 404" in c.error for c in comps)
+        assert not path.exists() and list((tmp_path / "batches").glob("*.batch_1.not_found.json"))
+        comps = load(batch_card(srv.base_url), tmp_path).chat(CONVS[:2])  # next run: submitted anew
+        assert all(c.ok for c in comps) and srv.batch_creations == 2

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import openai
 from filelock import FileLock
 from openai.types.chat import ChatCompletion
 from tenacity import Retrying, retry_if_exception, stop_after_attempt
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 ENDPOINT = "/v1/chat/completions"
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 METADATA_KEY = "xlexp_request_set"
+MAX_FILE_BYTES = 200 * 1000 * 1000  # OpenAI's limit on one batch input file
 
 
 class OpenAIBatchBackend(OpenAIBackend):
@@ -106,7 +108,15 @@ class OpenAIBatchBackend(OpenAIBackend):
                 record = self._submit(record, path, requests, sampling, sample_index)
             else:
                 log.info("%s: resuming batch %s (%d requests)", self.card.name, record["batch_id"], len(requests))
-        batch = self._poll(record["batch_id"])
+        try:
+            batch = self._poll(record["batch_id"])
+        except openai.NotFoundError:
+            # The provider does not know this id (another account or server): set the record
+            # aside so the next run submits anew instead of polling a ghost forever.
+            with FileLock(str(path) + ".lock"):
+                if path.exists():
+                    os.replace(path, self.batch_dir / f"{name}.{record['batch_id']}.not_found.json")
+            raise
         results = self._collect(batch, requests, path)
         with FileLock(str(path) + ".lock"):
             record.update(
@@ -140,6 +150,8 @@ class OpenAIBatchBackend(OpenAIBackend):
                 for key, conv in requests.items()
             ]
             data = ("\n".join(lines) + "\n").encode()
+            if len(data) > MAX_FILE_BYTES:
+                raise ValueError(f"batch file of {len(data) / 1e6:.0f} MB is over the Batch API's 200 MB limit: fewer requests per call")
             uploaded = self._api(self._client.files.create, file=(f"{name}.jsonl", data), purpose="batch")
             record.update(input_file_id=uploaded.id, n_requests=len(requests), status="uploaded")
             write_json(path, record)
