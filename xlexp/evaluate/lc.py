@@ -25,9 +25,7 @@ GLM_NAME = "length_controlled_minimal"
 MAX_SPLITS = 5  # alpaca_eval's GLM_INFO kwargs: n_splits=5
 
 
-def lc_win_rate(
-    prefs: Sequence[float | None], outputs: Sequence[str], ref_outputs: Sequence[str], glm_name: str = GLM_NAME
-) -> float:
+def lc_win_rate(prefs: Sequence[float | None], outputs: Sequence[str], ref_outputs: Sequence[str]) -> float:
     """LC win rate in percent of a system against the reference; NaN with fewer than 2 verdicts.
 
     `prefs[i]` is P(system output i better) in [0, 1] (None: no verdict, left out), as in
@@ -60,7 +58,7 @@ def lc_win_rate(
         train = pd.DataFrame({"preference": pref, "std_delta_len": std_delta, "not_gamed_baseline": True})
         test = train[["not_gamed_baseline"]].copy()
         test["std_delta_len"] = 0.0
-        info = glm_winrate.GLM_INFO[glm_name]
+        info = glm_winrate.GLM_INFO[GLM_NAME]  # the others need the hub's instruction difficulties
         xy_train, x_test = glm_winrate.make_dmatrix_for_model(train, test, formula=info["formula"])
         kwargs = {**info["kwargs"], "n_splits": min(int(info["kwargs"].get("n_splits", MAX_SPLITS)), len(rows))}
         model = glm_winrate.fit_LogisticRegressionCV(xy_train, "preference", is_ytrue_proba=True, **kwargs)
