@@ -334,7 +334,9 @@ def run_respond(cfg: Any, store: Store, models: Models, role: str, card: Any, ad
     return store.build("respond", key, produce)[0]
 
 
-def run_judge(cfg: Any, store: Store, models: Models, system: Artifact, reference: Artifact) -> Artifact:
+def run_judge(
+    cfg: Any, store: Store, models: Models, system: Artifact, reference: Artifact, labels: dict | None = None
+) -> Artifact:
     import json
 
     from xlexp.evaluate import judge, langid, metrics
@@ -370,11 +372,32 @@ def run_judge(cfg: Any, store: Store, models: Models, system: Artifact, referenc
         write_json(work / "metrics.json", summary)
         return {"langs": len(per_lang)}
 
-    return store.build("judge", key, produce)[0]
+    # `system` labels the judged system in DONE, so a report can build tables from the store alone.
+    return store.build("judge", key, produce, info={"system": labels} if labels else None)[0]
 
 
 def run_evaluate(cfg: Any, store: Store, models: Models, adapter: Artifact | None) -> dict[str, Artifact]:
     arts = {"respond": run_respond(cfg, store, models, "model", cfg.model, adapter)}
     arts["reference"] = run_respond(cfg, store, models, "reference", cfg.reference, None)
-    arts["judge"] = run_judge(cfg, store, models, arts["respond"], arts["reference"])
+    arts["judge"] = run_judge(cfg, store, models, arts["respond"], arts["reference"], system_labels(cfg, adapter))
     return arts
+
+
+def system_labels(cfg: Any, adapter: Artifact | None) -> dict:
+    """What a report needs to name a judged system: a row (model, data size, selection) and the
+    comparison its win rates belong to (reference, judge, benchmark). Only what determines the
+    judge artifact, so labels stay true when another experiment reuses it."""
+    tuned = adapter is not None
+    return {
+        "model": cfg.model.name,
+        "model_id": cfg.model.model,
+        "adapter": adapter.key if tuned else None,
+        "data_size": parse_data_size(cfg.data_size) if tuned else None,
+        "selection": cfg.generate.selection if tuned else None,
+        "subset": ("random" if cfg.generate.selection == "random" else cfg.sft.subset) if tuned else None,
+        "k": cfg.k if tuned else None,
+        "reference": cfg.reference.name,
+        "judge": cfg.judge.name,
+        "benchmark": cfg.eval.benchmark,
+        "langs": list(cfg.eval.langs or cfg.langs.codes),
+    }
