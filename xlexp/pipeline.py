@@ -370,7 +370,8 @@ def run_judge(
             }
         summary = metrics.summarize(per_lang, n_boot=cfg.eval.bootstrap, seed=cfg.seed)
         write_json(work / "metrics.json", summary)
-        return {"langs": len(per_lang)}
+        malformed = sum(v["n_malformed"] for v in per_lang.values())
+        return {"langs": len(per_lang), "rows": sum(len(v["prefs"]) for v in per_lang.values()), "malformed": malformed}
 
     # `system` labels the judged system in DONE, so a report can build tables from the store alone.
     return store.build("judge", key, produce, info={"system": labels} if labels else None)[0]
