@@ -18,6 +18,7 @@ from xlexp.config import ConfigError, parse_data_size, translator_cards
 from xlexp.generate import qe, refine, reverse, seed, segment, select, translate
 from xlexp.llm import ChatModel, ResponseCache, load
 from xlexp.llm.base import identity_of
+from xlexp.progress import bar
 from xlexp.store import Artifact, Store, digest, write_json, write_jsonl
 
 log = logging.getLogger("xlexp")
@@ -97,7 +98,7 @@ def _chat_stage(
         def run_batch(batch: list[dict]) -> list[dict]:
             return parse(batch, model.chat(build(batch)))
 
-        rows = parts.map_batches("batch", inputs, batch_size, run_batch)
+        rows = parts.map_batches("batch", inputs, batch_size, run_batch, desc=stage)
         ok, rejects = _split_rejects(rows)
         write_jsonl(work / "rows.jsonl", ok)
         write_jsonl(work / "rejects.jsonl", rejects)
@@ -173,7 +174,7 @@ def run_translate(cfg: Any, store: Store, models: Models, pairs: Artifact) -> Ar
                 ]
 
             # Each translator gets all its sentences; parts bound the loss of a killed job.
-            out = parts.map_batches(f"{name}", job_list, max(cfg.generate.batch_size * 4, 1), run_batch)
+            out = parts.map_batches(f"{name}", job_list, max(cfg.generate.batch_size * 4, 1), run_batch, desc=f"translate {name}")
             results[name] = {job: (r["text"], r["reject"]) for job, r in zip(job_list, out, strict=True)}
         rejects: dict[str, int] = {}
         rows = []
@@ -217,7 +218,7 @@ def run_qe(cfg: Any, store: Store, models: Models, translations: Artifact) -> Ar
                 scores = scorer.score([(s, t) for s, t, _ in batch])
                 return [{"score": s, "reject": None} for s in scores]
 
-        out = parts.map_batches("scores", [list(t) for t in triples], max(cfg.generate.batch_size * 4, 1), run_batch)
+        out = parts.map_batches("scores", [list(t) for t in triples], max(cfg.generate.batch_size * 4, 1), run_batch, desc=f"qe {cfg.qe.kind}")
         rows = [{"key": qe.triple_key(*t), "source": t[0], "translation": t[1], "lang": t[2], **r} for t, r in zip(triples, out, strict=True)]
         write_jsonl(work / "rows.jsonl", rows)
         failed = [r for r in rows if r["score"] is None]
@@ -323,7 +324,7 @@ def run_respond(cfg: Any, store: Store, models: Models, role: str, card: Any, ad
     def produce(work: Path, parts: Any) -> dict:
         model = models.role(role, card)
         counts = {}
-        for code, rows in benchmark_rows(cfg).items():
+        for code, rows in bar(benchmark_rows(cfg).items(), desc=f"respond {card.name}", unit="lang"):
             convs = [[{"role": "user", "content": r["instruction"]}] for r in rows]
             comps = model.chat(convs, adapter=str(adapter.file("adapter")) if adapter else None)
             outputs = [c.text.strip() if c.ok else "" for c in comps]
@@ -351,7 +352,7 @@ def run_judge(
         model = models.role("judge", cfg.judge)
         sampling = model.sampling(temperature=0.0, max_tokens=4, logprobs=20)
         per_lang = {}
-        for code in list(cfg.eval.langs or cfg.langs.codes):
+        for code in bar(list(cfg.eval.langs or cfg.langs.codes), desc="judge", unit="lang"):
             sys_rows = json.loads(system.file(f"{code}.json").read_text())
             ref_rows = json.loads(reference.file(f"{code}.json").read_text())
             plan = judge.plan(
