@@ -48,7 +48,7 @@ def _artifact(store: Store, stage: str, files: dict[str, str | bytes]) -> Artifa
             path = work / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(content if isinstance(content, bytes) else content.encode())
-        return {"rows": 2, "rejects": 1}
+        return {"rows": 2, "rejects": 1, "reject_reasons": {"no question": 1}}
 
     return store.build(stage, store.key(stage, files), produce)[0]
 
@@ -104,6 +104,7 @@ def test_offline_run_has_group_job_type_artifacts_and_sample_table(tmp_path, wan
     assert run.run["runGroup"] == "scaling" and run.run["jobType"] == "generate,sft,evaluate"
     assert {"t1"} <= set(run.run["tags"])
     assert {"eval/deu/win_rate", "eval/avg/win_rate", "generate/select/rows", "sft/sft/rejects"} <= run.history_keys()
+    assert "generate/select/reject_reasons/no question" in run.history_keys()
     assert run.summary["eval/deu/win_rate"] == 75.0
     assert run.config["judge"]["api_key_env"] == "OPENAI_API_KEY" and run.config["logger"]["group"] == "scaling"
 

@@ -73,6 +73,10 @@ class WandbTracker(NullTracker):
             for k, v in art.meta.get("counts", {}).items():
                 if isinstance(v, int | float):
                     counts[f"{stage}/{name}/{k}"] = v
+                elif isinstance(v, dict):  # reject reasons, per-language counts: one level down
+                    for sub, x in v.items():
+                        if isinstance(x, int | float):
+                            counts[f"{stage}/{name}/{k}/{sub}"] = x
         self.run.log(counts)
         if stage == "generate" and "select" in artifacts:
             self.log_artifact(artifacts["select"], "dataset", ["dataset.jsonl", "stats.json", "DONE"])
