@@ -150,3 +150,9 @@ def test_logger_none_writes_no_wandb_files(tmp_path, wandb_env):
     tracker.log_metrics({"deu": {"win_rate": 1.0}})
     tracker.finish({})
     assert not (tmp_path / "run").exists() and not (tmp_path / "wandb-data").exists()
+
+
+def test_job_name_keeps_top_level_overrides_and_no_secret(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    overrides = ["+exp=scaling", "judge.base_url=http://h/v1", f"note={SECRET}", "data_size=2k", "hydra.verbose=true"]
+    assert track.job_name(3, overrides) == "3 +exp=scaling,note=***,data_size=2k"

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
+
 from xlexp.store import write_json
 
 log = logging.getLogger("xlexp")
@@ -301,7 +303,7 @@ def build_report(path: Path, out_dir: Path | None = None, metric: str = "win_rat
     return paths
 
 
-class SweepReport:
+class SweepReport(Callback):
     """Hydra callback: when a multirun ends, write the sweep's report next to its jobs."""
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:

@@ -176,8 +176,15 @@ def hydra_context() -> dict:
         "exp": hc.runtime.choices.get("exp"),
         "sweep_dir": str(hc.sweep.dir) if multirun else None,
         "job_num": hc.job.get("num") if multirun else None,
-        "job_name": (hc.job.override_dirname or None) if multirun else None,
+        "job_name": job_name(hc.job.get("num"), list(hc.overrides.task)) if multirun else None,
     }
+
+
+def job_name(num: int | None, overrides: list[str]) -> str:
+    """`3 +exp=scaling,data_size=2k`: the job number and its top-level overrides (experiment, groups,
+    knobs such as data_size), not dotted ones that carry URLs and paths; secrets scrubbed."""
+    knobs = [o for o in overrides if "." not in o.split("=", 1)[0] and "/" not in o.split("=", 1)[-1] and not o.startswith("hydra")]
+    return redact(f"{num} {','.join(knobs)}".strip())[:128]
 
 
 def run_group(group: str | None, exp: str | None, sweep_dir: str | None) -> str | None:
