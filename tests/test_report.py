@@ -173,3 +173,12 @@ def test_sweep_callback_writes_the_report_into_the_sweep_dir(tmp_path):
     write_json(sweep / "0" / "results.json", {"metrics": metrics(1.0, 2.0), "system": labels("m", 8)})
     report.SweepReport().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
     assert "| m +8 instructions | **1.50** | **1.00** | **2.00** |" in (sweep / "report" / "tables.md").read_text()
+
+
+def test_same_label_twice_is_told_apart_by_judge_key(tmp_path):
+    store = Store(tmp_path / "store")
+    a = judge_artifact(store, "m", None, 10.0, 20.0)
+    b = store.key("judge", "another benchmark subset")
+    store.build("judge", b, lambda work, parts: write_json(work / "metrics.json", metrics(5.0, 5.0)) or {}, info={"system": labels("m", None)})
+    md = report.paper_table(report.collect(tmp_path / "store"))
+    assert f"| m [{a[:8]}] | **15.00** |" in md and f"| m [{b[:8]}] | 5.00 |" in md

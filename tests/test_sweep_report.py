@@ -37,7 +37,8 @@ def test_multirun_groups_wandb_runs_by_sweep_and_writes_the_sweep_report(tmp_pat
         assert len(wb.table("eval/samples")["data"]) == 2 * limit  # logger.samples (20) > rows: all of them
 
     tables = (sweep / "report" / "tables.md").read_text()
-    assert tables.count("| smollm2-135m |") == 2  # one row per job's judged system
+    # One row per job's judged system; the same model twice is told apart by its judge key.
+    assert tables.count("| smollm2-135m [") == 2
     assert (sweep / "report" / "tables.csv").exists()
     assert "stage evaluate:" in (sweep / "0" / "__main__.log").read_text()  # Hydra's job log
     assert "Callback" not in done.stderr  # no callback warned or failed

@@ -215,6 +215,8 @@ def paper_table(rows: list[SystemRow], metric: str = "win_rate", title: str = ""
     cols = ["avg", *languages(rows)]
     best = {c: _best(rows, c, metric) for c in cols}
     show_exp = len({r.exp for r in rows}) > 1
+    full = [r.label(False, show_exp) for r in rows]
+    clash = {x for x in full if full.count(x) > 1}  # same labels, different judge artifacts
     lines = [f"### {title}", ""] if title else []
     lines.append("| Model | " + " | ".join("Avg" if c == "avg" else c for c in cols) + " |")
     lines.append("|---|" + "---:|" * len(cols))
@@ -225,7 +227,10 @@ def paper_table(rows: list[SystemRow], metric: str = "win_rate", title: str = ""
             text = "–" if v is None else f"{v:.2f}"
             cells.append(f"**{text}**" if v is not None and best[c] is not None and round(v, 2) == round(best[c], 2) else text)
         short = i > 0 and rows[i - 1].model == row.model  # Table 6: "+2K instructions" under its model
-        lines.append(f"| {row.label(short, show_exp)} | " + " | ".join(cells) + " |")
+        label = row.label(short, show_exp)
+        if full[i] in clash and row.key:
+            label += f" [{row.key[:8]}]"  # tell them apart by the store key of their judgement
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
