@@ -182,3 +182,15 @@ def test_same_label_twice_is_told_apart_by_judge_key(tmp_path):
     store.build("judge", b, lambda work, parts: write_json(work / "metrics.json", metrics(5.0, 5.0)) or {}, info={"system": labels("m", None)})
     md = report.paper_table(report.collect(tmp_path / "store"))
     assert f"| m [{a[:8]}] | **15.00** |" in md and f"| m [{b[:8]}] | 5.00 |" in md
+
+
+def test_best_per_model_bolds_within_each_model_as_table_6(tmp_path):
+    rows = [report.system_from_labels(labels(m, n), metrics(d, z)) for m, n, d, z in SYSTEMS]
+    md = report.paper_table(report.group_tables(rows)["vs gpt-4o-mini, judged by gpt-4o on xl_alpacaeval"], best_per="model")
+    assert md.splitlines()[2:] == [
+        "| EuroLLM 9B | 9.46 | 9.96 | 8.97 |",
+        "| +32 instructions | 19.25 | 20.00 | 18.50 |",
+        "| +2K instructions | **24.00** | **26.76** | **21.24** |",
+        "| Qwen 2.5 7B | 23.39 | 12.50 | **34.29** |",
+        "| +32 instructions | **30.00** | **30.00** | 30.00 |",
+    ]

@@ -210,10 +210,13 @@ def _best(rows: list[SystemRow], col: str, metric: str) -> float | None:
     return max(values) if values else None
 
 
-def paper_table(rows: list[SystemRow], metric: str = "win_rate", title: str = "") -> str:
-    """Markdown: `| Model | Avg | <langs> |`, 2 decimals, the best value of each column in bold."""
+def paper_table(rows: list[SystemRow], metric: str = "win_rate", title: str = "", best_per: str = "column") -> str:
+    """Markdown: `| Model | Avg | <langs> |`, 2 decimals, the best value of each column in bold
+    (best_per="model": the best of each column among a model's rows, as Table 6 highlights)."""
     cols = ["avg", *languages(rows)]
-    best = {c: _best(rows, c, metric) for c in cols}
+    scopes = {r.model: [x for x in rows if x.model == r.model] for r in rows} if best_per == "model" else {}
+    best_of = {scope: {c: _best(members, c, metric) for c in cols} for scope, members in scopes.items()}
+    best_all = {c: _best(rows, c, metric) for c in cols}
     show_exp = len({r.exp for r in rows}) > 1
     full = [r.label(False, show_exp) for r in rows]
     clash = {x for x in full if full.count(x) > 1}  # same labels, different judge artifacts
@@ -222,6 +225,7 @@ def paper_table(rows: list[SystemRow], metric: str = "win_rate", title: str = ""
     lines.append("|---|" + "---:|" * len(cols))
     for i, row in enumerate(rows):
         cells = []
+        best = best_of.get(row.model, best_all)
         for c in cols:
             v = row.value(c, metric)
             text = "–" if v is None else f"{v:.2f}"
@@ -280,7 +284,8 @@ def scaling_plot(rows: list[SystemRow], path: Path, metric: str = "win_rate", li
     ax.set_xticks(xs, [size_label(x) for x in xs])
     ax.minorticks_off()
     ax.set_xlabel("SFT instructions (log scale)")
-    ax.set_ylabel(f"{'avg ' if lines == 'model' else ''}{metric.replace('_', ' ')} (%)")
+    unit = " (%)" if metric in ("win_rate", "ci_low", "ci_high") else ""
+    ax.set_ylabel(f"{'avg ' if lines == 'model' else ''}{metric.replace('_', ' ')}{unit}")
     ax.set_title(title, fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, title="dashed: without SFT", title_fontsize=7)
@@ -290,7 +295,9 @@ def scaling_plot(rows: list[SystemRow], path: Path, metric: str = "win_rate", li
     return True
 
 
-def build_report(path: Path, out_dir: Path | None = None, metric: str = "win_rate", lines: str = "model") -> dict[str, Path]:
+def build_report(
+    path: Path, out_dir: Path | None = None, metric: str = "win_rate", lines: str = "model", best_per: str = "column"
+) -> dict[str, Path]:
     """Write tables.md, tables.csv and the scaling plot(s) for a sweep/run/store dir."""
     tables = group_tables(collect(path))
     out = Path(out_dir) if out_dir else Path(path) / "report"
@@ -298,7 +305,7 @@ def build_report(path: Path, out_dir: Path | None = None, metric: str = "win_rat
     paths = {"markdown": out / "tables.md", "csv": out / "tables.csv"}
     parts = [f"# xlexp report: {metric.replace('_', ' ')}", ""]
     for i, (name, rows) in enumerate(tables.items()):
-        parts.append(paper_table(rows, metric, title=name))
+        parts.append(paper_table(rows, metric, title=name, best_per=best_per))
         png = out / ("scaling.png" if i == 0 else f"scaling-{i + 1}.png")
         if scaling_plot(rows, png, metric, lines, title=name):
             paths[png.stem] = png
@@ -329,9 +336,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="output dir (default: <path>/report)")
     parser.add_argument("--metric", default="win_rate", help="metric per cell (win_rate, lang_fidelity, avg_len, ...)")
     parser.add_argument("--lines", choices=("model", "lang"), default="model", help="plot one line per model (avg) or per language")
+    parser.add_argument("--best", choices=("column", "model"), default="column", help="bold the best per column, or per column within each model (Table 6)")
     args = parser.parse_args(argv)
     try:
-        paths = build_report(args.path, args.out, args.metric, args.lines)
+        paths = build_report(args.path, args.out, args.metric, args.lines, args.best)
     except FileNotFoundError as e:
         print(f"xlexp.report: {e}", file=sys.stderr)
         return 2
