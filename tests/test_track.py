@@ -24,6 +24,7 @@ def test_offline_run_files_have_metrics_and_no_secret(tmp_path, monkeypatch):
     tracker = track.start(cfg, tmp_path)
     tracker.log_metrics({"deu": {"win_rate": 42.5, "n": 3}, "avg": {"win_rate": 42.5}})
     tracker.finish({"seconds": 1.0, "backend_calls": 7, "note": SECRET})
+    wandb_offline.read(tmp_path)  # waits until wandb-core has written the whole run
     files = [p for p in Path(tmp_path, "wandb").rglob("*") if p.is_file()]
     assert any(p.suffix == ".wandb" for p in files), "an offline run was written"
     blob = b"".join(p.read_bytes() for p in files)

@@ -8,6 +8,7 @@ test ask for the run's group, its history keys, its artifacts' manifests and its
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,16 +49,40 @@ def _items(updates: list) -> dict:
     return out
 
 
+def _records(path: Path) -> list[pb.Record]:
+    records = []
+    ds = DataStore()
+    ds.open_for_scan(str(path))
+    try:
+        while (data := ds.scan_data()) is not None:
+            record = pb.Record()
+            record.ParseFromString(data)
+            records.append(record)
+    except (AssertionError, ValueError):  # a record still being written
+        pass
+    return records
+
+
+def wait_for_exit(path: Path, timeout: float = 60.0) -> list[pb.Record]:
+    """The run's records once its `exit` record is written. wandb 0.28's offline `run.finish()`
+    can return before wandb-core has flushed the .wandb file (seen: 7 bytes right after finish,
+    the whole run a moment later), so a reader in the same process polls for the last record."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = _records(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.1)
+
+
 def read(run_root: Path) -> OfflineRun:
     """The one offline run under `run_root` (the `dir` given to wandb.init)."""
     runs = sorted(Path(run_root).glob("wandb/offline-run-*/*.wandb"))
     assert len(runs) == 1, f"expected one offline run under {run_root}, found {runs}"
     out = OfflineRun(dir=runs[0].parent)
-    ds = DataStore()
-    ds.open_for_scan(str(runs[0]))
-    while (data := ds.scan_data()) is not None:
-        record = pb.Record()
-        record.ParseFromString(data)
+    records = wait_for_exit(runs[0])
+    assert any(r.WhichOneof("record_type") == "exit" for r in records), f"{runs[0]} has no exit record"
+    for record in records:
         kind = record.WhichOneof("record_type")
         if kind == "run":
             out.run = MessageToDict(record.run)
