@@ -24,7 +24,7 @@ log = logging.getLogger("xlexp")
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Run the configured stages; returns the results summary (also written under run_dir)."""
-    from xlexp import pipeline, report, track
+    from xlexp import pipeline, progress, report, track
     from xlexp.ledger import LedgerStore
 
     validate(cfg)  # fail before any model loads
@@ -38,24 +38,33 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     try:
         if "generate" in cfg.stages or "sft" in cfg.stages:
             t = time.time()
+            used = models.usage()
             arts.update(pipeline.run_generate(cfg, store, models))
             summary["stages"]["generate"] = {
                 name: {"key": a.key, **a.meta["counts"]} for name, a in arts.items()
             } | {"seconds": round(time.time() - t, 1)}
             tracker.log_stage("generate", arts)
+            log.info(progress.stage_line("generate", arts, time.time() - t, progress.usage_delta(used, models.usage())))
         adapter = None
         if "sft" in cfg.stages:
             t = time.time()
+            used = models.usage()
             adapter = arts["sft"] = pipeline.run_sft(cfg, store, arts["select"])
             summary["stages"]["sft"] = {"key": adapter.key, **adapter.meta["counts"], "seconds": round(time.time() - t, 1)}
             tracker.log_stage("sft", {"sft": adapter})
+            log.info(progress.stage_line("sft", {"sft": adapter}, time.time() - t, progress.usage_delta(used, models.usage())))
         if "evaluate" in cfg.stages:
             t = time.time()
+            used = models.usage()
             ev = pipeline.run_evaluate(cfg, store, models, adapter)
             arts.update(ev)
             summary["stages"]["evaluate"] = {name: a.key for name, a in ev.items()} | {"seconds": round(time.time() - t, 1)}
             summary["metrics"] = report.load_metrics(ev["judge"])
             tracker.log_metrics(summary["metrics"])
+            # Labels for `python -m xlexp.report <sweep dir>`: the judged system, its experiment.
+            summary["system"] = {**pipeline.system_labels(cfg, adapter), "exp": track.hydra_context().get("exp") or cfg.logger.group, "judge_key": ev["judge"].key}
+            tracker.log_stage("evaluate", ev)
+            log.info(progress.stage_line("evaluate", ev, time.time() - t, progress.usage_delta(used, models.usage())))
         summary["usage"] = models.usage()
         summary["backend_calls"] = models.backend_calls()
         summary["cost"] = store.ledger.summary()

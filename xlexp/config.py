@@ -147,6 +147,8 @@ class LoggerConfig:
     mode: str = "auto"  # auto: online with WANDB_API_KEY, offline without
     group: str | None = None
     tags: list[str] = field(default_factory=list)
+    samples: int = 20  # judged sample rows per language in the W&B table
+    copy_max_mb: float = 50.0  # dataset/adapter artifacts above this are logged as file:// references
 
 
 @dataclass

@@ -18,6 +18,7 @@ from xlexp.config import ConfigError, parse_data_size, translator_cards
 from xlexp.generate import qe, refine, reverse, seed, segment, select, translate
 from xlexp.llm import ChatModel, ResponseCache, load
 from xlexp.llm.base import identity_of
+from xlexp.progress import bar
 from xlexp.store import Artifact, Store, digest, write_json, write_jsonl
 
 log = logging.getLogger("xlexp")
@@ -101,7 +102,7 @@ def _chat_stage(
         def run_batch(batch: list[dict]) -> list[dict]:
             return parse(batch, model.chat(build(batch)))
 
-        rows = parts.map_batches("batch", inputs, batch_size, run_batch)
+        rows = parts.map_batches("batch", inputs, batch_size, run_batch, desc=stage)
         ok, rejects = _split_rejects(rows)
         write_jsonl(work / "rows.jsonl", ok)
         write_jsonl(work / "rejects.jsonl", rejects)
@@ -177,7 +178,7 @@ def run_translate(cfg: Any, store: Store, models: Models, pairs: Artifact) -> Ar
                 ]
 
             # Each translator gets all its sentences; parts bound the loss of a killed job.
-            out = parts.map_batches(f"{name}", job_list, max(cfg.generate.batch_size * 4, 1), run_batch)
+            out = parts.map_batches(f"{name}", job_list, max(cfg.generate.batch_size * 4, 1), run_batch, desc=f"translate {name}")
             results[name] = {job: (r["text"], r["reject"]) for job, r in zip(job_list, out, strict=True)}
         rejects: dict[str, int] = {}
         rows = []
@@ -221,7 +222,7 @@ def run_qe(cfg: Any, store: Store, models: Models, translations: Artifact) -> Ar
                 scores = scorer.score([(s, t) for s, t, _ in batch])
                 return [{"score": s, "reject": None} for s in scores]
 
-        out = parts.map_batches("scores", [list(t) for t in triples], max(cfg.generate.batch_size * 4, 1), run_batch)
+        out = parts.map_batches("scores", [list(t) for t in triples], max(cfg.generate.batch_size * 4, 1), run_batch, desc=f"qe {cfg.qe.kind}")
         rows = [{"key": qe.triple_key(*t), "source": t[0], "translation": t[1], "lang": t[2], **r} for t, r in zip(triples, out, strict=True)]
         write_jsonl(work / "rows.jsonl", rows)
         failed = [r for r in rows if r["score"] is None]
@@ -327,7 +328,7 @@ def run_respond(cfg: Any, store: Store, models: Models, role: str, card: Any, ad
     def produce(work: Path, parts: Any) -> dict:
         model = models.role(role, card)
         counts = {}
-        for code, rows in benchmark_rows(cfg).items():
+        for code, rows in bar(benchmark_rows(cfg).items(), desc=f"respond {card.name}", unit="lang"):
             convs = [[{"role": "user", "content": r["instruction"]}] for r in rows]
             comps = model.chat(convs, adapter=str(adapter.file("adapter")) if adapter else None)
             outputs = [c.text.strip() if c.ok else "" for c in comps]
@@ -338,7 +339,9 @@ def run_respond(cfg: Any, store: Store, models: Models, role: str, card: Any, ad
     return store.build("respond", key, produce)[0]
 
 
-def run_judge(cfg: Any, store: Store, models: Models, system: Artifact, reference: Artifact) -> Artifact:
+def run_judge(
+    cfg: Any, store: Store, models: Models, system: Artifact, reference: Artifact, labels: dict | None = None
+) -> Artifact:
     import json
 
     from xlexp.evaluate import judge, langid, lc, metrics
@@ -353,7 +356,7 @@ def run_judge(cfg: Any, store: Store, models: Models, system: Artifact, referenc
         model = models.role("judge", cfg.judge)
         sampling = model.sampling(temperature=0.0, max_tokens=4, logprobs=20)
         per_lang = {}
-        for code in list(cfg.eval.langs or cfg.langs.codes):
+        for code in bar(list(cfg.eval.langs or cfg.langs.codes), desc="judge", unit="lang"):
             sys_rows = json.loads(system.file(f"{code}.json").read_text())
             ref_rows = json.loads(reference.file(f"{code}.json").read_text())
             plan = judge.plan(
@@ -373,13 +376,35 @@ def run_judge(cfg: Any, store: Store, models: Models, system: Artifact, referenc
             }
         summary = metrics.summarize(per_lang, n_boot=cfg.eval.bootstrap, seed=cfg.seed)
         write_json(work / "metrics.json", summary)
-        return {"langs": len(per_lang)}
+        malformed = sum(v["n_malformed"] for v in per_lang.values())
+        return {"langs": len(per_lang), "rows": sum(len(v["prefs"]) for v in per_lang.values()), "malformed": malformed}
 
-    return store.build("judge", key, produce)[0]
+    # `system` labels the judged system in DONE, so a report can build tables from the store alone.
+    return store.build("judge", key, produce, info={"system": labels} if labels else None)[0]
 
 
 def run_evaluate(cfg: Any, store: Store, models: Models, adapter: Artifact | None) -> dict[str, Artifact]:
     arts = {"respond": run_respond(cfg, store, models, "model", cfg.model, adapter)}
     arts["reference"] = run_respond(cfg, store, models, "reference", cfg.reference, None)
-    arts["judge"] = run_judge(cfg, store, models, arts["respond"], arts["reference"])
+    arts["judge"] = run_judge(cfg, store, models, arts["respond"], arts["reference"], system_labels(cfg, adapter))
     return arts
+
+
+def system_labels(cfg: Any, adapter: Artifact | None) -> dict:
+    """What a report needs to name a judged system: a row (model, data size, selection) and the
+    comparison its win rates belong to (reference, judge, benchmark). Only what determines the
+    judge artifact, so labels stay true when another experiment reuses it."""
+    tuned = adapter is not None
+    return {
+        "model": cfg.model.name,
+        "model_id": cfg.model.model,
+        "adapter": adapter.key if tuned else None,
+        "data_size": parse_data_size(cfg.data_size) if tuned else None,
+        "selection": cfg.generate.selection if tuned else None,
+        "subset": ("random" if cfg.generate.selection == "random" else cfg.sft.subset) if tuned else None,
+        "k": cfg.k if tuned else None,
+        "reference": cfg.reference.name,
+        "judge": cfg.judge.name,
+        "benchmark": cfg.eval.benchmark,
+        "langs": list(cfg.eval.langs or cfg.langs.codes),
+    }

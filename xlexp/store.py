@@ -80,17 +80,27 @@ class Parts:
         write_jsonl(self.root / f"{name}.jsonl", rows)
 
     def map_batches(
-        self, prefix: str, items: list[Any], batch_size: int, fn: Callable[[list[Any]], list[dict]]
+        self,
+        prefix: str,
+        items: list[Any],
+        batch_size: int,
+        fn: Callable[[list[Any]], list[dict]],
+        desc: str | None = None,
     ) -> list[dict]:
-        """Run `fn` over batches of `items`, skipping batches already in parts."""
+        """Run `fn` over batches of `items`, skipping batches already in parts (a progress bar
+        counts items; batches found in parts count at once, so a resumed run shows where it is)."""
+        from xlexp.progress import bar
+
         out: list[dict] = []
-        for start in range(0, len(items), batch_size):
-            name = f"{prefix}-{start:08d}"
-            rows = self.get(name)
-            if rows is None:
-                rows = fn(items[start : start + batch_size])
-                self.put(name, rows)
-            out.extend(rows)
+        with bar(desc=desc or prefix, total=len(items), unit="row", min_total=batch_size + 1) as progress:
+            for start in range(0, len(items), batch_size):
+                name = f"{prefix}-{start:08d}"
+                rows = self.get(name)
+                if rows is None:
+                    rows = fn(items[start : start + batch_size])
+                    self.put(name, rows)
+                out.extend(rows)
+                progress.update(len(items[start : start + batch_size]))
         return out
 
 

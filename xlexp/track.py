@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+
+from xlexp.store import read_jsonl
 
 _SECRET_KEY = re.compile(r"(api_?key|token|secret|password)$", re.I)
 _SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)", re.I)
@@ -46,12 +49,17 @@ class WandbTracker(NullTracker):
         if mode == "auto":
             mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
         config = redact(OmegaConf.to_container(cfg, resolve=True))
+        ctx = hydra_context()
+        exp = ctx.get("exp")
+        config["xlexp"] = {"exp": exp, "sweep_dir": ctx.get("sweep_dir"), "job_num": ctx.get("job_num")}
+        self.cfg = cfg
         self.wandb = wandb
         self.run = wandb.init(
             project=cfg.logger.project,
             entity=cfg.logger.entity,
-            group=cfg.logger.group,
-            tags=list(cfg.logger.tags),
+            group=run_group(cfg.logger.group, exp, ctx.get("sweep_dir")),
+            name=ctx.get("job_name"),
+            tags=list(dict.fromkeys([*cfg.logger.tags, *([exp] if exp else [])])),
             config=config,
             dir=str(run_dir),
             mode=mode,
@@ -65,7 +73,44 @@ class WandbTracker(NullTracker):
             for k, v in art.meta.get("counts", {}).items():
                 if isinstance(v, int | float):
                     counts[f"{stage}/{name}/{k}"] = v
+                elif isinstance(v, dict):  # reject reasons, per-language counts: one level down
+                    for sub, x in v.items():
+                        if isinstance(x, int | float):
+                            counts[f"{stage}/{name}/{k}/{sub}"] = x
         self.run.log(counts)
+        if stage == "generate" and "select" in artifacts:
+            self.log_artifact(artifacts["select"], "dataset", ["dataset.jsonl", "stats.json", "DONE"])
+        if stage == "sft" and "sft" in artifacts:
+            self.log_artifact(artifacts["sft"], "adapter", ["adapter", "DONE"])
+        if stage == "evaluate" and {"respond", "reference", "judge"} <= set(artifacts):
+            rows = sample_rows(artifacts["respond"], artifacts["reference"], artifacts["judge"], self.cfg.logger.samples)
+            self.log_samples(rows)
+
+    def log_artifact(self, artifact: Any, kind: str, names: list[str]) -> None:
+        """A store artifact as a W&B artifact: a reference (file:// URI, checksummed, no copy) when
+        its files exceed logger.copy_max_mb, else copied; named by the store key so reruns dedupe."""
+        paths = [artifact.file(n) for n in names if artifact.file(n).exists()]
+        size = sum(_size(p) for p in paths)
+        art = self.wandb.Artifact(
+            f"{kind}-{artifact.key}",
+            type=kind,
+            metadata=redact({"stage": artifact.stage, "key": artifact.key, "counts": artifact.meta.get("counts"), "bytes": size}),
+        )
+        copy = size <= self.cfg.logger.copy_max_mb * 1e6
+        for p in paths:
+            if not copy:
+                art.add_reference(p.resolve().as_uri(), name=p.name)
+            elif p.is_dir():
+                art.add_dir(str(p), name=p.name)
+            else:
+                art.add_file(str(p), name=p.name)
+        self.run.log_artifact(art)
+
+    def log_samples(self, rows: list[dict]) -> None:
+        if not rows:
+            return
+        table = self.wandb.Table(columns=SAMPLE_COLUMNS, data=[[r[c] for c in SAMPLE_COLUMNS] for r in redact(rows)])
+        self.run.log({"eval/samples": table})
 
     def log_metrics(self, metrics: dict) -> None:
         flat = {}
@@ -85,6 +130,73 @@ class WandbTracker(NullTracker):
         if summary.get("cost"):  # the ledger: tokens and dollars per stage and role
             self.run.summary.update(redact({"cost": summary["cost"]}))
         self.run.finish()
+
+
+SAMPLE_COLUMNS = ["id", "lang", "instruction", "system_output", "reference_output", "preference", "malformed"]
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def sample_rows(system: Any, reference: Any, judge: Any, per_lang: int) -> list[dict]:
+    """The first `per_lang` judged rows of each language: instruction, both outputs, preference
+    (P(system better), None when the judge gave no usable verdict) and the malformed reasons."""
+    out = []
+    for path in sorted(judge.path.glob("*.jsonl")):
+        code = path.stem
+        if not system.file(f"{code}.json").exists() or not reference.file(f"{code}.json").exists():
+            continue
+        sys_rows = {r["id"]: r for r in json.loads(system.file(f"{code}.json").read_text())}
+        ref_rows = {r["id"]: r for r in json.loads(reference.file(f"{code}.json").read_text())}
+        for row in read_jsonl(path)[:per_lang]:
+            s, r = sys_rows.get(row["id"], {}), ref_rows.get(row["id"], {})
+            out.append(
+                {
+                    "id": row["id"],
+                    "lang": code,
+                    "instruction": s.get("instruction", ""),
+                    "system_output": s.get("output", ""),
+                    "reference_output": r.get("output", ""),
+                    "preference": row.get("preference"),
+                    "malformed": "; ".join(m["reason"] for m in row.get("malformed", [])),
+                }
+            )
+    return out
+
+
+def hydra_context() -> dict:
+    """Experiment name, sweep dir, job number and name of the running Hydra job ({} outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return {}
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    return {
+        "exp": hc.runtime.choices.get("exp"),
+        "sweep_dir": str(hc.sweep.dir) if multirun else None,
+        "job_num": hc.job.get("num") if multirun else None,
+        "job_name": job_name(hc.job.get("num"), list(hc.overrides.task)) if multirun else None,
+    }
+
+
+def job_name(num: int | None, overrides: list[str]) -> str:
+    """`3 +exp=scaling,data_size=2k`: the job number and its top-level overrides (experiment, groups,
+    knobs such as data_size), not dotted ones that carry URLs and paths; secrets scrubbed."""
+    knobs = [o for o in overrides if "." not in o.split("=", 1)[0] and "/" not in o.split("=", 1)[-1] and not o.startswith("hydra")]
+    return redact(f"{num} {','.join(knobs)}".strip())[:128]
+
+
+def run_group(group: str | None, exp: str | None, sweep_dir: str | None) -> str | None:
+    """W&B group: the experiment (logger.group, else the +exp choice), and for a multirun its sweep,
+    so the jobs of one sweep share a group and two sweeps of one experiment do not."""
+    name = group or exp
+    if sweep_dir:
+        sweep = "/".join(Path(sweep_dir).parts[-2:])  # outputs/multirun/<date>/<time> -> <date>/<time>
+        return f"{name or 'sweep'}:{sweep}"
+    return name
 
 
 def start(cfg: Any, run_dir: Path) -> NullTracker:

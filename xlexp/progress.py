@@ -1,0 +1,74 @@
+"""Progress bars for long loops and the one-line summary each stage logs.
+
+Bars go to stderr and show on a terminal; XLEXP_PROGRESS=1 forces them on (e.g. a Slurm log
+you tail), XLEXP_PROGRESS=0 turns them off.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from tqdm.auto import tqdm
+
+
+def enabled() -> bool | None:
+    """True/False when XLEXP_PROGRESS says so; None: tqdm decides (on for a terminal only)."""
+    value = os.environ.get("XLEXP_PROGRESS", "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    return None
+
+
+def bar(iterable: Iterable[Any] | None = None, desc: str = "", total: int | None = None, unit: str = "it", min_total: int = 2) -> tqdm:
+    """A tqdm bar, hidden for loops shorter than `min_total` (nothing to watch)."""
+    n = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)  # type: ignore[arg-type]
+    on = enabled()
+    disable = (not on) if on is not None else None
+    if n is not None and n < min_total:
+        disable = True
+    return tqdm(iterable, desc=desc, total=n, unit=unit, disable=disable, dynamic_ncols=True)
+
+
+def usage_delta(before: dict[str, dict], after: dict[str, dict]) -> dict[str, float]:
+    """Backend calls, cache hits, tokens and USD spent between two `Models.usage()` snapshots."""
+    keys = ("calls", "cache_hits", "errors", "prompt_tokens", "completion_tokens", "usd")
+    total = dict.fromkeys(keys, 0.0)
+    for role, now in after.items():
+        was = before.get(role, {})
+        for k in keys:
+            total[k] += float(now.get(k, 0) or 0) - float(was.get(k, 0) or 0)
+    return total
+
+
+def _counts(counts: dict) -> str:
+    """`8->8` (in->out), `rows 6`, plus rejects / failures when there are any."""
+    if isinstance(counts.get("langs"), dict):  # respond: {"langs": {code: {rows, errors}}}
+        per_lang = [c for c in counts["langs"].values() if isinstance(c, dict)]
+        counts = {"rows": sum(c.get("rows", 0) for c in per_lang), "errors": sum(c.get("errors", 0) for c in per_lang)}
+    if "in" in counts and "out" in counts:
+        text = f"{counts['in']}->{counts['out']}"
+    else:
+        main = next((k for k in ("out", "rows", "items", "scored_pairs", "langs") if isinstance(counts.get(k), int | float)), None)
+        text = f"{main} {counts[main]}" if main else ""
+    bad = {k: counts[k] for k in ("rejects", "failed", "errors", "malformed") if isinstance(counts.get(k), int) and counts[k]}
+    rejected = counts.get("rejected_translations")
+    if isinstance(rejected, dict) and rejected:
+        bad["rejected"] = sum(rejected.values())
+    return text + "".join(f" {k} {v}" for k, v in bad.items())
+
+
+def stage_line(stage: str, artifacts: dict[str, Any], seconds: float, usage: dict[str, float]) -> str:
+    """`stage generate: seed out 8 | reverse 8->7 rejects 1 | ... | 12.3 s, 40 calls (10 cached), $0.0012`."""
+    parts = []
+    for name, art in artifacts.items():
+        meta = art.meta
+        text = _counts(meta.get("counts", {}))
+        parts.append(f"{name} {text}".strip())
+    calls = int(usage.get("calls", 0))
+    hits = int(usage.get("cache_hits", 0))
+    tail = f"{seconds:.1f} s, {calls} calls ({hits} cached), ${usage.get('usd', 0.0):.4f}"
+    return f"stage {stage}: " + " | ".join(parts + [tail])
