@@ -118,12 +118,12 @@ def _reasons(rejects: list[dict]) -> dict:
 
 
 def run_seed(cfg: Any, store: Store) -> Artifact:
-    key = store.key("seed", {"seed_data": plain(cfg.seed_data), "seed": cfg.seed})
+    key = store.key("seed", {"seed_data": plain(cfg.seed_data), "seed": cfg.seed, "files": seed.fingerprint(cfg.seed_data)})
 
     def produce(work: Path, parts: Any) -> dict:
-        rows = seed.select(seed.load_rows(cfg.seed_data), cfg.seed_data, cfg.seed)
+        rows, counts = seed.take(seed.stream(cfg.seed_data, cfg.seed), cfg.seed_data)
         write_jsonl(work / "rows.jsonl", rows)
-        return {"out": len(rows)}
+        return counts
 
     return store.build("seed", key, produce)[0]
 
