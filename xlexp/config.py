@@ -267,6 +267,7 @@ def validate(cfg: DictConfig | Any, cuda: bool | None = None) -> None:
         raise ConfigError("sft.subset", f"must be 'top' or 'random', not {cfg.sft.subset!r}")
     if "generate" in cfg.stages or "sft" in cfg.stages:
         validate_seed(cfg.seed_data)
+        validate_suffix_templates(cfg.generate.suffix_templates)
     if cfg.eval.benchmark not in ("demo", "xl_alpacaeval"):
         raise ConfigError("eval.benchmark", f"unknown benchmark {cfg.eval.benchmark!r} (demo, xl_alpacaeval)")
     if cfg.eval.benchmark == "xl_alpacaeval" and not (cfg.eval.path and os.path.exists(cfg.eval.path)):
@@ -309,3 +310,16 @@ def validate_seed(seed_data: Any) -> None:
         raise ConfigError("seed_data.min_chars", f"{seed_data.min_chars} > seed_data.max_chars={seed_data.max_chars}")
     if seed_data.shuffle_buffer < 1:
         raise ConfigError("seed_data.shuffle_buffer", "must be >= 1")
+
+
+def validate_suffix_templates(templates: Any) -> None:
+    """Each cross-lingual suffix (paper 4.1) names the target language through `{language}`."""
+    if not templates:
+        raise ConfigError("generate.suffix_templates", "needs at least one template such as 'Respond in {language}.'")
+    for i, template in enumerate(templates):
+        try:
+            filled = str(template).format(language="\x00language\x00")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ConfigError(f"generate.suffix_templates[{i}]", f"{template!r} is not a valid template ({e!r}); only {{language}} is filled") from None
+        if "\x00language\x00" not in filled:
+            raise ConfigError(f"generate.suffix_templates[{i}]", f"{template!r} does not name the language: put {{language}} in it")
