@@ -112,3 +112,11 @@ def test_layout_survives_the_tiny_llama(translated, index):
     # No source sentence survives untranslated outside code and URLs.
     for sentence in row["sentences"]:
         assert sentence not in out
+
+
+def test_load_keeps_an_empty_cache_it_is_given(tmp_path, tiny_card):
+    from xlexp.llm import ResponseCache, load
+
+    mine = ResponseCache(tmp_path / "mine.sqlite")
+    assert len(mine) == 0
+    assert load(tiny_card(), tmp_path / "store", mine).cache is mine  # an empty cache is falsy
