@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -104,5 +105,12 @@ def test_stats_reach_an_offline_wandb_run(case, tmp_path, monkeypatch):
     tracker = track.start(cfg, tmp_path)
     tracker.log_generation_stats(generation_stats(STAGE_COUNTS, *case, NAMES))
     tracker.finish({"seconds": 1.0, "backend_calls": 0})
-    blob = b"".join(p.read_bytes() for p in Path(tmp_path, "wandb").rglob("*.wandb"))
-    assert b"generate/stats/mean_qe_by_translator/B" in blob and b"generate/stats/stages/qe/rejects" in blob
+    wanted = (b"generate/stats/mean_qe_by_translator/B", b"generate/stats/stages/qe/rejects")
+    # wandb-core may still be flushing the .wandb file when finish() returns: wait for it a little.
+    deadline = time.time() + 20
+    while True:
+        blob = b"".join(p.read_bytes() for p in Path(tmp_path, "wandb").rglob("*.wandb"))
+        if all(w in blob for w in wanted) or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert all(w in blob for w in wanted)
