@@ -151,3 +151,15 @@ def test_bad_seed_config_names_the_key(fields, key):
     with pytest.raises(ConfigError) as err:
         validate_seed(OmegaConf.structured(SeedConfig(**fields)))
     assert err.value.key == key
+
+
+def test_unreadable_local_files_name_the_key(tmp_path: Path):
+    (tmp_path / "bad.parquet").write_bytes(b"not a parquet file" * 10)
+    with pytest.raises(RuntimeError, match=r"^seed_data\.path: cannot read"):
+        seed.stream(cfg_for("parquet", tmp_path / "bad.parquet"), seed=1)
+    # A bad line far into a JSONL file only shows while streaming: the error still names the key.
+    good = "".join(json.dumps({"text": t}) + "\n" for t in passages(3))
+    (tmp_path / "bad.jsonl").write_text(good + "{not json\n")
+    cfg = cfg_for("jsonl", tmp_path / "bad.jsonl", n=10)
+    with pytest.raises(RuntimeError, match=r"^seed_data\.path: "):
+        seed.take(seed.stream(cfg, seed=1), cfg)

@@ -67,12 +67,24 @@ def stream(cfg: Any, seed: int) -> Iterable[dict]:
         files = local_files(cfg.path)
         if not files:
             raise FileNotFoundError(f"seed_data.path: no file matches {cfg.path!r}")
-        ds = datasets.load_dataset(LOCAL_BUILDERS[cfg.source], data_files=files, split="train", streaming=True)
+        try:
+            ds = datasets.load_dataset(LOCAL_BUILDERS[cfg.source], data_files=files, split="train", streaming=True)
+        except Exception as e:  # not JSONL / not Parquet, unreadable
+            raise RuntimeError(f"seed_data.path: cannot read {cfg.path!r} as {cfg.source} ({type(e).__name__}: {e})") from e
     elif cfg.source == "hf":
         ds = _open_hub(cfg)
     else:
         raise ValueError(f"seed_data.source: unknown source {cfg.source!r} ({', '.join(SOURCES)})")
-    return ds.shuffle(seed=seed, buffer_size=cfg.shuffle_buffer)
+    return _named_errors(ds.shuffle(seed=seed, buffer_size=cfg.shuffle_buffer), cfg)
+
+
+def _named_errors(rows: Iterable[dict], cfg: Any) -> Iterator[dict]:
+    """A stream that fails later (a bad file among many, the hub dropping mid-read) names the key."""
+    key, what = ("seed_data.name", cfg.name) if cfg.source == "hf" else ("seed_data.path", cfg.path)
+    try:
+        yield from rows
+    except Exception as e:
+        raise RuntimeError(f"{key}: reading {what!r} failed midway ({type(e).__name__}: {e})") from e
 
 
 def _open_hub(cfg: Any) -> Any:
