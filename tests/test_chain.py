@@ -130,6 +130,12 @@ def test_whole_chain_then_rerun_makes_zero_backend_calls(tmp_path, tiny_model_di
 def test_a_changed_stage_reuses_everything_upstream(tmp_path, tiny_model_dir, teacher_server):
     base = overrides(teacher_server.base_url, tiny_model_dir, tmp_path / "store", stages="[generate]")
     first = run(compose_cfg(base), tmp_path / "a")
+    stats = first["generation_stats"]  # also stats.json beside the select artifact
+    assert stats == json.loads((tmp_path / "store" / "select" / first["stages"]["generate"]["select"]["key"] / "stats.json").read_text())
+    assert stats["stages"]["seed"]["out"] == 8 == stats["stages"]["reverse"]["in"]
+    assert stats["stages"]["select"]["out"] == first["stages"]["generate"]["select"]["rows"]
+    assert set(stats["translator_wins"]) == {"smollm2-greedy", "smollm2-sampled"}
+    assert sum(stats["translator_wins"].values()) >= sum(stats["translator_wins_kept"].values()) > 0
     counts = dict(teacher_server.teacher.counts)
     second = run(compose_cfg(base + ["generate.selection=naive"]), tmp_path / "b")
     assert teacher_server.teacher.counts == counts  # no teacher or QE call repeated

@@ -97,4 +97,4 @@ def test_missing_mandatory_value_names_the_key():
     cfg = make("profile=paper")
     with pytest.raises(ConfigError) as err:
         validate(cfg, cuda=True)
-    assert err.value.key in ("seed_data.path", "eval.path")
+    assert err.value.key in ("seed_data.path", "seed_data.name", "eval.path")  # seed_data.name: gated CulturaX, no token

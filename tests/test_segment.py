@@ -14,6 +14,10 @@ TRICKY = {
     "emphasis": "This is **very important**. Use *italics* sparingly.\n> Quoted text here. Another one.",
     "crlf": "Line one.\r\nLine two. Line three.\r\n",
     "trailing": "No newline at end. Really",
+    "nested_numbered": "1. Prepare the pan. It must be dry.\n   1. Wipe it, e.g. with paper.\n   2. Heat it.\n      - Not too hot!\n2. Cook.\n",
+    "tilde_fence": "Example:\n~~~\n  indented code. Not a sentence.\n\n# not a heading\n~~~\nDone. Mr. Lee agrees.",
+    "hard_break_tabs": "First line.  \nSecond line, after a hard break.\n\tTabbed text. More.\n\n\n",
+    "mixed": "# Title\n\nIntro, e.g. this. Dr. Who said so.\n\n## List\n1. One.\n   - sub, i.e. nested.\n\n```\nx = 'a. b.'\n```\nSee https://example.com/x.y. Bye.",
 }
 
 

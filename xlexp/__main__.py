@@ -44,6 +44,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 name: {"key": a.key, **a.meta["counts"]} for name, a in arts.items()
             } | {"seconds": round(time.time() - t, 1)}
             tracker.log_stage("generate", arts)
+            summary["generation_stats"] = pipeline.generation_stats(arts)
+            tracker.log_generation_stats(summary["generation_stats"])
             log.info(progress.stage_line("generate", arts, time.time() - t, progress.usage_delta(used, models.usage())))
         adapter = None
         if "sft" in cfg.stages:

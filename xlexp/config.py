@@ -75,12 +75,20 @@ class LangsConfig:
 
 @dataclass
 class SeedConfig:
-    source: str = "demo"  # demo (shipped corpus) | jsonl (a local file)
+    source: str = "demo"  # demo (shipped corpus) | jsonl | parquet (local files) | hf (hub dataset, streamed)
     path: str | None = None
     text_field: str = "text"
     n: int = 12
     min_chars: int = 100
     max_chars: int = 2000
+    # hf: a hub dataset streamed with `datasets` (paper: uonlp/CulturaX, en); parquet/jsonl: local files
+    name: str | None = None  # hub dataset id (source=hf)
+    config: str | None = None  # hub dataset config, e.g. the CulturaX language
+    split: str = "train"
+    gated: bool = False  # the hub dataset needs an accepted licence and HF_TOKEN
+    id_field: str = "id"  # a row without it gets an id from its text
+    shuffle_buffer: int = 10000  # seeded shuffle buffer of streamed sources
+    max_read: int | None = None  # stop reading a stream after this many rows even if n did not pass
 
 
 @dataclass
@@ -269,10 +277,9 @@ def validate(cfg: DictConfig | Any, cuda: bool | None = None) -> None:
         raise ConfigError("qe.kind", f"unknown QE {cfg.qe.kind!r} (llm, comet)")
     if cfg.sft.subset not in ("top", "random"):
         raise ConfigError("sft.subset", f"must be 'top' or 'random', not {cfg.sft.subset!r}")
-    if cfg.seed_data.source not in ("demo", "jsonl"):
-        raise ConfigError("seed_data.source", f"unknown source {cfg.seed_data.source!r} (demo, jsonl)")
-    if cfg.seed_data.source == "jsonl" and not (cfg.seed_data.path and os.path.exists(cfg.seed_data.path)):
-        raise ConfigError("seed_data.path", f"seed file not found: {cfg.seed_data.path!r}")
+    if "generate" in cfg.stages or "sft" in cfg.stages:
+        validate_seed(cfg.seed_data)
+        validate_suffix_templates(cfg.generate.suffix_templates)
     if cfg.eval.benchmark not in ("demo", "xl_alpacaeval"):
         raise ConfigError("eval.benchmark", f"unknown benchmark {cfg.eval.benchmark!r} (demo, xl_alpacaeval)")
     if cfg.eval.benchmark == "xl_alpacaeval" and not (cfg.eval.path and os.path.exists(cfg.eval.path)):
@@ -289,3 +296,42 @@ def validate(cfg: DictConfig | Any, cuda: bool | None = None) -> None:
         cuda = torch.cuda.is_available()
     for key, card in roles_for(cfg).items():
         _check_card(key, card, cuda)
+
+
+def validate_seed(seed_data: Any) -> None:
+    """The seed corpus can be read: a known source, local files that exist, a hub id and, for a
+    gated hub dataset, an HF token (HF_TOKEN or a stored login)."""
+    from xlexp.generate import seed
+
+    if seed_data.source not in seed.SOURCES:
+        raise ConfigError("seed_data.source", f"unknown source {seed_data.source!r} ({', '.join(seed.SOURCES)})")
+    if seed_data.source in seed.LOCAL_BUILDERS and not seed.local_files(seed_data.path):
+        raise ConfigError("seed_data.path", f"seed file not found: {seed_data.path!r}")
+    if seed_data.source == "hf":
+        if not seed_data.name:
+            raise ConfigError("seed_data.name", "source=hf needs a hub dataset id (e.g. uonlp/CulturaX)")
+        if seed_data.gated and not seed.hf_token():
+            raise ConfigError(
+                "seed_data.name",
+                f"{seed_data.name} is gated on the HF hub and no token was found: accept its terms on the hub, "
+                "then set HF_TOKEN (or run `huggingface-cli login`); offline, use seed=jsonl or seed=parquet",
+            )
+    if seed_data.n < 1:
+        raise ConfigError("seed_data.n", f"must be >= 1, not {seed_data.n}")
+    if seed_data.min_chars > seed_data.max_chars:
+        raise ConfigError("seed_data.min_chars", f"{seed_data.min_chars} > seed_data.max_chars={seed_data.max_chars}")
+    if seed_data.shuffle_buffer < 1:
+        raise ConfigError("seed_data.shuffle_buffer", "must be >= 1")
+
+
+def validate_suffix_templates(templates: Any) -> None:
+    """Each cross-lingual suffix (paper 4.1) names the target language through `{language}`."""
+    if not templates:
+        raise ConfigError("generate.suffix_templates", "needs at least one template such as 'Respond in {language}.'")
+    for i, template in enumerate(templates):
+        try:
+            filled = str(template).format(language="\x00language\x00")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ConfigError(f"generate.suffix_templates[{i}]", f"{template!r} is not a valid template ({e!r}); only {{language}} is filled") from None
+        if "\x00language\x00" not in filled:
+            raise ConfigError(f"generate.suffix_templates[{i}]", f"{template!r} does not name the language: put {{language}} in it")

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from xlexp.config import ConfigError, parse_data_size, translator_cards
 from xlexp.generate import qe, refine, reverse, seed, segment, select, translate
+from xlexp.generate import stats as gen_stats
 from xlexp.llm import ChatModel, ResponseCache, load
 from xlexp.llm.base import identity_of
 from xlexp.progress import bar
@@ -123,12 +124,12 @@ def _reasons(rejects: list[dict]) -> dict:
 
 
 def run_seed(cfg: Any, store: Store) -> Artifact:
-    key = store.key("seed", {"seed_data": plain(cfg.seed_data), "seed": cfg.seed})
+    key = store.key("seed", {"seed_data": plain(cfg.seed_data), "seed": cfg.seed, "files": seed.fingerprint(cfg.seed_data)})
 
     def produce(work: Path, parts: Any) -> dict:
-        rows = seed.select(seed.load_rows(cfg.seed_data), cfg.seed_data, cfg.seed)
+        rows, counts = seed.take(seed.stream(cfg.seed_data, cfg.seed), cfg.seed_data)
         write_jsonl(work / "rows.jsonl", rows)
-        return {"out": len(rows)}
+        return counts
 
     return store.build("seed", key, produce)[0]
 
@@ -231,12 +232,17 @@ def run_qe(cfg: Any, store: Store, models: Models, translations: Artifact) -> Ar
     return store.build("qe", key, produce)[0]
 
 
-def run_select(cfg: Any, store: Store, translations: Artifact, scores: Artifact) -> Artifact:
+def run_select(
+    cfg: Any, store: Store, translations: Artifact, scores: Artifact, upstream: dict[str, Artifact] | None = None
+) -> Artifact:
+    """The SFT dataset, plus `stats.json` (per-stage counts from `upstream`'s artifacts, QE by
+    language and translator, translator wins)."""
     names = [name for name, _ in translator_cards(cfg)]
     key = store.key(
         "select",
         {"selection": cfg.generate.selection, "keep": cfg.generate.keep, "seed": cfg.seed, "translators": names},
         [translations.key, scores.key],
+        version=2,  # 2: stats.json holds the whole generation's stats
     )
 
     def produce(work: Path, parts: Any) -> dict:
@@ -246,8 +252,8 @@ def run_select(cfg: Any, store: Store, translations: Artifact, scores: Artifact)
         kept = select.filter_rows(ok, cfg.generate.keep, cfg.generate.selection, cfg.seed)
         write_jsonl(work / "dataset.jsonl", kept)
         write_jsonl(work / "rejects.jsonl", rejects)
-        stats = select.stats(kept, rejects, names)
-        stats["before_filter"] = len(ok)
+        stage_counts = {name: art.meta.get("counts", {}) for name, art in (upstream or {}).items()}
+        stats = gen_stats.generation_stats(stage_counts, translations.rows(), score_of, chosen, kept, names)
         write_json(work / "stats.json", stats)
         return {"rows": len(kept), "before_filter": len(ok), "rejects": len(rejects)}
 
@@ -261,8 +267,16 @@ def run_generate(cfg: Any, store: Store, models: Models) -> dict[str, Artifact]:
     arts["refine"] = run_refine(cfg, store, models, arts["reverse"])
     arts["translate"] = run_translate(cfg, store, models, arts["refine"])
     arts["qe"] = run_qe(cfg, store, models, arts["translate"])
-    arts["select"] = run_select(cfg, store, arts["translate"], arts["qe"])
+    arts["select"] = run_select(cfg, store, arts["translate"], arts["qe"], upstream=arts)
     return arts
+
+
+def generation_stats(arts: dict[str, Artifact]) -> dict:
+    """The generate run's stats (written beside the select artifact), for the summary and W&B."""
+    import json
+
+    path = arts["select"].file("stats.json")
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 # ---------------------------------------------------------------- sft

@@ -39,6 +39,7 @@ class NullTracker:
     def log_metrics(self, metrics: dict) -> None: ...
     def log_files(self, paths: dict) -> None: ...
     def finish(self, summary: dict) -> None: ...
+    def log_generation_stats(self, stats: dict) -> None: ...
 
 
 class WandbTracker(NullTracker):
@@ -124,6 +125,14 @@ class WandbTracker(NullTracker):
     def log_files(self, paths: dict) -> None:
         for path in paths.values():
             self.run.save(str(path), base_path=str(Path(path).parent), policy="now")
+
+    def log_generation_stats(self, stats: dict) -> None:
+        """Per-stage counts, reject reasons, QE by language/translator, translator wins."""
+        from xlexp.generate.stats import flatten
+
+        flat = flatten(stats)
+        self.run.log(flat)
+        self.run.summary.update(flat)
 
     def finish(self, summary: dict) -> None:
         self.run.summary.update(redact({"seconds": summary.get("seconds"), "backend_calls": summary.get("backend_calls")}))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import random
-from collections import Counter, defaultdict
 
 from xlexp.generate.qe import triple_key
 from xlexp.generate.segment import reassemble
@@ -61,17 +60,3 @@ def filter_rows(rows: list[dict], keep: float, strategy: str, seed: int) -> list
         ordered = sorted(rows, key=lambda r: (-r["qe_score"], r["id"]))
     return [{**row, "rank": i} for i, row in enumerate(ordered[:n_keep])]
 
-
-def stats(rows: list[dict], rejects: list[dict], translator_names: list[str]) -> dict:
-    by_lang: dict[str, list[float]] = defaultdict(list)
-    wins: Counter = Counter()
-    for row in rows:
-        by_lang[row["lang"]].append(row["qe_score"])
-        wins.update(row["translators"])
-    return {
-        "rows": len(rows),
-        "rejects": len(rejects),
-        "reject_reasons": dict(Counter(r["reject"].split(" for sentence")[0] for r in rejects)),
-        "mean_qe_by_lang": {k: sum(v) / len(v) for k, v in sorted(by_lang.items())},
-        "translator_wins": {name: wins.get(name, 0) for name in translator_names},
-    }

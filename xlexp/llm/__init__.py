@@ -50,5 +50,6 @@ def load(
 ) -> ChatModel:
     """A cached model role; `pool` (identity -> backend) lets roles share a loaded model."""
     store_root = Path(store_root)
-    cache = cache or ResponseCache(store_root / "cache.sqlite")
+    # `is None`, not `or`: an empty cache has len 0 and is falsy, but it is the one asked for.
+    cache = cache if cache is not None else ResponseCache(store_root / "cache.sqlite")
     return ChatModel(card, cache, _loader(store_root, pool), identity_of(card))

@@ -1,0 +1,165 @@
+"""Seed corpus: local Parquet/JSONL streamed with `datasets`, bounds, dedup, seeded order; the
+gated hub source fails early and clearly without a token or without the hub."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import huggingface_hub.constants
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from omegaconf import OmegaConf
+
+from xlexp.config import ConfigError, SeedConfig, validate_seed
+from xlexp.generate import seed
+from xlexp.pipeline import run_seed
+from xlexp.store import Store
+
+
+def passages(n: int, start: int = 0) -> list[str]:
+    return [f"Passage number {i} says that bees make honey from nectar." for i in range(start, start + n)]
+
+
+def corpus_rows() -> list[dict]:
+    """40 good passages, 10 too short, 10 too long, 10 duplicates (case/space variants)."""
+    good = passages(40)
+    rows = [{"id": f"g{i:02d}", "text": t} for i, t in enumerate(good)]
+    rows += [{"id": f"s{i}", "text": "Too short."} for i in range(10)]
+    rows += [{"id": f"l{i}", "text": "Far too long. " * 20} for i in range(10)]
+    rows += [{"id": f"d{i}", "text": "  " + good[i].upper() + "  "} for i in range(10)]
+    return rows
+
+
+def cfg_for(source: str, path: Path | str | None, **kw) -> SeedConfig:
+    fields = {"source": source, "path": str(path) if path else None, "n": 12, "min_chars": 40, "max_chars": 120, "shuffle_buffer": 16}
+    return OmegaConf.structured(SeedConfig(**{**fields, **kw}))
+
+
+def write_parquet(path: Path, rows: list[dict]) -> Path:
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+@pytest.fixture
+def parquet_corpus(tmp_path: Path) -> Path:
+    rows = corpus_rows()
+    write_parquet(tmp_path / "part-0.parquet", rows[::2])
+    write_parquet(tmp_path / "part-1.parquet", rows[1::2])
+    return tmp_path
+
+
+def test_take_counts_bounds_and_dedup_on_known_rows():
+    rows = [
+        {"id": "a", "text": "x" * 50},
+        {"id": "b", "text": "short"},
+        {"id": "c", "text": "y" * 500},
+        {"id": "d", "text": " " + "X" * 50 + " "},  # duplicate of a after normalisation
+        {"id": "e", "text": "z" * 60},
+        {"id": "f", "text": "w" * 70},
+    ]
+    kept, counts = seed.take(rows, cfg_for("demo", None, n=2))
+    assert [r["id"] for r in kept] == ["a", "e"]
+    assert counts == {"read": 5, "too_short": 1, "too_long": 1, "duplicate": 1, "out": 2}  # stops once n pass
+    kept, counts = seed.take(rows, cfg_for("demo", None, n=10, max_read=3))
+    assert [r["id"] for r in kept] == ["a"] and counts["read"] == 3
+
+
+def test_parquet_streams_until_n_pass_with_a_seeded_order(parquet_corpus: Path):
+    cfg = cfg_for("parquet", parquet_corpus / "*.parquet")
+    kept, counts = seed.take(seed.stream(cfg, seed=1), cfg)
+    assert len(kept) == 12 == counts["out"]
+    assert all(40 <= len(r["text"]) <= 120 for r in kept)
+    assert len({" ".join(r["text"].lower().split()) for r in kept}) == 12
+    assert counts["read"] == 12 + counts["too_short"] + counts["too_long"] + counts["duplicate"]
+    assert counts["read"] < 70  # it stopped reading once 12 passed
+    assert seed.take(seed.stream(cfg, seed=1), cfg) == (kept, counts)
+    other, _ = seed.take(seed.stream(cfg, seed=2), cfg)
+    assert {r["id"] for r in other} != {r["id"] for r in kept}
+    # Both files of the glob are read: ids from either half show up over a few seeds.
+    ids = {r["id"] for s in range(4) for r in seed.take(seed.stream(cfg, seed=s), cfg)[0]}
+    assert {int(i[1:]) % 2 for i in ids if i.startswith("g")} == {0, 1}
+
+
+def test_jsonl_through_datasets_and_ids_from_text(tmp_path: Path):
+    path = tmp_path / "passages.jsonl"
+    path.write_text("".join(json.dumps({"body": t}) + "\n" for t in passages(20)))
+    cfg = cfg_for("jsonl", path, text_field="body", n=20)
+    kept, counts = seed.take(seed.stream(cfg, seed=1), cfg)
+    assert counts == {"read": 20, "too_short": 0, "too_long": 0, "duplicate": 0, "out": 20}
+    assert sorted(r["text"] for r in kept) == sorted(passages(20))
+    # No id column: the id is derived from the text, so it does not depend on the stream order.
+    again, _ = seed.take(seed.stream(cfg, seed=7), cfg)
+    assert {r["id"]: r["text"] for r in kept} == {r["id"]: r["text"] for r in again}
+    assert all(r["id"].startswith("seed-") for r in kept)
+
+
+def test_run_seed_records_counts_and_rereads_an_edited_file(tmp_path: Path):
+    path = write_parquet(tmp_path / "seeds.parquet", corpus_rows())
+    cfg = OmegaConf.create({"seed_data": OmegaConf.to_container(cfg_for("parquet", path)), "seed": 1})
+    store = Store(tmp_path / "store")
+    art = run_seed(cfg, store)
+    assert art.meta["counts"]["out"] == 12 and len(art.rows()) == 12
+    assert art.meta["counts"]["read"] >= 12
+    assert run_seed(cfg, store).key == art.key
+    write_parquet(path, corpus_rows()[:30])  # same path, new content: a new artifact
+    assert run_seed(cfg, store).key != art.key
+
+
+@pytest.fixture
+def no_hf_token(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+
+
+def test_gated_hub_dataset_without_token_names_the_key(no_hf_token: None):
+    from test_config import make
+
+    from xlexp.config import validate
+
+    assert seed.hf_token() is None
+    with pytest.raises(ConfigError) as err:
+        validate(make("seed=culturax"), cuda=False)
+    assert err.value.key == "seed_data.name" and "HF_TOKEN" in str(err.value) and "uonlp/CulturaX" in str(err.value)
+    # Without generation in the stages the seed corpus is not needed.
+    validate(make("seed=culturax", "stages=[evaluate]"), cuda=False)
+
+
+def test_hub_unreachable_is_a_clear_error(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token_123")
+    from test_config import make
+
+    cfg = make("seed=culturax")
+    validate_seed(cfg.seed_data)  # a token is there: validation passes
+    assert cfg.seed_data.name == "uonlp/CulturaX" and cfg.seed_data.config == "en"
+    with pytest.raises(RuntimeError, match=r"^seed_data\.name: cannot stream 'uonlp/CulturaX'.*HF_TOKEN"):
+        seed.stream(cfg.seed_data, seed=1)  # the tests run with HF_HUB_OFFLINE=1
+
+
+@pytest.mark.parametrize(
+    "fields,key",
+    [
+        ({"source": "parquet", "path": "/nonexistent/*.parquet"}, "seed_data.path"),
+        ({"source": "s3"}, "seed_data.source"),
+        ({"source": "hf", "name": None}, "seed_data.name"),
+        ({"source": "demo", "min_chars": 500, "max_chars": 100}, "seed_data.min_chars"),
+    ],
+)
+def test_bad_seed_config_names_the_key(fields, key):
+    with pytest.raises(ConfigError) as err:
+        validate_seed(OmegaConf.structured(SeedConfig(**fields)))
+    assert err.value.key == key
+
+
+def test_unreadable_local_files_name_the_key(tmp_path: Path):
+    (tmp_path / "bad.parquet").write_bytes(b"not a parquet file" * 10)
+    with pytest.raises(RuntimeError, match=r"^seed_data\.path: cannot read"):
+        seed.stream(cfg_for("parquet", tmp_path / "bad.parquet"), seed=1)
+    # A bad line far into a JSONL file only shows while streaming: the error still names the key.
+    good = "".join(json.dumps({"text": t}) + "\n" for t in passages(3))
+    (tmp_path / "bad.jsonl").write_text(good + "{not json\n")
+    cfg = cfg_for("jsonl", tmp_path / "bad.jsonl", n=10)
+    with pytest.raises(RuntimeError, match=r"^seed_data\.path: "):
+        seed.take(seed.stream(cfg, seed=1), cfg)
