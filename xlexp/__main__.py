@@ -35,7 +35,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     summary: dict[str, Any] = {"note": cfg.note, "store": str(store.root), "run_dir": str(run_dir), "stages": {}}
     arts: dict[str, Any] = {}
     try:
-        if "generate" in cfg.stages or "sft" in cfg.stages:
+        if "generate" in cfg.stages or ("sft" in cfg.stages and cfg.sft.source == "generated"):
             t = time.time()
             arts.update(pipeline.run_generate(cfg, store, models))
             summary["stages"]["generate"] = {
@@ -45,7 +45,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         adapter = None
         if "sft" in cfg.stages:
             t = time.time()
-            adapter = arts["sft"] = pipeline.run_sft(cfg, store, arts["select"])
+            adapter = arts["sft"] = pipeline.run_sft(cfg, store, pipeline.sft_dataset(cfg, store, arts))
             summary["stages"]["sft"] = {"key": adapter.key, **adapter.meta["counts"], "seconds": round(time.time() - t, 1)}
             tracker.log_stage("sft", {"sft": adapter})
         if "evaluate" in cfg.stages:
