@@ -68,15 +68,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_command(spec: Path, num_processes: int, cpu: bool, port: int) -> list[str]:
+def _child_env(cpu: bool) -> dict[str, str]:
+    """The ranks import the same xlexp as this process (a checkout may shadow an installed one)."""
+    import xlexp
+
+    root = str(Path(xlexp.__file__).resolve().parents[1])
+    path = os.environ.get("PYTHONPATH")
+    env = {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
+    if cpu:
+        env["ACCELERATE_USE_CPU"] = "true"
+    return env
+
+
+def launch_command(spec: Path, num_processes: int, port: int) -> list[str]:
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes)]
     cmd += ["--num_machines", "1", "--main_process_port", str(port), "--dynamo_backend", "no"]
     # Mixed precision is the trainer's business (SFTConfig bf16), not the launcher's.
     cmd += ["--mixed_precision", "no"]
-    if cpu:
-        cmd += ["--cpu"]
-    else:
-        cmd += ["--multi_gpu"]
+    # Both go through torchrun (torch.distributed.run). `--cpu` would not: in accelerate 1.x it
+    # selects the simple launcher, which starts ONE process and ignores --num_processes (several
+    # CPU processes only with --mpirun_hostfile). CPU ranks are told apart by ACCELERATE_USE_CPU
+    # (see _child_env) and then join a gloo process group (DistributedType.MULTI_CPU).
+    cmd += ["--multi_gpu"]
     return cmd + ["-m", "xlexp.sft.launch", str(spec)]
 
 
@@ -120,10 +133,11 @@ def train(
         import torch
 
         cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    cmd = launch_command(spec, n, cpu=cuda_devices < n, port=_free_port())
+    cpu = cuda_devices < n
+    cmd = launch_command(spec, n, port=_free_port())
     log_path = spec_dir / "launch.log"
     with log_path.open("w") as log:
-        done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+        done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=_child_env(cpu))
     if done.returncode != 0 or not metrics_path.exists():
         tail = log_path.read_text()[-4000:]
         raise RuntimeError(f"accelerate launch ({n} processes) failed with code {done.returncode}; log {log_path}:\n{tail}")
