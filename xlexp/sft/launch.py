@@ -80,6 +80,23 @@ def _child_env(cpu: bool) -> dict[str, str]:
     return env
 
 
+def _wandb_env(report_to: str) -> dict[str, str]:
+    """Rank 0 of a launch logs to W&B in a run of its own (a second process cannot write into
+    this process's run): same project, directory, mode and group, job type `sft`."""
+    if report_to != "wandb":
+        return {}
+    import wandb
+
+    run = wandb.run
+    if run is None:
+        return {}
+    env = {"WANDB_PROJECT": str(run.project), "WANDB_JOB_TYPE": "sft", "WANDB_DIR": str(Path(run.dir).parents[2])}
+    env["WANDB_MODE"] = "offline" if run.settings._offline else "online"
+    if run.group:
+        env["WANDB_RUN_GROUP"] = str(run.group)
+    return env
+
+
 def launch_command(spec: Path, num_processes: int, port: int) -> list[str]:
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes)]
     cmd += ["--num_machines", "1", "--main_process_port", str(port), "--dynamo_backend", "no"]
@@ -137,7 +154,8 @@ def train(
     cmd = launch_command(spec, n, port=_free_port())
     log_path = spec_dir / "launch.log"
     with log_path.open("w") as log:
-        done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=_child_env(cpu))
+        env = {**_child_env(cpu), **_wandb_env(report_to)}
+        done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     if done.returncode != 0 or not metrics_path.exists():
         tail = log_path.read_text()[-4000:]
         raise RuntimeError(f"accelerate launch ({n} processes) failed with code {done.returncode}; log {log_path}:\n{tail}")
