@@ -47,20 +47,35 @@ def test_one_process_trains_in_process(tiny_model_dir: Path, tmp_path: Path) -> 
     assert not inside_distributed_launch()
 
 
-def test_two_cpu_processes_train_with_ddp_and_the_adapter_reloads(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_two_cpu_processes_train_with_ddp_and_the_adapter_reloads(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import wandb
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_DISABLED", raising=False)
     rows = make_rows(8)
     sft = SFTConfig(batch_size=2, lr=1e-2, save_steps=1, num_processes="2")
     out = tmp_path / "run"
-    metrics = train(rows, tiny_model_dir, sft, out, cuda_devices=0)
+    parent = wandb.init(project="xlexp-test", group="grid", dir=str(tmp_path), mode="offline")
+    try:
+        metrics = train(rows, tiny_model_dir, sft, out, cuda_devices=0, report_to="wandb")
+    finally:
+        parent.finish()
     log = (out / "launch" / "launch.log").read_text()
     assert metrics["world_size"] == 2, log[-3000:]
     assert metrics["steps"] == 2  # 8 rows / (2 per rank x 2 ranks): the ranks split the data
     assert metrics["train_rows"] == 8 and metrics["tokens_seen"] > 0
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert log.count("'loss':") == 2  # rank 0 alone logs, once per step
+    # Rank 0 logged to a W&B run of its own beside the parent's, in the same directory.
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2
+    blobs = [b"".join(p.read_bytes() for p in run.rglob("*") if p.is_file()) for run in runs]
+    trained = [blob for blob in blobs if b"train/loss" in blob]
+    assert len(trained) == 1 and b"grid" in trained[0]  # in the parent's group
 
     tok = AutoTokenizer.from_pretrained(out / "adapter")
     ids = tok.apply_chat_template(rows[0]["messages"], return_tensors="pt")

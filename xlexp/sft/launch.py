@@ -77,6 +77,7 @@ def _child_env(cpu: bool) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
     if cpu:
         env["ACCELERATE_USE_CPU"] = "true"
+    env.pop("WANDB_SERVICE", None)  # this process's wandb-core: the ranks start their own
     return env
 
 
@@ -178,6 +179,11 @@ def main(argv: list[str] | None = None) -> None:
         chat_template=spec["chat_template"],
         report_to=spec["report_to"],
     )
+    if spec["report_to"] == "wandb":
+        import wandb
+
+        if wandb.run is not None:  # the Trainer never finishes its run; unflushed history is lost
+            wandb.run.finish()
 
 
 if __name__ == "__main__":
