@@ -204,3 +204,31 @@ def test_bad_sft_source_config_names_the_key(overrides: list[str], key: str) -> 
     with pytest.raises(ConfigError) as err:
         validate(cfg, cuda=False)
     assert err.value.key == key, str(err.value)
+
+
+def test_run_with_an_external_source_skips_generation(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """`python -m xlexp stages=[sft] sft.source=external ...`: no teacher, no generate stage; the
+    external artifact feeds SFT; a rerun reuses both."""
+    from xlexp.__main__ import run
+
+    path = write_jsonl(tmp_path / "x.jsonl", alpaca_rows(30))
+    store = tmp_path / "store"
+    args = [
+        "stages=[sft]", f"store_dir={store}", f"model.model={tiny_model_dir}", "model.gguf_file=null",
+        "sft.source=external", f"sft.external.dataset={path}", "sft.external.lang_field=language",
+        "sft.external.langs=[fi,tr]", "sft.external.n=8", "sft.subset=random", "data_size=4",
+        "sft.batch_size=2", "sft.max_seq_len=256",
+    ]
+    summary = run(compose_cfg(*args), tmp_path / "run")
+    assert "generate" not in summary["stages"] and summary["stages"]["sft"]["rows"] == 4
+    stages = {p.name for p in store.iterdir() if p.is_dir()}
+    assert {"external_data", "sft"} <= stages and not stages & {"seed", "reverse", "refine", "translate", "qe", "select"}
+    (external,) = [p for p in (store / "external_data").iterdir() if not p.name.startswith(".")]
+    assert len((external / "dataset.jsonl").read_text().splitlines()) == 8
+    adapter = store / "sft" / summary["stages"]["sft"]["key"] / "adapter" / "adapter_model.safetensors"
+    stamp = adapter.stat().st_mtime_ns
+    again = run(compose_cfg(*args), tmp_path / "run2")
+    assert again["stages"]["sft"]["key"] == summary["stages"]["sft"]["key"] and adapter.stat().st_mtime_ns == stamp
+    with pytest.raises(ConfigError) as err:  # more than the external artifact holds
+        run(compose_cfg(*[a for a in args if not a.startswith("data_size")], "data_size=9"), tmp_path / "run3")
+    assert err.value.key == "data_size"
