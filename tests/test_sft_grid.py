@@ -5,17 +5,24 @@ metrics go to W&B when the logger is wandb (offline here) and nowhere otherwise.
 from __future__ import annotations
 
 import copy
+import json
+import shutil
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from test_sft import make_rows
 
 from xlexp import track
-from xlexp.config import Config, LLMConfig, SFTConfig
+from xlexp.config import Config, LLMConfig, SFTConfig, register
 from xlexp.pipeline import report_to, run_sft, sft_key
 from xlexp.sft import build_trainer, train_lora
+from xlexp.sft.train import use_bf16
 from xlexp.store import Artifact, Store, write_jsonl
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+register()
 
 
 def make_cfg(model_dir: Path, tmp_path: Path):
@@ -101,6 +108,8 @@ def test_a_finished_adapter_is_never_retrained(tiny_model_dir: Path, tmp_path: P
     stamp, done = weights.stat().st_mtime_ns, (first.path / "DONE").read_text()
     assert first.meta["counts"]["rows"] == 4 and first.meta["counts"]["steps"] == 2
     assert not (first.path / "checkpoints").exists() and not (first.path / "launch").exists()
+    state = json.loads((first.path / "trainer_state.json").read_text())  # kept beside the adapter
+    assert state["global_step"] == 2 and [h["step"] for h in state["log_history"] if "loss" in h] == [1, 2]
     # A rerun, and a run differing only in what the adapter does not depend on, reuse it.
     for path, value in [(None, None), ("sft.save_steps", 3), ("model.sampling.temperature", 0.7)]:
         again_cfg = copy.deepcopy(cfg)
@@ -149,3 +158,34 @@ def test_training_metrics_land_in_the_offline_wandb_run(
     for key in (b"train/loss", b"train/learning_rate", b"train/grad_norm", b"train/global_step"):
         assert key in blob, key
     assert metrics["steps"] == 2
+
+
+# ---------------------------------------------------------------- paper defaults reach TRL/PEFT
+
+
+def test_paper_sft_defaults_reach_the_trainer(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Paper section 5 through conf/sft/lora.yaml into the SFTTrainer and the LoRA model; the base
+    model's card (EuroLLM-9B ships no chat template) supplies the template."""
+    from transformers import AutoTokenizer
+
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=["profile=paper"])
+    assert cfg.model.model == "utter-project/EuroLLM-9B" and cfg.model.chat_template
+    bare = tmp_path / "bare"  # the tiny model without a template, like a base model
+    shutil.copytree(tiny_model_dir, bare)
+    tok = AutoTokenizer.from_pretrained(bare)
+    tok.chat_template = None
+    tok.save_pretrained(bare)
+    (bare / "chat_template.jinja").unlink(missing_ok=True)
+    trainer = build_trainer(make_rows(8), bare, cfg.sft, tmp_path / "t", seed=cfg.seed, chat_template=cfg.model.chat_template)
+    args = trainer.args
+    assert (args.num_train_epochs, args.learning_rate, args.lr_scheduler_type, args.warmup_ratio) == (1.0, 1e-4, "cosine", 0.03)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.seed) == (8, 1, 1)
+    assert args.bf16 is use_bf16("auto") and not args.fp16  # bf16 on a CUDA GPU, fp32 on CPU
+    assert args.completion_only_loss is True
+    lora = trainer.model.peft_config["default"]
+    assert lora.r == 8 and set(lora.target_modules) == {"q_proj", "v_proj"}
+    trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    assert {n.split(".")[-4] for n in trainable} == {"q_proj", "v_proj"}
+    assert trainer.processing_class.chat_template == cfg.model.chat_template

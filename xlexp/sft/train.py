@@ -4,6 +4,7 @@ Layout of `out_dir`:
   checkpoints/checkpoint-N/  Trainer checkpoints every `save_steps` (last 2 kept); a rerun resumes
   adapter/                   the final PEFT adapter (adapter_config.json, adapter_model.safetensors)
                              plus the tokenizer, renamed into place when complete
+  trainer_state.json         the final Trainer state (log history, global step)
   metrics.json               loss history, steps, tokens, seconds; written last (= done)
 
 The same code runs on CPU (fp32) and on CUDA (bf16); under `accelerate launch` every rank calls
@@ -206,6 +207,9 @@ def fit(trainer, out_dir: Path) -> dict:
         (tmp / "training_args.bin").unlink(missing_ok=True)
         shutil.rmtree(adapter_dir, ignore_errors=True)
         tmp.rename(adapter_dir)
+        # The final trainer state (log history, steps, seen tokens): checkpoints, which also
+        # hold it, are removed once the adapter is in the store.
+        trainer.state.save_to_json(str(out_dir / "trainer_state.json"))
         tmp_metrics = out_dir / ".metrics.json.tmp"
         tmp_metrics.write_text(json.dumps(metrics, indent=2))
         tmp_metrics.replace(metrics_path)
