@@ -39,6 +39,12 @@ def test_launch_command_goes_through_torchrun() -> None:
     assert cmd[-3:] == ["-m", "xlexp.sft.launch", "/x/spec.json"]
 
 
+def test_more_processes_than_gpus_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    sft = SFTConfig(batch_size=4, num_processes="4")
+    with pytest.raises(ValueError, match="sft.num_processes: 4 processes but only 2 GPUs"):
+        train(make_rows(8), tiny_model_dir, sft, tmp_path, cuda_devices=2)
+
+
 def test_one_process_trains_in_process(tiny_model_dir: Path, tmp_path: Path) -> None:
     sft = SFTConfig(batch_size=4, save_steps=1000, num_processes="auto")
     metrics = train(make_rows(8), tiny_model_dir, sft, tmp_path, cuda_devices=0)

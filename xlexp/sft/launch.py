@@ -151,7 +151,9 @@ def train(
         import torch
 
         cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    cpu = cuda_devices < n
+    if 0 < cuda_devices < n:  # half on GPUs, half on CPU would be slow and is never meant
+        raise ValueError(f"sft.num_processes: {n} processes but only {cuda_devices} GPUs are visible")
+    cpu = cuda_devices == 0
     cmd = launch_command(spec, n, port=_free_port())
     log_path = spec_dir / "launch.log"
     with log_path.open("w") as log:
