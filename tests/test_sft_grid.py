@@ -152,6 +152,9 @@ def test_training_metrics_land_in_the_offline_wandb_run(
     sft = SFTConfig(batch_size=2, save_steps=1000)
     metrics = train_lora(make_rows(4), tiny_model_dir, sft, tmp_path / "sft", report_to=report_to(cfg))
     tracker.finish({"seconds": 1.0})
+    import wandb
+
+    wandb.teardown()  # waits for wandb-core to write everything out (finish alone may return first)
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1  # the trainer logged into the pipeline's run, not a run of its own
     blob = b"".join(p.read_bytes() for p in runs[0].rglob("*") if p.is_file())
