@@ -36,7 +36,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     summary: dict[str, Any] = {"note": cfg.note, "store": str(store.root), "run_dir": str(run_dir), "stages": {}}
     arts: dict[str, Any] = {}
     try:
-        if "generate" in cfg.stages or "sft" in cfg.stages:
+        if "generate" in cfg.stages or ("sft" in cfg.stages and cfg.sft.source == "generated"):
             t = time.time()
             used = models.usage()
             arts.update(pipeline.run_generate(cfg, store, models))
@@ -51,7 +51,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         if "sft" in cfg.stages:
             t = time.time()
             used = models.usage()
-            adapter = arts["sft"] = pipeline.run_sft(cfg, store, arts["select"])
+            adapter = arts["sft"] = pipeline.run_sft(cfg, store, pipeline.sft_dataset(cfg, store, arts))
             summary["stages"]["sft"] = {"key": adapter.key, **adapter.meta["counts"], "seconds": round(time.time() - t, 1)}
             tracker.log_stage("sft", {"sft": adapter})
             log.info(progress.stage_line("sft", {"sft": adapter}, time.time() - t, progress.usage_delta(used, models.usage())))

@@ -117,6 +117,25 @@ class GenerateConfig:
 
 
 @dataclass
+class ExternalDataConfig:
+    """An SFT dataset from outside the pipeline (paper Table 9: X-Instruction), read by `datasets`."""
+
+    dataset: str | None = None  # HF hub id, or a local .jsonl/.json/.parquet file or a folder of them
+    data_files: Any = None  # files inside `dataset`: a list, or {lang: file} when each file is one language
+    revision: str | None = None  # hub revision (pin it: the store key cannot see hub updates)
+    split: str = "train"
+    messages_field: str | None = None  # a chat list (role/content or ShareGPT from/value); else the pair below
+    instruction_field: str = "instruction"
+    input_field: str | None = None  # optional context appended to the instruction (Alpaca-style)
+    response_field: str = "output"
+    id_field: str | None = None  # None: ids from the row's position in its file
+    lang_field: str | None = None  # None: the data_files key, when data_files is {lang: file}
+    langs: list[str] | None = None  # keep rows whose language is one of these (as written in the data)
+    qe_field: str | None = None  # a quality score, needed for sft.subset=top
+    n: int | None = None  # a seeded subset of this many rows (paper: 40K); None: every matching row
+
+
+@dataclass
 class SFTConfig:
     # Paper section 5: LoRA r=8 on q/v, 1 epoch, cosine, lr 1e-4, 3% warmup, bf16, batch 8, seed 1.
     r: int = 8
@@ -133,6 +152,9 @@ class SFTConfig:
     bf16: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     subset: str = "top"  # top (by QE, as the paper) | random
     save_steps: int = 50  # checkpoint every N steps for resume
+    source: str = "generated"  # generated (the XL-Instruct dataset) | external (sft.external)
+    external: ExternalDataConfig = field(default_factory=ExternalDataConfig)
+    num_processes: str = "auto"  # auto: one per visible GPU (accelerate launch when > 1), or a count
 
 
 @dataclass
@@ -277,7 +299,7 @@ def validate(cfg: DictConfig | Any, cuda: bool | None = None) -> None:
         raise ConfigError("qe.kind", f"unknown QE {cfg.qe.kind!r} (llm, comet)")
     if cfg.sft.subset not in ("top", "random"):
         raise ConfigError("sft.subset", f"must be 'top' or 'random', not {cfg.sft.subset!r}")
-    if "generate" in cfg.stages or "sft" in cfg.stages:
+    if "generate" in cfg.stages or ("sft" in cfg.stages and cfg.sft.source == "generated"):
         validate_seed(cfg.seed_data)
         validate_suffix_templates(cfg.generate.suffix_templates)
     if cfg.eval.benchmark not in ("demo", "xl_alpacaeval"):
@@ -288,6 +310,8 @@ def validate(cfg: DictConfig | Any, cuda: bool | None = None) -> None:
         raise ConfigError("logger.kind", f"unknown logger {cfg.logger.kind!r} (wandb, none)")
     if cfg.qe.kind == "comet" and "generate" in cfg.stages and importlib.util.find_spec("comet") is None:
         raise ConfigError("qe.kind", "comet QE needs unbabel-comet installed")
+    if "sft" in cfg.stages:
+        _check_sft(cfg)
     if "sft" in cfg.stages and cfg.model.backend == "openai":
         raise ConfigError("model.backend", "SFT trains a local LoRA adapter: the student model needs backend hf or vllm")
     if cuda is None:
@@ -335,3 +359,33 @@ def validate_suffix_templates(templates: Any) -> None:
             raise ConfigError(f"generate.suffix_templates[{i}]", f"{template!r} is not a valid template ({e!r}); only {{language}} is filled") from None
         if "\x00language\x00" not in filled:
             raise ConfigError(f"generate.suffix_templates[{i}]", f"{template!r} does not name the language: put {{language}} in it")
+
+
+def _check_sft(cfg: Any) -> None:
+    """SFT data source and process count (xlexp.sft.source, xlexp.sft.launch)."""
+    from xlexp.sft.launch import parse_num_processes
+
+    sft = cfg.sft
+    try:
+        parse_num_processes(sft.num_processes)
+    except ValueError as e:
+        raise ConfigError("sft.num_processes", str(e)) from None
+    if sft.source not in ("generated", "external"):
+        raise ConfigError("sft.source", f"must be 'generated' or 'external', not {sft.source!r}")
+    if sft.source != "external":
+        return
+    ext = sft.external
+    if not ext.dataset:
+        raise ConfigError("sft.external.dataset", "sft.source=external needs a hub dataset id or a local file")
+    from xlexp.sft.source import looks_local
+
+    if looks_local(ext.dataset) and not os.path.exists(ext.dataset):
+        raise ConfigError("sft.external.dataset", f"file not found: {ext.dataset!r}")
+    if not ext.messages_field and not (ext.instruction_field and ext.response_field):
+        raise ConfigError("sft.external.messages_field", "set it, or both instruction_field and response_field")
+    if ext.n is not None and ext.n < 1:
+        raise ConfigError("sft.external.n", f"must be >= 1 or null, not {ext.n}")
+    if ext.langs is not None and not ext.lang_field and not isinstance(ext.data_files, dict | DictConfig):
+        raise ConfigError("sft.external.lang_field", "a language filter needs a language column or data_files {lang: file}")
+    if sft.subset == "top" and not ext.qe_field:
+        raise ConfigError("sft.subset", "top needs quality scores: set sft.external.qe_field or use sft.subset=random")

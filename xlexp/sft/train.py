@@ -4,6 +4,7 @@ Layout of `out_dir`:
   checkpoints/checkpoint-N/  Trainer checkpoints every `save_steps` (last 2 kept); a rerun resumes
   adapter/                   the final PEFT adapter (adapter_config.json, adapter_model.safetensors)
                              plus the tokenizer, renamed into place when complete
+  trainer_state.json         the final Trainer state (log history, global step)
   metrics.json               loss history, steps, tokens, seconds; written last (= done)
 
 The same code runs on CPU (fp32) and on CUDA (bf16); under `accelerate launch` every rank calls
@@ -70,9 +71,12 @@ def build_trainer(
     seed: int = 1,
     overrides: dict[str, Any] | None = None,
     chat_template: str | None = None,
+    report_to: str = "none",
 ):
     """An `SFTTrainer` for LoRA on `rows` (chat `messages`, assistant last); loss on the
-    assistant completion only. `overrides` go to `trl.SFTConfig` (e.g. padding_free, packing)."""
+    assistant completion only. `overrides` go to `trl.SFTConfig` (e.g. padding_free, packing).
+    `report_to="wandb"` logs the training metrics (train/loss, learning rate, ...) to W&B: into
+    the active run when there is one (the pipeline's tracker), else a run of its own."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -103,7 +107,7 @@ def build_trainer(
         logging_strategy="steps",
         logging_steps=1,
         eval_strategy="no",
-        report_to="none",
+        report_to=report_to,
         push_to_hub=False,
         seed=seed,
         data_seed=seed,
@@ -145,6 +149,7 @@ def train_lora(
     out_dir: Path,
     seed: int = 1,
     chat_template: str | None = None,
+    report_to: str = "none",
 ) -> dict:
     """Train a LoRA adapter into `out_dir/adapter` and return its metrics; resumes from
     `out_dir/checkpoints` if a run was cut off; a finished `out_dir` (metrics.json) is returned."""
@@ -153,7 +158,8 @@ def train_lora(
     if metrics_path.exists() and (out_dir / "adapter" / "adapter_config.json").exists():
         return json.loads(metrics_path.read_text())
     out_dir.mkdir(parents=True, exist_ok=True)
-    return fit(build_trainer(rows, model_dir, sft, out_dir, seed=seed, chat_template=chat_template), out_dir)
+    trainer = build_trainer(rows, model_dir, sft, out_dir, seed=seed, chat_template=chat_template, report_to=report_to)
+    return fit(trainer, out_dir)
 
 
 def fit(trainer, out_dir: Path) -> dict:
@@ -201,6 +207,9 @@ def fit(trainer, out_dir: Path) -> dict:
         (tmp / "training_args.bin").unlink(missing_ok=True)
         shutil.rmtree(adapter_dir, ignore_errors=True)
         tmp.rename(adapter_dir)
+        # The final trainer state (log history, steps, seen tokens): checkpoints, which also
+        # hold it, are removed once the adapter is in the store.
+        trainer.state.save_to_json(str(out_dir / "trainer_state.json"))
         tmp_metrics = out_dir / ".metrics.json.tmp"
         tmp_metrics.write_text(json.dumps(metrics, indent=2))
         tmp_metrics.replace(metrics_path)
