@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra._internal.utils import get_args_parser
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from xlexp.argv import multirun_flag_first
 from xlexp.config import parse_data_size, register, validate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,11 +32,22 @@ def compose_cfg(overrides: list[str], hydra: bool = True):
 def sweep_jobs(command: str) -> list[list[str]]:
     """The override list of each job Hydra's basic sweeper launches for `python -m xlexp ... -m ...`."""
     args = shlex.split(command)
-    assert args[:3] == ["python", "-m", "xlexp"] and "-m" in args[3:], command
-    overrides = [a for a in args[3:] if a not in ("-m", "--multirun")]
-    parsed = OverridesParser.create().parse_overrides(overrides)
+    assert args[:3] == ["python", "-m", "xlexp"], command
+    # Hydra's own argument parser, on the argv xlexp/__main__.py hands it.
+    cli = get_args_parser().parse_args(multirun_flag_first(args[3:]))
+    assert cli.multirun, command
+    parsed = OverridesParser.create().parse_overrides(cli.overrides)
     batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
     return [job for batch in batches for job in batch]
+
+
+def test_hydra_alone_rejects_the_verbatim_command_so_xlexp_moves_the_multirun_flag(capsys):
+    args = shlex.split(SCALING_COMMAND)[3:]
+    with pytest.raises(SystemExit):  # argparse: "unrecognized arguments: data_size=32,256,2k,8k"
+        get_args_parser().parse_args(args)
+    assert "unrecognized arguments: data_size=32,256,2k,8k" in capsys.readouterr().err
+    assert multirun_flag_first(args) == ["-m", "+exp=scaling", "data_size=32,256,2k,8k"]
+    assert multirun_flag_first(["a=1", "b=2"]) == ["a=1", "b=2"]
 
 
 def test_there_are_experiments():
