@@ -111,6 +111,8 @@ ClusterName=$CLUSTER
 SlurmctldHost=$host
 SlurmUser=root
 AuthType=auth/munge
+# a requeued job waits cred_expire seconds before it may start again (default 120)
+AuthInfo=cred_expire=${XLEXP_SLURM_CRED_EXPIRE:-30}
 StateSaveLocation=/var/spool/slurmctld
 SlurmdSpoolDir=/var/spool/slurmd
 SlurmctldPidFile=/run/slurmctld.pid
@@ -143,6 +145,8 @@ start() {
   if ! scontrol ping 2>/dev/null | grep -q UP; then
     start_daemon slurmctld slurmctld -D
     wait_for 30 slurmctld sh -c 'scontrol ping | grep -q UP'
+  else
+    scontrol reconfigure   # already running: pick up the slurm.conf just written
   fi
   if ! sinfo -h -o %T 2>/dev/null | grep -qE 'idle|mix|alloc'; then
     start_daemon slurmd slurmd -D

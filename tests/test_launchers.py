@@ -42,7 +42,7 @@ def test_slurm_launcher_takes_resources_from_the_environment(tmp_path, monkeypat
     assert params["_target_"].endswith("SlurmLauncher")
     assert (params["partition"], params["account"], params["gpus_per_node"], params["cpus_per_task"]) == ("gpu-a100", "proj42", 2, 12)
     text = sbatch_text(params, tmp_path)
-    for flag in ("--partition=gpu-a100", "--account=proj42", "--gpus-per-node=2", "--cpus-per-task=12", "--mem=96GB", "--time=600", "--array=0-1%2", "--signal=USR2@120"):
+    for flag in ("--partition=gpu-a100", "--account=proj42", "--gpus-per-node=2", "--cpus-per-task=12", "--mem=96GB", "--time=600", "--array=0-1%2", "--signal=USR2@120", "--requeue"):
         assert f"#SBATCH {flag}\n" in text, flag
     assert "--qos" not in text  # unset: the cluster's default
 
