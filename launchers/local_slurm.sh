@@ -105,7 +105,7 @@ write_slurm_conf() {
   host=$(hostname -s)
   node=$(slurmd -C | head -n 1)   # NodeName=<host> CPUs=... RealMemory=...
   mkdir -p $CONF /var/spool/slurmctld /var/spool/slurmd
-  cat > $CONF/slurm.conf <<CONF
+  cat > $CONF/slurm.conf.new <<CONF
 # written by launchers/local_slurm.sh: one node, localhost, for tests
 ClusterName=$CLUSTER
 SlurmctldHost=$host
@@ -134,6 +134,15 @@ $( [[ $ACCOUNTING == 1 ]] && echo "AccountingStorageType=accounting_storage/slur
 $node
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
+  if cmp -s $CONF/slurm.conf.new $CONF/slurm.conf; then rm $CONF/slurm.conf.new; return; fi
+  mv $CONF/slurm.conf.new $CONF/slurm.conf
+  # Running daemons read some settings (cred_expire) only at start: restart the ones started here.
+  for name in slurmd slurmctld; do
+    if [[ -f $RUN/$name.pid ]] && kill "$(cat $RUN/$name.pid)" 2>/dev/null; then
+      while kill -0 "$(cat $RUN/$name.pid)" 2>/dev/null; do sleep 0.2; done
+      say "stopped $name to apply the new slurm.conf"
+    fi
+  done
 }
 
 start() {
@@ -145,8 +154,6 @@ start() {
   if ! scontrol ping 2>/dev/null | grep -q UP; then
     start_daemon slurmctld slurmctld -D
     wait_for 30 slurmctld sh -c 'scontrol ping | grep -q UP'
-  else
-    scontrol reconfigure   # already running: pick up the slurm.conf just written
   fi
   if ! sinfo -h -o %T 2>/dev/null | grep -qE 'idle|mix|alloc'; then
     start_daemon slurmd slurmd -D
