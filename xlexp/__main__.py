@@ -98,4 +98,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    import sys
+
+    from xlexp.argv import multirun_flag_first
+
+    sys.argv[1:] = multirun_flag_first(sys.argv[1:])  # `+exp=scaling -m data_size=...` verbatim
     main()
