@@ -54,6 +54,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             arts.update(ev)
             summary["stages"]["evaluate"] = {name: a.key for name, a in ev.items()} | {"seconds": round(time.time() - t, 1)}
             summary["metrics"] = report.load_metrics(ev["judge"])
+            if "rubric" in ev:  # Table 8 fine-grained scores
+                summary["rubric"] = report.load_metrics(ev["rubric"])
             tracker.log_metrics(summary["metrics"])
         summary["usage"] = models.usage()
         summary["backend_calls"] = models.backend_calls()

@@ -123,7 +123,7 @@ def build_xl(
             # str.replace, not str.format: prompts hold code with literal braces.
             text = base.replace(PLACEHOLDER, lang_name) + SEPARATOR + template.replace(PLACEHOLDER, lang_name)
             out[code].append(
-                {"id": pid, "lang": code, "instruction": text, "dataset": p.get("dataset", ""), "template": template}
+                {"id": pid, "lang": code, "instruction": text, "dataset": p.get("dataset", ""), "template": template, "english": p["instruction"]}
             )
     return out
 
