@@ -20,11 +20,15 @@ XL_RELEASE_REPO = "viyer98/XL-AlpacaEval"
 
 
 def prompt_source(ev: Any) -> str:
-    """`demo`, `path` or `hub`: where the English prompts of `eval` come from."""
-    if ev.benchmark == "demo" or ev.prompts == "demo":
-        return "demo"
+    """`path`, `demo` or `hub`: where the English prompts of `eval` come from.
+
+    An explicit eval.path wins (also over the tiny profile's `prompts: demo`); then the demo
+    prompts (benchmark demo or prompts demo); else AlpacaEval's file on the hub.
+    """
     if ev.path:
         return "path"
+    if ev.benchmark == "demo" or ev.prompts == "demo":
+        return "demo"
     return "hub"
 
 
