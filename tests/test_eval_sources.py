@@ -160,3 +160,23 @@ def test_m_alpacaeval_core() -> None:
     assert rows[0] == {"id": 3, "lang": "hun", "english": prompts[0]["instruction"], "dataset": "d", "instruction": "Nevezz meg egy gyümölcsöt."}
     assert rows[1]["reject"] == "empty translation" and "instruction" not in rows[1]
     assert [r["lang"] for r in mbench.english_rows(prompts)] == ["eng", "eng"]
+
+
+def test_benchmark_cli_applies_the_shipped_rewrites(tmp_path: Path) -> None:
+    from xlexp.benchmark import main
+
+    rewrites = read_rewrites_file("paper")
+    rows = [{"instruction": f"Prompt {i}", "dataset": "x"} for i in range(1, 301)]
+    for pid in (249, 274):  # the real prompts, as the shipped list expects (positions = ids)
+        rows[pid - 1]["instruction"] = rewrites[pid].replace(PLACEHOLDER, "English")
+    source = tmp_path / "alpaca_eval.json"
+    source.write_text(json.dumps(rows))
+    out = tmp_path / "xl"
+    assert main(["--source", str(source), "--langs", "mlt", "--out", str(out), "--rewrites-file", "paper"]) == 0
+    by_id = {r["id"]: r for r in json.loads((out / "mlt.json").read_text())}
+    assert "Answer in Maltese." in by_id[249]["instruction"] and "Please write in Maltese language." in by_id[274]["instruction"]
+    assert json.loads((out / "manifest.json").read_text())["rewritten_ids"] == [249, 274]
+    rows[248]["instruction"] = "Prompt 249"  # a file the list does not belong to: an error, not a silent skip
+    source.write_text(json.dumps(rows))
+    with pytest.raises(SystemExit):
+        main(["--source", str(source), "--langs", "mlt", "--out", str(out), "--rewrites-file", "paper"])
