@@ -167,7 +167,7 @@ def test_benchmark_cli_applies_the_shipped_rewrites(tmp_path: Path) -> None:
 
     rewrites = read_rewrites_file("paper")
     rows = [{"instruction": f"Prompt {i}", "dataset": "x"} for i in range(1, 301)]
-    for pid in (249, 274):  # the real prompts, as the shipped list expects (positions = ids)
+    for pid in (139, 249, 274):  # the real prompts, as the shipped list expects (positions = ids)
         rows[pid - 1]["instruction"] = rewrites[pid].replace(PLACEHOLDER, "English")
     source = tmp_path / "alpaca_eval.json"
     source.write_text(json.dumps(rows))
@@ -175,7 +175,7 @@ def test_benchmark_cli_applies_the_shipped_rewrites(tmp_path: Path) -> None:
     assert main(["--source", str(source), "--langs", "mlt", "--out", str(out), "--rewrites-file", "paper"]) == 0
     by_id = {r["id"]: r for r in json.loads((out / "mlt.json").read_text())}
     assert "Answer in Maltese." in by_id[249]["instruction"] and "Please write in Maltese language." in by_id[274]["instruction"]
-    assert json.loads((out / "manifest.json").read_text())["rewritten_ids"] == [249, 274]
+    assert json.loads((out / "manifest.json").read_text())["rewritten_ids"] == [139, 249, 274]
     rows[248]["instruction"] = "Prompt 249"  # a file the list does not belong to: an error, not a silent skip
     source.write_text(json.dumps(rows))
     with pytest.raises(SystemExit):
