@@ -56,6 +56,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             summary["metrics"] = report.load_metrics(ev["judge"])
             if "rubric" in ev:  # Table 8 fine-grained scores
                 summary["rubric"] = report.load_metrics(ev["rubric"])
+                tracker.log_metrics({lang: {f"rubric_{k}": v for k, v in row.items()} for lang, row in summary["rubric"].items()})
             tracker.log_metrics(summary["metrics"])
         summary["usage"] = models.usage()
         summary["backend_calls"] = models.backend_calls()
