@@ -180,3 +180,19 @@ def test_benchmark_cli_applies_the_shipped_rewrites(tmp_path: Path) -> None:
     source.write_text(json.dumps(rows))
     with pytest.raises(SystemExit):
         main(["--source", str(source), "--langs", "mlt", "--out", str(out), "--rewrites-file", "paper"])
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["eval.rtt=three_step"], "eval.rtt"),
+        (["eval.rubric=true", "eval.rubric_criteria=[precision,fluency]"], "eval.rubric_criteria[1]"),
+        (["eval.prompts=web"], "eval.prompts"),
+        (["eval=m_alpacaeval", "eval.translator=null"], "eval.translator"),
+        (["eval=m_alpacaeval", "eval.langs=[deu,xx]"], "eval.langs[1]"),
+    ],
+)
+def test_eval_settings_fail_early_naming_the_key(overrides: list[str], key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        validate(_cfg(*overrides), cuda=False)
+    assert err.value.key == key
