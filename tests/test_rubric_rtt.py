@@ -34,6 +34,9 @@ def test_rubric_score_from_logprobs_text_and_malformed() -> None:
     assert rubric.parse_score("", None) == (None, "empty answer")
     assert rubric.parse_score("excellent answer", None) == (None, "no 1-5 score in answer")
     assert rubric.parse_score("9", None)[0] is None  # out of scale: not a 1-5 score
+    assert rubric.parse_score("10", [{"10": -0.1, "1": -3.0}]) == (None, "no 1-5 score in answer")
+    assert rubric.parse_score("4.5", None) == (None, "no 1-5 score in answer")
+    assert rubric.parse_score("I give it 3.", None) == (3.0, "text")
 
 
 def test_rubric_combine_records_malformed_and_summarizes() -> None:

@@ -21,7 +21,7 @@ CRITERIA = ("precision", "informativeness", "naturalness", "objectivity")
 DIGITS = "12345"
 PARSER_VERSION = 1
 _WRAP = " \t\r\n\u2581\u0120\u010a*_`\"'()[]{}<>.:,;!"
-_DIGIT = re.compile(r"(?<![\d.])([1-5])(?![\d.]\d)")
+_DIGIT = re.compile(r"(?<![\d.])([1-5])(?!\d)(?!\.\d)")  # a lone 1-5: not 10, 4.5 or 2.0
 
 
 def prompt_text(criteria: Sequence[str]) -> str:
@@ -59,8 +59,9 @@ def _from_logprobs(logprobs: list[dict[str, float]]) -> float | None:
         best = max(top, key=top.__getitem__)
         if not best.strip(_WRAP):
             continue  # leading blank/markdown token: the digit comes next
-        if best.strip(_WRAP) not in DIGITS or not best.strip(_WRAP):
-            return None
+        core = best.strip(_WRAP)
+        if len(core) != 1 or core not in DIGITS:
+            return None  # "Score", "10", ...: the text decides
         peak = top[best]
         mass: dict[int, float] = {}
         for token, lp in top.items():
