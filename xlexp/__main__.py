@@ -62,6 +62,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             arts.update(ev)
             summary["stages"]["evaluate"] = {name: a.key for name, a in ev.items()} | {"seconds": round(time.time() - t, 1)}
             summary["metrics"] = report.load_metrics(ev["judge"])
+            if "rubric" in ev:  # Table 8 fine-grained scores
+                summary["rubric"] = report.load_metrics(ev["rubric"])
+                tracker.log_metrics({lang: {f"rubric_{k}": v for k, v in row.items()} for lang, row in summary["rubric"].items()})
             tracker.log_metrics(summary["metrics"])
             # Labels for `python -m xlexp.report <sweep dir>`: the judged system, its experiment.
             summary["system"] = {**pipeline.system_labels(cfg, adapter), "exp": track.hydra_context().get("exp") or cfg.logger.group, "judge_key": ev["judge"].key}

@@ -21,10 +21,13 @@ from typing import Any
 from xlexp import langs as langtable
 from xlexp.evaluate.benchmark import (
     PAPER_EXCLUDED_IDS,
+    PAPER_REWRITES,
     PAPER_TEMPLATES,
     PLACEHOLDER,
     build_xl,
+    check_rewrites,
     load_prompts,
+    read_rewrites_file,
 )
 
 ROW_KEYS = ("instruction", "dataset", "id", "lang")  # alpaca_eval needs the first two
@@ -61,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
         "--rewrites-file",
         type=Path,
         default=None,
-        help="JSON object mapping 1-based prompt id -> instruction text containing {language}",
+        help="JSON object mapping 1-based prompt id -> instruction text containing {language}; "
+        "'paper': the reviewed list shipped in xlexp/data/english_rewrites.json (appendix A.1)",
     )
     return p
 
@@ -160,7 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             read_templates(args.templates_file) if args.templates_file else list(PAPER_TEMPLATES)
         )
         ids = {int(p["id"]) for p in prompts}
-        rewrites = read_rewrites(args.rewrites_file, ids) if args.rewrites_file else {}
+        if str(args.rewrites_file) == PAPER_REWRITES:  # checked against the source, absent ids skipped
+            rewrites = check_rewrites(prompts, read_rewrites_file(PAPER_REWRITES))
+        else:
+            rewrites = read_rewrites(args.rewrites_file, ids) if args.rewrites_file else {}
     except (ValueError, OSError) as e:  # json.JSONDecodeError is a ValueError
         parser.error(str(e))
 

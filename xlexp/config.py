@@ -19,6 +19,9 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from xlexp.langs import LANGUAGES
 
 STAGES = ("generate", "sft", "evaluate", "report")
+BENCHMARKS = ("demo", "xl_alpacaeval", "xl_alpacaeval_release", "m_alpacaeval")
+RTT_MODES = ("one_prompt", "two_step")
+RUBRIC_CRITERIA = ("precision", "informativeness", "naturalness", "objectivity")
 BACKENDS = ("hf", "openai", "vllm")
 
 
@@ -167,6 +170,20 @@ class EvalConfig:
     templates: list[str] = field(default_factory=lambda: ["Answer in {language}."])
     both_orders: bool = True  # judge (A,B) and (B,A) to cancel position bias
     bootstrap: int = 1000
+    # Prompt sources (issue 5). prompts: demo (shipped) | null (eval.path if set, else the hub file).
+    prompts: str | None = None
+    hub_repo: str = "tatsu-lab/alpaca_eval"  # dataset repo holding alpaca_eval.json (its script is broken)
+    hub_file: str = "alpaca_eval.json"
+    hub_revision: str | None = None
+    release_repo: str = "viyer98/XL-AlpacaEval"  # the authors' release (eval.benchmark=xl_alpacaeval_release)
+    rewrites: str | None = "paper"  # appendix A.1 {language} rewrites: paper (shipped) | a JSON path | null
+    translator: Any = None  # m_alpacaeval: the model card translating prompts (GPT-4o in the paper, section 6)
+    translate_max_tokens: int = 2048
+    english: bool = True  # m_alpacaeval: add the English column (plain AlpacaEval, lang eng), Table 3
+    rtt: str | None = None  # Table 2 reason-then-translate baseline: one_prompt | two_step; null: answer directly
+    rtt_max_tokens: int | None = None  # per step; null: the model card's sampling.max_tokens
+    rubric: bool = False  # Table 8 fine-grained 1-5 scores by the judge
+    rubric_criteria: list[str] = field(default_factory=lambda: ["precision", "informativeness", "naturalness", "objectivity"])
 
 
 @dataclass
@@ -236,6 +253,8 @@ def roles_for(cfg: Any) -> dict[str, Any]:
     if "evaluate" in cfg.stages:
         roles["reference"] = cfg.reference
         roles["judge"] = cfg.judge
+        if cfg.eval.benchmark == "m_alpacaeval":
+            roles["eval.translator"] = cfg.eval.translator
     if "generate" in cfg.stages and cfg.qe.kind == "llm":
         roles["qe.llm"] = cfg.qe.llm
     return roles
@@ -302,9 +321,9 @@ def validate(cfg: DictConfig | Any, cuda: bool | None = None) -> None:
     if "generate" in cfg.stages or ("sft" in cfg.stages and cfg.sft.source == "generated"):
         validate_seed(cfg.seed_data)
         validate_suffix_templates(cfg.generate.suffix_templates)
-    if cfg.eval.benchmark not in ("demo", "xl_alpacaeval"):
-        raise ConfigError("eval.benchmark", f"unknown benchmark {cfg.eval.benchmark!r} (demo, xl_alpacaeval)")
-    if cfg.eval.benchmark == "xl_alpacaeval" and not (cfg.eval.path and os.path.exists(cfg.eval.path)):
+    if cfg.eval.benchmark not in BENCHMARKS:
+        raise ConfigError("eval.benchmark", f"unknown benchmark {cfg.eval.benchmark!r} ({', '.join(BENCHMARKS)})")
+    if cfg.eval.path and not os.path.exists(cfg.eval.path):
         raise ConfigError("eval.path", f"AlpacaEval prompts file not found: {cfg.eval.path!r}")
     if cfg.logger.kind not in ("wandb", "none"):
         raise ConfigError("logger.kind", f"unknown logger {cfg.logger.kind!r} (wandb, none)")
@@ -314,6 +333,7 @@ def validate(cfg: DictConfig | Any, cuda: bool | None = None) -> None:
         _check_sft(cfg)
     if "sft" in cfg.stages and cfg.model.backend == "openai":
         raise ConfigError("model.backend", "SFT trains a local LoRA adapter: the student model needs backend hf or vllm")
+    validate_eval(cfg)
     if cuda is None:
         import torch
 
@@ -389,3 +409,28 @@ def _check_sft(cfg: Any) -> None:
         raise ConfigError("sft.external.lang_field", "a language filter needs a language column or data_files {lang: file}")
     if sft.subset == "top" and not ext.qe_field:
         raise ConfigError("sft.subset", "top needs quality scores: set sft.external.qe_field or use sft.subset=random")
+
+
+def validate_eval(cfg: Any) -> None:
+    """Evaluation settings of issue 5; prompt sources are resolved here (a hub download fails now)."""
+    ev = cfg.eval
+    if ev.prompts not in (None, "demo"):
+        raise ConfigError("eval.prompts", f"must be demo or null (eval.path, else the hub), not {ev.prompts!r}")
+    if ev.rtt not in (None, *RTT_MODES):
+        raise ConfigError("eval.rtt", f"unknown reason-then-translate mode {ev.rtt!r} ({', '.join(RTT_MODES)} or null)")
+    for i, name in enumerate(ev.rubric_criteria):
+        if name not in RUBRIC_CRITERIA:
+            raise ConfigError(f"eval.rubric_criteria[{i}]", f"unknown criterion {name!r} ({', '.join(RUBRIC_CRITERIA)})")
+    if ev.rubric and not ev.rubric_criteria:
+        raise ConfigError("eval.rubric_criteria", "eval.rubric is on but no criterion is listed")
+    if "evaluate" not in cfg.stages:
+        return
+    from xlexp.evaluate import benchmark, sources
+
+    if ev.benchmark == "xl_alpacaeval_release":
+        return  # loaded by name when the stage runs (datasets caches it)
+    try:
+        benchmark.read_rewrites_file(ev.rewrites if ev.benchmark != "m_alpacaeval" else None)
+    except (OSError, ValueError) as e:
+        raise ConfigError("eval.rewrites", str(e)) from None
+    sources.prompts_path(ev)  # ConfigError naming eval.path or eval.hub_repo

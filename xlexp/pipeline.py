@@ -364,19 +364,21 @@ def run_sft(cfg: Any, store: Store, dataset: Artifact) -> Artifact:
 
 
 def benchmark_rows(cfg: Any) -> dict[str, list[dict]]:
-    from xlexp.evaluate import benchmark
+    from xlexp.evaluate import benchmark, sources
 
-    prompts = benchmark.demo_prompts() if cfg.eval.benchmark == "demo" else benchmark.load_prompts(cfg.eval.path)
+    prompts = sources.english_prompts(cfg.eval)
+    rewrites = benchmark.check_rewrites(prompts, benchmark.read_rewrites_file(cfg.eval.rewrites))
     codes = list(cfg.eval.langs or cfg.langs.codes)
     return benchmark.build_xl(
-        prompts, codes, list(cfg.eval.templates), exclude_ids=list(cfg.eval.exclude_ids), seed=cfg.seed, limit=cfg.eval.limit
+        prompts, codes, list(cfg.eval.templates), exclude_ids=list(cfg.eval.exclude_ids), rewrites=rewrites, seed=cfg.seed, limit=cfg.eval.limit
     )
 
 
 def _bench_key(cfg: Any) -> dict:
     return {
         "benchmark": cfg.eval.benchmark,
-        "path": digest(Path(cfg.eval.path).read_bytes()) if cfg.eval.path else None,
+        "path": _prompts_digest(cfg),
+        "rewrites": _rewrites_digest(cfg),
         "langs": list(cfg.eval.langs or cfg.langs.codes),
         "templates": plain(cfg.eval.templates),
         "exclude": plain(cfg.eval.exclude_ids),
@@ -385,17 +387,23 @@ def _bench_key(cfg: Any) -> dict:
     }
 
 
-def run_respond(cfg: Any, store: Store, models: Models, role: str, card: Any, adapter: Artifact | None) -> Artifact:
-    """Outputs of one system on the benchmark, alpaca_eval format, one file per language."""
+def run_respond(
+    cfg: Any, store: Store, models: Models, role: str, card: Any, adapter: Artifact | None, bench: Artifact | None = None
+) -> Artifact:
+    """Outputs of one system on the benchmark, alpaca_eval format, one file per language.
+
+    `bench`: a benchmark artifact (m-AlpacaEval, the authors' release); None: built from config.
+    """
     from xlexp.evaluate import benchmark
 
-    key = store.key("respond", {"model": card_key(card), "bench": _bench_key(cfg)}, [adapter.key] if adapter else [])
+    inputs = ([adapter.key] if adapter else []) + ([bench.key] if bench else [])
+    key = store.key("respond", {"model": card_key(card), "bench": _bench_key(cfg) if bench is None else "artifact"}, inputs)
     generator = f"{card.name}+{adapter.key}" if adapter else card.name
 
     def produce(work: Path, parts: Any) -> dict:
         model = models.role(role, card)
         counts = {}
-        for code, rows in bar(benchmark_rows(cfg).items(), desc=f"respond {card.name}", unit="lang"):
+        for code, rows in bar((benchmark_rows(cfg) if bench is None else bench_rows(cfg, bench)).items(), desc=f"respond {card.name}", unit="lang"):
             convs = [[{"role": "user", "content": r["instruction"]}] for r in rows]
             comps = model.chat(convs, adapter=str(adapter.file("adapter")) if adapter else None)
             outputs = [c.text.strip() if c.ok else "" for c in comps]
@@ -423,7 +431,7 @@ def run_judge(
         model = models.role("judge", cfg.judge)
         sampling = model.sampling(temperature=0.0, max_tokens=4, logprobs=20)
         per_lang = {}
-        for code in bar(list(cfg.eval.langs or cfg.langs.codes), desc="judge", unit="lang"):
+        for code in bar(eval_codes(cfg), desc="judge", unit="lang"):
             sys_rows = json.loads(system.file(f"{code}.json").read_text())
             ref_rows = json.loads(reference.file(f"{code}.json").read_text())
             plan = judge.plan(
@@ -451,9 +459,16 @@ def run_judge(
 
 
 def run_evaluate(cfg: Any, store: Store, models: Models, adapter: Artifact | None) -> dict[str, Artifact]:
-    arts = {"respond": run_respond(cfg, store, models, "model", cfg.model, adapter)}
-    arts["reference"] = run_respond(cfg, store, models, "reference", cfg.reference, None)
+    bench = run_benchmark(cfg, store, models)
+    arts = {"benchmark": bench} if bench else {}
+    if cfg.eval.rtt:
+        arts["respond"] = run_respond_rtt(cfg, store, models, cfg.model, adapter, bench)
+    else:
+        arts["respond"] = run_respond(cfg, store, models, "model", cfg.model, adapter, bench)
+    arts["reference"] = run_respond(cfg, store, models, "reference", cfg.reference, None, bench)
     arts["judge"] = run_judge(cfg, store, models, arts["respond"], arts["reference"], system_labels(cfg, adapter))
+    if cfg.eval.rubric:
+        arts["rubric"] = run_rubric(cfg, store, models, arts["respond"])
     return arts
 
 
@@ -463,7 +478,7 @@ def system_labels(cfg: Any, adapter: Artifact | None) -> dict:
     judge artifact, so labels stay true when another experiment reuses it."""
     tuned = adapter is not None
     return {
-        "model": cfg.model.name,
+        "model": cfg.model.name + (f" (RTT {cfg.eval.rtt})" if cfg.eval.rtt else ""),
         "model_id": cfg.model.model,
         "adapter": adapter.key if tuned else None,
         "data_size": parse_data_size(cfg.data_size) if tuned else None,
@@ -473,5 +488,184 @@ def system_labels(cfg: Any, adapter: Artifact | None) -> dict:
         "reference": cfg.reference.name,
         "judge": cfg.judge.name,
         "benchmark": cfg.eval.benchmark,
-        "langs": list(cfg.eval.langs or cfg.langs.codes),
+        "langs": eval_codes(cfg),
     }
+
+
+# ---------------------------------------------------------------- evaluate: benchmarks, baselines, rubric (issue 5)
+
+
+def eval_codes(cfg: Any) -> list[str]:
+    """Languages evaluated: eval.langs (else langs.codes), plus `eng` for m-AlpacaEval's English column."""
+    codes = list(cfg.eval.langs or cfg.langs.codes)
+    if cfg.eval.benchmark == "m_alpacaeval" and cfg.eval.english and "eng" not in codes:
+        codes.append("eng")
+    return codes
+
+
+def _prompts_digest(cfg: Any) -> str | None:
+    from xlexp.evaluate import sources
+
+    path = sources.prompts_path(cfg.eval)
+    return digest(path.read_bytes()) if path else None
+
+
+def _rewrites_digest(cfg: Any) -> str | None:
+    from xlexp.evaluate import benchmark
+
+    rewrites = benchmark.read_rewrites_file(cfg.eval.rewrites)
+    return digest({str(k): v for k, v in sorted(rewrites.items())}) if rewrites else None
+
+
+def bench_rows(cfg: Any, bench: Artifact) -> dict[str, list[dict]]:
+    return {code: bench.rows(f"{code}.jsonl") for code in eval_codes(cfg)}
+
+
+def _limited(prompts: list[dict], cfg: Any) -> list[dict]:
+    excluded = {int(i) for i in cfg.eval.exclude_ids}
+    kept = [p for p in prompts if int(p["id"]) not in excluded]
+    return kept[: cfg.eval.limit] if cfg.eval.limit is not None else kept
+
+
+def run_mtranslate(cfg: Any, store: Store, models: Models, prompts: list[dict], lang: str) -> Artifact:
+    """m-AlpacaEval prompts in one language, built once per (translator, prompts, language)."""
+    from xlexp.evaluate import mbench
+
+    card = cfg.eval.translator
+    key = store.key(
+        "mtranslate",
+        {
+            "translator": card_key(card),
+            "prompt": digest(mbench.prompt("m_translate")),
+            "parser": mbench.PARSER_VERSION,
+            "max_tokens": cfg.eval.translate_max_tokens,
+            "prompts": digest(prompts),
+            "lang": lang,
+        },
+    )
+
+    def produce(work: Path, parts: Any) -> dict:
+        model = models.role("eval.translator", card)
+        sampling = model.sampling(temperature=0.0, max_tokens=cfg.eval.translate_max_tokens)
+
+        def run_batch(batch: list[dict]) -> list[dict]:
+            return mbench.parse(batch, model.chat(mbench.build_prompts(batch, lang), sampling), lang)
+
+        rows = parts.map_batches("batch", prompts, max(cfg.generate.batch_size * 4, 1), run_batch)
+        ok, rejects = _split_rejects(rows)
+        write_jsonl(work / "rows.jsonl", ok)
+        write_jsonl(work / "rejects.jsonl", rejects)
+        return {"in": len(prompts), "out": len(ok), "rejects": len(rejects), **_reasons(rejects)}
+
+    return store.build("mtranslate", key, produce)[0]
+
+
+def run_benchmark(cfg: Any, store: Store, models: Models) -> Artifact | None:
+    """The benchmark as an artifact for m-AlpacaEval and the authors' release; None for XL built from config."""
+    from xlexp.evaluate import mbench, sources
+
+    codes = eval_codes(cfg)
+    if cfg.eval.benchmark == "m_alpacaeval":
+        prompts = _limited(sources.english_prompts(cfg.eval), cfg)
+        translated = {code: run_mtranslate(cfg, store, models, prompts, code) for code in codes if code != mbench.ENGLISH}
+        key = store.key("benchmark", {"kind": "m_alpacaeval", "langs": codes, "prompts": digest(prompts)}, [a.key for a in translated.values()])
+
+        def produce(work: Path, parts: Any) -> dict:
+            counts = {}
+            for code in codes:
+                rows = mbench.english_rows(prompts) if code == mbench.ENGLISH else translated[code].rows()
+                write_jsonl(work / f"{code}.jsonl", rows)
+                counts[code] = {"rows": len(rows), "dropped": len(prompts) - len(rows)}
+            return {"langs": counts}
+
+        return store.build("benchmark", key, produce)[0]
+    if cfg.eval.benchmark == "xl_alpacaeval_release":
+        key = store.key("benchmark", {"kind": "release", "repo": cfg.eval.release_repo, "revision": cfg.eval.hub_revision, "langs": codes, "limit": cfg.eval.limit})
+
+        def produce_release(work: Path, parts: Any) -> dict:
+            per_lang = sources.load_release(cfg.eval, codes)
+            for code, rows in per_lang.items():
+                write_jsonl(work / f"{code}.jsonl", rows[: cfg.eval.limit] if cfg.eval.limit is not None else rows)
+            return {"langs": {code: len(rows) for code, rows in per_lang.items()}}
+
+        return store.build("benchmark", key, produce_release)[0]
+    return None
+
+
+def run_respond_rtt(cfg: Any, store: Store, models: Models, card: Any, adapter: Artifact | None, bench: Artifact | None) -> Artifact:
+    """Reason-then-Translate outputs (Table 2), alpaca_eval format like any system's."""
+    from xlexp.evaluate import benchmark, rtt
+
+    mode = cfg.eval.rtt
+    prompts = {"one_prompt": rtt.prompt("rtt_one_prompt")} if mode == "one_prompt" else {"translate": rtt.prompt("rtt_translate")}
+    inputs = ([adapter.key] if adapter else []) + ([bench.key] if bench else [])
+    key = store.key(
+        "respond",
+        {
+            "model": card_key(card),
+            "bench": _bench_key(cfg) if bench is None else "artifact",
+            "rtt": mode,
+            "rtt_max_tokens": cfg.eval.rtt_max_tokens,
+            "prompts": digest(prompts),
+        },
+        inputs,
+    )
+    generator = f"{card.name}+rtt-{mode}" + (f"+{adapter.key}" if adapter else "")
+
+    def produce(work: Path, parts: Any) -> dict:
+        model = models.role("model", card)
+        sampling = model.sampling(**({"max_tokens": cfg.eval.rtt_max_tokens} if cfg.eval.rtt_max_tokens else {}))
+        lora = str(adapter.file("adapter")) if adapter else None
+        counts = {}
+        for code, rows in (benchmark_rows(cfg) if bench is None else bench_rows(cfg, bench)).items():
+            if mode == "one_prompt":
+                comps = model.chat([rtt.one_prompt(r) for r in rows], sampling, adapter=lora)
+                results = [rtt.from_completion(c, code) for c in comps]
+            else:
+                answers = [rtt.from_completion(c) for c in model.chat([rtt.answer_prompt(r) for r in rows], sampling, adapter=lora)]
+                todo = [i for i, (text, _) in enumerate(answers) if text]
+                comps = model.chat([rtt.translate_prompt(answers[i][0], code) for i in todo], sampling, adapter=lora)
+                results = list(answers)
+                for i, c in zip(todo, comps, strict=True):
+                    results[i] = rtt.from_completion(c)
+            outputs = [text or "" for text, _ in results]
+            write_json(work / f"{code}.json", benchmark.to_alpaca_eval(rows, outputs, generator))
+            rejects = _reasons([{"reject": reason} for _, reason in results if reason])
+            counts[code] = {"rows": len(rows), "empty_outputs": sum(not o for o in outputs), **rejects}
+        return {"langs": counts, "generator": generator, "rtt": mode}
+
+    return store.build("respond", key, produce)[0]
+
+
+def run_rubric(cfg: Any, store: Store, models: Models, system: Artifact) -> Artifact:
+    """Fine-grained 1-5 scores of a system's outputs by the judge role (Table 8)."""
+    import json
+
+    from xlexp.evaluate import rubric
+
+    criteria = list(cfg.eval.rubric_criteria)
+    key = store.key(
+        "rubric",
+        {"judge": card_key(cfg.judge), "criteria": criteria, "prompt": digest(rubric.prompt_text(criteria)), "parser": rubric.PARSER_VERSION},
+        [system.key],
+    )
+
+    def produce(work: Path, parts: Any) -> dict:
+        model = models.role("judge", cfg.judge)
+        sampling = model.sampling(temperature=0.0, max_tokens=4, logprobs=20)
+        all_rows = []
+        for code in eval_codes(cfg):
+            plan = rubric.plan(json.loads(system.file(f"{code}.json").read_text()), criteria)
+
+            def run_batch(batch: list[dict]) -> list[dict]:
+                return rubric.combine(batch, model.chat([p["conversation"] for p in batch], sampling))
+
+            rows = parts.map_batches(code, plan, max(cfg.generate.batch_size * 4, 1), run_batch)
+            write_jsonl(work / f"{code}.jsonl", rows)
+            all_rows += rows
+        summary = rubric.summarize(all_rows, criteria)
+        write_json(work / "metrics.json", summary)
+        malformed = [{"reject": r["reason"]} for r in all_rows if r["score"] is None]
+        return {"scored": len(all_rows) - len(malformed), "malformed": len(malformed), **_reasons(malformed)}
+
+    return store.build("rubric", key, produce)[0]

@@ -62,6 +62,8 @@ def write_results(run_dir: Path, summary: dict, cfg: Any) -> dict[str, Path]:
     if summary.get("metrics"):
         title = f"{cfg.model.name} vs {cfg.reference.name}, judged by {cfg.judge.name}"
         parts.append(markdown_table(summary["metrics"], title))
+    if summary.get("rubric"):
+        parts.append(rubric_table(summary["rubric"], f"{cfg.model.name}: fine-grained scores (1-5), judged by {cfg.judge.name}"))
     parts.append("### stages\n")
     for stage, info in summary.get("stages", {}).items():
         parts.append(f"- **{stage}**: `{json.dumps(info, default=str)}`")
@@ -80,6 +82,8 @@ def console_summary(summary: dict) -> str:
         lines.append(f"NOTE: {summary['note']}")
     if summary.get("metrics"):
         lines.append(markdown_table(summary["metrics"]))
+    if summary.get("rubric"):
+        lines.append(rubric_table(summary["rubric"]))
     lines.append(f"backend calls: {summary.get('backend_calls')}  wall time: {summary.get('seconds')} s")
     for name, path in (summary.get("results") or {}).items():
         lines.append(f"results ({name}): {path}")
@@ -356,3 +360,15 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+def rubric_table(scores: dict, title: str = "") -> str:
+    """Table 8 layout: one row per language (+ avg), the average then each criterion."""
+    langs = [k for k in scores if k != "avg"] + (["avg"] if "avg" in scores else [])
+    criteria = [k for k in next(iter(scores.values()), {}) if k not in ("average", "n", "n_malformed")]
+    cols = ["average", *criteria, "n_malformed"]
+    lines = [f"### {title}", ""] if title else []
+    lines.append("| lang | " + " | ".join(cols) + " |")
+    lines.append("|---" * (len(cols) + 1) + "|")
+    for lang in langs:
+        lines.append(f"| {lang} | " + " | ".join(_fmt(scores[lang].get(c)) for c in cols) + " |")
+    return "\n".join(lines) + "\n"

@@ -123,7 +123,7 @@ def build_xl(
             # str.replace, not str.format: prompts hold code with literal braces.
             text = base.replace(PLACEHOLDER, lang_name) + SEPARATOR + template.replace(PLACEHOLDER, lang_name)
             out[code].append(
-                {"id": pid, "lang": code, "instruction": text, "dataset": p.get("dataset", ""), "template": template}
+                {"id": pid, "lang": code, "instruction": text, "dataset": p.get("dataset", ""), "template": template, "english": p["instruction"]}
             )
     return out
 
@@ -143,3 +143,52 @@ def to_alpaca_eval(rows: Sequence[dict], outputs: Sequence[str], generator: str)
         }
         for r, o in zip(rows, outputs, strict=True)
     ]
+
+
+# Appendix A.1: prompts asking for an English answer get `{language}` instead. The reviewed
+# list ships in xlexp/data/english_rewrites.json; `eval.rewrites` points at another file.
+PAPER_REWRITES = "paper"
+
+
+def read_rewrites_file(spec: str | Path | None) -> dict[int, str]:
+    """Rewrites `{id: instruction with {language}}` from `paper` (shipped), a JSON path, or none.
+
+    The file is `{"rewrites": {"249": "..."}}` or a plain `{"249": "..."}` object. Raises
+    ValueError naming the file for a malformed one.
+    """
+    if spec is None or str(spec).lower() in ("", "none", "null", "false"):
+        return {}
+    if str(spec) == PAPER_REWRITES:
+        text = resources.files("xlexp").joinpath("data", "english_rewrites.json").read_text(encoding="utf-8")
+        where = "xlexp/data/english_rewrites.json"
+    else:
+        text, where = Path(spec).read_text(encoding="utf-8"), str(spec)
+    raw = json.loads(text)
+    raw = raw.get("rewrites", raw) if isinstance(raw, dict) else raw
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: expected a JSON object id -> instruction")
+    try:
+        rewrites = {int(k): str(v) for k, v in raw.items() if not str(k).startswith("_")}
+    except ValueError:
+        raise ValueError(f"{where}: keys must be integer prompt ids") from None
+    missing = sorted(i for i, t in rewrites.items() if PLACEHOLDER not in t)
+    if missing:
+        raise ValueError(f"{where}: rewrites without {PLACEHOLDER}: ids {missing}")
+    return rewrites
+
+
+def check_rewrites(prompts: Sequence[dict], rewrites: dict[int, str]) -> dict[int, str]:
+    """The rewrites that apply to `prompts`: ids absent from a subset are skipped.
+
+    A rewrite must only replace the English request: with {language} -> English it gives back
+    the source prompt (case aside). Otherwise the list belongs to another prompt file: ValueError.
+    """
+    by_id = {int(p["id"]): p["instruction"] for p in prompts}
+    out = {}
+    for pid, text in rewrites.items():
+        if pid not in by_id:
+            continue
+        if " ".join(text.replace(PLACEHOLDER, "English").lower().split()) != " ".join(by_id[pid].lower().split()):
+            raise ValueError(f"rewrite for prompt {pid} does not match the source prompt (another prompt file?)")
+        out[pid] = text
+    return out

@@ -1,0 +1,198 @@
+"""Benchmark sources: the reviewed {language} rewrites, the hub/release loaders (offline errors
+name the config key), local files, and m-AlpacaEval's pure core. No /work/shared needed."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from xlexp.config import ConfigError, register, validate
+from xlexp.evaluate import mbench, sources
+from xlexp.evaluate.benchmark import (
+    PLACEHOLDER,
+    build_xl,
+    check_rewrites,
+    load_prompts,
+    read_rewrites_file,
+)
+from xlexp.llm import Completion
+
+ROOT = Path(__file__).resolve().parents[1]
+register()
+
+# AlpacaEval-shaped: the two explicit English requests of the real set (ids 249, 274, shortened
+# bodies are enough since a rewrite must match its source), a prompt about English, and fillers.
+PROMPT_249 = "Please provide a table of contents for the 50-listed book.\nAnswer in English."
+PROMPT_274 = "Give me a brief scenario of a persona.\n\nPlease write in English language."
+ABOUT_ENGLISH = "I need to learn English could you help me and make a exercise"
+
+
+@pytest.fixture
+def alpaca_file(tmp_path: Path) -> Path:
+    rows = [{"id": i, "dataset": "helpful_base", "instruction": f"Question number {i}?"} for i in range(1, 6)]
+    rows += [
+        {"id": 192, "dataset": "oasst", "instruction": ABOUT_ENGLISH},
+        {"id": 249, "dataset": "koala", "instruction": PROMPT_249},
+        {"id": 274, "dataset": "koala", "instruction": PROMPT_274},
+    ]
+    path = tmp_path / "alpaca_eval.json"
+    path.write_text(json.dumps(rows))
+    return path
+
+
+def _rewrites_for_fixture() -> dict[int, str]:
+    return {
+        249: PROMPT_249.replace("Answer in English.", "Answer in {language}."),
+        274: PROMPT_274.replace("English language", "{language} language"),
+    }
+
+
+def test_shipped_rewrites_are_the_reviewed_ids_with_placeholders() -> None:
+    rewrites = read_rewrites_file("paper")
+    assert sorted(rewrites) == [139, 249, 274]
+    assert all(PLACEHOLDER in t and "English" not in t and "english" not in t for t in rewrites.values())
+    assert rewrites[249].endswith("Answer in {language}.")
+    assert rewrites[274].endswith("Please write in {language} language.")
+    assert read_rewrites_file(None) == {} and read_rewrites_file("none") == {}
+
+
+def test_rewrites_applied_by_the_builder(alpaca_file: Path) -> None:
+    prompts = load_prompts(alpaca_file)
+    rewrites = check_rewrites(prompts, _rewrites_for_fixture())
+    xl = build_xl(prompts, ["deu", "hin"], ["Respond in {language}."], rewrites=rewrites)
+    by_id = {r["id"]: r for r in xl["deu"]}
+    assert by_id[249]["instruction"].startswith(PROMPT_249.replace("English", "German"))
+    assert by_id[274]["instruction"].startswith("Give me a brief scenario of a persona.\n\nPlease write in German language.")
+    assert "English" not in by_id[249]["instruction"] and "Hindi" in {r["id"]: r for r in xl["hin"]}[249]["instruction"]
+    # A prompt about English keeps its wording; only the template is appended.
+    assert by_id[192]["instruction"] == ABOUT_ENGLISH + "\n\nRespond in German."
+    assert by_id[249]["english"] == PROMPT_249  # the original English prompt (for reason-then-translate)
+    assert len(xl["deu"]) == 8
+
+
+def test_rewrites_for_another_prompt_file_fail(alpaca_file: Path) -> None:
+    prompts = load_prompts(alpaca_file)
+    with pytest.raises(ValueError, match="prompt 249"):
+        check_rewrites(prompts, {249: "Something else entirely in {language}."})
+    # The shipped 139 is absent from this subset: skipped, not an error.
+    assert sorted(check_rewrites(prompts, {139: "x {language}", **_rewrites_for_fixture()})) == [249, 274]
+
+
+def test_custom_rewrites_file_and_bad_file(tmp_path: Path) -> None:
+    good = tmp_path / "rw.json"
+    good.write_text(json.dumps({"7": "Reply in {language} please"}))
+    assert read_rewrites_file(str(good)) == {7: "Reply in {language} please"}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"rewrites": {"7": "no placeholder"}}))
+    with pytest.raises(ValueError, match=r"bad\.json.*ids \[7\]"):
+        read_rewrites_file(str(bad))
+
+
+def _cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=["stages=[evaluate]", "eval.limit=null", *overrides])
+
+
+def test_pipeline_benchmark_applies_rewrites_unless_disabled(alpaca_file: Path) -> None:
+    from xlexp.pipeline import benchmark_rows
+
+    cfg = _cfg("eval=xl_alpacaeval", f"eval.path={alpaca_file}", "eval.langs=[por]")
+    validate(cfg, cuda=False)
+    # The shipped list is for the real AlpacaEval file: it does not match this fixture's 249.
+    with pytest.raises(ValueError, match="prompt 249"):
+        benchmark_rows(cfg)
+    rw = alpaca_file.parent / "rw.json"
+    rw.write_text(json.dumps({str(k): v for k, v in _rewrites_for_fixture().items()}))
+    rows = {r["id"]: r for r in benchmark_rows(_cfg("eval=xl_alpacaeval", f"eval.path={alpaca_file}", "eval.langs=[por]", f"eval.rewrites={rw}"))["por"]}
+    assert "Answer in Portuguese." in rows[249]["instruction"]
+    plain = {r["id"]: r for r in benchmark_rows(_cfg("eval=xl_alpacaeval", f"eval.path={alpaca_file}", "eval.langs=[por]", "eval.rewrites=null"))["por"]}
+    assert "Answer in English." in plain[249]["instruction"]
+
+
+def test_local_path_missing_names_eval_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        validate(_cfg("eval=xl_alpacaeval", f"eval.path={tmp_path / 'nope.json'}"), cuda=False)
+    assert err.value.key == "eval.path"
+
+
+def test_hub_download_offline_names_eval_hub_repo() -> None:
+    cfg = _cfg("eval=xl_alpacaeval", "profile=paper", "seed_data.source=demo")  # no eval.path: the hub file
+    assert sources.prompt_source(cfg.eval) == "hub"
+    started = time.time()
+    with pytest.raises(ConfigError) as err:
+        validate(cfg, cuda=False)
+    assert err.value.key == "eval.hub_repo" and "tatsu-lab/alpaca_eval" in str(err.value) and "eval.path" in str(err.value)
+    assert time.time() - started < 30  # offline mode fails fast, no network wait
+
+
+def test_release_offline_names_eval_release_repo() -> None:
+    cfg = _cfg("eval=xl_alpacaeval_release")
+    with pytest.raises(ConfigError) as err:
+        sources.load_release(cfg.eval, ["deu"])
+    assert err.value.key == "eval.release_repo" and "viyer98/XL-AlpacaEval" in str(err.value)
+
+
+def test_release_rows_map_language_columns() -> None:
+    records = [
+        {"instruction": "Q1 Answer in German.", "language": "German", "id": 1},
+        {"instruction": "Q1 Answer in Hindi.", "language": "hi", "id": 1},
+        {"instruction": "Q2 Answer in German.", "language": "deu", "id": 2},
+    ]
+    out = sources.release_rows(records, ["deu", "hin"], "repo")
+    assert [r["id"] for r in out["deu"]] == [1, 2] and out["hin"][0]["instruction"] == "Q1 Answer in Hindi."
+    with pytest.raises(ConfigError) as err:
+        sources.release_rows(records, ["deu", "mlt"], "repo")
+    assert err.value.key == "eval.langs"
+    with pytest.raises(ConfigError) as err:
+        sources.release_rows([{"instruction": "q"}], ["deu"], "repo")
+    assert err.value.key == "eval.release_repo"
+
+
+def test_m_alpacaeval_core() -> None:
+    prompts = [{"id": 3, "instruction": "Name a {placeholder} fruit.", "dataset": "d"}, {"id": 4, "instruction": "Why?", "dataset": "d"}]
+    convs = mbench.build_prompts(prompts, "hun")
+    assert "into Hungarian" in convs[0][0]["content"] and "Name a {placeholder} fruit." in convs[0][0]["content"]
+    rows = mbench.parse(prompts, [Completion(text=" Nevezz meg egy gyümölcsöt. "), Completion(text="  ")], "hun")
+    assert rows[0] == {"id": 3, "lang": "hun", "english": prompts[0]["instruction"], "dataset": "d", "instruction": "Nevezz meg egy gyümölcsöt."}
+    assert rows[1]["reject"] == "empty translation" and "instruction" not in rows[1]
+    assert [r["lang"] for r in mbench.english_rows(prompts)] == ["eng", "eng"]
+
+
+def test_benchmark_cli_applies_the_shipped_rewrites(tmp_path: Path) -> None:
+    from xlexp.benchmark import main
+
+    rewrites = read_rewrites_file("paper")
+    rows = [{"instruction": f"Prompt {i}", "dataset": "x"} for i in range(1, 301)]
+    for pid in (139, 249, 274):  # the real prompts, as the shipped list expects (positions = ids)
+        rows[pid - 1]["instruction"] = rewrites[pid].replace(PLACEHOLDER, "English")
+    source = tmp_path / "alpaca_eval.json"
+    source.write_text(json.dumps(rows))
+    out = tmp_path / "xl"
+    assert main(["--source", str(source), "--langs", "mlt", "--out", str(out), "--rewrites-file", "paper"]) == 0
+    by_id = {r["id"]: r for r in json.loads((out / "mlt.json").read_text())}
+    assert "Answer in Maltese." in by_id[249]["instruction"] and "Please write in Maltese language." in by_id[274]["instruction"]
+    assert json.loads((out / "manifest.json").read_text())["rewritten_ids"] == [139, 249, 274]
+    rows[248]["instruction"] = "Prompt 249"  # a file the list does not belong to: an error, not a silent skip
+    source.write_text(json.dumps(rows))
+    with pytest.raises(SystemExit):
+        main(["--source", str(source), "--langs", "mlt", "--out", str(out), "--rewrites-file", "paper"])
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["eval.rtt=three_step"], "eval.rtt"),
+        (["eval.rubric=true", "eval.rubric_criteria=[precision,fluency]"], "eval.rubric_criteria[1]"),
+        (["eval.prompts=web"], "eval.prompts"),
+        (["eval=m_alpacaeval", "eval.translator=null"], "eval.translator"),
+        (["eval=m_alpacaeval", "eval.langs=[deu,xx]"], "eval.langs[1]"),
+    ],
+)
+def test_eval_settings_fail_early_naming_the_key(overrides: list[str], key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        validate(_cfg(*overrides), cuda=False)
+    assert err.value.key == key

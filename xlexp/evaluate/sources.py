@@ -1,0 +1,115 @@
+"""Where benchmark prompts come from: the shipped demo prompts, a local AlpacaEval JSON/JSONL
+file, AlpacaEval's `alpaca_eval.json` on the HF hub, or the XL-AlpacaEval authors' release.
+
+Hub access fails offline (or without the file): the error is a ConfigError naming the config
+key to change, raised before any model loads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from xlexp import langs as langtable
+from xlexp.config import ConfigError
+from xlexp.evaluate.benchmark import demo_prompts, load_prompts
+
+ALPACA_EVAL_REPO = "tatsu-lab/alpaca_eval"  # its loading script fails with current `datasets`
+ALPACA_EVAL_FILE = "alpaca_eval.json"
+XL_RELEASE_REPO = "viyer98/XL-AlpacaEval"
+
+
+def prompt_source(ev: Any) -> str:
+    """`path`, `demo` or `hub`: where the English prompts of `eval` come from.
+
+    An explicit eval.path wins (also over the tiny profile's `prompts: demo`); then the demo
+    prompts (benchmark demo or prompts demo); else AlpacaEval's file on the hub.
+    """
+    if ev.path:
+        return "path"
+    if ev.benchmark == "demo" or ev.prompts == "demo":
+        return "demo"
+    return "hub"
+
+
+def hub_alpaca_eval(repo: str, filename: str, revision: str | None = None) -> Path:
+    """Local path of `filename` in the dataset repo (downloaded once into the HF cache)."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo_id=repo, filename=filename, repo_type="dataset", revision=revision))
+    except Exception as e:  # offline, unknown repo/file, no network: say which key to change
+        raise ConfigError(
+            "eval.hub_repo",
+            f"cannot get {filename!r} from dataset repo {repo!r} ({type(e).__name__}: {str(e)[:200]}); "
+            "set eval.path to a local alpaca_eval.json/JSONL file instead",
+        ) from None
+
+
+def prompts_path(ev: Any) -> Path | None:
+    """The English prompt file (local or downloaded); None for the demo prompts."""
+    source = prompt_source(ev)
+    if source == "demo":
+        return None
+    if source == "path":
+        path = Path(ev.path)
+        if not path.is_file():
+            raise ConfigError("eval.path", f"AlpacaEval prompts file not found: {ev.path!r}")
+        return path
+    return hub_alpaca_eval(ev.hub_repo, ev.hub_file, ev.hub_revision)
+
+
+def english_prompts(ev: Any) -> list[dict]:
+    """`{id, instruction, dataset}` rows, ids 1-based positions in AlpacaEval's order."""
+    path = prompts_path(ev)
+    return demo_prompts() if path is None else load_prompts(path)
+
+
+def _lang_code(value: Any) -> str | None:
+    text = str(value or "").strip()
+    if text in langtable.LANGUAGES:
+        return text
+    by_name = {name.lower(): code for code, (name, iso1) in langtable.LANGUAGES.items()}
+    by_iso1 = {iso1: code for code, (_, iso1) in langtable.LANGUAGES.items()}
+    return by_name.get(text.lower()) or by_iso1.get(text.lower())
+
+
+def release_rows(records: list[dict], codes: list[str], where: str) -> dict[str, list[dict]]:
+    """Benchmark rows per language from the release's records (pure).
+
+    A record needs `instruction` and a language column (`lang`, `language` or `target_lang`:
+    an ISO 639-3/639-1 code or an English name); `id` is kept when present, else its position
+    within the language.
+    """
+    out: dict[str, list[dict]] = {code: [] for code in codes}
+    for i, rec in enumerate(records):
+        if "instruction" not in rec:
+            raise ConfigError("eval.release_repo", f"{where}: record {i} has no 'instruction' column (columns: {sorted(rec)})")
+        lang_col = next((k for k in ("lang", "language", "target_lang") if k in rec), None)
+        if lang_col is None:
+            raise ConfigError("eval.release_repo", f"{where}: no language column (lang/language/target_lang) in {sorted(rec)}")
+        code = _lang_code(rec[lang_col])
+        if code in out:
+            row = {"id": rec.get("id", len(out[code]) + 1), "lang": code, "instruction": rec["instruction"]}
+            out[code].append({**row, "dataset": rec.get("dataset", "xl_alpacaeval")})
+    empty = [c for c, rows in out.items() if not rows]
+    if empty:
+        raise ConfigError("eval.langs", f"{where} has no prompts for {', '.join(empty)}")
+    return out
+
+
+def load_release(ev: Any, codes: list[str]) -> dict[str, list[dict]]:
+    """The authors' XL-AlpacaEval from the hub by name, through `datasets`."""
+    try:
+        from datasets import concatenate_datasets, load_dataset
+
+        loaded = load_dataset(ev.release_repo, revision=ev.hub_revision)
+        splits = [loaded[s] for s in loaded] if hasattr(loaded, "keys") else [loaded]
+        records = list(concatenate_datasets(splits)) if len(splits) > 1 else list(splits[0])
+    except Exception as e:
+        raise ConfigError(
+            "eval.release_repo",
+            f"cannot load dataset {ev.release_repo!r} ({type(e).__name__}: {str(e)[:200]}); offline? "
+            "use eval.benchmark=xl_alpacaeval with eval.path (builds the same benchmark from AlpacaEval)",
+        ) from None
+    return release_rows(records, codes, ev.release_repo)
