@@ -113,6 +113,9 @@ SlurmUser=root
 AuthType=auth/munge
 # a requeued job waits cred_expire seconds before it may start again (default 120)
 AuthInfo=cred_expire=${XLEXP_SLURM_CRED_EXPIRE:-30}
+# seconds between SIGTERM and SIGKILL when a job is cancelled or requeued (default 30); submitit
+# ignores SIGTERM, so a short grace keeps a requeued tiny job from simply finishing first
+KillWait=5
 StateSaveLocation=/var/spool/slurmctld
 SlurmdSpoolDir=/var/spool/slurmd
 SlurmctldPidFile=/run/slurmctld.pid

@@ -82,7 +82,9 @@ class SlowTeacher(Teacher):
 def test_preempted_job_is_requeued_and_resumes_from_the_store(tmp_path, tiny_model_dir, slurm, how):
     """usr2: the signal Slurm sends before a time limit (submitit checkpoints and requeues itself);
     scontrol-requeue: the job is requeued from outside, as preemption with PreemptMode=REQUEUE does."""
-    teacher = SlowTeacher(delay=0.3)
+    # Slow enough that the job cannot finish within the cluster's KillWait (5 s) after a requeue:
+    # on a quiet machine the whole generation otherwise takes ~12 s and completes before the kill.
+    teacher = SlowTeacher(delay=1.0)
     with FakeOpenAI(teacher) as srv:
         cmd = sweep_command(srv.base_url, tiny_model_dir, tmp_path, "2", "hydra/launcher=slurm", "stages=[generate,report]")
         proc = subprocess.Popen(cmd, cwd=ROOT, env=sweep_env(**SLURM_ENV), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
