@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xlexp.llm.base import price_factor
+from xlexp.llm.base import Usage
 from xlexp.store import Artifact, Parts, Store, write_json
 
 COUNTERS = ("calls", "cache_hits", "errors", "prompt_tokens", "completion_tokens")
@@ -39,8 +39,7 @@ def _rounded(row: dict[str, float]) -> dict[str, float]:
 
 def usd(prompt_tokens: float, completion_tokens: float, card: Any) -> float:
     """Dollars for these tokens at the card's per-million-token prices (Batch API: discounted)."""
-    dollars = (prompt_tokens * float(card.price_in_per_mtok) + completion_tokens * float(card.price_out_per_mtok)) / 1e6
-    return dollars * price_factor(card)
+    return Usage(prompt_tokens=int(prompt_tokens), completion_tokens=int(completion_tokens)).cost(card)
 
 
 @dataclass
