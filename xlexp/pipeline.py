@@ -96,12 +96,13 @@ def _chat_stage(
     build: Any,
     parse: Any,
     batch_size: int,
+    sampling: Any = None,
 ) -> Artifact:
-    """A teacher stage: prompts in batches (finished batches kept as parts), rows + rejects out."""
+    """A chat stage: prompts in batches (finished batches kept as parts), rows + rejects out."""
 
     def produce(work: Path, parts: Any) -> dict:
         def run_batch(batch: list[dict]) -> list[dict]:
-            return parse(batch, model.chat(build(batch)))
+            return parse(batch, model.chat(build(batch), sampling))
 
         rows = parts.map_batches("batch", inputs, batch_size, run_batch, desc=stage)
         ok, rejects = _split_rejects(rows)
@@ -544,20 +545,19 @@ def run_mtranslate(cfg: Any, store: Store, models: Models, prompts: list[dict], 
         },
     )
 
-    def produce(work: Path, parts: Any) -> dict:
-        model = models.role("eval.translator", card)
-        sampling = model.sampling(temperature=0.0, max_tokens=cfg.eval.translate_max_tokens)
-
-        def run_batch(batch: list[dict]) -> list[dict]:
-            return mbench.parse(batch, model.chat(mbench.build_prompts(batch, lang), sampling), lang)
-
-        rows = parts.map_batches("batch", prompts, max(cfg.generate.batch_size * 4, 1), run_batch)
-        ok, rejects = _split_rejects(rows)
-        write_jsonl(work / "rows.jsonl", ok)
-        write_jsonl(work / "rejects.jsonl", rejects)
-        return {"in": len(prompts), "out": len(ok), "rejects": len(rejects), **_reasons(rejects)}
-
-    return store.build("mtranslate", key, produce)[0]
+    model = models.role("eval.translator", card)  # loaded lazily, on the first cache miss
+    sampling = model.sampling(temperature=0.0, max_tokens=cfg.eval.translate_max_tokens)
+    return _chat_stage(
+        store,
+        "mtranslate",
+        key,
+        prompts,
+        model,
+        lambda batch: mbench.build_prompts(batch, lang),
+        lambda batch, comps: mbench.parse(batch, comps, lang),
+        max(cfg.generate.batch_size * 4, 1),
+        sampling,
+    )
 
 
 def run_benchmark(cfg: Any, store: Store, models: Models) -> Artifact | None:
