@@ -38,7 +38,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     try:
         if "generate" in cfg.stages or ("sft" in cfg.stages and cfg.sft.source == "generated"):
             t = time.time()
-            used = models.usage()
+            measured = len(store.ledger.entries)
             arts.update(pipeline.run_generate(cfg, store, models))
             summary["stages"]["generate"] = {
                 name: {"key": a.key, **a.meta["counts"]} for name, a in arts.items()
@@ -46,18 +46,18 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             tracker.log_stage("generate", arts)
             summary["generation_stats"] = pipeline.generation_stats(arts)
             tracker.log_generation_stats(summary["generation_stats"])
-            log.info(progress.stage_line("generate", arts, time.time() - t, progress.usage_delta(used, models.usage())))
+            log.info(progress.stage_line("generate", arts, time.time() - t, store.ledger.total_since(measured)))
         adapter = None
         if "sft" in cfg.stages:
             t = time.time()
-            used = models.usage()
+            measured = len(store.ledger.entries)
             adapter = arts["sft"] = pipeline.run_sft(cfg, store, pipeline.sft_dataset(cfg, store, arts))
             summary["stages"]["sft"] = {"key": adapter.key, **adapter.meta["counts"], "seconds": round(time.time() - t, 1)}
             tracker.log_stage("sft", {"sft": adapter})
-            log.info(progress.stage_line("sft", {"sft": adapter}, time.time() - t, progress.usage_delta(used, models.usage())))
+            log.info(progress.stage_line("sft", {"sft": adapter}, time.time() - t, store.ledger.total_since(measured)))
         if "evaluate" in cfg.stages:
             t = time.time()
-            used = models.usage()
+            measured = len(store.ledger.entries)
             ev = pipeline.run_evaluate(cfg, store, models, adapter)
             arts.update(ev)
             summary["stages"]["evaluate"] = {name: a.key for name, a in ev.items()} | {"seconds": round(time.time() - t, 1)}
@@ -69,7 +69,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             # Labels for `python -m xlexp.report <sweep dir>`: the judged system, its experiment.
             summary["system"] = {**pipeline.system_labels(cfg, adapter), "exp": track.hydra_context().get("exp") or cfg.logger.group, "judge_key": ev["judge"].key}
             tracker.log_stage("evaluate", ev)
-            log.info(progress.stage_line("evaluate", ev, time.time() - t, progress.usage_delta(used, models.usage())))
+            log.info(progress.stage_line("evaluate", ev, time.time() - t, store.ledger.total_since(measured)))
         summary["usage"] = models.usage()
         summary["backend_calls"] = models.backend_calls()
         summary["cost"] = store.ledger.summary()

@@ -95,6 +95,13 @@ class Ledger:
         self.entries.append(entry)
         return artifact, built, entry
 
+    def total_since(self, start: int) -> dict[str, float]:
+        """Calls, cache hits, tokens and USD of the builds measured since `len(entries)` was `start`."""
+        total = _zero()
+        for e in self.entries[start:]:
+            _add(total, e["total"])
+        return total
+
     def summary(self) -> dict:
         """{stages: {label: {roles, total, artifacts}}, roles: {role: totals}, total}."""
         stages: dict[str, dict] = {}

@@ -33,17 +33,6 @@ def bar(iterable: Iterable[Any] | None = None, desc: str = "", total: int | None
     return tqdm(iterable, desc=desc, total=n, unit=unit, disable=disable, dynamic_ncols=True)
 
 
-def usage_delta(before: dict[str, dict], after: dict[str, dict]) -> dict[str, float]:
-    """Backend calls, cache hits, tokens and USD spent between two `Models.usage()` snapshots."""
-    keys = ("calls", "cache_hits", "errors", "prompt_tokens", "completion_tokens", "usd")
-    total = dict.fromkeys(keys, 0.0)
-    for role, now in after.items():
-        was = before.get(role, {})
-        for k in keys:
-            total[k] += float(now.get(k, 0) or 0) - float(was.get(k, 0) or 0)
-    return total
-
-
 def _counts(counts: dict) -> str:
     """`8->8` (in->out), `rows 6`, plus rejects / failures when there are any."""
     if isinstance(counts.get("langs"), dict):  # respond: {"langs": {code: {rows, errors}}}
