@@ -404,7 +404,7 @@ def run_respond(
     def produce(work: Path, parts: Any) -> dict:
         model = models.role(role, card)
         counts = {}
-        for code, rows in bar((benchmark_rows(cfg) if bench is None else bench_rows(cfg, bench)).items(), desc=f"respond {card.name}", unit="lang"):
+        for code, rows in bar(eval_rows(cfg, bench).items(), desc=f"respond {card.name}", unit="lang"):
             convs = [[{"role": "user", "content": r["instruction"]}] for r in rows]
             comps = model.chat(convs, adapter=str(adapter.file("adapter")) if adapter else None)
             outputs = [c.text.strip() if c.ok else "" for c in comps]
@@ -522,6 +522,11 @@ def bench_rows(cfg: Any, bench: Artifact) -> dict[str, list[dict]]:
     return {code: bench.rows(f"{code}.jsonl") for code in eval_codes(cfg)}
 
 
+def eval_rows(cfg: Any, bench: Artifact | None) -> dict[str, list[dict]]:
+    """The prompts per language: from the benchmark artifact, else built from the config (XL-AlpacaEval)."""
+    return benchmark_rows(cfg) if bench is None else bench_rows(cfg, bench)
+
+
 def _limited(prompts: list[dict], cfg: Any) -> list[dict]:
     excluded = {int(i) for i in cfg.eval.exclude_ids}
     kept = [p for p in prompts if int(p["id"]) not in excluded]
@@ -617,7 +622,7 @@ def run_respond_rtt(cfg: Any, store: Store, models: Models, card: Any, adapter: 
         sampling = model.sampling(**({"max_tokens": cfg.eval.rtt_max_tokens} if cfg.eval.rtt_max_tokens else {}))
         lora = str(adapter.file("adapter")) if adapter else None
         counts = {}
-        for code, rows in (benchmark_rows(cfg) if bench is None else bench_rows(cfg, bench)).items():
+        for code, rows in eval_rows(cfg, bench).items():
             if mode == "one_prompt":
                 comps = model.chat([rtt.one_prompt(r) for r in rows], sampling, adapter=lora)
                 results = [rtt.from_completion(c, code) for c in comps]
