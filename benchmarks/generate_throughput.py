@@ -168,13 +168,13 @@ def bench_comet_qe(items: list[dict], batch: int, tmp: Path, repeats: int) -> di
 
     pairs = [(s, mt) for s, mt, _ in all_triples(items)]
     scorer = qe.CometQE(str(build_tiny_kiwi(tmp / "kiwi")), batch)
-    scorer.score(pairs[:2])  # warm up
+    scorer.score_pairs(pairs[:2])  # warm up
 
     def without_dedup():
         out = scorer.model.predict([{"src": s, "mt": t} for s, t in pairs], batch_size=batch, gpus=0, progress_bar=False)
         return [float(x) for x in out.scores]
 
-    best = best_of(repeats, {"raw": without_dedup, "dedup": lambda: scorer.score(pairs)})
+    best = best_of(repeats, {"raw": without_dedup, "dedup": lambda: scorer.score_pairs(pairs)})
     (raw, t_raw, w_raw), (dedup, t_dedup, w_dedup) = best["raw"], best["dedup"]
     close = sum(abs(a - b) < 1e-5 for a, b in zip(raw, dedup, strict=True))
     return {"pairs": len(pairs), "t_raw": t_raw, "t_dedup": t_dedup, "w_raw": w_raw, "w_dedup": w_dedup,

@@ -23,8 +23,10 @@ from hydra import compose, initialize_config_dir
 
 from xlexp.__main__ import run
 from xlexp.config import register
-from xlexp.pipeline import Models
+from xlexp.roles import Models
 from xlexp.store import Store
+
+pytestmark = pytest.mark.slow  # whole runs: the slow lane
 
 ROOT = Path(__file__).resolve().parents[1]
 register()

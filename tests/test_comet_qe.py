@@ -90,14 +90,14 @@ PAIRS = [
 
 def test_comet_qe_scores_each_pair_deterministically(kiwi_dir: Path) -> None:
     scorer = qe.CometQE(str(kiwi_dir), batch_size=2)
-    first = scorer.score(PAIRS)
+    first = scorer.score_pairs(PAIRS)
     assert len(first) == len(PAIRS)
     assert all(isinstance(s, float) and math.isfinite(s) for s in first)
     assert len(set(first)) > 1  # the pairs are scored individually, not one shared value
-    assert scorer.score(PAIRS) == pytest.approx(first, abs=1e-6)
-    assert scorer.score(PAIRS[1:2]) == pytest.approx(first[1:2], abs=1e-5)  # no batch effects
+    assert scorer.score_pairs(PAIRS) == pytest.approx(first, abs=1e-6)
+    assert scorer.score_pairs(PAIRS[1:2]) == pytest.approx(first[1:2], abs=1e-5)  # no batch effects
     # The checkpoint file path works too.
-    assert qe.CometQE(str(kiwi_dir / "checkpoints" / "model.ckpt")).score(
+    assert qe.CometQE(str(kiwi_dir / "checkpoints" / "model.ckpt")).score_pairs(
         PAIRS[:1]
     ) == pytest.approx(first[:1], abs=1e-5)
 
@@ -108,12 +108,13 @@ def test_offline_hub_name_says_how_to_fix() -> None:
     assert "HF_TOKEN" in str(err.value)
 
 
-def test_pipeline_qe_stage_scores_each_unique_pair_once(kiwi_dir, tmp_path, monkeypatch) -> None:
+def test_qe_stage_scores_each_unique_pair_once(kiwi_dir, tmp_path, monkeypatch) -> None:
     from comet.models.base import CometModel
     from omegaconf import OmegaConf
 
     from xlexp.config import Config
-    from xlexp.pipeline import Models, run_qe
+    from xlexp.generate.stage import run_qe
+    from xlexp.roles import Models
     from xlexp.store import Store, write_jsonl
 
     seen: list[list[tuple[str, str]]] = []  # what reaches the COMET model, per predict() call

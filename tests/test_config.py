@@ -65,7 +65,7 @@ def test_profile_tiny_brings_an_experiment_down_to_cpu():
         (["teacher.backend=vllm"], "teacher.backend"),
         (["model.backend=tgi"], "model.backend"),
         (["teacher.model=pkg:not_a_package_xyz"], "teacher.model"),
-        (["seed=jsonl", "seed_data.path=/nonexistent.jsonl"], "seed_data.path"),
+        (["seed_data=jsonl", "seed_data.path=/nonexistent.jsonl"], "seed_data.path"),
         (["model.backend=openai", "model.api_key_env=null"], "model.backend"),
     ],
 )

@@ -1,4 +1,4 @@
-"""The evaluation experiments of issue 5 (Tables 1, 2, 3, 7, 8): every conf/exp file composes with
+"""The evaluation experiments (Tables 1, 2, 3, 7, 8): every conf/exp file composes with
 the paper profile and with `profile=tiny` after it, and each runs end to end on the tiny profile.
 
 The judge (and the m-AlpacaEval translator, which is the judge card as GPT-4o is in the paper) is a
@@ -24,6 +24,8 @@ from hydra import compose, initialize_config_dir
 from xlexp.__main__ import run
 from xlexp.config import register, validate
 from xlexp.store import Store
+
+pytestmark = pytest.mark.slow  # whole runs: the slow lane
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPS = ("offtheshelf", "rtt", "mtransfer", "zeroshot", "finegrained")
@@ -159,7 +161,7 @@ def test_mtransfer_tiny_run_translates_prompts_once_and_adds_english(tmp_path, t
     args = overrides(evaluator.base_url, tiny_model_dir, tmp_path / "store", "stages=[evaluate,report]")
     summary = run(compose_exp("mtransfer", "profile=tiny", *args), tmp_path / "a")
     assert set(summary["metrics"]) == {"deu", "fra", "eng", "avg"}
-    bench = Store(tmp_path / "store").get("benchmark", summary["stages"]["evaluate"]["benchmark"])
+    bench = Store(tmp_path / "store").get("prompt_set", summary["stages"]["evaluate"]["prompt_set"])
     deu, eng = bench.rows("deu.jsonl"), bench.rows("eng.jsonl")
     assert [r["instruction"] for r in deu] == [f"[German] {r['instruction']}" for r in eng]  # monolingual, no template
     assert all(r["english"] == e["instruction"] for r, e in zip(deu, eng, strict=True))

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 
 from xlexp.config import ConfigError, register, validate
 from xlexp.evaluate import mbench, sources
-from xlexp.evaluate.benchmark import (
+from xlexp.evaluate.build_xl import (
     PLACEHOLDER,
     build_xl,
     check_rewrites,
@@ -97,8 +97,8 @@ def _cfg(*overrides: str):
         return compose("config", overrides=["stages=[evaluate]", "eval.limit=null", *overrides])
 
 
-def test_pipeline_benchmark_applies_rewrites_unless_disabled(alpaca_file: Path) -> None:
-    from xlexp.pipeline import benchmark_rows
+def test_xl_prompts_apply_rewrites_unless_disabled(alpaca_file: Path) -> None:
+    from xlexp.evaluate.prompt_sets import xl_rows as benchmark_rows
 
     cfg = _cfg("eval=xl_alpacaeval", f"eval.path={alpaca_file}", "eval.langs=[por]")
     validate(cfg, cuda=False)
@@ -163,7 +163,7 @@ def test_m_alpacaeval_core() -> None:
 
 
 def test_benchmark_cli_applies_the_shipped_rewrites(tmp_path: Path) -> None:
-    from xlexp.benchmark import main
+    from xlexp.build_xl import main
 
     rewrites = read_rewrites_file("paper")
     rows = [{"instruction": f"Prompt {i}", "dataset": "x"} for i in range(1, 301)]

@@ -45,6 +45,7 @@ def test_paper_profile_by_default():
     assert cfg.k == 3 and len(cfg.translators) == 3 and cfg.qe.kind == "comet"
 
 
+@pytest.mark.slow
 def test_multirun_launches_one_job_per_strategy(tmp_path):
     env = {**os.environ, "WANDB_DISABLED": "true", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "xlexp", "+exp=selection", "profile=tiny", "stages=[]",

@@ -1,4 +1,4 @@
-"""Generation stats (issue 3, section 8) on hand-made rows whose answers are worked out by hand."""
+"""Generation stats on hand-made rows whose answers are worked out by hand."""
 
 from __future__ import annotations
 

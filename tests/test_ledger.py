@@ -48,6 +48,7 @@ def expected(requests: list[dict], model: str, price_in: float, price_out: float
             "usd": (tokens_in * price_in + tokens_out * price_out) / 1e6}
 
 
+@pytest.mark.slow
 def test_dollars_per_stage_are_exact_and_a_rerun_costs_nothing(tmp_path: Path) -> None:
     with FakeOpenAI(answer) as srv:
         cfg = compose_cfg(srv.base_url, tmp_path / "store")
@@ -84,6 +85,7 @@ def test_dollars_per_stage_are_exact_and_a_rerun_costs_nothing(tmp_path: Path) -
         assert all(not a["built"] for s in again["stages"].values() for a in s["artifacts"])
 
 
+@pytest.mark.slow
 def test_cache_hits_cost_nothing_and_are_counted(tmp_path: Path) -> None:
     with FakeOpenAI(answer) as srv:
         run(compose_cfg(srv.base_url, tmp_path / "store"), tmp_path / "run1")
@@ -110,7 +112,7 @@ def test_nested_build_is_charged_to_the_inner_stage_only(tmp_path: Path) -> None
 
     from xlexp.config import LLMConfig
     from xlexp.ledger import LedgerStore
-    from xlexp.pipeline import Models
+    from xlexp.roles import Models
 
     with FakeOpenAI(answer) as srv:
         store = LedgerStore(tmp_path / "store")

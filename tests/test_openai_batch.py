@@ -84,6 +84,7 @@ load(card, store).chat(convs)
 """
 
 
+@pytest.mark.slow
 def test_restart_mid_poll_resumes_the_same_batch(tmp_path: Path) -> None:
     with FakeOpenAI(answer) as srv:
         srv.hold_batches = True  # the batch stays in_progress while the first job polls
@@ -173,6 +174,7 @@ def test_batch_api_needs_the_openai_backend() -> None:
         validate(cfg, cuda=False)
 
 
+@pytest.mark.slow
 def test_run_with_judge_and_reference_on_the_batch_api(tmp_path: Path) -> None:
     """The stages do not care: a whole evaluate run, judge and reference through batches."""
     from test_ledger import CARDS, compose_cfg

@@ -1,6 +1,6 @@
 """A teacher (and LLM QE judge) that answers some items with garbage or an HTTP error: those items
 become rejects with reasons, counted in the stage metadata and in the generation stats; the
-stages complete (issue 3, tests).
+stages complete.
 
 Teacher and QE are the fake OpenAI-compatible server; translators the tiny random Llama.
 """
@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from fakeserver import FakeOpenAI, Reply
 from test_chain import Teacher, compose_cfg, overrides
 
 from xlexp.__main__ import run
 from xlexp.store import Store, digest
+
+pytestmark = pytest.mark.slow  # whole runs: the slow lane
 
 
 def bad(text: str, modulo: int) -> bool:

@@ -58,15 +58,20 @@ def labels(model: str, n: int | None, reference: str = "gpt-4o-mini") -> dict:
 
 
 def judge_artifact(store: Store, model: str, n: int | None, deu: float, zho: float, reference: str = "gpt-4o-mini") -> str:
-    """A finished judge artifact as run_judge writes it: metrics.json + `system` labels in DONE."""
-    key = store.key("judge", {"model": model, "n": n, "reference": reference})
+    """The metrics of a judged system as run_metrics writes them: metrics.json + the judged
+    system's labels and judge key in DONE. Returns the judge key."""
+    judge_key = store.key("judge", {"model": model, "n": n, "reference": reference})
+    metrics_artifact(store, judge_key, labels(model, n, reference), metrics(deu, zho))
+    return judge_key
 
+
+def metrics_artifact(store: Store, judge_key: str, system: dict, table: dict) -> None:
     def produce(work: Path, parts) -> dict:
-        write_json(work / "metrics.json", metrics(deu, zho))
+        write_json(work / "metrics.json", table)
         return {"langs": 2}
 
-    store.build("judge", key, produce, info={"system": labels(model, n, reference)})
-    return key
+    key = store.key("metrics", {"metrics": ["win_rate"]}, [judge_key])
+    store.build("metrics", key, produce, info={"system": {**system, "judge_key": judge_key}})
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -179,7 +184,7 @@ def test_same_label_twice_is_told_apart_by_judge_key(tmp_path):
     store = Store(tmp_path / "store")
     a = judge_artifact(store, "m", None, 10.0, 20.0)
     b = store.key("judge", "another benchmark subset")
-    store.build("judge", b, lambda work, parts: write_json(work / "metrics.json", metrics(5.0, 5.0)) or {}, info={"system": labels("m", None)})
+    metrics_artifact(store, b, labels("m", None), metrics(5.0, 5.0))
     md = report.paper_table(report.collect(tmp_path / "store"))
     assert f"| m [{a[:8]}] | **15.00** |" in md and f"| m [{b[:8]}] | 5.00 |" in md
 

@@ -12,9 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 from omegaconf import OmegaConf
 
-from xlexp.config import ConfigError, SeedConfig, validate_seed
+from xlexp.config import ConfigError
 from xlexp.generate import seed
-from xlexp.pipeline import run_seed
+from xlexp.generate.config import SeedDataConfig, validate_seed
+from xlexp.generate.stage import run_seed
 from xlexp.store import Store
 
 
@@ -32,9 +33,9 @@ def corpus_rows() -> list[dict]:
     return rows
 
 
-def cfg_for(source: str, path: Path | str | None, **kw) -> SeedConfig:
+def cfg_for(source: str, path: Path | str | None, **kw) -> SeedDataConfig:
     fields = {"source": source, "path": str(path) if path else None, "n": 12, "min_chars": 40, "max_chars": 120, "shuffle_buffer": 16}
-    return OmegaConf.structured(SeedConfig(**{**fields, **kw}))
+    return OmegaConf.structured(SeedDataConfig(**{**fields, **kw}))
 
 
 def write_parquet(path: Path, rows: list[dict]) -> Path:
@@ -121,17 +122,17 @@ def test_gated_hub_dataset_without_token_names_the_key(no_hf_token: None):
 
     assert seed.hf_token() is None
     with pytest.raises(ConfigError) as err:
-        validate(make("seed=culturax"), cuda=False)
+        validate(make("seed_data=culturax"), cuda=False)
     assert err.value.key == "seed_data.name" and "HF_TOKEN" in str(err.value) and "uonlp/CulturaX" in str(err.value)
     # Without generation in the stages the seed corpus is not needed.
-    validate(make("seed=culturax", "stages=[evaluate]"), cuda=False)
+    validate(make("seed_data=culturax", "stages=[evaluate]"), cuda=False)
 
 
 def test_hub_unreachable_is_a_clear_error(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token_123")
     from test_config import make
 
-    cfg = make("seed=culturax")
+    cfg = make("seed_data=culturax")
     validate_seed(cfg.seed_data)  # a token is there: validation passes
     assert cfg.seed_data.name == "uonlp/CulturaX" and cfg.seed_data.config == "en"
     with pytest.raises(RuntimeError, match=r"^seed_data\.name: cannot stream 'uonlp/CulturaX'.*HF_TOKEN"):
@@ -149,7 +150,7 @@ def test_hub_unreachable_is_a_clear_error(monkeypatch: pytest.MonkeyPatch):
 )
 def test_bad_seed_config_names_the_key(fields, key):
     with pytest.raises(ConfigError) as err:
-        validate_seed(OmegaConf.structured(SeedConfig(**fields)))
+        validate_seed(OmegaConf.structured(SeedDataConfig(**fields)))
     assert err.value.key == key
 
 

@@ -16,8 +16,8 @@ from test_sft import make_rows
 
 from xlexp import track
 from xlexp.config import Config, LLMConfig, SFTConfig, register
-from xlexp.pipeline import report_to, run_sft, sft_key
 from xlexp.sft import build_trainer, train_lora
+from xlexp.sft.stage import report_to, run_sft, sft_key
 from xlexp.sft.train import use_bf16
 from xlexp.store import Artifact, Store, write_jsonl
 

@@ -53,6 +53,7 @@ def test_one_process_trains_in_process(tiny_model_dir: Path, tmp_path: Path) -> 
     assert not inside_distributed_launch()
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_train_with_ddp_and_the_adapter_reloads(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

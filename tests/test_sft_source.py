@@ -12,8 +12,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from xlexp.config import Config, ConfigError, ExternalDataConfig, LLMConfig, register, validate
-from xlexp.pipeline import run_external_data, sft_dataset
 from xlexp.sft import source
+from xlexp.sft.stage import run_external_data, sft_dataset
 from xlexp.store import Store
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
@@ -206,6 +206,7 @@ def test_bad_sft_source_config_names_the_key(overrides: list[str], key: str) -> 
     assert err.value.key == key, str(err.value)
 
 
+@pytest.mark.slow
 def test_run_with_an_external_source_skips_generation(tmp_path: Path, tiny_model_dir: Path) -> None:
     """`python -m xlexp stages=[sft] sft.source=external ...`: no teacher, no generate stage; the
     external artifact feeds SFT; a rerun reuses both."""

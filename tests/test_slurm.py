@@ -20,10 +20,13 @@ from fakeserver import FakeOpenAI
 from sweeps import ROOT, artifact_keys, job_results, run_sweep, sweep_command, sweep_env
 from test_chain import Teacher
 
-pytestmark = pytest.mark.skipif(
-    not (shutil.which("sbatch") or os.environ.get("XLEXP_SLURM_TEST") == "1"),
-    reason="needs Slurm: sbatch on PATH or XLEXP_SLURM_TEST=1 (launchers/local_slurm.sh start)",
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (shutil.which("sbatch") or os.environ.get("XLEXP_SLURM_TEST") == "1"),
+        reason="needs Slurm: sbatch on PATH or XLEXP_SLURM_TEST=1 (launchers/local_slurm.sh start)",
+    ),
+]
 # Tiny jobs: no GPU, one CPU each so both array tasks run at once on a 2-CPU node.
 SLURM_ENV = {"XLEXP_SLURM_GPUS": "null", "XLEXP_SLURM_CPUS": "1", "XLEXP_SLURM_MEM_GB": "3", "XLEXP_SLURM_TIMEOUT_MIN": "30"}
 TIMEOUT_S = 900

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from fakeserver import FakeOpenAI
 from sweeps import artifact_keys, job_results, run_sweep, sweep_command
 from test_chain import Teacher
+
+pytestmark = pytest.mark.slow  # whole runs: the slow lane
 
 
 def test_tiny_scaling_sweep_on_submitit_local_shares_the_generated_dataset(tmp_path, tiny_model_dir):

@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import wandb_offline
 from fakeserver import FakeOpenAI
 from test_chain import Teacher, overrides
+
+pytestmark = pytest.mark.slow  # whole runs: the slow lane
 
 ROOT = Path(__file__).resolve().parents[1]
 

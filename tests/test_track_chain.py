@@ -15,6 +15,8 @@ from test_chain import Teacher, compose_cfg, overrides
 from xlexp import report
 from xlexp.__main__ import run
 
+pytestmark = pytest.mark.slow  # whole runs: the slow lane
+
 SECRET = "sk-live-THISMUSTNOTLEAK-0987654321"
 
 

@@ -1,5 +1,5 @@
 """Reassembly with a real translator: the tiny random Llama (hf backend) translates tricky markdown
-through the translate stage, and the layout survives (issue 3, tests; paper 4.3).
+through the translate stage, and the layout survives (paper 4.3).
 
 The model writes gibberish, which is the point: whatever a translator returns, the markdown
 prefixes, blank lines, code blocks and bare URLs around its sentences stay as they were.
@@ -16,7 +16,8 @@ from test_segment import TRICKY
 
 from xlexp.config import Config
 from xlexp.generate.segment import reassemble
-from xlexp.pipeline import Models, run_translate
+from xlexp.generate.stage import run_translate
+from xlexp.roles import Models
 from xlexp.store import Store, write_jsonl
 
 CAST_IRON = """# Caring for a cast-iron pan
@@ -79,7 +80,7 @@ def translated(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -
     models = Models(store)
     try:
         art = run_translate(cfg, store, models, refined)
-        calls = models.usage()["translator:tiny"]["calls"]
+        calls = models.roles()["translator:tiny"].usage.calls
     finally:
         models.close()
     rows = art.rows()

@@ -19,12 +19,13 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from xlexp.config import register
-from xlexp.pipeline import Models
+from xlexp.roles import Models
 from xlexp.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 register()
+pytestmark = pytest.mark.slow  # whole runs: the slow lane
 
 VLLM_STAND_IN = f"""#!{sys.executable}
 # `vllm serve MODEL ... --port N`: an OpenAI-compatible echo server named MODEL on 0.0.0.0:N.

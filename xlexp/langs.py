@@ -5,6 +5,9 @@ Adding a language is one line here.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 LANGUAGES: dict[str, tuple[str, str]] = {
     "eng": ("English", "en"),
     "deu": ("German", "de"),
@@ -31,3 +34,23 @@ def name(code: str) -> str:
 
 def iso639_1(code: str) -> str:
     return LANGUAGES[code][1]
+
+
+@dataclass
+class LangsConfig:
+    codes: list[str] = field(default_factory=lambda: ["deu", "fra"])
+    assign: str = "one"  # one: each pair gets one language, seeded and balanced; all: every one
+
+
+def validate_langs(cfg: Any) -> None:
+    """Target and evaluation languages are in the table; `langs.assign` is known."""
+    from xlexp.errors import ConfigError
+
+    for key, codes in (("langs.codes", cfg.langs.codes), ("eval.langs", cfg.eval.langs or [])):
+        for i, code in enumerate(codes):
+            if code not in LANGUAGES:
+                raise ConfigError(f"{key}[{i}]", f"unknown language code {code!r} (known: {', '.join(sorted(LANGUAGES))})")
+    if not cfg.langs.codes:
+        raise ConfigError("langs.codes", "needs at least one target language")
+    if cfg.langs.assign not in ("one", "all"):
+        raise ConfigError("langs.assign", f"must be 'one' or 'all', not {cfg.langs.assign!r}")

@@ -44,7 +44,7 @@ def usd(prompt_tokens: float, completion_tokens: float, card: Any) -> float:
 
 @dataclass
 class Ledger:
-    """Per-stage usage deltas of one run. `models` is a pipeline.Models (anything with `roles()`)."""
+    """Per-stage usage deltas of one run. `models` is a roles.Models (anything with `roles()`)."""
 
     models: Any = None
     entries: list[dict] = field(default_factory=list)

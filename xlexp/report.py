@@ -18,20 +18,8 @@ from xlexp.store import write_json
 
 log = logging.getLogger("xlexp")
 
-COLUMNS = [
-    ("win_rate", "win rate"),
-    ("ci_low", "95% CI low"),
-    ("ci_high", "95% CI high"),
-    ("lang_fidelity", "lang fidelity"),
-    ("avg_len", "avg len"),
-    ("n", "n"),
-    ("n_malformed", "malformed"),
-    ("lc_win_rate", "LC win rate"),
-]
-
-
-def load_metrics(judge_artifact: Any) -> dict:
-    return json.loads(judge_artifact.file("metrics.json").read_text())
+def load_json(artifact: Any, name: str) -> Any:
+    return json.loads(artifact.file(name).read_text())
 
 
 def _fmt(value: Any) -> str:
@@ -40,14 +28,18 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def markdown_table(metrics: dict, title: str = "") -> str:
+def markdown_table(metrics: dict, title: str = "", columns: list | None = None) -> str:
+    """One row per language + avg; `columns` as the metrics artifact lists them (default: all)."""
+    from xlexp.evaluate.metrics import columns as metric_columns
+
+    cols = [tuple(c) for c in columns] if columns else metric_columns()
     langs = [k for k in metrics if k != "avg"] + (["avg"] if "avg" in metrics else [])
     lines = [f"### {title}", ""] if title else []
-    lines.append("| lang | " + " | ".join(label for _, label in COLUMNS) + " |")
-    lines.append("|---" * (len(COLUMNS) + 1) + "|")
+    lines.append("| lang | " + " | ".join(label for _, label in cols) + " |")
+    lines.append("|---" * (len(cols) + 1) + "|")
     for lang in langs:
         row = metrics[lang]
-        lines.append(f"| {lang} | " + " | ".join(_fmt(row.get(key)) for key, _ in COLUMNS) + " |")
+        lines.append(f"| {lang} | " + " | ".join(_fmt(row.get(key)) for key, _ in cols) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -61,7 +53,7 @@ def write_results(run_dir: Path, summary: dict, cfg: Any) -> dict[str, Path]:
         parts += [f"> {summary['note']}", ""]
     if summary.get("metrics"):
         title = f"{cfg.model.name} vs {cfg.reference.name}, judged by {cfg.judge.name}"
-        parts.append(markdown_table(summary["metrics"], title))
+        parts.append(markdown_table(summary["metrics"], title, summary.get("columns")))
     if summary.get("rubric"):
         parts.append(rubric_table(summary["rubric"], f"{cfg.model.name}: fine-grained scores (1-5), judged by {cfg.judge.name}"))
     parts.append("### stages\n")
@@ -81,7 +73,7 @@ def console_summary(summary: dict) -> str:
     if summary.get("note"):
         lines.append(f"NOTE: {summary['note']}")
     if summary.get("metrics"):
-        lines.append(markdown_table(summary["metrics"]))
+        lines.append(markdown_table(summary["metrics"], columns=summary.get("columns")))
     if summary.get("rubric"):
         lines.append(rubric_table(summary["rubric"]))
     lines.append(f"backend calls: {summary.get('backend_calls')}  wall time: {summary.get('seconds')} s")
@@ -152,16 +144,20 @@ def system_from_labels(labels: dict, metrics: dict, key: str = "") -> SystemRow:
 
 
 def rows_from_store(store_dir: Path) -> list[SystemRow]:
-    """Every finished judge artifact of a store, labelled by the `system` its DONE records."""
-    rows = []
-    for done in sorted(Path(store_dir, "judge").glob("*/DONE")):
+    """Every finished metrics artifact of a store, labelled by the `system` its DONE records.
+    Several metrics artifacts of one judged system (another metric list): the newest wins."""
+    rows: dict[str, tuple[str, SystemRow]] = {}
+    for done in sorted(Path(store_dir, "metrics").glob("*/DONE")):
         meta = json.loads(done.read_text())
         metrics_file = done.parent / "metrics.json"
         if not metrics_file.exists():
             continue
-        labels = meta.get("system") or {"model": f"judge:{meta.get('key', done.parent.name)}"}
-        rows.append(system_from_labels(labels, json.loads(metrics_file.read_text()), meta.get("key", done.parent.name)))
-    return rows
+        labels = meta.get("system") or {"model": f"metrics:{meta.get('key', done.parent.name)}"}
+        row = system_from_labels(labels, json.loads(metrics_file.read_text()), labels.get("judge_key") or meta.get("key", done.parent.name))
+        finished = str(meta.get("finished_at", ""))
+        if row.key not in rows or rows[row.key][0] <= finished:
+            rows[row.key] = (finished, row)
+    return [row for _, row in rows.values()]
 
 
 def rows_from_runs(sweep_dir: Path) -> list[SystemRow]:
@@ -183,12 +179,12 @@ def collect(path: Path) -> list[SystemRow]:
     if not path.is_dir():
         raise FileNotFoundError(f"report: {path} is not a directory (give a sweep dir, a run dir or a store dir)")
     rows = rows_from_runs(path)
-    if not rows and (path / "judge").is_dir():
+    if not rows and (path / "metrics").is_dir():
         rows = rows_from_store(path)
     if not rows:
         raise FileNotFoundError(
             f"report: nothing to report in {path}: no results.json with metrics under it (run with the report stage) "
-            "and no finished judge artifacts (judge/<key>/metrics.json) in it"
+            "and no finished metrics artifacts (metrics/<key>/metrics.json) in it"
         )
     return rows
 

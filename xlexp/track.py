@@ -5,12 +5,26 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
 from xlexp.store import read_jsonl
+
+
+@dataclass
+class LoggerConfig:
+    kind: str = "none"  # wandb | none
+    project: str = "xlexp"
+    entity: str | None = None
+    mode: str = "auto"  # auto: online with WANDB_API_KEY, offline without
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    samples: int = 20  # judged sample rows per language in the W&B table
+    copy_max_mb: float = 50.0  # dataset/adapter artifacts above this are logged as file:// references
+
 
 _SECRET_KEY = re.compile(r"(api_?key|token|secret|password)$", re.I)
 _SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)", re.I)

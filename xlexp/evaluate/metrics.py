@@ -8,7 +8,8 @@ and is left out of the rates (counted as malformed instead).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -57,53 +58,117 @@ def _mean(xs: list[float]) -> float:
     return sum(xs) / len(xs) if xs else NAN
 
 
+@dataclass
+class LangData:
+    """What the metrics of one language are computed from: the judge's preferences aligned with
+    the system's and the reference's outputs."""
+
+    lang: str
+    index: int  # position among the languages (seeds its bootstrap stream)
+    prefs: list[float | None]
+    outputs: list[str]
+    ref_outputs: list[str] | None = None
+    n_malformed: int | None = None  # None: the number of None prefs
+    lang_fidelity: float | None = None  # None: detected from `outputs`
+
+
+@dataclass(frozen=True)
+class Metric:
+    """Columns of the results table: `per_lang(data, n_boot, seed, alpha) -> {column: value}`
+    and `average(rows, data, n_boot, seed, alpha) -> {column: value}` for the "avg" row."""
+
+    columns: tuple[tuple[str, str], ...]  # (key, label)
+    per_lang: Callable[..., dict]
+    average: Callable[..., dict]
+
+
+def _mean_of(*keys: str) -> Callable[..., dict]:
+    def average(rows: list[dict], data: list[LangData], n_boot: int, seed: int, alpha: float) -> dict:
+        return {k: _mean([r[k] for r in rows]) for k in keys}
+
+    return average
+
+
+def _win_rate(d: LangData, n_boot: int, seed: int, alpha: float) -> dict:
+    lo, hi = bootstrap_ci(d.prefs, n=n_boot, seed=seed, alpha=alpha)
+    return {"win_rate": win_rate(d.prefs), "ci_low": lo, "ci_high": hi}
+
+
+def _win_rate_avg(rows: list[dict], data: list[LangData], n_boot: int, seed: int, alpha: float) -> dict:
+    # The macro average's CI bootstraps that average, resampling each language independently.
+    boot = [
+        _boot_means(values, n_boot, np.random.default_rng([seed, d.index]))
+        for d in data
+        if (values := _valid(d.prefs)).size
+    ]
+    lo, hi = _interval(np.mean(boot, axis=0), alpha) if boot else (NAN, NAN)
+    return {"win_rate": _mean([r["win_rate"] for r in rows]), "ci_low": lo, "ci_high": hi}
+
+
+def _counts(d: LangData, n_boot: int, seed: int, alpha: float) -> dict:
+    n = int(_valid(d.prefs).size)
+    return {"n": n, "n_malformed": int(d.n_malformed if d.n_malformed is not None else len(d.prefs) - n)}
+
+
+def _fidelity(d: LangData, n_boot: int, seed: int, alpha: float) -> dict:
+    fid = d.lang_fidelity
+    if fid is None:
+        fid = langid.fidelity(d.outputs, d.lang) if d.outputs else NAN
+    return {"lang_fidelity": float(fid)}
+
+
+def _lc(d: LangData, n_boot: int, seed: int, alpha: float) -> dict:
+    # Length control needs the reference outputs the judge compared against.
+    refs = d.ref_outputs
+    return {"lc_win_rate": lc.lc_win_rate(d.prefs, d.outputs, refs) if refs is not None else NAN}
+
+
+# The metrics and their columns, in table order. Adding a metric is one entry here: the metrics
+# artifact's key holds these names, so stored judgements gain the column without a judge call.
+METRICS: dict[str, Metric] = {
+    "win_rate": Metric((("win_rate", "win rate"), ("ci_low", "95% CI low"), ("ci_high", "95% CI high")), _win_rate, _win_rate_avg),
+    "lang_fidelity": Metric((("lang_fidelity", "lang fidelity"),), _fidelity, _mean_of("lang_fidelity")),
+    "avg_len": Metric((("avg_len", "avg len"),), lambda d, *_: {"avg_len": avg_length(d.outputs)}, _mean_of("avg_len")),
+    "counts": Metric(
+        (("n", "n"), ("n_malformed", "malformed")),
+        _counts,
+        lambda rows, *_: {"n": sum(r["n"] for r in rows), "n_malformed": sum(r["n_malformed"] for r in rows)},
+    ),
+    "lc_win_rate": Metric((("lc_win_rate", "LC win rate"),), _lc, _mean_of("lc_win_rate")),
+}
+
+
+def columns(names: Sequence[str] | None = None) -> list[tuple[str, str]]:
+    """(key, label) of every column the named metrics (default: all) produce, in table order."""
+    return [col for name in (names or METRICS) for col in METRICS[name].columns]
+
+
+def summarize_langs(
+    data: Sequence[LangData], names: Sequence[str] | None = None, n_boot: int = 1000, seed: int = 1, alpha: float = 0.05
+) -> dict[str, dict]:
+    """One row per language + "avg" (the macro average, as the paper's tables)."""
+    metrics = [METRICS[n] for n in (names or METRICS)]
+    table = {d.lang: {k: v for m in metrics for k, v in m.per_lang(d, n_boot, seed, alpha).items()} for d in data}
+    rows = list(table.values())
+    table["avg"] = {k: v for m in metrics for k, v in m.average(rows, list(data), n_boot, seed, alpha).items()}
+    return table
+
+
 def summarize(
     per_lang: dict[str, dict], n_boot: int = 1000, seed: int = 1, alpha: float = 0.05
 ) -> dict[str, dict]:
-    """Rows `{win_rate, ci_low, ci_high, n, n_malformed, avg_len, lang_fidelity}` per language + "avg".
-
-    Each `per_lang[lang]` holds `prefs` (None = no verdict), `outputs` (the system's outputs)
-    and optionally `lang_fidelity` (else detected from `outputs`) and `n_malformed` (else the
-    number of None prefs), and optionally `ref_outputs` (the reference's outputs, same order)
-    for the length-controlled win rate `lc_win_rate` (NaN without them).
-    "avg" is the macro average over languages, as the paper's tables;
-    its CI bootstraps that average, resampling each language independently.
-    """
-    table: dict[str, dict] = {}
-    boot: list[np.ndarray] = []
-    for i, (lang, entry) in enumerate(per_lang.items()):
-        prefs = list(entry.get("prefs", []))
-        outputs = list(entry.get("outputs", []))
-        values = _valid(prefs)
-        fid = entry.get("lang_fidelity")
-        if fid is None:
-            fid = langid.fidelity(outputs, lang) if outputs else NAN
-        lo, hi = bootstrap_ci(prefs, n=n_boot, seed=seed, alpha=alpha)
-        table[lang] = {
-            "win_rate": win_rate(prefs),
-            "ci_low": lo,
-            "ci_high": hi,
-            "n": int(values.size),
-            "n_malformed": int(entry.get("n_malformed", len(prefs) - values.size)),
-            "avg_len": avg_length(outputs),
-            "lang_fidelity": float(fid),
-        }
-        # Length-controlled win rate needs the reference outputs the judge compared against.
-        refs = entry.get("ref_outputs")
-        table[lang]["lc_win_rate"] = lc.lc_win_rate(prefs, outputs, refs) if refs is not None else NAN
-        if values.size:
-            boot.append(_boot_means(values, n_boot, np.random.default_rng([seed, i])))
-    rows = list(table.values())
-    avg = {key: _mean([r[key] for r in rows]) for key in ("win_rate", "avg_len", "lang_fidelity")}
-    avg_lo, avg_hi = _interval(np.mean(boot, axis=0), alpha) if boot else (NAN, NAN)
-    table["avg"] = {
-        "win_rate": avg["win_rate"],
-        "ci_low": avg_lo,
-        "ci_high": avg_hi,
-        "n": sum(r["n"] for r in rows),
-        "n_malformed": sum(r["n_malformed"] for r in rows),
-        "avg_len": avg["avg_len"],
-        "lang_fidelity": avg["lang_fidelity"],
-    }
-    table["avg"]["lc_win_rate"] = _mean([r["lc_win_rate"] for r in rows])
-    return table
+    """`summarize_langs` on plain dicts: each `per_lang[lang]` holds `prefs` (None = no
+    verdict), `outputs`, and optionally `ref_outputs`, `n_malformed`, `lang_fidelity`."""
+    data = [
+        LangData(
+            lang=lang,
+            index=i,
+            prefs=list(e.get("prefs", [])),
+            outputs=list(e.get("outputs", [])),
+            ref_outputs=e.get("ref_outputs"),
+            n_malformed=e.get("n_malformed"),
+            lang_fidelity=e.get("lang_fidelity"),
+        )
+        for i, (lang, e) in enumerate(per_lang.items())
+    ]
+    return summarize_langs(data, n_boot=n_boot, seed=seed, alpha=alpha)

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from xlexp import langs as langtable
-from xlexp.config import ConfigError
-from xlexp.evaluate.benchmark import demo_prompts, load_prompts
+from xlexp.errors import ConfigError
+from xlexp.evaluate.build_xl import demo_prompts, load_prompts
 
 ALPACA_EVAL_REPO = "tatsu-lab/alpaca_eval"  # its loading script fails with current `datasets`
 ALPACA_EVAL_FILE = "alpaca_eval.json"

@@ -1,6 +1,6 @@
 """Stage 4a, quality estimation (paper 4.4): one score in [0, 1] per unique (source, translation).
 
-Two scorers: CometKiwi through unbabel-comet (the paper's), and an LLM-prompted, GEMBA-style
+Scorers are found by `qe.kind` in `SCORERS`. Two are built in: CometKiwi through unbabel-comet (the paper's), and an LLM-prompted, GEMBA-style
 scorer through the backend protocol that runs offline: the expected 1-5 rating under the
 judge's first-token distribution over the digits (probability-weighted, as G-Eval), rescaled
 to [0, 1]; the parsed digit when the backend gives no logprobs.
@@ -14,8 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from xlexp import langs
+from xlexp.errors import ConfigError
 from xlexp.generate import prompt
 from xlexp.llm import Completion, Conversation
+from xlexp.registry import Registry
+from xlexp.store import digest
+
+# qe.kind -> a scorer class: check(cfg, runs), key_info(cfg), from_config(cfg, models),
+# score(triples) -> [{"score": float | None, "reject": str | None}]
+SCORERS: Registry[Any] = Registry("QE scorer")
 
 DIGITS = "12345"
 TOP_LOGPROBS = 20
@@ -49,6 +56,34 @@ def parse_score(completion: Completion) -> tuple[float | None, str | None]:
     return None, "no 1-5 rating in QE answer"
 
 
+@SCORERS.register("llm")
+class LLMQE:
+    """GEMBA-style rating by the `qe.llm` card through the backend protocol (offline-capable)."""
+
+    def __init__(self, model: Any):
+        self.model = model
+        self.sampling = model.sampling(temperature=0.0, max_tokens=1, logprobs=TOP_LOGPROBS)
+
+    @classmethod
+    def check(cls, cfg: Any, runs: bool) -> None:
+        """The card is checked with the other roles (`qe.llm`)."""
+
+    @classmethod
+    def key_info(cls, cfg: Any) -> dict:
+        from xlexp.llm.card import card_key
+
+        return {"kind": cfg.kind, "model": None, "llm": card_key(cfg.llm), "prompt": digest(prompt("qe"))}
+
+    @classmethod
+    def from_config(cls, cfg: Any, models: Any) -> LLMQE:
+        return cls(models.role("qe", cfg.llm))
+
+    def score(self, triples: list[tuple[str, str, str]]) -> list[dict]:
+        comps = self.model.chat(build_prompts(triples), self.sampling)
+        return [dict(zip(("score", "reject"), parse_score(c), strict=True)) for c in comps]
+
+
+@SCORERS.register("comet")
 class CometQE:
     """CometKiwi (reference-free) via unbabel-comet; each unique pair is scored once."""
 
@@ -71,7 +106,25 @@ class CometQE:
         self.model = load_from_checkpoint(str(ckpt))
         self.batch_size = batch_size
 
-    def score(self, pairs: list[tuple[str, str]]) -> list[float]:
+    @classmethod
+    def check(cls, cfg: Any, runs: bool) -> None:
+        import importlib.util
+
+        if runs and importlib.util.find_spec("comet") is None:
+            raise ConfigError("qe.kind", "comet QE needs unbabel-comet installed")
+
+    @classmethod
+    def key_info(cls, cfg: Any) -> dict:
+        return {"kind": cfg.kind, "model": cfg.model}
+
+    @classmethod
+    def from_config(cls, cfg: Any, models: Any) -> CometQE:
+        return cls(cfg.model, cfg.batch_size)
+
+    def score(self, triples: list[tuple[str, str, str]]) -> list[dict]:
+        return [{"score": s, "reject": None} for s in self.score_pairs([(s, t) for s, t, _ in triples])]
+
+    def score_pairs(self, pairs: list[tuple[str, str]]) -> list[float]:
         import torch
 
         # CometKiwi sees no language: a pair repeated across languages is scored once.
@@ -97,10 +150,4 @@ def unique_triples(items: list[dict]) -> list[tuple[str, str, str]]:
 
 
 def triple_key(src: str, mt: str, lang: str) -> str:
-    from xlexp.store import digest
-
     return digest([src, mt, lang], n=24)
-
-
-def scorer_info(cfg: Any) -> dict:
-    return {"kind": cfg.kind, "model": cfg.model if cfg.kind == "comet" else None}

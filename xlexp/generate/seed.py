@@ -97,7 +97,7 @@ def _open_hub(cfg: Any) -> Any:
             f"seed_data.name: cannot stream {cfg.name!r} (config {cfg.config!r}, split {cfg.split!r}) from the "
             f"HF hub ({type(e).__name__}: {e}). "
             + ("It is gated: accept its terms on the hub and set HF_TOKEN. " if cfg.gated else "")
-            + "Offline, use seed=jsonl or seed=parquet with a local copy (seed_data.path)."
+            + "Offline, use seed_data=jsonl or seed_data=parquet with a local copy (seed_data.path)."
         ) from e
 
 

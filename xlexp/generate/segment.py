@@ -13,6 +13,8 @@ import re
 from pathlib import Path
 from typing import Any, Protocol
 
+from xlexp.registry import Registry
+
 _FENCE = re.compile(r"^\s*(```|~~~)")
 # Markdown that starts a line: indentation, quote marks, headings, bullets, numbered items.
 _LINE_PREFIX = re.compile(r"^(\s*(?:>\s*)*(?:#{1,6}\s+|[-*+]\s+|\d+[.)]\s+)?)")
@@ -26,6 +28,10 @@ class Splitter(Protocol):
     def split(self, text: str) -> list[str]: ...
 
 
+SPLITTERS: Registry[Any] = Registry("splitter")  # splitter.kind -> class with from_config(cfg)
+
+
+@SPLITTERS.register("pysbd")
 class PysbdSplitter:
     """Rule-based, offline (handles abbreviations such as "e.g." and "Dr.")."""
 
@@ -34,10 +40,15 @@ class PysbdSplitter:
 
         self._seg = pysbd.Segmenter(language=language, clean=False)
 
+    @classmethod
+    def from_config(cls, cfg: Any) -> PysbdSplitter:
+        return cls()
+
     def split(self, text: str) -> list[str]:
         return self._seg.segment(text)
 
 
+@SPLITTERS.register("sat")
 class SaTSplitter:
     """Segment any Text (wtpsplit), as in the paper."""
 
@@ -56,15 +67,18 @@ class SaTSplitter:
             ) from e
         self.threshold = threshold
 
+    @classmethod
+    def from_config(cls, cfg: Any) -> SaTSplitter:
+        return cls(cfg.model, cfg.tokenizer, cfg.threshold)
+
     def split(self, text: str) -> list[str]:
         kwargs = {"threshold": self.threshold} if self.threshold is not None else {}
         return list(self._sat.split(text, **kwargs))
 
 
 def make_splitter(cfg: Any) -> Splitter:
-    if cfg.kind == "sat":
-        return SaTSplitter(cfg.model, cfg.tokenizer, cfg.threshold)
-    return PysbdSplitter()
+    """The splitter `splitter.kind` names."""
+    return SPLITTERS.get(cfg.kind, "splitter.kind").from_config(cfg)
 
 
 def _translatable(text: str) -> bool:

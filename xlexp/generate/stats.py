@@ -1,4 +1,4 @@
-"""Generation statistics (issue 3, section 8): what each stage let through and why it dropped the
+"""Generation statistics : what each stage let through and why it dropped the
 rest, QE by language and by translator, and which translator won how often.
 
 Pure: counts come from the stage artifacts' metadata and rows are plain dicts, so the numbers

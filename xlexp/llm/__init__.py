@@ -1,55 +1,50 @@
-"""Model roles: `load(card, store_root)` gives a cached ChatModel whatever the backend."""
+"""Model roles: `load(card, store_root)` gives a cached ChatModel whatever the backend.
+
+Backends are found by name in `BACKENDS` (a card's `backend`); each is imported only when a
+card names it, so vLLM and its CUDA stack stay optional. A new backend is one file with a
+`Backend` subclass and one `BACKENDS.register` line here (or in the caller's own code).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from xlexp.llm.base import ChatModel, Completion, Conversation, ResponseCache, Sampling, identity_of
+from xlexp.llm.base import (
+    Backend,
+    ChatModel,
+    Completion,
+    Conversation,
+    ResponseCache,
+    Sampling,
+    identity_of,
+)
+from xlexp.registry import Registry
 
-__all__ = ["ChatModel", "Completion", "Conversation", "ResponseCache", "Sampling", "load"]
+__all__ = ["BACKENDS", "Backend", "ChatModel", "Completion", "Conversation", "ResponseCache", "Sampling", "load"]
+
+BACKENDS: Registry[Backend] = Registry("backend")
+BACKENDS.register("hf", "xlexp.llm.hf:HFBackend")
+BACKENDS.register("openai", "xlexp.llm.openai:OpenAIBackend")
+BACKENDS.register("vllm", "xlexp.llm.vllm:VLLMBackend")
 
 
-def _loader(store_root: Path, pool: dict[str, Any] | None):
-    def load_backend(card: Any):
-        if pool is None:
-            return _new_backend(card)
-        # Roles played by the same model (the tiny profile: all of them) share one loaded copy.
-        key = identity_of(card)
-        if getattr(card, "batch_api", False):  # same model, other transport: not shared
-            key += ":batch_api"
-        if key not in pool:
-            pool[key] = _new_backend(card)
-        return pool[key]
-
-    def _new_backend(card: Any):
-        # Import only the selected backend: vllm and its CUDA stack are optional.
-        if card.backend == "hf":
-            from xlexp.llm.hf import HFBackend
-
-            return HFBackend(card, models_dir=store_root / "models")
-        if card.backend == "openai" and getattr(card, "batch_api", False):
-            from xlexp.llm.openai_batch import OpenAIBatchBackend
-
-            return OpenAIBatchBackend(card, store_root)
-        if card.backend == "openai":
-            from xlexp.llm.openai import OpenAIBackend
-
-            return OpenAIBackend(card)
-        if card.backend == "vllm":
-            from xlexp.llm.vllm import VLLMBackend
-
-            return VLLMBackend(card, models_dir=store_root / "models")
-        raise ValueError(f"unknown backend {card.backend!r}")
-
-    return load_backend
+def open_backend(card: Any, store_root: Path, pool: dict[str, Backend] | None = None) -> Backend:
+    """The card's backend; with a `pool`, roles played by the same model share one copy."""
+    cls = BACKENDS.get(card.backend)
+    if pool is None:
+        return cls.open(card, store_root)
+    key = cls.pool_key(card)
+    if key not in pool:
+        pool[key] = cls.open(card, store_root)
+    return pool[key]
 
 
 def load(
-    card: Any, store_root: str | Path, cache: ResponseCache | None = None, pool: dict[str, Any] | None = None
+    card: Any, store_root: str | Path, cache: ResponseCache | None = None, pool: dict[str, Backend] | None = None
 ) -> ChatModel:
-    """A cached model role; `pool` (identity -> backend) lets roles share a loaded model."""
+    """A cached model role; `pool` (pool key -> backend) lets roles share a loaded model."""
     store_root = Path(store_root)
     # `is None`, not `or`: an empty cache has len 0 and is falsy, but it is the one asked for.
     cache = cache if cache is not None else ResponseCache(store_root / "cache.sqlite")
-    return ChatModel(card, cache, _loader(store_root, pool), identity_of(card))
+    return ChatModel(card, cache, lambda c: open_backend(c, store_root, pool), identity_of(card))

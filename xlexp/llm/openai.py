@@ -15,13 +15,15 @@ import random
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
 from typing import Any
 
 import openai
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 from tqdm import tqdm
 
-from xlexp.llm.base import Completion, Conversation, Sampling
+from xlexp.errors import ConfigError
+from xlexp.llm.base import Backend, Completion, Conversation, Sampling
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +75,39 @@ def convert_logprobs(choice_logprobs: Any) -> list[dict[str, float]] | None:
     return out
 
 
-class OpenAIBackend:
+BATCH_API_MAX_REQUESTS = 50_000  # OpenAI's limit on requests in one batch file
+
+
+class OpenAIBackend(Backend):
     """Batched chat completions against an OpenAI-compatible endpoint."""
+
+    @classmethod
+    def open(cls, card: Any, store_root: Path) -> OpenAIBackend:
+        if getattr(card, "batch_api", False):
+            from xlexp.llm.openai_batch import OpenAIBatchBackend
+
+            return OpenAIBatchBackend(card, store_root)
+        return cls(card)
+
+    @classmethod
+    def check_card(cls, key: str, card: Any, cuda: Any) -> None:
+        if card.sampling.max_tokens < 1:
+            raise ConfigError(f"{key}.sampling.max_tokens", "must be >= 1")
+        if card.api_key_env and not os.environ.get(card.api_key_env):
+            raise ConfigError(f"{key}.api_key_env", f"environment variable {card.api_key_env} is not set (the API key for {card.model})")
+        if getattr(card, "batch_api", False) and not card.batch_poll_s > 0:
+            raise ConfigError(f"{key}.batch_poll_s", f"must be > 0, not {card.batch_poll_s}")
+
+    @classmethod
+    def chunk_size(cls, card: Any) -> int:
+        if getattr(card, "batch_api", False):
+            return BATCH_API_MAX_REQUESTS  # one Batch API job for all misses
+        return 4 * int(card.max_concurrency)
+
+    @classmethod
+    def pool_key(cls, card: Any) -> str:
+        # The same model over the Batch API is another transport: not shared.
+        return super().pool_key(card) + (":batch_api" if getattr(card, "batch_api", False) else "")
 
     def __init__(self, card: Any):
         self.card = card

@@ -14,8 +14,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from xlexp.llm.base import Completion, Conversation, Sampling
-from xlexp.llm.hf import materialize
+from xlexp.errors import ConfigError
+from xlexp.llm.base import Backend, Completion, Conversation, Sampling
+from xlexp.llm.hf import check_local_model, materialize
 
 INSTALL_HINT = "vllm is not installed: pip install 'xlexp[gpu]' (needs a CUDA GPU)"
 
@@ -26,8 +27,23 @@ def _plain(obj: Any) -> dict[str, Any]:
     return dict(obj or {})
 
 
-class VLLMBackend:
+class VLLMBackend(Backend):
     """One `vllm.LLM` engine; LoRA adapters are attached per request, not merged."""
+
+    @classmethod
+    def open(cls, card: Any, store_root: Path) -> VLLMBackend:
+        return cls(card, models_dir=Path(store_root) / "models")
+
+    @classmethod
+    def check_card(cls, key: str, card: Any, cuda: Any) -> None:
+        super().check_card(key, card, cuda)
+        import importlib.util
+
+        if not cuda():
+            raise ConfigError(f"{key}.backend", "vllm needs a CUDA GPU and none is visible; use backend=hf or openai on this machine")
+        if importlib.util.find_spec("vllm") is None:
+            raise ConfigError(f"{key}.backend", "vllm is not installed: pip install 'xlexp[gpu]'")
+        check_local_model(key, card)
 
     def __init__(self, card: Any, models_dir: Path | None = None):
         try:

@@ -4,7 +4,7 @@ generated dataset (`id`, `lang`, `messages`, `qe_score`), filtered by language a
 with a seed.
 
 The core (`matching`, `draw`, `to_row`, `select_rows`) is pure; `load_tables` and `fingerprint`
-do the I/O and run in the pipeline shell (`pipeline.run_external_data`).
+do the I/O and run in the SFT stage shell (`xlexp.sft.stage.run_external_data`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from xlexp.config import ConfigError
+from xlexp.errors import ConfigError
 
 LOCAL_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
@@ -151,7 +151,7 @@ def stats(rows: list[dict], rejects: list[dict], candidates: int) -> dict:
     }
 
 
-# ---------------------------------------------------------------- I/O (called by the pipeline shell)
+# ---------------------------------------------------------------- I/O (called by the stage shell)
 
 
 def _plain(value: Any) -> Any:

@@ -76,7 +76,7 @@ def build_trainer(
     """An `SFTTrainer` for LoRA on `rows` (chat `messages`, assistant last); loss on the
     assistant completion only. `overrides` go to `trl.SFTConfig` (e.g. padding_free, packing).
     `report_to="wandb"` logs the training metrics (train/loss, learning rate, ...) to W&B: into
-    the active run when there is one (the pipeline's tracker), else a run of its own."""
+    the active run when there is one (the run's tracker), else a run of its own."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig

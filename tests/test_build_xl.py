@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from xlexp.evaluate.benchmark import (
+from xlexp.evaluate.build_xl import (
     PAPER_EXCLUDED_IDS,
     PAPER_TEMPLATES,
     build_xl,

@@ -33,6 +33,9 @@ PAPER_TEMPLATES: tuple[str, ...] = (
     "Please write in {language}.",
 )
 
+# Paper facts that configs name as `${paper:NAME}` (conf/eval/*.yaml), so each is stated once.
+PAPER_FACTS: dict[str, tuple] = {"table4_excluded_ids": PAPER_EXCLUDED_IDS, "table5_templates": PAPER_TEMPLATES}
+
 PLACEHOLDER = "{language}"
 SEPARATOR = "\n\n"  # between the prompt and the appended template; prompts may end in code/lists
 
@@ -85,6 +88,13 @@ def template_index(prompt_id: int, n_templates: int, seed: int) -> int:
     return random.Random(f"xl-template:{seed}:{prompt_id}").randrange(n_templates)
 
 
+def select_prompts(prompts: Sequence[dict], exclude_ids: Iterable[int] = (), limit: int | None = None) -> list[dict]:
+    """The prompts left after dropping `exclude_ids`, the first `limit` of them (all if None)."""
+    excluded = {int(i) for i in exclude_ids}
+    kept = [p for p in prompts if int(p["id"]) not in excluded]
+    return kept[:limit] if limit is not None else kept
+
+
 def build_xl(
     prompts: Sequence[dict],
     langs: Sequence[str],
@@ -107,12 +117,8 @@ def build_xl(
         if PLACEHOLDER not in t:
             raise ValueError(f"template {t!r} has no {PLACEHOLDER} placeholder")
     names = {code: langtable.name(code) for code in langs}  # KeyError names an unknown code
-    excluded = {int(i) for i in exclude_ids}
     rewrites = {int(k): v for k, v in (rewrites or {}).items()}
-
-    kept = [p for p in prompts if int(p["id"]) not in excluded]
-    if limit is not None:
-        kept = kept[:limit]
+    kept = select_prompts(prompts, exclude_ids, limit)
 
     out: dict[str, list[dict]] = {code: [] for code in langs}
     for p in kept:

@@ -1,4 +1,4 @@
-"""`python -m xlexp.benchmark` on an 805-row AlpacaEval-shaped fixture, so Table 4's ids apply."""
+"""`python -m xlexp.build_xl` on an 805-row AlpacaEval-shaped fixture, so Table 4's ids apply."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from xlexp.benchmark import main
-from xlexp.evaluate.benchmark import PAPER_EXCLUDED_IDS, PAPER_TEMPLATES
+from xlexp.build_xl import main
+from xlexp.evaluate.build_xl import PAPER_EXCLUDED_IDS, PAPER_TEMPLATES
 
 N = 805  # AlpacaEval's eval set size
 LANG_NAMES = {"deu": "German", "por": "Portuguese"}
@@ -134,7 +134,7 @@ def test_bad_arguments_exit_nonzero(
 def test_module_entry_point_subprocess(source: Path, tmp_path: Path) -> None:
     out = tmp_path / "xl"
     env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
-    cmd = [sys.executable, "-m", "xlexp.benchmark", "--source", str(source), "--out", str(out)]
+    cmd = [sys.executable, "-m", "xlexp.build_xl", "--source", str(source), "--out", str(out)]
     ok = subprocess.run(
         [*cmd, "--langs", "deu,por"], capture_output=True, text=True, env=env, timeout=60
     )

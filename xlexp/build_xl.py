@@ -1,11 +1,11 @@
-"""`python -m xlexp.benchmark`: build XL-AlpacaEval files from an AlpacaEval prompt file.
+"""`python -m xlexp.build_xl`: build XL-AlpacaEval files from an AlpacaEval prompt file.
 
 The counterpart of the XL-Instruct authors' `add_langs.py`: drop the Table 4 prompts, apply the
 `{language}` rewrites, append one Table 5 template per prompt (drawn from the seed and the prompt
 id, so every language gets the same one) and write `DIR/<lang>.json` (alpaca_eval rows) for each
 language plus `DIR/manifest.json` recording what went in.
 
-    python -m xlexp.benchmark --source alpaca_eval.json --langs deu,por --out xl_alpaca_eval
+    python -m xlexp.build_xl --source alpaca_eval.json --langs deu,por --out xl_alpaca_eval
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from xlexp import langs as langtable
-from xlexp.evaluate.benchmark import (
+from xlexp.evaluate.build_xl import (
     PAPER_EXCLUDED_IDS,
     PAPER_REWRITES,
     PAPER_TEMPLATES,
@@ -35,7 +35,7 @@ ROW_KEYS = ("instruction", "dataset", "id", "lang")  # alpaca_eval needs the fir
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m xlexp.benchmark",
+        prog="python -m xlexp.build_xl",
         description="Build XL-AlpacaEval (one alpaca_eval JSON file per language) from AlpacaEval prompts.",
     )
     p.add_argument(

@@ -1,0 +1,85 @@
+"""Evaluation settings (paper sections 3, 5, 6) and their checks."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from xlexp.errors import ConfigError
+from xlexp.evaluate.rubric import CRITERIA
+
+# demo (shipped prompts) | xl_alpacaeval (built from an AlpacaEval file) | xl_alpacaeval_release
+# (the authors' files) | m_alpacaeval (prompts machine-translated by eval.translator)
+BENCHMARKS = ("demo", "xl_alpacaeval", "xl_alpacaeval_release", "m_alpacaeval")
+RTT_MODES = ("one_prompt", "two_step")
+
+
+@dataclass
+class EvalConfig:
+    benchmark: str = "demo"  # one of BENCHMARKS
+    path: str | None = None
+    limit: int | None = None
+    langs: list[str] | None = None  # None: langs.codes
+    exclude_ids: list[int] = field(default_factory=list)
+    templates: list[str] = field(default_factory=lambda: ["Answer in {language}."])
+    both_orders: bool = True  # judge (A,B) and (B,A) to cancel position bias
+    bootstrap: int = 1000
+    # Prompt sources. prompts: demo (shipped) | null (eval.path if set, else the hub file).
+    prompts: str | None = None
+    hub_repo: str = "tatsu-lab/alpaca_eval"  # dataset repo holding alpaca_eval.json (its script is broken)
+    hub_file: str = "alpaca_eval.json"
+    hub_revision: str | None = None
+    release_repo: str = "viyer98/XL-AlpacaEval"  # the authors' release (eval.benchmark=xl_alpacaeval_release)
+    rewrites: str | None = "paper"  # appendix A.1 {language} rewrites: paper (shipped) | a JSON path | null
+    translator: Any = None  # m_alpacaeval: the model card translating prompts (GPT-4o in the paper, section 6)
+    translate_max_tokens: int = 2048
+    english: bool = True  # m_alpacaeval: add the English column (plain AlpacaEval, lang eng), Table 3
+    rtt: str | None = None  # Table 2 reason-then-translate baseline: one_prompt | two_step; null: answer directly
+    rtt_max_tokens: int | None = None  # per step; null: the model card's sampling.max_tokens
+    rubric: bool = False  # Table 8 fine-grained 1-5 scores by the judge
+    rubric_criteria: list[str] = field(default_factory=lambda: list(CRITERIA))
+
+
+def eval_codes(cfg: Any) -> list[str]:
+    """Languages evaluated: eval.langs (else langs.codes), plus `eng` for m-AlpacaEval's English column."""
+    codes = list(cfg.eval.langs or cfg.langs.codes)
+    if cfg.eval.benchmark == "m_alpacaeval" and cfg.eval.english and "eng" not in codes:
+        codes.append("eng")
+    return codes
+
+
+def roles(cfg: Any) -> dict[str, Any]:
+    """Model roles evaluation calls, keyed by config path."""
+    out = {"model": cfg.model, "reference": cfg.reference, "judge": cfg.judge}
+    if cfg.eval.benchmark == "m_alpacaeval":
+        out["eval.translator"] = cfg.eval.translator
+    return out
+
+
+def validate(cfg: Any, runs: bool) -> None:
+    """Evaluation settings; with `runs`, prompt sources are resolved now (a hub download fails
+    here, naming eval.path or eval.hub_repo, before any model loads)."""
+    ev = cfg.eval
+    if ev.benchmark not in BENCHMARKS:
+        raise ConfigError("eval.benchmark", f"unknown benchmark {ev.benchmark!r} ({', '.join(BENCHMARKS)})")
+    if ev.prompts not in (None, "demo"):
+        raise ConfigError("eval.prompts", f"must be demo or null (eval.path, else the hub), not {ev.prompts!r}")
+    if ev.rtt not in (None, *RTT_MODES):
+        raise ConfigError("eval.rtt", f"unknown reason-then-translate mode {ev.rtt!r} ({', '.join(RTT_MODES)} or null)")
+    for i, name in enumerate(ev.rubric_criteria):
+        if name not in CRITERIA:
+            raise ConfigError(f"eval.rubric_criteria[{i}]", f"unknown criterion {name!r} ({', '.join(CRITERIA)})")
+    if ev.rubric and not ev.rubric_criteria:
+        raise ConfigError("eval.rubric_criteria", "eval.rubric is on but no criterion is listed")
+    if ev.path and not os.path.exists(ev.path):
+        raise ConfigError("eval.path", f"AlpacaEval prompts file not found: {ev.path!r}")
+    if not runs or ev.benchmark == "xl_alpacaeval_release":
+        return  # the release is loaded by name when the stage runs (datasets caches it)
+    from xlexp.evaluate import build_xl, sources
+
+    try:
+        build_xl.read_rewrites_file(ev.rewrites if ev.benchmark != "m_alpacaeval" else None)
+    except (OSError, ValueError) as e:
+        raise ConfigError("eval.rewrites", str(e)) from None
+    sources.prompts_path(ev)  # ConfigError naming eval.path or eval.hub_repo

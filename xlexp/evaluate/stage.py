@@ -1,0 +1,229 @@
+"""Evaluation's store shell (paper sections 3, 5, 6): respond (system and reference) -> judge
+-> metrics, and the rubric scores. Each step is an artifact; metrics are their own artifact
+computed from the judge's stored verdicts, so a new metric never costs a judge call.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from xlexp.evaluate import build_xl, judge, metrics, rtt, rubric
+from xlexp.evaluate.config import eval_codes
+from xlexp.evaluate.prompt_sets import eval_rows, run_prompt_set, xl_key
+from xlexp.progress import bar
+from xlexp.roles import Models, card_key, reasons
+from xlexp.sft.config import parse_data_size
+from xlexp.store import Artifact, Store, digest, write_json, write_jsonl
+
+
+def run_respond(
+    cfg: Any, store: Store, models: Models, role: str, card: Any, adapter: Artifact | None, prompt_set: Artifact | None = None
+) -> Artifact:
+    """Outputs of one system on the benchmark, alpaca_eval format, one file per language.
+
+    `prompt_set`: a stored prompt set (m-AlpacaEval, the authors' release); None: built from config.
+    """
+    inputs = ([adapter.key] if adapter else []) + ([prompt_set.key] if prompt_set else [])
+    key = store.key("respond", {"model": card_key(card), "bench": xl_key(cfg) if prompt_set is None else "artifact"}, inputs)
+    generator = f"{card.name}+{adapter.key}" if adapter else card.name
+
+    def produce(work: Path, parts: Any) -> dict:
+        model = models.role(role, card)
+        counts = {}
+        for code, rows in bar(eval_rows(cfg, prompt_set).items(), desc=f"respond {card.name}", unit="lang"):
+            convs = [[{"role": "user", "content": r["instruction"]}] for r in rows]
+            comps = model.chat(convs, adapter=str(adapter.file("adapter")) if adapter else None)
+            outputs = [c.text.strip() if c.ok else "" for c in comps]
+            write_json(work / f"{code}.json", build_xl.to_alpaca_eval(rows, outputs, generator))
+            counts[code] = {"rows": len(rows), "errors": sum(not c.ok for c in comps)}
+        return {"langs": counts, "generator": generator}
+
+    return store.build("respond", key, produce)[0]
+
+
+def run_judge(
+    cfg: Any, store: Store, models: Models, system: Artifact, reference: Artifact, labels: dict | None = None
+) -> Artifact:
+    """Pairwise verdicts of the judge role, system vs reference, one `<lang>.jsonl` per language."""
+    key = store.key(
+        "judge",
+        {"judge": card_key(cfg.judge), "both_orders": cfg.eval.both_orders, "prompt": digest(judge.PROMPT), "parser": judge.PARSER_VERSION, "seed": cfg.seed},
+        [system.key, reference.key],
+        version=2,  # 2: verdicts only; metrics are their own artifact
+    )
+
+    def produce(work: Path, parts: Any) -> dict:
+        model = models.role("judge", cfg.judge)
+        sampling = model.sampling(temperature=0.0, max_tokens=4, logprobs=20)
+        counts = {}
+        for code in bar(eval_codes(cfg), desc="judge", unit="lang"):
+            sys_rows = _outputs(system, code)
+            plan = judge.plan(
+                sys_rows, [r["output"] for r in sys_rows], [r["output"] for r in _outputs(reference, code)], cfg.eval.both_orders, cfg.seed
+            )
+            combined = judge.combine(plan, model.chat([p["conversation"] for p in plan], sampling))
+            write_jsonl(work / f"{code}.jsonl", combined)
+            counts[code] = {"rows": len(combined), "malformed": sum(len(r.get("malformed", [])) for r in combined)}
+        return {
+            "langs": len(counts),
+            "rows": sum(c["rows"] for c in counts.values()),
+            "malformed": sum(c["malformed"] for c in counts.values()),
+        }
+
+    # `system` labels the judged system in DONE, so a report can build tables from the store alone.
+    return store.build("judge", key, produce, info={"system": labels} if labels else None)[0]
+
+
+def _outputs(respond: Artifact, code: str) -> list[dict]:
+    return json.loads(respond.file(f"{code}.json").read_text())
+
+
+def run_metrics(cfg: Any, store: Store, verdicts: Artifact, system: Artifact, reference: Artifact) -> Artifact:
+    """Win rates, CIs, LC, fidelity, lengths from stored verdicts and outputs (no model call).
+
+    Keyed on the judge artifact and the metric list, so adding a metric recomputes this
+    artifact from the stored verdicts of every judged system.
+    """
+    from xlexp.evaluate import lc
+
+    names = list(metrics.METRICS)
+    key = store.key(
+        "metrics",
+        {"metrics": names, "bootstrap": cfg.eval.bootstrap, "seed": cfg.seed, "lc": lc.GLM_NAME},
+        [verdicts.key, system.key, reference.key],
+    )
+
+    def produce(work: Path, parts: Any) -> dict:
+        data = []
+        for i, code in enumerate(eval_codes(cfg)):
+            outputs = [r["output"] for r in _outputs(system, code)]
+            by_id = {r["id"]: r for r in verdicts.rows(f"{code}.jsonl")}
+            ids = [r["id"] for r in _outputs(system, code)]
+            rows = [by_id.get(pid) for pid in ids]
+            data.append(
+                metrics.LangData(
+                    lang=code,
+                    index=i,
+                    prefs=[r["preference"] if r else None for r in rows],
+                    outputs=outputs,
+                    ref_outputs=[r["output"] for r in _outputs(reference, code)],
+                    n_malformed=sum(len(r.get("malformed", [])) for r in rows if r),
+                )
+            )
+        table = metrics.summarize_langs(data, names, n_boot=cfg.eval.bootstrap, seed=cfg.seed)
+        write_json(work / "metrics.json", table)
+        write_json(work / "columns.json", metrics.columns(names))
+        return {"langs": len(data), "metrics": names}
+
+    labels = {**(verdicts.meta.get("system") or {}), "judge_key": verdicts.key}
+    return store.build("metrics", key, produce, info={"system": labels})[0]
+
+
+def run_evaluate(cfg: Any, store: Store, models: Models, adapter: Artifact | None) -> dict[str, Artifact]:
+    prompt_set = run_prompt_set(cfg, store, models)
+    arts = {"prompt_set": prompt_set} if prompt_set else {}
+    if cfg.eval.rtt:
+        arts["respond"] = run_respond_rtt(cfg, store, models, cfg.model, adapter, prompt_set)
+    else:
+        arts["respond"] = run_respond(cfg, store, models, "model", cfg.model, adapter, prompt_set)
+    arts["reference"] = run_respond(cfg, store, models, "reference", cfg.reference, None, prompt_set)
+    arts["judge"] = run_judge(cfg, store, models, arts["respond"], arts["reference"], system_labels(cfg, adapter))
+    arts["metrics"] = run_metrics(cfg, store, arts["judge"], arts["respond"], arts["reference"])
+    if cfg.eval.rubric:
+        arts["rubric"] = run_rubric(cfg, store, models, arts["respond"])
+    return arts
+
+
+def system_labels(cfg: Any, adapter: Artifact | None) -> dict:
+    """What a report needs to name a judged system: a row (model, data size, selection) and the
+    comparison its win rates belong to (reference, judge, benchmark). Only what determines the
+    judge artifact, so labels stay true when another experiment reuses it."""
+    tuned = adapter is not None
+    return {
+        "model": cfg.model.name + (f" (RTT {cfg.eval.rtt})" if cfg.eval.rtt else ""),
+        "model_id": cfg.model.model,
+        "adapter": adapter.key if tuned else None,
+        "data_size": parse_data_size(cfg.data_size) if tuned else None,
+        "selection": cfg.generate.selection if tuned else None,
+        "subset": ("random" if cfg.generate.selection == "random" else cfg.sft.subset) if tuned else None,
+        "k": cfg.k if tuned else None,
+        "reference": cfg.reference.name,
+        "judge": cfg.judge.name,
+        "benchmark": cfg.eval.benchmark,
+        "langs": eval_codes(cfg),
+    }
+
+
+def run_respond_rtt(cfg: Any, store: Store, models: Models, card: Any, adapter: Artifact | None, prompt_set: Artifact | None) -> Artifact:
+    """Reason-then-Translate outputs (Table 2), alpaca_eval format like any system's."""
+    mode = cfg.eval.rtt
+    prompts = {"one_prompt": rtt.prompt("rtt_one_prompt")} if mode == "one_prompt" else {"translate": rtt.prompt("rtt_translate")}
+    inputs = ([adapter.key] if adapter else []) + ([prompt_set.key] if prompt_set else [])
+    key = store.key(
+        "respond",
+        {
+            "model": card_key(card),
+            "bench": xl_key(cfg) if prompt_set is None else "artifact",
+            "rtt": mode,
+            "rtt_max_tokens": cfg.eval.rtt_max_tokens,
+            "prompts": digest(prompts),
+        },
+        inputs,
+    )
+    generator = f"{card.name}+rtt-{mode}" + (f"+{adapter.key}" if adapter else "")
+
+    def produce(work: Path, parts: Any) -> dict:
+        model = models.role("model", card)
+        sampling = model.sampling(**({"max_tokens": cfg.eval.rtt_max_tokens} if cfg.eval.rtt_max_tokens else {}))
+        lora = str(adapter.file("adapter")) if adapter else None
+        counts = {}
+        for code, rows in eval_rows(cfg, prompt_set).items():
+            if mode == "one_prompt":
+                comps = model.chat([rtt.one_prompt(r) for r in rows], sampling, adapter=lora)
+                results = [rtt.from_completion(c, code) for c in comps]
+            else:
+                answers = [rtt.from_completion(c) for c in model.chat([rtt.answer_prompt(r) for r in rows], sampling, adapter=lora)]
+                todo = [i for i, (text, _) in enumerate(answers) if text]
+                comps = model.chat([rtt.translate_prompt(answers[i][0], code) for i in todo], sampling, adapter=lora)
+                results = list(answers)
+                for i, c in zip(todo, comps, strict=True):
+                    results[i] = rtt.from_completion(c)
+            outputs = [text or "" for text, _ in results]
+            write_json(work / f"{code}.json", build_xl.to_alpaca_eval(rows, outputs, generator))
+            rejects = reasons([{"reject": reason} for _, reason in results if reason])
+            counts[code] = {"rows": len(rows), "empty_outputs": sum(not o for o in outputs), **rejects}
+        return {"langs": counts, "generator": generator, "rtt": mode}
+
+    return store.build("respond", key, produce)[0]
+
+
+def run_rubric(cfg: Any, store: Store, models: Models, system: Artifact) -> Artifact:
+    """Fine-grained 1-5 scores of a system's outputs by the judge role (Table 8)."""
+    criteria = list(cfg.eval.rubric_criteria)
+    key = store.key(
+        "rubric",
+        {"judge": card_key(cfg.judge), "criteria": criteria, "prompt": digest(rubric.prompt_text(criteria)), "parser": rubric.PARSER_VERSION},
+        [system.key],
+    )
+
+    def produce(work: Path, parts: Any) -> dict:
+        model = models.role("judge", cfg.judge)
+        sampling = model.sampling(temperature=0.0, max_tokens=4, logprobs=20)
+        all_rows = []
+        for code in eval_codes(cfg):
+            plan = rubric.plan(_outputs(system, code), criteria)
+
+            def run_batch(batch: list[dict]) -> list[dict]:
+                return rubric.combine(batch, model.chat([p["conversation"] for p in batch], sampling))
+
+            rows = parts.map_batches(code, plan, max(cfg.generate.batch_size * 4, 1), run_batch)
+            write_jsonl(work / f"{code}.jsonl", rows)
+            all_rows += rows
+        summary = rubric.summarize(all_rows, criteria)
+        write_json(work / "metrics.json", summary)
+        malformed = [{"reject": r["reason"]} for r in all_rows if r["score"] is None]
+        return {"scored": len(all_rows) - len(malformed), "malformed": len(malformed), **reasons(malformed)}
+
+    return store.build("rubric", key, produce)[0]

@@ -1,0 +1,160 @@
+"""Generation's store shell (paper section 4): seed -> reverse -> refine -> translate -> qe ->
+select. Each function loads its inputs from the store, calls model roles through the pure cores
+of this package and writes one artifact keyed by the config slice it reads and its inputs' keys.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from xlexp.generate import qe, refine, reverse, seed, segment, select, translate
+from xlexp.generate import stats as gen_stats
+from xlexp.generate.config import translator_cards
+from xlexp.llm import ChatModel
+from xlexp.roles import Models, card_key, chat_stage, plain, reasons, split_rejects
+from xlexp.store import Artifact, Store, digest, write_json, write_jsonl
+
+
+def run_seed(cfg: Any, store: Store) -> Artifact:
+    key = store.key("seed", {"seed_data": plain(cfg.seed_data), "seed": cfg.seed, "files": seed.fingerprint(cfg.seed_data)})
+
+    def produce(work: Path, parts: Any) -> dict:
+        rows, counts = seed.take(seed.stream(cfg.seed_data, cfg.seed), cfg.seed_data)
+        write_jsonl(work / "rows.jsonl", rows)
+        return counts
+
+    return store.build("seed", key, produce)[0]
+
+
+def run_reverse(cfg: Any, store: Store, models: Models, seeds: Artifact) -> Artifact:
+    key = store.key("reverse", {"teacher": card_key(cfg.teacher), "prompt": digest(reverse.prompt("reverse"))}, [seeds.key])
+    model = models.role("teacher", cfg.teacher)
+    return chat_stage(store, "reverse", key, seeds.rows(), model, reverse.build_prompts, reverse.parse, cfg.generate.batch_size)
+
+
+def run_refine(cfg: Any, store: Store, models: Models, pairs: Artifact) -> Artifact:
+    key = store.key("refine", {"teacher": card_key(cfg.teacher), "prompt": digest(refine.prompt("refine"))}, [pairs.key])
+    model = models.role("teacher", cfg.teacher)
+    return chat_stage(store, "refine", key, pairs.rows(), model, refine.build_prompts, refine.parse, cfg.generate.batch_size)
+
+
+def run_translate(cfg: Any, store: Store, models: Models, pairs: Artifact) -> Artifact:
+    cards = translator_cards(cfg)
+    key = store.key(
+        "translate",
+        {
+            "translators": [card_key(c) for _, c in cards],
+            "splitter": plain(cfg.splitter),
+            "langs": plain(cfg.langs),
+            "templates": plain(cfg.generate.suffix_templates),
+            "prompt": digest(translate.prompt("translate")),
+            "seed": cfg.seed,
+        },
+        [pairs.key],
+    )
+
+    def produce(work: Path, parts: Any) -> dict:
+        items = translate.assign_languages(
+            pairs.rows(), list(cfg.langs.codes), cfg.langs.assign, list(cfg.generate.suffix_templates), cfg.seed
+        )
+        translate.add_segments(items, segment.make_splitter(cfg.splitter))
+        job_list = translate.jobs(items)
+        results: dict[str, dict[tuple[str, str], tuple[str | None, str | None]]] = {}
+        for name, card in cards:
+            model = models.role(f"translator:{name}", card)
+
+            def run_batch(batch: list[tuple[str, str]], model: ChatModel = model) -> list[dict]:
+                comps = model.chat(translate.build_prompts(batch))
+                return [
+                    dict(zip(("text", "reject"), translate.parse_one(src, c), strict=True))
+                    for (src, _), c in zip(batch, comps, strict=True)
+                ]
+
+            # Each translator gets all its sentences; parts bound the loss of a killed job.
+            out = parts.map_batches(f"{name}", job_list, max(cfg.generate.batch_size * 4, 1), run_batch, desc=f"translate {name}")
+            results[name] = {job: (r["text"], r["reject"]) for job, r in zip(job_list, out, strict=True)}
+        rejects: dict[str, int] = {}
+        rows = []
+        for item in items:
+            sents = segment.sentences(item["segments"])
+            candidates = []
+            for s in sents:
+                cands = []
+                for name, _ in cards:
+                    text, reason = results[name][(s, item["lang"])]
+                    if reason:
+                        rejects[f"{name}: {reason}"] = rejects.get(f"{name}: {reason}", 0) + 1
+                    cands.append(text)
+                candidates.append(cands)
+            rows.append({**item, "sentences": sents, "candidates": candidates})
+        write_jsonl(work / "rows.jsonl", rows)
+        return {"items": len(rows), "sentence_jobs": len(job_list), "translations": len(job_list) * len(cards), "rejected_translations": rejects}
+
+    return store.build("translate", key, produce)[0]
+
+
+def run_qe(cfg: Any, store: Store, models: Models, translations: Artifact) -> Artifact:
+    scorer_cls = qe.SCORERS.get(cfg.qe.kind, "qe.kind")
+    key = store.key("qe", scorer_cls.key_info(cfg.qe), [translations.key])
+
+    def produce(work: Path, parts: Any) -> dict:
+        triples = qe.unique_triples(translations.rows())
+        scorer = scorer_cls.from_config(cfg.qe, models)
+
+        def run_batch(batch: list[list[str]]) -> list[dict]:
+            return scorer.score([tuple(t) for t in batch])
+
+        out = parts.map_batches("scores", [list(t) for t in triples], max(cfg.generate.batch_size * 4, 1), run_batch, desc=f"qe {cfg.qe.kind}")
+        rows = [{"key": qe.triple_key(*t), "source": t[0], "translation": t[1], "lang": t[2], **r} for t, r in zip(triples, out, strict=True)]
+        write_jsonl(work / "rows.jsonl", rows)
+        failed = [r for r in rows if r["score"] is None]
+        return {"scored_pairs": len(rows), "failed": len(failed), **reasons([{"reject": r["reject"]} for r in failed])}
+
+    return store.build("qe", key, produce)[0]
+
+
+def run_select(
+    cfg: Any, store: Store, translations: Artifact, scores: Artifact, upstream: dict[str, Artifact] | None = None
+) -> Artifact:
+    """The SFT dataset, plus `stats.json` (per-stage counts from `upstream`'s artifacts, QE by
+    language and translator, translator wins)."""
+    names = [name for name, _ in translator_cards(cfg)]
+    key = store.key(
+        "select",
+        {"selection": cfg.generate.selection, "keep": cfg.generate.keep, "seed": cfg.seed, "translators": names},
+        [translations.key, scores.key],
+        version=2,  # 2: stats.json holds the whole generation's stats
+    )
+
+    def produce(work: Path, parts: Any) -> dict:
+        score_of = {r["key"]: r["score"] for r in scores.rows()}
+        chosen = [select.choose(item, score_of, names, cfg.generate.selection) for item in translations.rows()]
+        ok, rejects = split_rejects(chosen)
+        kept = select.filter_rows(ok, cfg.generate.keep, cfg.generate.selection, cfg.seed)
+        write_jsonl(work / "dataset.jsonl", kept)
+        write_jsonl(work / "rejects.jsonl", rejects)
+        stage_counts = {name: art.meta.get("counts", {}) for name, art in (upstream or {}).items()}
+        stats = gen_stats.generation_stats(stage_counts, translations.rows(), score_of, chosen, kept, names)
+        write_json(work / "stats.json", stats)
+        return {"rows": len(kept), "before_filter": len(ok), "rejects": len(rejects)}
+
+    return store.build("select", key, produce)[0]
+
+
+def run_generate(cfg: Any, store: Store, models: Models) -> dict[str, Artifact]:
+    arts: dict[str, Artifact] = {}
+    arts["seed"] = run_seed(cfg, store)
+    arts["reverse"] = run_reverse(cfg, store, models, arts["seed"])
+    arts["refine"] = run_refine(cfg, store, models, arts["reverse"])
+    arts["translate"] = run_translate(cfg, store, models, arts["refine"])
+    arts["qe"] = run_qe(cfg, store, models, arts["translate"])
+    arts["select"] = run_select(cfg, store, arts["translate"], arts["qe"], upstream=arts)
+    return arts
+
+
+def generation_stats(arts: dict[str, Artifact]) -> dict:
+    """The generate run's stats (written beside the select artifact), for the summary and W&B."""
+    path = arts["select"].file("stats.json")
+    return json.loads(path.read_text()) if path.exists() else {}

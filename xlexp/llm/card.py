@@ -1,0 +1,69 @@
+"""The model card: one model role's backend, model, sampling and transport settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING, OmegaConf
+
+from xlexp.llm.base import identity_of
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    seed: int | None = None
+
+
+@dataclass
+class LLMConfig:
+    """A model card: one model role's backend, model and sampling."""
+
+    name: str = MISSING  # short label: generator name in outputs, W&B
+    backend: str = "hf"  # a name in xlexp.llm.BACKENDS: hf | openai | vllm
+    model: str = MISSING  # hub id, local dir, or pkg:<python package> (a dir inside a wheel)
+    revision: str | None = None
+    gguf_file: str | None = None  # a GGUF file inside `model` (hf backend converts it once)
+    dtype: str = "auto"  # auto: bfloat16 on CUDA (paper section 3), float32 on CPU
+    chat_template: str | None = None  # jinja template for models that have none
+    batch_size: int = 8  # hf: rows per generate() call
+    base_url: str | None = None  # openai: any OpenAI-compatible server
+    api_key_env: str | None = None  # openai: name of the env var holding the key, never the key
+    max_concurrency: int = 8  # openai: requests in flight
+    max_retries: int = 6  # openai: retries on 429/5xx/timeouts
+    timeout_s: float = 120.0
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)  # vllm.LLM(**engine_kwargs)
+    price_in_per_mtok: float = 0.0  # USD per 1M prompt tokens (cost ledger)
+    price_out_per_mtok: float = 0.0
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    # openai: send each batch of cache misses through the OpenAI Batch API (files + batches,
+    # 24 h window, half price) instead of one request each; the batch id is kept in the store
+    # (<store>/batches/) so a restarted job resumes polling instead of resubmitting.
+    batch_api: bool = False
+    batch_poll_s: float = 30.0  # seconds between batches.retrieve polls
+    batch_price_factor: float = 0.5  # Batch API price / synchronous price (cost ledger)
+
+
+def plain(node: Any) -> Any:
+    """A config node as plain containers (anything else unchanged)."""
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def card_key(card: Any) -> dict:
+    """What of a model card determines its outputs (not concurrency, prices or batch size)."""
+    c = plain(card) if OmegaConf.is_config(card) else dict(vars(card))
+    return {"identity": identity_of(card), "sampling": c.get("sampling"), "chat_template": c.get("chat_template")}
+
+
+def check_card(key: str, card: Any, cuda: Any) -> None:
+    """The card's backend exists and accepts it; errors name `key.<field>`."""
+    from xlexp.llm import BACKENDS
+
+    if card is None:
+        from xlexp.errors import ConfigError
+
+        raise ConfigError(key, "is not set")
+    BACKENDS.get(card.backend, f"{key}.backend").check_card(key, card, cuda)

@@ -1,0 +1,58 @@
+"""One plug-in pattern for every kind: a name maps to a class, imported when first asked for.
+
+Backends, QE scorers and sentence splitters register here (as lm-evaluation-harness registers
+its models). A target is a class or a `"module:Class"` string, so optional dependencies (vLLM,
+COMET) are imported only when a config names them. Adding a plug-in is a file and one
+`register` line; a config naming an unknown one fails naming its key.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Generic, TypeVar
+
+from xlexp.errors import ConfigError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._targets: dict[str, type[T] | str] = {}
+
+    def register(self, name: str, target: type[T] | str | None = None) -> Any:
+        """`register("hf", "xlexp.llm.hf:HFBackend")`, or `@register("hf")` on a class."""
+        if target is not None:
+            self._targets[name] = target
+            return target
+
+        def decorate(cls: type[T]) -> type[T]:
+            self._targets[name] = cls
+            return cls
+
+        return decorate
+
+    def unregister(self, name: str) -> None:
+        self._targets.pop(name, None)
+
+    def names(self) -> list[str]:
+        return list(self._targets)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._targets
+
+    def get(self, name: str, key: str | None = None) -> type[T]:
+        """The class registered as `name`; a ConfigError naming `key` when there is none."""
+        if name not in self._targets:
+            raise ConfigError(key or self.kind, f"unknown {self.kind} {name!r} (known: {', '.join(self._targets)})")
+        target = self._targets[name]
+        if isinstance(target, str):
+            module, _, attr = target.partition(":")
+            target = getattr(importlib.import_module(module), attr)
+            self._targets[name] = target
+        return target  # type: ignore[return-value]
+
+    def create(self, name: str, *args: Any, **kwargs: Any) -> T:
+        return self.get(name)(*args, **kwargs)
+

@@ -1,0 +1,112 @@
+"""LoRA SFT settings (paper section 5), the SFT data source and their checks."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig
+
+from xlexp.errors import ConfigError
+
+SOURCES = ("generated", "external")
+SUBSETS = ("top", "random")
+
+
+@dataclass
+class ExternalDataConfig:
+    """An SFT dataset from outside the pipeline (paper Table 9: X-Instruction), read by `datasets`."""
+
+    dataset: str | None = None  # HF hub id, or a local .jsonl/.json/.parquet file or a folder of them
+    data_files: Any = None  # files inside `dataset`: a list, or {lang: file} when each file is one language
+    revision: str | None = None  # hub revision (pin it: the store key cannot see hub updates)
+    split: str = "train"
+    messages_field: str | None = None  # a chat list (role/content or ShareGPT from/value); else the pair below
+    instruction_field: str = "instruction"
+    input_field: str | None = None  # optional context appended to the instruction (Alpaca-style)
+    response_field: str = "output"
+    id_field: str | None = None  # None: ids from the row's position in its file
+    lang_field: str | None = None  # None: the data_files key, when data_files is {lang: file}
+    langs: list[str] | None = None  # keep rows whose language is one of these (as written in the data)
+    qe_field: str | None = None  # a quality score, needed for sft.subset=top
+    n: int | None = None  # a seeded subset of this many rows (paper: 40K); None: every matching row
+
+
+@dataclass
+class SFTConfig:
+    # Paper section 5: LoRA r=8 on q/v, 1 epoch, cosine, lr 1e-4, 3% warmup, bf16, batch 8, seed 1.
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    epochs: float = 1.0
+    lr: float = 1e-4
+    scheduler: str = "cosine"
+    warmup_ratio: float = 0.03
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_seq_len: int = 1024
+    bf16: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    subset: str = "top"  # top (by QE, as the paper) | random
+    save_steps: int = 50  # checkpoint every N steps for resume
+    source: str = "generated"  # generated (the XL-Instruct dataset) | external (sft.external)
+    external: ExternalDataConfig = field(default_factory=ExternalDataConfig)
+    num_processes: str = "auto"  # auto: one per visible GPU (accelerate launch when > 1), or a count
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kK]?)\s*$")
+
+
+def parse_data_size(value: Any) -> int:
+    """`32` -> 32, `2k` -> 2000, `32k` -> 32000 (k = x1000)."""
+    m = _SIZE.match(str(value))
+    if not m or int(m.group(1)) == 0:
+        raise ConfigError("data_size", f"cannot parse {value!r}: use a positive count such as 32, 256, 2k, 8k, 32k")
+    return int(m.group(1)) * (1000 if m.group(2) else 1)
+
+
+def needs_generated_data(cfg: Any) -> bool:
+    """SFT trains on the generated dataset, so generation must run (or be in the store)."""
+    return "sft" in cfg.stages and cfg.sft.source == "generated"
+
+
+def validate(cfg: Any, runs: bool) -> None:
+    """SFT settings; `runs`: the stage will run, so its data source and processes must work."""
+    parse_data_size(cfg.data_size)
+    sft = cfg.sft
+    if sft.subset not in SUBSETS:
+        raise ConfigError("sft.subset", f"must be 'top' or 'random', not {sft.subset!r}")
+    if not runs:
+        return
+    from xlexp.sft.launch import parse_num_processes
+
+    if cfg.model.backend == "openai":
+        raise ConfigError("model.backend", "SFT trains a local LoRA adapter: the student model needs backend hf or vllm")
+    try:
+        parse_num_processes(sft.num_processes)
+    except ValueError as e:
+        raise ConfigError("sft.num_processes", str(e)) from None
+    if sft.source not in SOURCES:
+        raise ConfigError("sft.source", f"must be 'generated' or 'external', not {sft.source!r}")
+    if sft.source == "external":
+        _validate_external(sft)
+
+
+def _validate_external(sft: Any) -> None:
+    from xlexp.sft.source import looks_local
+
+    ext = sft.external
+    if not ext.dataset:
+        raise ConfigError("sft.external.dataset", "sft.source=external needs a hub dataset id or a local file")
+    if looks_local(ext.dataset) and not os.path.exists(ext.dataset):
+        raise ConfigError("sft.external.dataset", f"file not found: {ext.dataset!r}")
+    if not ext.messages_field and not (ext.instruction_field and ext.response_field):
+        raise ConfigError("sft.external.messages_field", "set it, or both instruction_field and response_field")
+    if ext.n is not None and ext.n < 1:
+        raise ConfigError("sft.external.n", f"must be >= 1 or null, not {ext.n}")
+    if ext.langs is not None and not ext.lang_field and not isinstance(ext.data_files, dict | DictConfig):
+        raise ConfigError("sft.external.lang_field", "a language filter needs a language column or data_files {lang: file}")
+    if sft.subset == "top" and not ext.qe_field:
+        raise ConfigError("sft.subset", "top needs quality scores: set sft.external.qe_field or use sft.subset=random")
