@@ -54,7 +54,9 @@ def test_dollars_per_stage_are_exact_and_a_rerun_costs_nothing(tmp_path: Path) -
         cfg = compose_cfg(srv.base_url, tmp_path / "store")
         summary = run(cfg, tmp_path / "run1")
         cost = summary["cost"]
-        assert set(cost["stages"]) == {"respond", "reference", "judge"}
+        # metrics is an artifact too, computed from the verdicts without a model call: $0.
+        assert set(cost["stages"]) == {"respond", "reference", "judge", "metrics"}
+        assert cost["stages"]["metrics"]["total"]["calls"] == 0 and cost["stages"]["metrics"]["total"]["usd"] == 0
         for stage, role in (("respond", "model"), ("reference", "reference"), ("judge", "judge")):
             want = expected(srv.requests, *CARDS[role])
             got = cost["stages"][stage]["roles"][role]
