@@ -178,6 +178,9 @@ def read_generation(store: Store, keys: dict[str, str | None]) -> dict:
     and the rejects of each stage with examples."""
     notes: list[str] = []
     arts = {stage: _artifact(store, stage, keys.get(stage), notes) for stage in GENERATE_STAGES}
+    lost = [stage for stage in GENERATE_STAGES if not keys.get(stage)]
+    if lost:
+        notes.append(f"not found: the {', '.join(lost)} artifact(s) this dataset was made from; what they hold is not shown")
     sel = arts["select"]
     out: dict[str, Any] = {"key": keys.get("select"), "keys": dict(keys), "notes": notes, "rows": [], "rejects": [],
                            "funnel": [], "translators": [], "strategy": None, "cut": None, "langs": []}
@@ -558,7 +561,10 @@ def _match_qe(store: Store, sel: Artifact, translate: Artifact) -> str | None:
     k = max((len(c) for t in items.values() for c in (t.get("candidates") or [])), default=0)
     names = _translator_names(stats, k)
     for art in reversed(_finished(store, "qe")):
-        scores = {r["key"]: r.get("score") for r in _jsonl(art.file("rows.jsonl")) if "key" in r}
+        try:
+            scores = {r["key"]: r.get("score") for r in _jsonl(art.file("rows.jsonl")) if "key" in r}
+        except (OSError, ValueError):
+            continue
         if any(_reproduces(s, kept, items, scores, names) for s in ("best_of_k", "naive")):
             return art.key
     return None
