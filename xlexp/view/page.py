@@ -62,7 +62,7 @@ def render(page: dict) -> str:
     """The whole HTML document for the data `read.read_path` returns."""
     data, lines = _split(page)
     source = page.get("source", {})
-    title = f"xlexp view: {source.get('kind', '')} {Path(source.get('path', '')).name}".strip()
+    title = f"xlexp view · {source.get('kind', '?')} {Path(source.get('path', '')).name}"
     built = time.strftime("%Y-%m-%d %H:%M:%S")
     data["built"] = built
     data["chunk_rows"] = CHUNK_ROWS

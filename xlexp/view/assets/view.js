@@ -103,6 +103,10 @@
     return box;
   }
 
+  // A run dir relative to the page ("." is the page's own run), linked to its results.md.
+  const runLink = (run) => h("a", { href: (run === "." ? "" : run + "/") + "results.md" }, (run === "." ? "this run" : run) + " ");
+  const runLinks = (runs) => (runs && runs.length ? h("div", { class: "muted" }, "results: ", runs.map(runLink)) : null);
+
   const byNumber = (key, dir) => (rows) => rows.slice().sort((a, b) => {
     const x = a[key], y = b[key];
     if (x === null && y === null) return 0;
@@ -180,7 +184,7 @@
     const el = h("div", { class: "block", id: "gen-" + ds.key, "data-dataset": ds.key || "" },
       h("h3", {}, `Dataset ${n + 1}: select/${ds.key}`),
       h("div", { class: "keys" }, Object.entries(ds.keys || {}).map(([s, k]) => `${s}: ${k || "–"}`).join(" · ")),
-      ds.runs && ds.runs.length ? h("div", { class: "muted" }, "runs: " + ds.runs.join(", ")) : null,
+      runLinks(ds.runs),
       notes(ds.notes),
       h("div", { class: "stats" },
         stat("translated passages", ds.index.length, "gen-rows"), stat("kept (dataset)", counts.kept || 0, "gen-kept"),
@@ -259,7 +263,7 @@
     const el = h("div", { class: "block", id: "sys-" + sys.key, "data-system": sys.key },
       h("h3", {}, systemTitle(sys.labels || {})),
       h("div", { class: "keys" }, `judge: ${sys.key}` + Object.entries(sys.keys || {}).filter(([r]) => r !== "judge").map(([r, k]) => ` · ${r}: ${k || "–"}`).join("")),
-      sys.runs && sys.runs.length ? h("div", { class: "muted" }, "runs: ", sys.runs.map((r) => h("a", { href: (r === "." ? "" : r + "/") + "results.md" }, r + " "))) : null,
+      runLinks(sys.runs),
       notes(sys.notes),
       h("div", { class: "stats" }, stat("judged prompts", sys.index.length, "eval-rows"), stat("with a malformed verdict", c.malformed || 0, "eval-malformed"),
         stat("no verdict at all", c.no_verdict || 0, "eval-no-verdict"), stat("failed or empty outputs", c.failed || 0, "eval-failed")),
@@ -292,7 +296,7 @@
       el.append(h("h3", {}, t.title), table(["Model", ...t.cols.map((c) => (c === "avg" ? "Avg" : c)), "runs"], t.rows.map((r) => [
         r.judge && inPage.has(r.judge) ? h("a", { href: "#sys-" + r.judge }, r.label) : r.label,
         ...r.values.map((v, i) => h("td", { class: "num" + (r.best[i] ? " best" : "") }, v === null ? "–" : v.toFixed(2))),
-        h("td", {}, (r.runs || []).map((run) => h("a", { href: (run === "." ? "" : run + "/") + "results.md" }, run + " "))),
+        h("td", {}, (r.runs || []).map(runLink)),
       ]), "paper"));
     }
     for (const p of sweep.plots || []) {
