@@ -122,6 +122,24 @@ def test_missing_files_become_notes_not_errors(tmp_path: Path) -> None:
     assert system["metrics"] == {} and any("no metrics" in n for n in system["notes"])
 
 
+def test_metrics_from_their_own_artifact(tmp_path: Path) -> None:
+    """Metrics stored as a `metrics` artifact made from the judge artifact (not inside it)."""
+    keys = build_store(tmp_path / "store", 20)
+    store = Store(tmp_path / "store")
+    moved = store.get("judge", keys["evaluation"]["judge"]).file("metrics.json")
+    table = json.loads(moved.read_text())
+    moved.unlink()
+
+    def produce(work: Path, parts) -> dict:  # noqa: ANN001
+        (work / "metrics.json").write_text(json.dumps(table))
+        return {"langs": 2}
+
+    store.build("metrics", store.key("metrics", {}, [keys["evaluation"]["judge"]]), produce,
+                info={"inputs": {"judge": keys["evaluation"]["judge"]}})
+    (system,) = read_path(tmp_path / "store")["evaluation"]
+    assert system["metrics"]["fra"]["win_rate"] == pytest.approx(table["fra"]["win_rate"]) and not system["notes"][1:]
+
+
 def test_cli_names_a_path_with_nothing_to_show(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-m", "xlexp.view", str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)

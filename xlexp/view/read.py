@@ -22,7 +22,8 @@ from xlexp.store import Artifact, Store, read_jsonl
 GENERATE_STAGES = ("seed", "reverse", "refine", "translate", "qe", "select")
 EXAMPLES_PER_REASON = 5
 # An evaluate summary names its artifacts by role; the reference's outputs live in `respond`.
-EVAL_ROLE_STAGE = {"reference": "respond", "respond": "respond", "judge": "judge", "rubric": "rubric", "benchmark": "benchmark"}
+EVAL_ROLE_STAGE = {"reference": "respond", "respond": "respond", "judge": "judge", "rubric": "rubric", "benchmark": "benchmark",
+                   "metrics": "metrics"}
 
 
 def clean(value: Any) -> Any:
@@ -289,15 +290,20 @@ def _by_id(rows: list[dict]) -> dict[str, dict]:
     return {str(r.get("id", i)): r for i, r in enumerate(rows)}
 
 
-def _metrics(store: Store, judge: Artifact, notes: list[str]) -> dict:
-    """The judged system's metrics table: the judge artifact's metrics.json, else a `metrics`
-    artifact that records the judge artifact as its input."""
-    path = judge.file("metrics.json")
-    if path.exists():
-        return clean(_json(path))
-    for art in reversed(_finished(store, "metrics")):
-        if judge.key in _recorded_inputs(art).values() and art.file("metrics.json").exists():
-            return clean(_json(art.file("metrics.json")))
+def _metrics(store: Store, judge: Artifact, notes: list[str], key: str | None = None) -> dict:
+    """The judged system's metrics table: from the `metrics` artifact the run names, else the
+    judge artifact's own metrics.json, else a `metrics` artifact whose DONE names the judge
+    artifact among its inputs."""
+    named = store.get("metrics", key) if key else None
+    candidates = [named] if named else []
+    candidates.append(judge)
+    candidates += [a for a in reversed(_finished(store, "metrics")) if judge.key in json.dumps(_meta(a).get("inputs", ""))]
+    for art in candidates:
+        if art.file("metrics.json").exists():
+            try:
+                return clean(_json(art.file("metrics.json")))
+            except (OSError, ValueError) as e:
+                notes.append(f"{art.file('metrics.json')} could not be read: {e}")
     notes.append(f"no metrics for judge/{judge.key} (neither its metrics.json nor a metrics artifact made from it)")
     return {}
 
@@ -344,7 +350,7 @@ def read_evaluation(store: Store, judge_key: str, keys: dict[str, str | None] | 
     meta = _meta(judge)
     labels = meta.get("system") or {}
     out["labels"] = clean(labels)
-    out["metrics"] = _metrics(store, judge, notes)
+    out["metrics"] = _metrics(store, judge, notes, keys.get("metrics"))
     langs = list(labels.get("langs") or []) or sorted(p.stem for p in judge.path.glob("*.jsonl"))
     verdict_rows = {lang: _rows(judge, f"{lang}.jsonl", notes) or [] for lang in langs}
     recorded = _recorded_inputs(judge)
