@@ -70,8 +70,8 @@ def test_store_alone_gives_every_row_its_candidates_scores_and_status(tmp_path: 
     page = read_path(tmp_path / "store")
     assert page["source"]["kind"] == "store"
     (ds,) = page["generation"]
-    # The store records no inputs: the reader found the chain of artifacts from the rows.
-    assert ds["keys"] == keys["generation"]
+    # The chain of artifacts, from the inputs each DONE records.
+    assert ds["keys"] == keys["generation"] and ds["notes"] == []
     store = Store(tmp_path / "store")
     sel = store.get("select", keys["generation"]["select"])
     kept = {r["id"]: r for r in sel.rows("dataset.jsonl")}
@@ -104,15 +104,25 @@ def test_store_alone_gives_every_row_its_candidates_scores_and_status(tmp_path: 
     outputs = json.loads(store.get("respond", keys["evaluation"]["respond"]).file("deu.json").read_text())
     first = next(r for r in system["rows"] if r["lang"] == "deu" and r["id"] == str(outputs[0]["id"]))
     assert first["output"] == outputs[0]["output"] and first["instruction"] == outputs[0]["instruction"]
-    assert system["metrics"]["deu"]["win_rate"] == pytest.approx(json.loads(judge.file("metrics.json").read_text())["deu"]["win_rate"])
+    # Metrics come from their own artifact, which the reader found by its recorded input.
+    table = json.loads(store.get("metrics", keys["evaluation"]["metrics"]).file("metrics.json").read_text())
+    assert system["metrics"]["deu"]["win_rate"] == pytest.approx(table["deu"]["win_rate"]) and system["notes"] == []
     assert page["sweep"]["tables"][0]["rows"][0]["judge"] == keys["evaluation"]["judge"]
 
 
+def test_store_without_recorded_inputs_is_linked_by_its_rows(tmp_path: Path) -> None:
+    """A store whose DONE files name no inputs (written before they did): the reader finds the
+    artifacts a dataset was made of from the ids and scores of their rows."""
+    keys = build_store(tmp_path / "store", 60, record_inputs=False)
+    (ds,) = read_path(tmp_path / "store")["generation"]
+    assert ds["keys"] == keys["generation"] and ds["strategy"] == "best_of_k"
+
+
 def test_missing_files_become_notes_not_errors(tmp_path: Path) -> None:
-    keys = build_store(tmp_path / "store", 40)
+    keys = build_store(tmp_path / "store", 40, record_inputs=False)
     qe_rows = tmp_path / "store" / "qe" / keys["generation"]["qe"] / "rows.jsonl"
     qe_rows.unlink()
-    (tmp_path / "store" / "judge" / keys["evaluation"]["judge"] / "metrics.json").unlink()
+    (tmp_path / "store" / "metrics" / keys["evaluation"]["metrics"] / "metrics.json").unlink()
     page = read_path(tmp_path / "store")
     (ds,) = page["generation"]
     # The store alone cannot tell which QE artifact it was without its rows: the page says so.
@@ -120,24 +130,6 @@ def test_missing_files_become_notes_not_errors(tmp_path: Path) -> None:
     assert all(s["scores"] == [None] * len(s["cands"]) for r in ds["rows"] for s in r["sentences"])
     (system,) = page["evaluation"]
     assert system["metrics"] == {} and any("no metrics" in n for n in system["notes"])
-
-
-def test_metrics_from_their_own_artifact(tmp_path: Path) -> None:
-    """Metrics stored as a `metrics` artifact made from the judge artifact (not inside it)."""
-    keys = build_store(tmp_path / "store", 20)
-    store = Store(tmp_path / "store")
-    moved = store.get("judge", keys["evaluation"]["judge"]).file("metrics.json")
-    table = json.loads(moved.read_text())
-    moved.unlink()
-
-    def produce(work: Path, parts) -> dict:  # noqa: ANN001
-        (work / "metrics.json").write_text(json.dumps(table))
-        return {"langs": 2}
-
-    store.build("metrics", store.key("metrics", {}, [keys["evaluation"]["judge"]]), produce,
-                info={"inputs": {"judge": keys["evaluation"]["judge"]}})
-    (system,) = read_path(tmp_path / "store")["evaluation"]
-    assert system["metrics"]["fra"]["win_rate"] == pytest.approx(table["fra"]["win_rate"]) and not system["notes"][1:]
 
 
 def test_cli_names_a_path_with_nothing_to_show(tmp_path: Path) -> None:
@@ -193,6 +185,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> 
     return root
 
 
+@pytest.mark.slow
 @needs_browser
 def test_tiny_run_page_renders_every_section_offline(tiny_run: Path, tmp_path: Path) -> None:
     run_dir = tiny_run / "run"
@@ -253,6 +246,7 @@ def test_tiny_run_page_renders_every_section_offline(tiny_run: Path, tmp_path: P
     assert png_size(shot) == (1280, 2400)
 
 
+@pytest.mark.slow
 @needs_browser
 def test_32k_row_store_renders_in_under_two_seconds_of_script(tmp_path: Path) -> None:
     build_large(tmp_path / "store")

@@ -13,7 +13,7 @@ import re
 import sys
 from pathlib import Path
 
-from xlexp.evaluate import benchmark, judge, metrics
+from xlexp.evaluate import build_xl, judge, metrics
 from xlexp.generate import segment, select, translate
 from xlexp.generate import stats as gen_stats
 from xlexp.generate.qe import triple_key
@@ -62,10 +62,18 @@ def pseudo_translate(sentence: str, lang: str, t: int) -> str:
     return f"{' '.join(out)}"
 
 
-def build_generation(store: Store, n_items: int, codes: list[str], seed: int = 1, kept_rows: int | None = None) -> dict[str, str]:
+def build_generation(store: Store, n_items: int, codes: list[str], seed: int = 1, kept_rows: int | None = None,
+                     record_inputs: bool = True) -> dict[str, str]:
     """seed -> reverse -> refine -> translate -> qe -> select artifacts; returns their keys.
 
-    The QE cut keeps the paper's 80% of the selected rows, or exactly `kept_rows` of them."""
+    The QE cut keeps the paper's 80% of the selected rows, or exactly `kept_rows` of them.
+    `record_inputs`: each key made from its inputs' keys, so DONE records them (`made_of`) as
+    the real stages' do; False: a store from before DONE recorded them."""
+    upstream = {"reverse": ["seed"], "refine": ["reverse"], "translate": ["refine"], "qe": ["translate"], "select": ["translate", "qe"]}
+
+    def inputs(stage: str) -> list[str]:
+        return [keys[s] for s in upstream.get(stage, [])] if record_inputs else []
+
     rng = random.Random(seed)
     keys: dict[str, str] = {}
     # Passages until `n_items` survive reverse and refine (a few of each are rejected, with reasons).
@@ -85,7 +93,7 @@ def build_generation(store: Store, n_items: int, codes: list[str], seed: int = 1
             refined.append({**pair, "question": f"What is worth knowing about {topic}?", "original_question": pair["question"]})
 
     def made(stage: str, produce, counts_of) -> None:  # noqa: ANN001
-        key = store.key(stage, {"synthetic": n_items, "seed": seed, "codes": codes})
+        key = store.key(stage, {"synthetic": n_items, "seed": seed, "codes": codes}, inputs(stage))
 
         def work(path: Path, parts) -> dict:  # noqa: ANN001
             return counts_of(path, produce())
@@ -151,7 +159,7 @@ def build_generation(store: Store, n_items: int, codes: list[str], seed: int = 1
         write_json(path / "stats.json", gen_stats.generation_stats(stage_counts, items, scores, chosen, kept, list(TRANSLATORS)))
         return {"rows": len(kept), "before_filter": len(ok), "rejects": len(chosen) - len(ok)}
 
-    key = store.key("select", {"synthetic": n_items, "seed": seed, "codes": codes})
+    key = store.key("select", {"synthetic": n_items, "seed": seed, "codes": codes}, inputs("select"))
     store.build("select", key, select_produce)
     keys["select"] = key
     return keys
@@ -162,7 +170,7 @@ def build_evaluation(store: Store, n_prompts: int, codes: list[str], seed: int =
     parser from seeded answers: mostly labels with logprobs, some text only, some malformed."""
     rng = random.Random(seed + 2)
     prompts = [{"id": i + 1, "instruction": f"Give {i % 5 + 2} tips about {TOPICS[i % len(TOPICS)].lower()} for a beginner."} for i in range(n_prompts)]
-    bench = benchmark.build_xl(prompts, codes, ["Answer in {language}.", "Please write your answer in {language}."], seed=seed)
+    bench = build_xl.build_xl(prompts, codes, ["Answer in {language}.", "Please write your answer in {language}."], seed=seed)
     system_name, reference_name = "EuroLLM 9B", "gpt-4o-mini"
     generator = system_name + (f"+adapter{data_size}" if data_size else "")
     outputs: dict[str, dict[str, list[str]]] = {"system": {}, "reference": {}}
@@ -179,7 +187,7 @@ def build_evaluation(store: Store, n_prompts: int, codes: list[str], seed: int =
                         n = rng.randint(2, 6)
                         outs.append("\n".join(f"{k + 1}. {pseudo_translate(passage(rng).split('. ')[0], code, 0)}." for k in range(n)))
                 outputs[role][code] = outs
-                write_json(path / f"{code}.json", benchmark.to_alpaca_eval(rows, outs, gen))
+                write_json(path / f"{code}.json", build_xl.to_alpaca_eval(rows, outs, gen))
                 counts[code] = {"rows": len(rows), "errors": sum(not o for o in outs)}
             return {"langs": counts, "generator": gen}
 
@@ -187,8 +195,9 @@ def build_evaluation(store: Store, n_prompts: int, codes: list[str], seed: int =
         store.build("respond", key, produce)
         keys["respond" if role == "system" else "reference"] = key
 
+    per_lang: dict[str, dict] = {}
+
     def judge_produce(path: Path, parts) -> dict:  # noqa: ANN001
-        per_lang = {}
         for code, rows in bench.items():
             plan = judge.plan(rows, outputs["system"][code], outputs["reference"][code], True, seed)
             comps = []
@@ -207,15 +216,24 @@ def build_evaluation(store: Store, n_prompts: int, codes: list[str], seed: int =
             per_lang[code] = {"prefs": [r["preference"] for r in combined], "outputs": outputs["system"][code],
                               "ref_outputs": outputs["reference"][code], "n_malformed": sum(len(r["malformed"]) for r in combined),
                               "lang_fidelity": 0.9}
-        write_json(path / "metrics.json", metrics.summarize(per_lang, n_boot=50, seed=seed))
         return {"langs": len(per_lang), "rows": sum(len(v["prefs"]) for v in per_lang.values())}
 
     labels = {"model": system_name, "model_id": "utter-project/EuroLLM-9B-Instruct", "adapter": f"adapter{data_size}" if data_size else None,
               "data_size": data_size, "selection": "best_of_k" if data_size else None, "reference": reference_name,
               "judge": "gpt-4o", "benchmark": "xl_alpacaeval", "langs": codes}
-    key = store.key("judge", {"synthetic": n_prompts, "codes": codes, "size": data_size})
+    responses = [keys["respond"], keys["reference"]]
+    key = store.key("judge", {"synthetic": n_prompts, "codes": codes, "size": data_size}, responses)
     store.build("judge", key, judge_produce, info={"system": labels})
     keys["judge"] = key
+
+    def metrics_produce(path: Path, parts) -> dict:  # noqa: ANN001 (as run_metrics: its own artifact)
+        write_json(path / "metrics.json", metrics.summarize(per_lang, n_boot=50, seed=seed))
+        write_json(path / "columns.json", metrics.columns())
+        return {"langs": len(per_lang)}
+
+    key = store.key("metrics", {"synthetic": n_prompts}, [keys["judge"], *responses])
+    store.build("metrics", key, metrics_produce, info={"system": {**labels, "judge_key": keys["judge"]}})
+    keys["metrics"] = key
     return keys
 
 
@@ -226,10 +244,10 @@ def _log(p: float) -> float:
 
 
 def build_store(root: Path, n_items: int, codes: list[str] | None = None, n_prompts: int = 40,
-                kept_rows: int | None = None) -> dict[str, dict[str, str]]:
+                kept_rows: int | None = None, record_inputs: bool = True) -> dict[str, dict[str, str]]:
     codes = codes or ["deu", "fra"]
     store = Store(root)
-    return {"generation": build_generation(store, n_items, codes, kept_rows=kept_rows),
+    return {"generation": build_generation(store, n_items, codes, kept_rows=kept_rows, record_inputs=record_inputs),
             "evaluation": build_evaluation(store, n_prompts, codes)}
 
 

@@ -85,21 +85,21 @@ def _rows(art: Artifact | None, name: str, notes: list[str]) -> list[dict] | Non
         return None
 
 
-def _recorded_inputs(art: Artifact) -> dict[str, str]:
-    """Input keys an artifact's DONE records, by stage (`inputs`: a dict, or a list of keys or
-    `stage/key` strings); empty when it records none."""
-    inputs = _meta(art).get("inputs")
-    if isinstance(inputs, dict):
-        return {str(k): str(v) for k, v in inputs.items() if isinstance(v, str)}
-    out: dict[str, str] = {}
-    if isinstance(inputs, list):
-        for item in inputs:
-            if isinstance(item, dict) and item.get("stage") and item.get("key"):
-                out[str(item["stage"])] = str(item["key"])
-            elif isinstance(item, str) and "/" in item:
-                stage, key = item.split("/", 1)
-                out[stage] = key
-    return out
+def _input_keys(art: Artifact) -> list[str]:
+    """The input keys an artifact's DONE records (`made_of.inputs`, as the store writes it)."""
+    inputs = (_meta(art).get("made_of") or {}).get("inputs") or []
+    return [str(k) for k in inputs if isinstance(k, str)]
+
+
+def _recorded_inputs(store: Store, art: Artifact, stages: tuple[str, ...]) -> dict[str, list[str]]:
+    """The recorded input keys by the stage whose store dir holds them (a judge artifact's two
+    inputs are both `respond` artifacts, so each stage maps to a list)."""
+    found: dict[str, list[str]] = {}
+    for key in _input_keys(art):
+        for stage in stages:
+            if (store.root / stage / key / "DONE").exists():
+                found.setdefault(stage, []).append(key)
+    return found
 
 
 def _finished(store: Store, stage: str) -> list[Artifact]:
@@ -292,12 +292,12 @@ def _by_id(rows: list[dict]) -> dict[str, dict]:
 
 def _metrics(store: Store, judge: Artifact, notes: list[str], key: str | None = None) -> dict:
     """The judged system's metrics table: from the `metrics` artifact the run names, else the
-    judge artifact's own metrics.json, else a `metrics` artifact whose DONE names the judge
-    artifact among its inputs."""
+    judge artifact's own metrics.json (stores written before metrics were their own artifact),
+    else the newest `metrics` artifact whose DONE names the judge artifact among its inputs."""
     named = store.get("metrics", key) if key else None
     candidates = [named] if named else []
     candidates.append(judge)
-    candidates += [a for a in reversed(_finished(store, "metrics")) if judge.key in json.dumps(_meta(a).get("inputs", ""))]
+    candidates += [a for a in reversed(_finished(store, "metrics")) if judge.key in _input_keys(a)]
     for art in candidates:
         if art.file("metrics.json").exists():
             try:
@@ -353,9 +353,14 @@ def read_evaluation(store: Store, judge_key: str, keys: dict[str, str | None] | 
     out["metrics"] = _metrics(store, judge, notes, keys.get("metrics"))
     langs = list(labels.get("langs") or []) or sorted(p.stem for p in judge.path.glob("*.jsonl"))
     verdict_rows = {lang: _rows(judge, f"{lang}.jsonl", notes) or [] for lang in langs}
-    recorded = _recorded_inputs(judge)
-    system = _artifact(store, "respond", keys.get("respond") or recorded.get("respond"), notes)
-    reference = _artifact(store, "respond", keys.get("reference") or recorded.get("reference"), notes)
+    if not (keys.get("respond") and keys.get("reference")):
+        # The judge's DONE names both respond artifacts; the reference's outputs carry its name.
+        for key in _recorded_inputs(store, judge, ("respond",)).get("respond", []):
+            generator = (_meta(store.get("respond", key)).get("counts") or {}).get("generator")
+            role = "reference" if generator and generator == labels.get("reference") else "respond"
+            keys[role] = keys.get(role) or key
+    system = _artifact(store, "respond", keys.get("respond"), notes)
+    reference = _artifact(store, "respond", keys.get("reference"), notes)
     if system is None or reference is None:
         ids = {lang: {str(r.get("id")) for r in rows} for lang, rows in verdict_rows.items()}
         sys_gen, ref_gen = _generator(labels)
@@ -363,7 +368,7 @@ def read_evaluation(store: Store, judge_key: str, keys: dict[str, str | None] | 
         system = system or _match_respond(store, sys_gen, ids, before)
         reference = reference or _match_respond(store, ref_gen, ids, before)
         if system is not None or reference is not None:
-            notes.append("the judge artifact records no inputs: outputs were matched by generator name and prompt ids")
+            notes.append("the judge artifact records no inputs (made_of): outputs were matched by generator name and prompt ids")
         if system is None:
             notes.append(f"the judged system's outputs (generator {sys_gen!r}) were not found: outputs are not shown")
         if reference is None:
@@ -538,7 +543,12 @@ def _generation_inputs(store: Store, sel: Artifact) -> dict[str, str | None]:
     artifacts whose rows it was made of (ids of each stage's rows and rejects chain up)."""
     keys: dict[str, str | None] = {s: None for s in GENERATE_STAGES}
     keys["select"] = sel.key
-    keys.update({s: k for s, k in _recorded_inputs(sel).items() if s in keys})
+    # Each DONE names its inputs (made_of): select <- translate, qe; translate <- refine <- reverse <- seed.
+    for stage, upstream in (("select", ("translate", "qe")), ("translate", ("refine",)), ("refine", ("reverse",)), ("reverse", ("seed",))):
+        art = store.get(stage, keys[stage]) if keys[stage] else None
+        if art is not None:
+            for up, found in _recorded_inputs(store, art, upstream).items():
+                keys[up] = keys[up] or found[0]
     if keys["translate"] is None:
         want = _ids(sel, "dataset.jsonl") | _ids(sel, "rejects.jsonl")
         for art in reversed(_finished(store, "translate")):
