@@ -22,7 +22,7 @@ from lxml import html as lxml_html
 from test_chain import Teacher, compose_cfg, overrides
 from viewstore import build_large, build_store
 
-from xlexp import report
+from xlexp.stage_table import stage_table
 from xlexp.store import Store
 from xlexp.view.read import read_path
 
@@ -148,7 +148,7 @@ def test_results_md_stage_table_is_readable(tmp_path: Path) -> None:
         },
         "generation_stats": {"stages": {"select": {"in": 7, "out": 6, "before_filter": 7, "dropped_by_qe_filter": 1, "reject_reasons": {}, "rejects": 0}}},
     }
-    table = report.stage_table(summary)
+    table = stage_table(summary)
     assert "| generate | reverse | `k1` | 8 | 7 | 1 | reasons empty instruction 1 |" in table
     assert "| generate | select | `k2` | 7 | 6 | 0 | rows 6; before_filter 7; dropped by the QE cut 1 |" in table
     assert "| evaluate | judge | `k3` |  |  |  |  |" in table and "{" not in table
