@@ -11,14 +11,11 @@ from pathlib import Path
 import pytest
 from fakeserver import FakeOpenAI
 from hydra import compose, initialize_config_dir
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra._internal.utils import get_args_parser
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from sweeps import job_results, run_sweep
 from test_chain import Teacher, overrides
 
-from xlexp.argv import multirun_flag_first
 from xlexp.config import parse_data_size, register
+from xlexp.plan import expand_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPS = sorted(p.stem for p in (ROOT / "conf" / "exp").glob("*.yaml"))
@@ -31,19 +28,11 @@ def compose_job(job: list[str]):
 
 
 def jobs_of(command: str) -> list[list[str]]:
-    """The override list of each job of `python -m xlexp ...`: one job without -m; with -m, the
-    experiment's `hydra.sweeper.params` and the command line's sweeps, as BasicSweeper.sweep
-    combines them (the command line last, so it wins on a shared key)."""
+    """The override list of each job of `python -m xlexp ...` (xlexp.plan expands it as Hydra's
+    basic sweeper does: the experiment's sweeper params, then the command line's)."""
     args = shlex.split(command)
     assert args[:3] == ["python", "-m", "xlexp"], command
-    cli = get_args_parser().parse_args(multirun_flag_first(args[3:]))
-    if not cli.multirun:
-        return [list(cli.overrides)]
-    parser = OverridesParser.create()
-    fixed = [o.input_line for o in parser.parse_overrides(list(cli.overrides)) if not o.is_sweep_override()]
-    params = compose_job(fixed).hydra.sweeper.params or {}
-    parsed = parser.parse_overrides([f"{k}={v}" for k, v in params.items()] + list(cli.overrides))
-    return [job for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None) for job in batch]
+    return expand_jobs(args[3:])
 
 
 def documented_commands(exp: str) -> list[str]:
