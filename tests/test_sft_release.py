@@ -123,3 +123,28 @@ def test_unknown_fields_name_the_key() -> None:
     with pytest.raises(ConfigError) as err:
         source.release_rows({"deu": [{"q": "x", "a": "y"}]}, ["deu"], "all", 1, None)
     assert err.value.key == "sft.release.config" and "q, a" in str(err.value)
+
+
+def test_sft_on_the_release_by_name_through_the_pipeline(release: Path, tmp_path: Path, tiny_model_dir: Path) -> None:
+    """`python -m xlexp stages=[sft] sft.source=release ...`: no generation; the release's rows
+    (German and Chinese, one language per instruction as langs.assign=one) feed SFT."""
+    from test_sft_source import compose_cfg
+
+    from xlexp.__main__ import run
+    from xlexp.config import validate
+
+    store = tmp_path / "store"
+    args = [
+        "stages=[sft]", f"store_dir={store}", f"model.model={tiny_model_dir}", "model.gguf_file=null",
+        "sft.source=release", f"sft.release.repo={release}", "sft.release.langs=[deu,zho]", "data_size=4",
+        "sft.batch_size=2", "sft.max_seq_len=256",
+    ]  # fmt: skip
+    validate(compose_cfg(*args), cuda=False)
+    summary = run(compose_cfg(*args), tmp_path / "run")
+    assert "generate" not in summary["stages"] and summary["stages"]["sft"]["rows"] == 4
+    (data,) = [p for p in (store / "release_data").iterdir() if not p.name.startswith(".")]
+    rows = [json.loads(line) for line in (data / "dataset.jsonl").read_text().splitlines()]
+    assert len(rows) == N - 1 and {r["lang"] for r in rows} == {"deu", "zho"}  # one language per instruction
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg(*args, "sft.release.config=best"), cuda=False)
+    assert err.value.key == "sft.release.config"

@@ -244,7 +244,7 @@ def paper_table(rows: list[SystemRow], metric: str = "win_rate", title: str = ""
     return "\n".join(lines) + "\n"
 
 
-# A Reason-then-Translate system is labelled "<model> (RTT <mode>)" (pipeline.system_labels).
+# A Reason-then-Translate system is labelled "<model> (RTT <mode>)" (evaluate.stage.system_labels).
 _RTT_LABEL = re.compile(r"^(?P<model>.+) \(RTT (?P<mode>[a-z_]+)\)$")
 
 
