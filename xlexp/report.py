@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from xlexp.evaluate.rtt import rtt_deltas
 from xlexp.store import write_json
 
 log = logging.getLogger("xlexp")
@@ -244,41 +244,6 @@ def paper_table(rows: list[SystemRow], metric: str = "win_rate", title: str = ""
     return "\n".join(lines) + "\n"
 
 
-# A Reason-then-Translate system is labelled "<model> (RTT <mode>)" (evaluate.stage.system_labels).
-_RTT_LABEL = re.compile(r"^(?P<model>.+) \(RTT (?P<mode>[a-z_]+)\)$")
-
-
-def rtt_deltas(rows: list[SystemRow], metric: str = "win_rate") -> list[SystemRow]:
-    """Table 2: each Reason-then-Translate row minus the same system answering directly (same
-    model, adapter size, selection and comparison), per language and Avg. A language either row
-    lacks is absent (never 0); an RTT row without its direct row gives no delta row."""
-    direct = {(r.model, r.data_size, r.selection, r.comparison): r for r in rows if not _RTT_LABEL.match(r.model)}
-    deltas = []
-    for row in rows:
-        m = _RTT_LABEL.match(row.model)
-        base = direct.get((m.group("model"), row.data_size, row.selection, row.comparison)) if m else None
-        if base is None:
-            continue
-        diff = {}
-        for lang in row.metrics:
-            a, b = row.value(lang, metric), base.value(lang, metric)
-            if a is not None and b is not None:
-                diff[lang] = {metric: a - b}
-        deltas.append(
-            SystemRow(
-                model=f"{m.group('model')} ({m.group('mode')} - direct)",
-                metrics=diff,
-                data_size=row.data_size,
-                selection=row.selection,
-                reference=row.reference,
-                judge=row.judge,
-                benchmark=row.benchmark,
-                key=row.key,
-            )
-        )
-    return _order(deltas)
-
-
 def write_csv(tables: dict[str, list[SystemRow]], path: Path, metric: str = "win_rate") -> None:
     import csv
 
@@ -352,7 +317,7 @@ def build_report(
         if scaling_plot(rows, png, metric, lines, title=name):
             paths[png.stem] = png
             parts.append(f"![{name}]({png.name})\n")
-        if rtt := rtt_deltas(rows, metric):
+        if rtt := _order(rtt_deltas(rows, metric)):
             deltas[f"{name}: Reason-then-Translate minus direct"] = rtt
     for name, rows in deltas.items():  # Table 2: differences from Table 1, in points
         parts.append(paper_table(rows, metric, title=name))
