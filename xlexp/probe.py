@@ -81,6 +81,7 @@ class _ProbeStore:
 
         self._store = Store.__new__(Store)
         self._store.root = Path(root).resolve()  # Store() would create the directory
+        self._store._made_of = {}  # what Store.key records for DONE; nothing is built here
         self.root = self._store.root
         self.found: dict[tuple[str, str], bool] = {}
 
