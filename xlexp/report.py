@@ -15,6 +15,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from xlexp.stage_table import stage_table, view_line
+
+from xlexp.evaluate.rtt import rtt_deltas
 from xlexp.store import write_json
 
 log = logging.getLogger("xlexp")
@@ -309,14 +311,19 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": out / "tables.md", "csv": out / "tables.csv"}
     parts = [f"# xlexp report: {metric.replace('_', ' ')}", ""]
+    deltas = {}
     for i, (name, rows) in enumerate(tables.items()):
         parts.append(paper_table(rows, metric, title=name, best_per=best_per))
         png = out / ("scaling.png" if i == 0 else f"scaling-{i + 1}.png")
         if scaling_plot(rows, png, metric, lines, title=name):
             paths[png.stem] = png
             parts.append(f"![{name}]({png.name})\n")
+        if rtt := _order(rtt_deltas(rows, metric)):
+            deltas[f"{name}: Reason-then-Translate minus direct"] = rtt
+    for name, rows in deltas.items():  # Table 2: differences from Table 1, in points
+        parts.append(paper_table(rows, metric, title=name))
     paths["markdown"].write_text("\n".join(parts))
-    write_csv(tables, paths["csv"], metric)
+    write_csv({**tables, **deltas}, paths["csv"], metric)
     return paths
 
 
