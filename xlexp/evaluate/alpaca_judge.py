@@ -18,6 +18,7 @@ P(system better) in [0, 1]: alpaca_eval's preference minus 1.
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Sequence
@@ -115,11 +116,16 @@ def parse(logprobs: list[dict[str, float]] | None, switched: bool) -> tuple[floa
         warnings.simplefilter("ignore")
         import numpy as np
 
-        with np.errstate(all="ignore"):
-            try:
+        # Its parser logs a root-logger warning for every answer without m/M; we count those.
+        muted = logging.root.manager.disable
+        logging.disable(logging.WARNING)
+        try:
+            with np.errstate(all="ignore"):
                 (value,) = annotator().fn_completion_parser(openai_shape(logprobs[:1]))
-            except (ValueError, AssertionError, TypeError) as e:
-                return None, f"logprob parser: {type(e).__name__}"
+        except (ValueError, AssertionError, TypeError) as e:
+            return None, f"logprob parser: {type(e).__name__}"
+        finally:
+            logging.disable(muted)
     value = float(value)
     if not math.isfinite(value) or not 1.0 <= value <= 2.0:
         return None, "no m/M in the top logprobs" if math.isnan(value) else f"preference out of range: {value}"

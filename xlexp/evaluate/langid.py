@@ -33,9 +33,7 @@ MIN_CONFIDENCE = 0.5
 CJK_WEIGHT = 3
 # Romanised Hindi: share of words that are Hindi function words, and distinct ones needed.
 HINGLISH_WORDS = frozenset(
-    "hai hain aur mein main ka ki ke ko se bhi tha thi the nahi nahin kya yeh ye woh wo hoon hun "
-    "raha rahi rahe kar karna karta karti karte tum aap hum mera meri mere tera apna apni ek "
-    "liye lekin kyunki jab tab bahut accha acha".split()
+    ["hai", "hain", "aur", "mein", "main", "ka", "ki", "ke", "ko", "se", "bhi", "tha", "thi", "nahi", "nahin", "kya", "yeh", "ye", "woh", "wo", "hoon", "hun", "raha", "rahi", "rahe", "kar", "karna", "karta", "karti", "karte", "tum", "aap", "hum", "mera", "meri", "mere", "tera", "apna", "apni", "ek", "liye", "lekin", "kyunki", "jab", "tab", "bahut", "accha", "acha"]
 )
 HINGLISH_SHARE = 0.3
 HINGLISH_DISTINCT = 3
