@@ -135,16 +135,14 @@ def plan(
     if protocol == "alpaca_eval":
         from xlexp.evaluate import alpaca_judge
 
-        todo = [(e, row) for e, row in zip(entries, rows, strict=True) if e["status"] is None]
-        index = {id(r): i for i, r in enumerate(rows)}
+        todo = [i for i, e in enumerate(entries) if e["status"] is None]
         prepared = alpaca_judge.prepare(
-            [row["instruction"] for _, row in todo],
-            [reference_outputs[index[id(row)]] for _, row in todo],
-            [system_outputs[index[id(row)]] for _, row in todo],
+            [rows[i]["instruction"] for i in todo], [reference_outputs[i] for i in todo], [system_outputs[i] for i in todo]
         )
-        for (entry, _), req in zip(todo, prepared, strict=True):
-            # Unswitched: output_1 (slot "m") is the reference, i.e. order "rs".
-            entry["requests"].append({"order": "sr" if req["switched"] else "rs", "switched": req["switched"], "conversation": req["conversation"]})
+        for i, req in zip(todo, prepared, strict=True):
+            # Unswitched, output_1 (slot "m", our A) is the reference: order "rs".
+            order = "sr" if req["switched"] else "rs"
+            entries[i]["requests"].append({"order": order, "switched": req["switched"], "conversation": req["conversation"]})
     return entries
 
 
