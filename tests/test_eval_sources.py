@@ -189,13 +189,15 @@ def test_release_rows_single_split_with_language_column() -> None:
 
 def test_m_alpacaeval_translates_the_xl_english_set(alpaca_file: Path) -> None:
     """m-AlpacaEval is the XL-AlpacaEval English set machine translated: Table 4 excluded."""
-    from xlexp.evaluate.benchmark import PAPER_EXCLUDED_IDS
+    from xlexp.evaluate.build_xl import PAPER_EXCLUDED_IDS
 
     cfg = _cfg("eval=m_alpacaeval", f"eval.path={alpaca_file}")
     assert list(cfg.eval.exclude_ids) == list(PAPER_EXCLUDED_IDS)
     rows = [{"id": i, "instruction": f"Prompt {i}", "dataset": "x"} for i in range(1, 806)]
     alpaca_file.write_text(json.dumps(rows))
-    english = sources.english_set(cfg.eval)
+    from xlexp.evaluate.build_xl import select_prompts
+
+    english = select_prompts(sources.english_prompts(cfg.eval), cfg.eval.exclude_ids, cfg.eval.limit)
     assert len(english) == 795 and not {r["id"] for r in english} & set(PAPER_EXCLUDED_IDS)
 
 

@@ -149,13 +149,3 @@ def load_release(ev: Any, codes: list[str]) -> dict[str, list[dict]]:
             "use eval.benchmark=xl_alpacaeval with eval.path (builds the same benchmark from AlpacaEval)",
         ) from None
     return release_rows(splits, codes, ev.release_repo)
-
-
-def english_set(ev: Any) -> list[dict]:
-    """The English prompts a benchmark starts from: the prompt file minus `eval.exclude_ids`,
-    then the first `eval.limit`. For m-AlpacaEval this is the XL-AlpacaEval English set (Table 4
-    excluded, as the authors translated it); pointing eval.path at the release's english split
-    (with exclude_ids: []) gives the authors' exact prompts."""
-    excluded = {int(i) for i in ev.exclude_ids}
-    kept = [p for p in english_prompts(ev) if int(p["id"]) not in excluded]
-    return kept[: ev.limit] if ev.limit is not None else kept
