@@ -79,6 +79,9 @@ def overrides(base_url: str, tiny_dir: Path, store: Path, **extra: str) -> list[
         "sft.save_steps=1",
         "eval.limit=3",
         "eval.bootstrap=50",
+        # The fake judge answers A/B (our protocol's labels); the alpaca_eval protocol's runs are
+        # in test_eval_exps and test_judge_alpaca_eval.
+        "eval.judge_protocol=both_orders",
     ]
     return out + [f"{k}={v}" for k, v in extra.items()]
 

@@ -220,3 +220,17 @@ def test_rtt_rows_become_table_2_deltas_from_table_1(tmp_path):
     assert "| Aya Expanse 8B (one_prompt - direct) | -20.52 | -39.25 | -1.78 |" in text
     with paths["csv"].open() as f:
         assert any(r["model"] == "EuroLLM 9B Instruct (one_prompt - direct)" for r in csv.DictReader(f))
+
+def test_two_judge_protocols_never_share_a_table():
+    rows = [
+        report.system_from_labels({**labels("EuroLLM 9B", None), "judge_protocol": protocol}, metrics(10.0 + i, 20.0), key=protocol)
+        for i, protocol in enumerate(("alpaca_eval", "both_orders"))
+    ]
+    tables = report.group_tables(rows)
+    assert list(tables) == [
+        "vs gpt-4o-mini, judged by gpt-4o (alpaca_eval protocol) on xl_alpacaeval",
+        "vs gpt-4o-mini, judged by gpt-4o (both_orders protocol) on xl_alpacaeval",
+    ]
+    # An absent value is shown as a dash, never as "nan".
+    md = report.markdown_table({"deu": {"win_rate": None, "n": 0}, "avg": {"win_rate": float("nan"), "n": 0}})
+    assert "nan" not in md.lower() and f"| deu | {report.ABSENT} |" in md
