@@ -2,12 +2,19 @@
 
 An artifact is `<root>/<stage>/<key>/` where key = hash(config slice + input keys + version).
 It is built in `<root>/<stage>/.partial-<key>/` and renamed into place with a DONE file
-(counts, timings) written last, so a finished artifact is never half-written. The partial dir
-survives a killed job: its `parts/` hold finished batches, which the next attempt reuses.
+(counts, timings, and each file's size and sha256) written last, so a finished artifact is never
+half-written. The partial dir survives a killed job: its `parts/` hold finished batches, which
+the next attempt reuses.
+
+Reuse is verified: a finished artifact whose DONE is unreadable or whose files do not match
+their recorded size and hash is moved aside to `<root>/.damaged/` and built again; a part that
+does not match its checksum is dropped and its batch redone. A store that cannot heal (read
+only) stops with one line naming the damaged file.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -24,6 +31,10 @@ from filelock import FileLock
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 log = logging.getLogger("xlexp.store")
+
+
+class StoreError(Exception):
+    """A store that cannot go on (damaged and not healable, disk full): one line naming the file."""
 
 
 def _plain(obj: Any) -> Any:
@@ -73,11 +84,23 @@ class Parts:
         root.mkdir(parents=True, exist_ok=True)
 
     def get(self, name: str) -> list[dict] | None:
+        """The batch's rows; None when absent, or damaged (then dropped, so it is redone)."""
         path = self.root / f"{name}.jsonl"
-        return read_jsonl(path) if path.exists() else None
+        if not path.exists():
+            return None
+        problem = part_damage(path)
+        if problem is None:
+            return read_jsonl(path)
+        log.warning("dropping part %s (%s); its batch is redone", path, problem)
+        for stale in (path, part_sum_path(path)):
+            stale.unlink(missing_ok=True)
+        return None
 
     def put(self, name: str, rows: list[dict]) -> None:
-        write_jsonl(self.root / f"{name}.jsonl", rows)
+        path = self.root / f"{name}.jsonl"
+        write_jsonl(path, rows)
+        # The checksum goes last: a part without one is unfinished and is redone.
+        write_json(part_sum_path(path), file_record(path))
 
     def map_batches(
         self,
@@ -112,7 +135,7 @@ class Artifact:
 
     @property
     def meta(self) -> dict:
-        return json.loads((self.path / "DONE").read_text())
+        return read_done(self.path / "DONE")
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -137,8 +160,16 @@ class Store:
         return self.root / stage / key
 
     def get(self, stage: str, key: str) -> Artifact | None:
+        """The finished artifact, verified against its DONE record; None when absent or damaged
+        (a damaged one is moved aside, so the next build makes it again)."""
         path = self.path(stage, key)
-        return Artifact(stage, key, path) if (path / "DONE").exists() else None
+        if not (path / "DONE").exists():
+            return None
+        problem = artifact_damage(path)
+        if problem is None:
+            return Artifact(stage, key, path)
+        self.quarantine(path, problem)
+        return None
 
     @contextmanager
     def lock(self, stage: str, key: str) -> Iterator[None]:
@@ -169,10 +200,17 @@ class Store:
                 log.info("%s %s: produced by another job %s", stage, key, found.meta.get("counts"))
                 return found, False
             work = self.root / stage / f".partial-{key}"
-            work.mkdir(parents=True, exist_ok=True)
-            started = time.time()
-            counts = produce(work, Parts(work / "parts")) or {}
-            shutil.rmtree(work / "parts", ignore_errors=True)
+            final = self.path(stage, key)
+            if final.exists():  # an incomplete final dir (no DONE, or damaged): not reusable
+                self.quarantine(final, "no DONE" if not (final / "DONE").exists() else "damaged")
+            with disk_full_names_path(work):
+                work.mkdir(parents=True, exist_ok=True)
+                started = time.time()
+                counts = produce(work, Parts(work / "parts")) or {}
+                shutil.rmtree(work / "parts", ignore_errors=True)
+                for stale in work.rglob(".*.tmp"):  # temp files of an earlier, killed attempt
+                    stale.unlink()
+                files = manifest(work)
             done = {
                 "stage": stage,
                 "key": key,
@@ -180,14 +218,131 @@ class Store:
                 "seconds": round(time.time() - started, 3),
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 **(info or {}),
+                "files": files,
             }
             if key in self._made_of:  # what `python -m xlexp.store explain` compares
                 done["made_of"] = self._made_of[key]
-            write_json(work / "DONE", done)
-            final = self.path(stage, key)
+            with disk_full_names_path(work):
+                write_json(work / "DONE", done)
             os.replace(work, final)
             log.info("%s %s: built in %.1f s %s", stage, key, done["seconds"], counts)
             return Artifact(stage, key, final), True
+
+    def quarantine(self, path: Path, problem: str) -> None:
+        """Move a damaged artifact dir to `<root>/.damaged/` (kept for a post-mortem, out of
+        every reader's way); a store that cannot be changed stops naming the file."""
+        stage, key = path.parent.name, path.name
+        aside = self.root / ".damaged" / stage / f"{key}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        try:
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, aside)
+        except FileNotFoundError:
+            return  # another process moved it first
+        except OSError as e:
+            raise StoreError(
+                f"{path}: damaged artifact ({problem}) and the store cannot be changed ({e.strerror}); "
+                "delete it or point store_dir at a writable copy"
+            ) from None
+        log.warning("%s: damaged artifact (%s), moved to %s; building it again", path, problem, aside)
+
+
+# ---------------------------------------------------------------- integrity of stored files
+
+HASH_BLOCK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(HASH_BLOCK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_record(path: Path) -> dict:
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def manifest(root: Path) -> dict[str, dict]:
+    """Size and sha256 of every file under `root` (relative posix paths), DONE excluded."""
+    return {
+        p.relative_to(root).as_posix(): file_record(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.relative_to(root).as_posix() != "DONE"
+    }
+
+
+def read_done(path: Path) -> dict:
+    try:
+        done = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise StoreError(f"{path}: unreadable DONE record ({type(e).__name__}: {e})") from None
+    if not isinstance(done, dict):
+        raise StoreError(f"{path}: DONE record is not a JSON object")
+    return done
+
+
+# (path, size, mtime_ns, inode) of files verified in this process: a run that reads an
+# artifact many times hashes it once.
+_verified: set[tuple] = set()
+
+
+def _stamp(path: Path) -> tuple:
+    st = path.stat()
+    return (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def artifact_damage(path: Path) -> str | None:
+    """What is wrong with a finished artifact, or None. Checks DONE and, where DONE lists
+    them (artifacts written before files were recorded do not), each file's size and sha256."""
+    try:
+        done = read_done(path / "DONE")
+    except StoreError as e:
+        return str(e)
+    files = done.get("files")
+    if files is None:
+        return None
+    for name, want in files.items():
+        file = path / name
+        try:
+            stamp = _stamp(file)
+        except FileNotFoundError:
+            return f"{file}: missing"
+        if stamp in _verified:
+            continue
+        if stamp[1] != want.get("bytes"):
+            return f"{file}: {stamp[1]} bytes, DONE recorded {want.get('bytes')}"
+        if sha256_file(file) != want.get("sha256"):
+            return f"{file}: sha256 differs from the DONE record"
+        _verified.add(stamp)
+    return None
+
+
+def part_sum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sum")
+
+
+def part_damage(path: Path) -> str | None:
+    """Why a part file cannot be trusted (no checksum, cut, changed, unparseable), or None."""
+    try:
+        want = json.loads(part_sum_path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return "no valid checksum (unfinished write)"
+    if not isinstance(want, dict) or file_record(path) != want:
+        return "size or sha256 differs from its checksum"
+    return None
+
+
+@contextmanager
+def disk_full_names_path(path: Path) -> Iterator[None]:
+    """A full disk (or quota) stops the run with one line naming where it was writing."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = e.filename or path
+        raise StoreError(f"{where}: no space left on device; free space and rerun (finished batches are kept)") from None
 
 
 # ---------------------------------------------------------------- explain
