@@ -30,6 +30,8 @@ from typing import Any
 from filelock import FileLock
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from xlexp.failures import BackendFailure
+
 log = logging.getLogger("xlexp.store")
 
 
@@ -111,19 +113,32 @@ class Parts:
         desc: str | None = None,
     ) -> list[dict]:
         """Run `fn` over batches of `items`, skipping batches already in parts (a progress bar
-        counts items; batches found in parts count at once, so a resumed run shows where it is)."""
+        counts items; batches found in parts count at once, so a resumed run shows where it is).
+
+        A batch whose calls failed (BackendFailure) is not kept; the other batches still run
+        (unless a breaker says the endpoint is down) and the failures are raised at the end,
+        so a rerun redoes only the failed batches, and of those asks only the failed calls."""
         from xlexp.progress import bar
 
         out: list[dict] = []
+        failures: list[BackendFailure] = []
         with bar(desc=desc or prefix, total=len(items), unit="row", min_total=batch_size + 1) as progress:
             for start in range(0, len(items), batch_size):
                 name = f"{prefix}-{start:08d}"
                 rows = self.get(name)
                 if rows is None:
-                    rows = fn(items[start : start + batch_size])
+                    try:
+                        rows = fn(items[start : start + batch_size])
+                    except BackendFailure as e:
+                        failures.append(e)
+                        if e.stop:
+                            break
+                        continue
                     self.put(name, rows)
                 out.extend(rows)
                 progress.update(len(items[start : start + batch_size]))
+        if failures:
+            raise BackendFailure.combine(failures)
         return out
 
 

@@ -268,6 +268,7 @@ class ChatModel:
         self._loader = loader
         self._backend: Backend | None = None
         self.identity = identity
+        self.role: str | None = None  # the role it plays (teacher, judge, ...), for messages
         self.usage = Usage()
         self._lock = threading.Lock()
 
@@ -314,7 +315,7 @@ class ChatModel:
         self.usage.cache_hits += len(conversations) - len(misses)
         todo = list(misses.items())
         chunk = self.chunk_size()
-        failed = RoleFailures(self.name, endpoint_of(self.card))
+        failed = RoleFailures(self.role or self.name, endpoint_of(self.card))
         stopped = False
         # Misses go to the backend in chunks, each cached as soon as it returns: a killed run
         # loses at most one chunk of GPU work or API spend.
