@@ -11,6 +11,7 @@ reject), bounded by `max_read`.
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import random
@@ -37,8 +38,75 @@ def load_rows(cfg: Any) -> list[dict]:
 
 
 def local_files(path: str | None) -> list[str]:
-    """The files a `seed_data.path` (a file or a glob) names, sorted."""
-    return sorted(glob.glob(os.path.expanduser(path))) if path else []
+    """The files a `seed_data.path` (a file or a glob) names, sorted. A path that exists is a
+    path, even when its name has glob characters (a folder `seeds v[1]`)."""
+    if not path:
+        return []
+    expanded = os.path.expanduser(path)
+    if os.path.isfile(expanded):
+        return [expanded]
+    return sorted(glob.glob(expanded))
+
+
+# (path, size, mtime_ns, ctime_ns, inode) -> sha256: a file is hashed once per process.
+_content_hashes: dict[tuple, str] = {}
+
+
+def content_hash(path: str) -> str:
+    """sha256 of a file's bytes (a replaced file with the same size and mtime still differs)."""
+    st = os.stat(path)
+    stamp = (path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    if stamp not in _content_hashes:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _content_hashes[stamp] = h.hexdigest()
+    return _content_hashes[stamp]
+
+
+def check_local(cfg: Any) -> None:
+    """Before any work: a local corpus exists, is not empty and, for JSONL, is UTF-8 with at
+    least one row; else one line naming `seed_data.path`."""
+    from xlexp.config import ConfigError  # the stage config room's error, once it has one
+
+    if cfg.source not in LOCAL_BUILDERS:
+        return
+    files = local_files(cfg.path)
+    if not files:
+        raise ConfigError("seed_data.path", f"no file matches {cfg.path!r}")
+    for name in files:
+        try:
+            size = os.path.getsize(name)
+            with open(name, "rb") as f:
+                if cfg.source == "jsonl":
+                    _check_jsonl_bytes(f, name)
+                elif size == 0:
+                    raise ConfigError("seed_data.path", f"{name} is empty")
+        except OSError as e:
+            raise ConfigError("seed_data.path", f"cannot read {name} ({e.strerror})") from None
+
+
+def _check_jsonl_bytes(f: Any, name: str) -> None:
+    import codecs
+
+    from xlexp.config import ConfigError
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, nonblank = 0, False
+    for block in iter(lambda: f.read(1 << 20), b""):
+        try:
+            text = decoder.decode(block)
+        except UnicodeDecodeError as e:
+            raise ConfigError("seed_data.path", f"{name} is not UTF-8 (byte {offset + e.start})") from None
+        nonblank = nonblank or bool(text.strip())
+        offset += len(block)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise ConfigError("seed_data.path", f"{name} is not UTF-8 (it ends mid-character)") from None
+    if not nonblank:
+        raise ConfigError("seed_data.path", f"{name} is empty (no JSONL rows)")
 
 
 def hf_token() -> str | None:
@@ -49,10 +117,11 @@ def hf_token() -> str | None:
 
 
 def fingerprint(cfg: Any) -> list | None:
-    """What identifies a local corpus beyond its path (size, mtime), so an edited file is re-read."""
+    """What identifies a local corpus beyond its path: each file's content hash, so a changed
+    file is re-read even when its size and mtime were kept (`cp -p`)."""
     if cfg.source not in LOCAL_BUILDERS:
         return None
-    return [[f, os.path.getsize(f), int(os.path.getmtime(f))] for f in local_files(cfg.path)]
+    return [[f, content_hash(f)] for f in local_files(cfg.path)]
 
 
 def stream(cfg: Any, seed: int) -> Iterable[dict]:
@@ -68,7 +137,9 @@ def stream(cfg: Any, seed: int) -> Iterable[dict]:
         if not files:
             raise FileNotFoundError(f"seed_data.path: no file matches {cfg.path!r}")
         try:
-            ds = datasets.load_dataset(LOCAL_BUILDERS[cfg.source], data_files=files, split="train", streaming=True)
+            # `datasets` reads data_files as glob patterns: escape them, these are paths.
+            data_files = [glob.escape(f) for f in files]
+            ds = datasets.load_dataset(LOCAL_BUILDERS[cfg.source], data_files=data_files, split="train", streaming=True)
         except Exception as e:  # not JSONL / not Parquet, unreadable
             raise RuntimeError(f"seed_data.path: cannot read {cfg.path!r} as {cfg.source} ({type(e).__name__}: {e})") from e
     elif cfg.source == "hf":
