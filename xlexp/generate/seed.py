@@ -137,9 +137,12 @@ def stream(cfg: Any, seed: int) -> Iterable[dict]:
         if not files:
             raise FileNotFoundError(f"seed_data.path: no file matches {cfg.path!r}")
         try:
-            # `datasets` reads data_files as glob patterns: escape them, these are paths.
-            data_files = [glob.escape(f) for f in files]
-            ds = datasets.load_dataset(LOCAL_BUILDERS[cfg.source], data_files=data_files, split="train", streaming=True)
+            if cfg.source == "jsonl":  # read by us, so a malformed line is a counted reject
+                ds = datasets.IterableDataset.from_generator(_jsonl_rows, gen_kwargs={"files": files})
+            else:
+                # `datasets` reads data_files as glob patterns: escape them, these are paths.
+                data_files = [glob.escape(f) for f in files]
+                ds = datasets.load_dataset(LOCAL_BUILDERS[cfg.source], data_files=data_files, split="train", streaming=True)
         except Exception as e:  # not JSONL / not Parquet, unreadable
             raise RuntimeError(f"seed_data.path: cannot read {cfg.path!r} as {cfg.source} ({type(e).__name__}: {e})") from e
     elif cfg.source == "hf":
@@ -149,11 +152,33 @@ def stream(cfg: Any, seed: int) -> Iterable[dict]:
     return _named_errors(ds.shuffle(seed=seed, buffer_size=cfg.shuffle_buffer), cfg)
 
 
+MALFORMED = "__malformed__"  # a stream row standing for a line that is not a JSON object
+
+
+def _jsonl_rows(files: list[str]) -> Iterator[dict]:
+    """Rows of JSONL files; a line that is not a JSON object becomes `{MALFORMED: "file:line"}`
+    (counted by `take`, with its line number) instead of stopping the run."""
+    for name in files:
+        with open(name, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    row = None
+                # One column holding the row as JSON: `datasets` infers no schema across rows.
+                yield {"json": json.dumps(row) if isinstance(row, dict) else None, "where": f"{name}:{n}"}
+
+
 def _named_errors(rows: Iterable[dict], cfg: Any) -> Iterator[dict]:
     """A stream that fails later (a bad file among many, the hub dropping mid-read) names the key."""
     key, what = ("seed_data.name", cfg.name) if cfg.source == "hf" else ("seed_data.path", cfg.path)
     try:
-        yield from rows
+        for row in rows:
+            if cfg.source == "jsonl":  # unwrap `_jsonl_rows`
+                row = json.loads(row["json"]) if row["json"] is not None else {MALFORMED: row["where"]}
+            yield row
     except Exception as e:
         raise RuntimeError(f"{key}: reading {what!r} failed midway ({type(e).__name__}: {e})") from e
 
@@ -195,6 +220,12 @@ def take(rows: Iterable[dict], cfg: Any) -> tuple[list[dict], dict]:
         except StopIteration:
             break
         counts["read"] += 1
+        if MALFORMED in row:
+            counts["malformed"] = counts.get("malformed", 0) + 1
+            lines = counts.setdefault("malformed_lines", [])
+            if len(lines) < 20:  # the first few, enough to find them
+                lines.append(row[MALFORMED])
+            continue
         text = str(row.get(cfg.text_field) or "").strip()
         if len(text) < cfg.min_chars:
             counts["too_short"] += 1
