@@ -18,7 +18,8 @@ raises its real exception classes (RateLimitError, BadRequestError, ...).
 
 Faults (tests of failed calls): `FakeOpenAI(api_key="k")` answers 401 to a request without
 `Authorization: Bearer k`; `FakeOpenAI(served=["m"])` answers 404 "model does not exist" (as vLLM
-does) to a chat request for another model, and lists only those in `/v1/models`; `srv.outage`
+does) to a chat request for another model, and lists those in `/v1/models` (without `served` it
+answers any model, and `/v1/models` is a 404, as on servers without a listing); `srv.outage`
 (a Reply, or None) answers every chat request with that reply while set (an outage; flip it back
 to heal); `failing_first(n, reply, handler)` fails the first n calls, then answers; a Reply
 with `text=None` is an answer whose `content` is null. `dead_url()` is a base_url on a port
@@ -228,8 +229,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
             if not fake._authorized(dict(self.headers.items())):
                 self._error(401, "Incorrect API key provided")
                 return
-            ids = fake.served or [fake.model]
-            models = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in ids]
+            if fake.served is None:  # it answers any model: no listing to check against
+                self._error(404, "this server answers any model; it lists none")
+                return
+            models = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in fake.served]
             self._send(200, {"object": "list", "data": models})
         else:
             self._error(404, f"no route GET {self.path}")

@@ -16,7 +16,8 @@ from omegaconf import OmegaConf
 from test_chain import Teacher, compose_cfg, overrides
 
 from xlexp.failures import BackendFailure
-from xlexp.pipeline import Models, run_refine, run_reverse, run_seed
+from xlexp.generate.stage import run_refine, run_reverse, run_seed
+from xlexp.roles import Models
 from xlexp.store import Store
 
 N_SEEDS = 8
@@ -72,7 +73,7 @@ def finished(store: Path, stage: str) -> list[Path]:
 def test_a_fault_finishes_nothing_and_a_healthy_rerun_matches_a_clean_run(tmp_path, clean, fault):
     store = tmp_path / "store"
     with FakeOpenAI(Teacher(), api_key="right-key", served=["fake-teacher"]) as srv:
-        healthy = {"api_key_env": "XLEXP_TEST_KEY"}
+        healthy = {"api_key_env": "XLEXP_TEST_KEY", "breaker_after": 3}
         faulty: dict[str, str] = dict(healthy)
         if fault == "refused":
             faulty["base_url"] = dead_url()
@@ -85,14 +86,13 @@ def test_a_fault_finishes_nothing_and_a_healthy_rerun_matches_a_clean_run(tmp_pa
         elif fault == "content_null":
             srv.outage = Reply(text=None)
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr("xlexp.llm.breaker.DEFAULT_THRESHOLD", 3)  # a card's `breaker_after`
             mp.setenv("XLEXP_TEST_KEY", "right-key")
             mp.setenv("XLEXP_TEST_WRONG_KEY", "wrong-key")
             with pytest.raises(BackendFailure) as failure:
                 generate(gen_cfg(srv.base_url, store, **faulty))
             line = failure.value.lines()[0]
             assert srv.base_url.split("/v1")[0] in line or fault == "refused", line
-            assert "failed calls" in line, line
+            assert line.startswith("teacher (") and "failed calls" in line, line
             want = {"refused": "APIConnectionError", "503": "503", "wrong_key": "401",
                     "unknown_model": "does not exist", "content_null": "content is null"}[fault]
             assert want in str(failure.value), str(failure.value)
@@ -170,7 +170,7 @@ def test_an_outage_during_evaluation_leaves_no_judge_artifact_and_a_rerun_matche
         return Reply(503, text="judge overloaded") if body["model"] == "fake-judge" else answer(body)
 
     with FakeOpenAI(judge_down) as srv:
-        with pytest.raises(BackendFailure, match="model fake-judge.*6 failed calls: 6x .*503 judge overloaded"):
+        with pytest.raises(BackendFailure, match=r"judge \(http://127.0.0.1:\d+/v1 model fake-judge\): 6 failed calls: 6x .*503 judge overloaded"):
             run(eval_cfg(srv.base_url, tmp_path / "faulty"), tmp_path / "run-faulty")
         assert not finished(tmp_path / "faulty", "judge")
         assert not (tmp_path / "run-faulty" / "results.md").exists()

@@ -12,7 +12,7 @@ import shutil
 import pytest
 from omegaconf import OmegaConf
 
-from xlexp.config import ConfigError
+from xlexp.errors import ConfigError
 from xlexp.evaluate.sources import check_eval_inputs, check_limit, check_prompts_file
 from xlexp.generate import seed
 

@@ -215,9 +215,9 @@ def test_missing_key_env_var_is_named(monkeypatch):
 
 
 def test_fake_server_speaks_openai():
-    with FakeOpenAI(model="served-model") as srv:
+    with FakeOpenAI(served=["served-model", "m"]) as srv:
         client = openai.OpenAI(base_url=srv.base_url, api_key="k", max_retries=0)
-        assert [m.id for m in client.models.list()] == ["served-model"]
+        assert [m.id for m in client.models.list()] == ["served-model", "m"]
         reply = client.chat.completions.create(
             model="m", messages=[{"role": "user", "content": "hello there"}],
             logprobs=True, top_logprobs=1,

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from importlib import resources
 from typing import Any
 
+from xlexp.errors import ConfigError
 from xlexp.store import digest
 
 LOCAL_BUILDERS = {"jsonl": "json", "parquet": "parquet"}  # source -> `datasets` packaged builder
@@ -68,8 +69,6 @@ def content_hash(path: str) -> str:
 def check_local(cfg: Any) -> None:
     """Before any work: a local corpus exists, is not empty and, for JSONL, is UTF-8 with at
     least one row; else one line naming `seed_data.path`."""
-    from xlexp.config import ConfigError  # the stage config room's error, once it has one
-
     if cfg.source not in LOCAL_BUILDERS:
         return
     files = local_files(cfg.path)
@@ -89,8 +88,6 @@ def check_local(cfg: Any) -> None:
 
 def _check_jsonl_bytes(f: Any, name: str) -> None:
     import codecs
-
-    from xlexp.config import ConfigError
 
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset, nonblank = 0, False

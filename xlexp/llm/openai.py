@@ -125,8 +125,10 @@ class OpenAIBackend(Backend):
 
     @classmethod
     def pool_key(cls, card: Any) -> str:
-        # The same model over the Batch API is another transport: not shared.
-        return super().pool_key(card) + (":batch_api" if getattr(card, "batch_api", False) else "")
+        # The same model over the Batch API is another transport: not shared. Each endpoint and
+        # credential is its own connection, even for roles with one model id.
+        batch = ":batch_api" if getattr(card, "batch_api", False) else ""
+        return super().pool_key(card) + batch + f":{card.base_url}:{card.api_key_env}"
 
     def __init__(self, card: Any):
         self.card = card
