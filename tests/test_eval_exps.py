@@ -155,17 +155,21 @@ def test_finegrained_tiny_run_scores_the_rubric(tmp_path, tiny_model_dir, evalua
     assert "fine-grained scores" in results and "| informativeness |" in results.replace("| average | precision ", "|")
 
 
-def test_offtheshelf_tiny_run_has_no_adapter_and_rtt_outputs_are_translations(tmp_path, tiny_model_dir, evaluator) -> None:
+@pytest.mark.parametrize("protocol", ["alpaca_eval", "both_orders"])
+def test_offtheshelf_tiny_run_has_no_adapter_and_rtt_outputs_are_translations(tmp_path, tiny_model_dir, evaluator, protocol: str) -> None:
     store = tmp_path / "store"
-    summary = run(compose_exp("offtheshelf", "profile=tiny", *overrides(evaluator.base_url, tiny_model_dir, store)), tmp_path / "a")
+    judged = f"eval.judge_protocol={protocol}"
+    summary = run(compose_exp("offtheshelf", "profile=tiny", *overrides(evaluator.base_url, tiny_model_dir, store, judged)), tmp_path / "a")
+    assert summary["system"]["judge_protocol"] == protocol
     assert "sft" not in summary["stages"] and not (store / "sft").exists()
     respond = Store(store).get("respond", summary["stages"]["evaluate"]["respond"])
     rows = json.loads(respond.file("deu.json").read_text())
     assert rows[0]["generator"] == "smollm2-135m" and len(rows) == 2
 
     for mode, expected in (("one_prompt", "TRANSLATED-German"), ("two_step", "Eine Antwort auf Deutsch.")):
-        args = overrides(evaluator.base_url, tiny_model_dir, store, f"eval.rtt={mode}") + _api("model", evaluator.base_url)
+        args = overrides(evaluator.base_url, tiny_model_dir, store, f"eval.rtt={mode}", judged) + _api("model", evaluator.base_url)
         out = run(compose_exp("rtt", "profile=tiny", *args), tmp_path / mode)
+        assert out["system"]["judge_protocol"] == protocol
         art = Store(store).get("respond", out["stages"]["evaluate"]["respond"])
         rows = json.loads(art.file("deu.json").read_text())
         assert [r["output"] for r in rows] == [expected] * 2 and rows[0]["generator"].endswith(f"+rtt-{mode}")
@@ -176,9 +180,11 @@ def test_offtheshelf_tiny_run_has_no_adapter_and_rtt_outputs_are_translations(tm
     assert counts["rtt_one_prompt"] == 4 and counts["answer"] == 2 and counts["rtt_translate"] == 4
 
 
-def test_mtransfer_tiny_run_translates_prompts_once_and_adds_english(tmp_path, tiny_model_dir, evaluator) -> None:
-    args = overrides(evaluator.base_url, tiny_model_dir, tmp_path / "store", "stages=[evaluate,report]")
+@pytest.mark.parametrize("protocol", ["alpaca_eval", "both_orders"])
+def test_mtransfer_tiny_run_translates_prompts_once_and_adds_english(tmp_path, tiny_model_dir, evaluator, protocol: str) -> None:
+    args = overrides(evaluator.base_url, tiny_model_dir, tmp_path / "store", "stages=[evaluate,report]", f"eval.judge_protocol={protocol}")
     summary = run(compose_exp("mtransfer", "profile=tiny", *args), tmp_path / "a")
+    assert summary["system"]["judge_protocol"] == protocol
     assert set(summary["metrics"]) == {"deu", "fra", "eng", "avg"}
     bench = Store(tmp_path / "store").get("prompt_set", summary["stages"]["evaluate"]["prompt_set"])
     deu, eng = bench.rows("deu.jsonl"), bench.rows("eng.jsonl")
@@ -189,12 +195,13 @@ def test_mtransfer_tiny_run_translates_prompts_once_and_adds_english(tmp_path, t
     assert again["backend_calls"] == 0 and evaluator.evaluator.counts["mtranslate"] == 4
 
 
-def test_zeroshot_cli_run_evaluates_the_zero_shot_languages(tmp_path, tiny_model_dir, evaluator) -> None:
-    args = overrides(evaluator.base_url, tiny_model_dir, tmp_path / "store", "stages=[evaluate,report]")
+@pytest.mark.parametrize("protocol", ["alpaca_eval", "both_orders"])
+def test_zeroshot_cli_run_evaluates_the_zero_shot_languages(tmp_path, tiny_model_dir, evaluator, protocol: str) -> None:
+    args = overrides(evaluator.base_url, tiny_model_dir, tmp_path / "store", "stages=[evaluate,report]", f"eval.judge_protocol={protocol}")
     cmd = [sys.executable, "-m", "xlexp", "+exp=zeroshot", "profile=tiny", *args, f"hydra.run.dir={tmp_path / 'run'}"]
     env = {**os.environ, "WANDB_DISABLED": "true", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert set(results["metrics"]) == {"fra", "fin", "tur", "avg"}
+    assert set(results["metrics"]) == {"fra", "fin", "tur", "avg"} and results["system"]["judge_protocol"] == protocol
     assert "| tur |" in proc.stdout
