@@ -48,9 +48,10 @@ class Registry(Generic[T]):
             raise ConfigError(key or self.kind, f"unknown {self.kind} {name!r} (known: {', '.join(self._targets)})")
         target = self._targets[name]
         if isinstance(target, str):
+            # Looked up each time (modules are imported once): the class is whatever the module
+            # holds now, so a wrapped or patched class is the one used.
             module, _, attr = target.partition(":")
             target = getattr(importlib.import_module(module), attr)
-            self._targets[name] = target
         return target  # type: ignore[return-value]
 
     def create(self, name: str, *args: Any, **kwargs: Any) -> T:
