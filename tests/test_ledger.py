@@ -29,7 +29,8 @@ def answer(body: dict) -> str | Reply:
 
 
 def compose_cfg(base_url: str, store: Path):
-    args = ["stages=[evaluate,report]", f"store_dir={store}", "eval.limit=3", "eval.bootstrap=20"]
+    # The fake judge answers a pairwise label with logprobs: the both-orders protocol.
+    args = ["stages=[evaluate,report]", f"store_dir={store}", "eval.limit=3", "eval.bootstrap=20", "eval.judge_protocol=both_orders"]
     for role, (name, price_in, price_out) in CARDS.items():
         args += [
             f"{role}.backend=openai", f"{role}.model={name}", f"{role}.base_url={base_url}", f"{role}.gguf_file=null",
