@@ -36,7 +36,7 @@ import fakeserver
 args = sys.argv[1:]
 with open(__file__ + ".args", "w") as f:
     json.dump(args, f)
-fake = fakeserver.FakeOpenAI(model=args[1])
+fake = fakeserver.FakeOpenAI(model=args[1], served=[args[1]])  # as vLLM, it lists what it serves
 fake._httpd = fakeserver._Server(("0.0.0.0", int(args[args.index("--port") + 1])), fakeserver._RequestHandler)
 fake._httpd.fake = fake
 fake._httpd.serve_forever()
