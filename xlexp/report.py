@@ -14,6 +14,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from xlexp.stage_table import stage_table, view_line
 from xlexp.store import write_json
 
 log = logging.getLogger("xlexp")
@@ -56,14 +57,13 @@ def write_results(run_dir: Path, summary: dict, cfg: Any) -> dict[str, Path]:
         parts.append(markdown_table(summary["metrics"], title, summary.get("columns")))
     if summary.get("rubric"):
         parts.append(rubric_table(summary["rubric"], f"{cfg.model.name}: fine-grained scores (1-5), judged by {cfg.judge.name}"))
-    parts.append("### stages\n")
-    for stage, info in summary.get("stages", {}).items():
-        parts.append(f"- **{stage}**: `{json.dumps(info, default=str)}`")
+    parts.append(stage_table(summary))
     parts.append(f"\nbackend calls: {summary.get('backend_calls')}, wall time: {summary.get('seconds')} s\n")
     if summary.get("cost"):
         from xlexp.ledger import markdown_cost
 
         parts.append(markdown_cost(summary["cost"]))
+    parts.append(view_line(run_dir, paths))
     paths["markdown"].write_text("\n".join(parts))
     return paths
 
@@ -331,6 +331,12 @@ class SweepReport(Callback):
             log.warning("%s", e)
             return
         log.info("sweep report: %s", ", ".join(str(p) for p in paths.values()))
+        from xlexp.view import write_view
+
+        try:
+            log.info("sweep view: %s", write_view(sweep_dir))
+        except Exception as e:  # the report stands without its view
+            log.warning("sweep view not written: %s", e)
 
 
 def main(argv: list[str] | None = None) -> int:
