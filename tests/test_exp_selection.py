@@ -48,7 +48,7 @@ def test_paper_profile_by_default():
 @pytest.mark.slow
 def test_multirun_launches_one_job_per_strategy(tmp_path):
     env = {**os.environ, "WANDB_DISABLED": "true", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "xlexp", "+exp=selection", "profile=tiny", "stages=[]",
+    cmd = [sys.executable, "-m", "xlexp", "+exp=selection", "profile=tiny", "stages=[report]",
            f"store_dir={tmp_path / 'store'}", f"hydra.sweep.dir={tmp_path / 'multi'}", "-m"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

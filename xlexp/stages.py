@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
 
+from xlexp.config import runs_generate
 from xlexp.store import Artifact
 
 log = logging.getLogger("xlexp")
@@ -124,7 +125,7 @@ def _report(ctx: RunContext) -> dict[str, Artifact]:
 STAGES: dict[str, Stage] = {
     "generate": Stage(
         "generate",
-        lambda cfg: "generate" in cfg.stages or ("sft" in cfg.stages and cfg.sft.source == "generated"),
+        runs_generate,
         _generate,
         _generate_summary,
     ),
