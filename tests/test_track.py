@@ -1,5 +1,6 @@
 """W&B offline run: config and metrics logged, secrets nowhere in the run files or Hydra outputs."""
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -52,7 +53,8 @@ def _artifact(store: Store, stage: str, files: dict[str, str | bytes]) -> Artifa
             path.write_bytes(content if isinstance(content, bytes) else content.encode())
         return {"rows": 2, "rejects": 1, "reject_reasons": {"no question": 1}}
 
-    return store.build(stage, store.key(stage, files), produce)[0]
+    digests = {n: hashlib.sha256(c if isinstance(c, bytes) else c.encode()).hexdigest() for n, c in files.items()}
+    return store.build(stage, store.key(stage, digests), produce)[0]
 
 
 def _eval_artifacts(store: Store) -> dict[str, Artifact]:
@@ -89,11 +91,12 @@ def _cfg(**logger) -> DictConfig:
 
 def test_offline_run_has_group_job_type_artifacts_and_sample_table(tmp_path, wandb_env):
     store = Store(tmp_path / "store")
-    dataset = _artifact(store, "select", {"dataset.jsonl": '{"messages": []}\n' * 50, "stats.json": "{}"})
+    dataset = _artifact(store, "select", {"dataset.jsonl": '{"messages": []}\n' * 150, "stats.json": "{}"})
     adapter = _artifact(store, "sft", {"adapter/adapter_config.json": "{}", "adapter/adapter_model.safetensors": b"\0" * 64})
     ev = _eval_artifacts(store)
-    # The dataset (2.5 kB) is over copy_max_mb: a reference; the adapter (tiny) is under it: copied.
-    cfg = _cfg(group="scaling", samples=5, copy_max_mb=0.001, tags=["t1"])
+    # The dataset (2.5 kB) is over copy_max_mb: a reference; the adapter (64 B and its DONE record,
+    # under 1 kB) is under it: copied.
+    cfg = _cfg(group="scaling", samples=5, copy_max_mb=0.002, tags=["t1"])
     cfg.stages = ["generate", "sft", "evaluate"]
     tracker = track.start(cfg, tmp_path / "run")
     tracker.log_stage("generate", {"select": dataset})

@@ -232,7 +232,7 @@ def test_tiny_run_page_renders_every_section_offline(tiny_run: Path, tmp_path: P
     assert ev_block.xpath('.//td[@data-metric="deu:win_rate"]')[0].text_content() == f"{metrics['deu']['win_rate']:.2f}"
     opened = ev_block.xpath('.//div[@class="row"]')[0]  # the fragment's search: the honey prompt, opened
     assert "honey" in opened.xpath('.//pre[@data-field="prompt"]')[0].text_content()
-    assert "no label in verdict" in opened.text_content()
+    assert "no verdict in text" in opened.text_content()
 
     sweep = dom.get_element_by_id("sweep")
     link, = sweep.xpath(f'.//table[contains(@class,"paper")]//a[@href="#sys-{judge.key}"]')

@@ -182,13 +182,13 @@ def build_evaluation(store: Store, n_prompts: int, codes: list[str], seed: int =
                 outs = []
                 for _ in rows:
                     if role == "system" and rng.random() < 0.01:
-                        outs.append("")  # a failed call, written empty as run_respond does
+                        outs.append(None)  # a failed call, stored as null as run_respond does
                     else:
                         n = rng.randint(2, 6)
                         outs.append("\n".join(f"{k + 1}. {pseudo_translate(passage(rng).split('. ')[0], code, 0)}." for k in range(n)))
                 outputs[role][code] = outs
                 write_json(path / f"{code}.json", build_xl.to_alpaca_eval(rows, outs, gen))
-                counts[code] = {"rows": len(rows), "errors": sum(not o for o in outs)}
+                counts[code] = {"rows": len(rows), "errors": sum(o is None for o in outs)}
             return {"langs": counts, "generator": gen}
 
         key = store.key("respond", {"synthetic": role, "n": n_prompts, "codes": codes, "size": data_size})
@@ -199,9 +199,9 @@ def build_evaluation(store: Store, n_prompts: int, codes: list[str], seed: int =
 
     def judge_produce(path: Path, parts) -> dict:  # noqa: ANN001
         for code, rows in bench.items():
-            plan = judge.plan(rows, outputs["system"][code], outputs["reference"][code], True, seed)
+            plan = judge.plan("both_orders", rows, outputs["system"][code], outputs["reference"][code])
             comps = []
-            for _ in plan:
+            for _ in judge.conversations(plan):
                 u = rng.random()
                 if u < 0.015:
                     comps.append({"text": "Both outputs are equally helpful.", "logprobs": None})
@@ -211,11 +211,9 @@ def build_evaluation(store: Store, n_prompts: int, codes: list[str], seed: int =
                     p_b = rng.betavariate(2, 2)
                     lp = {"B": _log(p_b), "A": _log(1 - p_b)}
                     comps.append({"text": max(lp, key=lp.get), "logprobs": [lp]})
-            combined = judge.combine(plan, comps)
+            combined = judge.combine("both_orders", plan, comps)
             write_jsonl(path / f"{code}.jsonl", combined)
-            per_lang[code] = {"prefs": [r["preference"] for r in combined], "outputs": outputs["system"][code],
-                              "ref_outputs": outputs["reference"][code], "n_malformed": sum(len(r["malformed"]) for r in combined),
-                              "lang_fidelity": 0.9}
+            per_lang[code] = metrics.entry_from_rows(combined, outputs["system"][code], outputs["reference"][code])
         return {"langs": len(per_lang), "rows": sum(len(v["prefs"]) for v in per_lang.values())}
 
     labels = {"model": system_name, "model_id": "utter-project/EuroLLM-9B-Instruct", "adapter": f"adapter{data_size}" if data_size else None,
@@ -227,7 +225,8 @@ def build_evaluation(store: Store, n_prompts: int, codes: list[str], seed: int =
     keys["judge"] = key
 
     def metrics_produce(path: Path, parts) -> dict:  # noqa: ANN001 (as run_metrics: its own artifact)
-        write_json(path / "metrics.json", metrics.summarize(per_lang, n_boot=50, seed=seed))
+        data = [metrics.lang_data(code, i, entry) for i, (code, entry) in enumerate(per_lang.items())]
+        write_json(path / "metrics.json", metrics.summarize_langs(data, n_boot=50, seed=seed))
         write_json(path / "columns.json", metrics.columns())
         return {"langs": len(per_lang)}
 

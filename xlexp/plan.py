@@ -190,7 +190,7 @@ def plan_job(cfg: Any, overrides: list[str], ratios: dict[str, float], probe: bo
         respond_calls = rows * (2 if cfg.eval.rtt == "two_step" else 1)
         job.counts.append(RoleCount("respond", "model", cfg.model, respond_calls, exact and cfg.eval.rtt != "two_step", shared=system_sig))
         job.counts.append(RoleCount("respond", "reference", cfg.reference, rows, exact, shared=_signature(cfg.reference, bench_sig)))
-        judged = rows * (2 if cfg.eval.both_orders else 1)
+        judged = rows * (2 if cfg.eval.judge_protocol == "both_orders" else 1)
         job.counts.append(RoleCount("judge", "judge", cfg.judge, judged, exact, shared=_signature(cfg.judge, system_sig)))
         if cfg.eval.benchmark == "m_alpacaeval":
             translated = rows - (rows // len(_codes(cfg)) if "eng" in _codes(cfg) else 0)
