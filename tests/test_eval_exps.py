@@ -42,8 +42,10 @@ class Evaluator:
 
     def __call__(self, body: dict) -> str | Reply:
         text = body["messages"][-1]["content"]
-        if "Which output is better" in text:
+        if "Which output is better" in text:  # the both_orders protocol's A/B prompt
             kind, reply = "judge", Reply(text="B", logprobs=[{"B": -0.3, "A": -1.4}])
+        elif "## Best Model Identifier" in text:  # alpaca_eval's weighted_alpaca_eval_gpt4_turbo prompt
+            kind, reply = "judge", Reply(text="M", logprobs=[{"M": -0.3, "m": -1.4}])
         elif "single digit from 1 to 5" in text:
             kind = "rubric"
             criterion = re.search(r"Criterion: (\w+)\.", text).group(1)
@@ -99,6 +101,9 @@ def test_exp_file_names_its_table_and_composes_with_both_profiles(exp: str) -> N
     tiny = compose_exp(exp, "profile=tiny")
     assert tiny.model.name == "smollm2-135m" and tiny.eval.prompts == "demo" and tiny.data_size == "4"
     validate(tiny, cuda=False)  # the tiny run needs no GPU, key or network
+    # The paper's judge protocol by default, in both profiles; ours is one override away.
+    assert paper.eval.judge_protocol == tiny.eval.judge_protocol == "alpaca_eval"
+    validate(compose_exp(exp, "profile=tiny", "eval.judge_protocol=both_orders"), cuda=False)
     expected = {
         "offtheshelf": lambda c: list(c.stages) == ["evaluate", "report"] and c.eval.rtt is None,
         "rtt": lambda c: list(c.stages) == ["evaluate", "report"] and c.eval.rtt == "one_prompt",
@@ -120,8 +125,9 @@ def test_paper_mtransfer_translates_with_the_gpt4o_card() -> None:
             assert len(models) == 7 and all((ROOT / "conf" / "model" / f"{m}.yaml").exists() for m in models)
 
 
-def test_finegrained_tiny_run_scores_the_rubric(tmp_path, tiny_model_dir, evaluator) -> None:
-    args = overrides(evaluator.base_url, tiny_model_dir, tmp_path / "store", "stages=[evaluate,report]")
+@pytest.mark.parametrize("protocol", ["alpaca_eval", "both_orders"])
+def test_finegrained_tiny_run_scores_the_rubric(tmp_path, tiny_model_dir, evaluator, protocol: str) -> None:
+    args = overrides(evaluator.base_url, tiny_model_dir, tmp_path / "store", "stages=[evaluate,report]", f"eval.judge_protocol={protocol}")
     summary = run(compose_exp("finegrained", "profile=tiny", *args), tmp_path / "run")
     rubric = summary["rubric"]
     assert set(rubric) == {"deu", "fra", "avg"}
@@ -131,8 +137,21 @@ def test_finegrained_tiny_run_scores_the_rubric(tmp_path, tiny_model_dir, evalua
         assert math.isnan(rubric[lang]["objectivity"]) and rubric[lang]["n_malformed"] == 2  # recorded, not guessed
         assert rubric[lang]["average"] == pytest.approx(4.0)
     assert evaluator.evaluator.counts["rubric"] == 2 * 2 * 4  # langs x prompts x criteria
-    assert summary["metrics"]["avg"]["win_rate"] == pytest.approx(50.0)
+    judged = Store(tmp_path / "store").get("judge", summary["stages"]["evaluate"]["judge"])
+    rows = judged.rows("deu.jsonl") + judged.rows("fra.jsonl")
+    assert {r["protocol"] for r in rows} == {protocol} and judged.meta["counts"]["judged"] == 4
+    if protocol == "both_orders":
+        # The fake judge always says "B": pure position bias, cancelled by the two orders.
+        assert evaluator.evaluator.counts["judge"] == 2 * 2 * 2 and summary["metrics"]["avg"]["win_rate"] == pytest.approx(50.0)
+    else:
+        # One order per prompt; the fake judge says "M" (slot 2) with P = 0.75: the system wins
+        # where alpaca_eval left it in slot 2 (order "rs"), loses where it swapped the slots.
+        assert evaluator.evaluator.counts["judge"] == 2 * 2
+        p_m2 = 1 / (1 + math.exp(-1.1))
+        expected = sum(p_m2 if r["verdicts"][0]["order"] == "rs" else 1 - p_m2 for r in rows) / len(rows) * 100
+        assert summary["metrics"]["avg"]["win_rate"] == pytest.approx(expected)
     results = (tmp_path / "run" / "results.md").read_text()
+    assert f"({protocol} protocol)" in results
     assert "fine-grained scores" in results and "| informativeness |" in results.replace("| average | precision ", "|")
 
 

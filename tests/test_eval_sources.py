@@ -136,20 +136,69 @@ def test_release_offline_names_eval_release_repo() -> None:
     assert err.value.key == "eval.release_repo" and "viyer98/XL-AlpacaEval" in str(err.value)
 
 
-def test_release_rows_map_language_columns() -> None:
+RELEASE_SPLITS = ("english", "german", "chinese", "portuguese", "maltese", "irish", "french", "hindi", "finnish", "turkish", "hungarian", "lithuanian")
+
+
+def _release_fixture(root: Path, n: int = 4) -> Path:
+    """A local copy laid out like viyer98/XL-AlpacaEval: one split per language, named by its
+    English name, declared in the README's `configs` as a hub dataset repo declares them."""
+    (root / "data").mkdir(parents=True)
+    lines = ["---", "configs:", "- config_name: default", "  data_files:"]
+    for split in RELEASE_SPLITS:
+        lang = split.capitalize()
+        rows = [
+            {"instruction": f"Question {i}?" + ("" if split == "english" else f"\n\nAnswer in {lang}."), "output": f"ref {i}", "generator": "gpt-4o-mini", "dataset": "helpful_base"}
+            for i in range(1, n + 1)
+        ]
+        (root / "data" / f"{split}.json").write_text(json.dumps(rows))
+        lines += [f"  - split: {split}", f"    path: data/{split}.json"]
+    (root / "README.md").write_text("\n".join([*lines, "---", "", "# XL-AlpacaEval (test copy)", ""]))
+    return root
+
+
+def test_release_loader_maps_split_names_to_codes(tmp_path: Path) -> None:
+    repo = _release_fixture(tmp_path / "XL-AlpacaEval")
+    cfg = _cfg("eval=xl_alpacaeval_release", f"eval.release_repo={repo}")
+    codes = ["deu", "gle", "zho", "hin", "mlt", "eng"]
+    out = sources.load_release(cfg.eval, codes)
+    assert list(out) == codes
+    assert [r["id"] for r in out["gle"]] == [1, 2, 3, 4]
+    assert out["gle"][1]["instruction"] == "Question 2?\n\nAnswer in Irish." and out["gle"][1]["lang"] == "gle"
+    assert out["eng"][0]["instruction"] == "Question 1?" and out["zho"][0]["dataset"] == "helpful_base"
+    assert {sources.split_code(s) for s in RELEASE_SPLITS} == {"eng", "deu", "zho", "por", "mlt", "gle", "fra", "hin", "fin", "tur", "hun", "lit"}
+    with pytest.raises(ConfigError) as err:
+        sources.load_release(cfg.eval, ["deu", "spa"])  # no spanish split
+    assert err.value.key == "eval.langs" and "german (deu)" in str(err.value)
+
+
+def test_release_rows_single_split_with_language_column() -> None:
     records = [
         {"instruction": "Q1 Answer in German.", "language": "German", "id": 1},
         {"instruction": "Q1 Answer in Hindi.", "language": "hi", "id": 1},
         {"instruction": "Q2 Answer in German.", "language": "deu", "id": 2},
     ]
-    out = sources.release_rows(records, ["deu", "hin"], "repo")
+    out = sources.release_rows({"train": records}, ["deu", "hin"], "repo")
     assert [r["id"] for r in out["deu"]] == [1, 2] and out["hin"][0]["instruction"] == "Q1 Answer in Hindi."
     with pytest.raises(ConfigError) as err:
-        sources.release_rows(records, ["deu", "mlt"], "repo")
+        sources.release_rows({"train": records}, ["deu", "mlt"], "repo")
     assert err.value.key == "eval.langs"
     with pytest.raises(ConfigError) as err:
-        sources.release_rows([{"instruction": "q"}], ["deu"], "repo")
+        sources.release_rows({"train": [{"instruction": "q"}]}, ["deu"], "repo")
     assert err.value.key == "eval.release_repo"
+
+
+def test_m_alpacaeval_translates_the_xl_english_set(alpaca_file: Path) -> None:
+    """m-AlpacaEval is the XL-AlpacaEval English set machine translated: Table 4 excluded."""
+    from xlexp.evaluate.build_xl import PAPER_EXCLUDED_IDS
+
+    cfg = _cfg("eval=m_alpacaeval", f"eval.path={alpaca_file}")
+    assert list(cfg.eval.exclude_ids) == list(PAPER_EXCLUDED_IDS)
+    rows = [{"id": i, "instruction": f"Prompt {i}", "dataset": "x"} for i in range(1, 806)]
+    alpaca_file.write_text(json.dumps(rows))
+    from xlexp.evaluate.build_xl import select_prompts
+
+    english = select_prompts(sources.english_prompts(cfg.eval), cfg.eval.exclude_ids, cfg.eval.limit)
+    assert len(english) == 795 and not {r["id"] for r in english} & set(PAPER_EXCLUDED_IDS)
 
 
 def test_m_alpacaeval_core() -> None:

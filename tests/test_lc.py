@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
-from xlexp.evaluate.lc import lc_win_rate
+from xlexp.evaluate.lc import lc_win_rate, length_controlled
 from xlexp.evaluate.metrics import summarize, win_rate
 
 
@@ -42,9 +40,11 @@ def test_winning_only_by_length_gets_lc_below_raw() -> None:
 
 def test_missing_verdicts_are_left_out_and_tiny_inputs_give_nan() -> None:
     prefs, outputs, refs = _length_gamed(n=60)
-    with_none = [*prefs, None]
-    assert lc_win_rate(with_none, [*outputs, "zz"], [*refs, "z"]) == pytest.approx(lc_win_rate(prefs, outputs, refs))
-    assert math.isnan(lc_win_rate([1.0, None], ["a", "b"], ["c", "d"]))
+    # A row without a verdict is left out of the fit; a failed output leaves its row out entirely.
+    assert lc_win_rate([*prefs, None], [*outputs, None], [*refs, "z"]) == pytest.approx(lc_win_rate(prefs, outputs, refs))
+    assert lc_win_rate([1.0, None], ["a", "b"], ["c", "d"]) is None
+    assert lc_win_rate([float("nan"), 1.0, 0.0], ["a", None, "bb"], ["c", "d", "e"]) is None  # one usable row
+    assert length_controlled([], [], []) == {"lc_win_rate": None, "lc_se": None}
     assert lc_win_rate([1.0] * 6, ["long" * 50] * 6, ["short"] * 6) == 100.0  # nothing to explain
     with pytest.raises(ValueError, match="reference outputs"):
         lc_win_rate([1.0, 0.0], ["a", "b"], ["c"])
@@ -61,8 +61,8 @@ def test_summarize_reports_lc_per_language_and_average() -> None:
     )
     assert table["deu"]["lc_win_rate"] == pytest.approx(lc_win_rate(prefs, outputs, refs))
     assert table["deu"]["lc_win_rate"] < table["deu"]["win_rate"]
-    assert math.isnan(table["fra"]["lc_win_rate"])
-    assert table["avg"]["lc_win_rate"] == pytest.approx(table["deu"]["lc_win_rate"])  # NaN left out
+    assert table["fra"]["lc_win_rate"] is None
+    assert table["avg"]["lc_win_rate"] is None and table["avg"]["missing"]["lc_win_rate"] == ["fra"]
 
 
 def test_same_number_as_alpaca_evals_own_entry_point(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -77,11 +77,13 @@ def test_same_number_as_alpaca_evals_own_entry_point(tmp_path, monkeypatch: pyte
         from alpaca_eval.metrics import glm_winrate
     prefs, outputs, refs = _length_gamed(n=120)
     prefs = [0.5 if i % 7 == 0 else p for i, p in enumerate(prefs)]  # some ties
+    # Rows without a verdict: alpaca_eval keeps them in the length scale, drops them from the fit.
+    prefs = [None if i % 11 == 3 else p for i, p in enumerate(prefs)]
     gamed = tmp_path / "df_gamed.csv"
     pd.DataFrame({"model": "x", "index": range(120), "instruction_difficulty": 0.0}).to_csv(gamed, index=False)
     monkeypatch.setattr(glm_winrate, "hf_hub_download", lambda **kwargs: str(gamed))
     annotations = [
-        {"instruction": str(i), "output_1": r, "output_2": o, "preference": 1 + p,  # 1: baseline, 2: model
+        {"instruction": str(i), "output_1": r, "output_2": o, "preference": float("nan") if p is None else 1 + p,  # 1: baseline, 2: model
          "generator_1": "reference", "generator_2": "system", "annotator": "judge", "index": i}
         for i, (p, o, r) in enumerate(zip(prefs, outputs, refs, strict=True))
     ]
@@ -91,4 +93,8 @@ def test_same_number_as_alpaca_evals_own_entry_point(tmp_path, monkeypatch: pyte
             annotations, glm_name="length_controlled_minimal", save_weights_dir=None, is_warn_extreme_changes=False
         )
     assert theirs["win_rate"] == pytest.approx(win_rate(prefs))
-    assert lc_win_rate(prefs, outputs, refs) == pytest.approx(theirs["length_controlled_winrate"], rel=1e-9)
+    ours = length_controlled(prefs, outputs, refs)
+    assert ours["lc_win_rate"] == pytest.approx(theirs["length_controlled_winrate"], rel=1e-9)
+    # Their s.e. for this GLM is the s.e.m. of identical predictions (0); ours is the delta method's.
+    assert theirs["lc_standard_error"] == pytest.approx(0, abs=1e-9)
+    assert 1.0 < ours["lc_se"] < 10.0

@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-from xlexp.evaluate import langid
-from xlexp.evaluate.metrics import avg_length, bootstrap_ci, summarize, win_rate
+from xlexp.evaluate import judge, langid
+from xlexp.evaluate.metrics import avg_length, bootstrap_ci, entry_from_rows, summarize, win_rate
+from xlexp.llm import Completion
 
 GERMAN = [
     "Der Hund schläft im Garten, weil es heute sehr warm ist.",
@@ -26,7 +27,7 @@ ENGLISH = [
 def test_win_rate_ties_count_half_and_none_is_excluded() -> None:
     assert win_rate([1.0, 0.0, 0.5, 0.5]) == 50.0
     assert win_rate([1.0, 0.5, None]) == 75.0
-    assert math.isnan(win_rate([None]))
+    assert win_rate([None]) is None and win_rate([]) is None
 
 
 def test_bootstrap_ci_contains_estimate_is_seeded_and_shrinks() -> None:
@@ -39,12 +40,15 @@ def test_bootstrap_ci_contains_estimate_is_seeded_and_shrinks() -> None:
     blo, bhi = bootstrap_ci(big, n=1000, seed=1)
     assert blo <= win_rate(big) <= bhi
     assert bhi - blo < (hi - lo) / 2
-    assert all(math.isnan(x) for x in bootstrap_ci([None]))
+    assert bootstrap_ci([None]) == (None, None)
 
 
 def test_avg_length_in_characters() -> None:
     assert avg_length(["ab", "abcd", ""]) == 2.0
-    assert math.isnan(avg_length([]))
+    assert avg_length([]) is None
+    # A failed response has no length (None, or NaN from pandas): left out, not a TypeError.
+    assert avg_length(["ab", None, float("nan"), "abcd"]) == 3.0
+    assert avg_length([None]) is None
 
 
 def test_detect_known_sentences() -> None:
@@ -58,10 +62,10 @@ def test_detect_known_sentences() -> None:
 
 def test_fidelity_counts_empty_as_miss() -> None:
     outputs = GERMAN + FRENCH + ENGLISH + [""]
-    assert langid.fidelity(outputs, "deu") == pytest.approx(2 / 7)
-    assert langid.fidelity(outputs, "fra") == pytest.approx(2 / 7)
-    assert langid.fidelity(GERMAN, "deu") == 1.0
-    assert math.isnan(langid.fidelity([], "deu"))
+    assert langid.fidelity(outputs, "deu")["rate"] == pytest.approx(2 / 7)
+    assert langid.fidelity(outputs, "fra")["rate"] == pytest.approx(2 / 7)
+    assert langid.fidelity(GERMAN, "deu")["rate"] == 1.0
+    assert langid.fidelity([], "deu")["rate"] is None
 
 
 def test_summarize_rows_and_macro_average() -> None:
@@ -82,4 +86,57 @@ def test_summarize_rows_and_macro_average() -> None:
     assert (avg["n"], avg["n_malformed"]) == (7, 1)
     assert avg["lang_fidelity"] == pytest.approx(0.375)
     assert avg["ci_low"] <= avg["win_rate"] <= avg["ci_high"]
-    assert set(avg) == set(deu) == {"win_rate", "ci_low", "ci_high", "n", "n_malformed", "avg_len", "lang_fidelity", "lc_win_rate"}
+    assert avg["missing"] == {"lc_win_rate": ["deu", "fra"]}  # no reference outputs given
+    assert set(avg) - {"missing"} == set(deu) == {
+        "win_rate", "ci_low", "ci_high", "lc_win_rate", "lc_se", "avg_len", "lang_fidelity",
+        "n", "n_malformed", "n_failed", "n_identical", "n_undetermined",
+    }
+
+
+def _has_nan(table: dict) -> bool:
+    return any(isinstance(v, float) and math.isnan(v) for row in table.values() for v in row.values())
+
+
+def test_bad_inputs_give_numbers_or_counted_exclusions() -> None:
+    rows = [{"id": i, "lang": "deu", "instruction": f"Q{i}"} for i in range(6)]
+    sys_outs = GERMAN + ["Die Katze schläft.", None, float("nan"), "Der Hund ist sehr müde heute."]
+    ref_outs = ["ref a", "ref b", "ref c", "ref d", "ref e", "Der Hund ist sehr müde heute."]
+    entries = judge.plan("both_orders", rows, sys_outs, ref_outs)
+    comps = [
+        Completion(text="A", logprobs=[{"A": float("nan"), "B": -1.0}]),  # NaN as the top candidate
+        Completion(text="B", logprobs=[{"A": -0.2, "B": -1.5}]),
+        Completion(text="", logprobs=[{"A": float("-inf"), "B": float("-inf")}]),  # all -inf, no text
+        Completion(text="", logprobs=[{"A": float("-inf"), "B": float("-inf")}]),
+        Completion(text="Output A is worse than Output B"),  # a mention, no verdict
+        Completion(text="Response A is vague; verdict: B"),
+    ]
+    assert len(judge.conversations(entries)) == len(comps)  # 3 judged rows, 2 failed, 1 identical
+    stored = judge.combine("both_orders", entries, comps)
+    assert [r["status"] for r in stored] == ["judged", "malformed", "judged", "failed", "failed", "identical"]
+    table = summarize({"deu": entry_from_rows(stored, sys_outs, ref_outs)}, n_boot=50)
+    deu = table["deu"]
+    assert (deu["n"], deu["n_malformed"], deu["n_failed"], deu["n_identical"]) == (3, 1, 2, 1)
+    assert deu["win_rate"] is not None and deu["avg_len"] is not None and deu["lc_win_rate"] is not None
+    assert not _has_nan(table)
+
+
+def test_degenerate_tables_are_defined() -> None:
+    # Zero rows, all ties, all lengths equal, a language without any verdict.
+    table = summarize(
+        {
+            "deu": {"prefs": [], "outputs": [], "ref_outputs": []},
+            "fra": {"prefs": [0.5] * 4, "outputs": ["abc"] * 4, "ref_outputs": ["xyz"] * 4},
+            "hun": {"prefs": [1.0, 0.0, 1.0, 0.5], "outputs": ["abc"] * 4, "ref_outputs": ["xyz"] * 4},
+            "fin": {"prefs": [None, float("nan")], "outputs": ["a", "b"], "ref_outputs": ["c", "d"]},
+        },
+        n_boot=50,
+    )
+    assert not _has_nan(table)
+    assert table["deu"]["win_rate"] is None and table["deu"]["n"] == 0
+    assert table["fra"]["win_rate"] == 50.0 and table["fra"]["lc_win_rate"] == 50.0
+    # Equal lengths: nothing to control for; on 4 rows alpaca_eval's L1 CV fit shrinks to 50.
+    assert table["hun"]["win_rate"] == 62.5 and table["hun"]["lc_win_rate"] is not None
+    assert table["fin"]["n_malformed"] == 2 and table["fin"]["win_rate"] is None
+    # The average does not silently drop the languages without a number: it is absent, and says why.
+    assert table["avg"]["win_rate"] is None and table["avg"]["missing"]["win_rate"] == ["deu", "fin"]
+    assert table["avg"]["n"] == 8

@@ -199,3 +199,18 @@ def test_best_per_model_bolds_within_each_model_as_table_6(tmp_path):
         "| Qwen 2.5 7B | 23.39 | 12.50 | **34.29** |",
         "| +32 instructions | **30.00** | **30.00** | 30.00 |",
     ]
+
+
+def test_two_judge_protocols_never_share_a_table():
+    rows = [
+        report.system_from_labels({**labels("EuroLLM 9B", None), "judge_protocol": protocol}, metrics(10.0 + i, 20.0), key=protocol)
+        for i, protocol in enumerate(("alpaca_eval", "both_orders"))
+    ]
+    tables = report.group_tables(rows)
+    assert list(tables) == [
+        "vs gpt-4o-mini, judged by gpt-4o (alpaca_eval protocol) on xl_alpacaeval",
+        "vs gpt-4o-mini, judged by gpt-4o (both_orders protocol) on xl_alpacaeval",
+    ]
+    # An absent value is shown as a dash, never as "nan".
+    md = report.markdown_table({"deu": {"win_rate": None, "n": 0}, "avg": {"win_rate": float("nan"), "n": 0}})
+    assert "nan" not in md.lower() and f"| deu | {report.ABSENT} |" in md

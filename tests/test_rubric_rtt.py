@@ -92,3 +92,9 @@ def test_rtt_malformed_one_prompt_answers_are_rejects() -> None:
     assert rtt.from_completion(Completion(error="timeout"), "deu") == (None, "backend error: timeout")
     assert rtt.from_completion(Completion(text="  "), None) == (None, "empty answer")
     assert rtt.from_completion(Completion(text=" Ein Apfel. "), None) == ("Ein Apfel.", None)
+
+
+def test_rubric_never_scores_a_failed_response() -> None:
+    rows = [{"id": 1, "lang": "deu", "instruction": "q", "output": "Eine Antwort."}, {"id": 2, "lang": "deu", "instruction": "q", "output": None}]
+    reqs = rubric.plan(rows, ["precision", "naturalness"])
+    assert [(r["id"], r["criterion"]) for r in reqs] == [(1, "precision"), (1, "naturalness")]

@@ -98,16 +98,18 @@ def test_offline_run_has_group_job_type_artifacts_and_sample_table(tmp_path, wan
     tracker = track.start(cfg, tmp_path / "run")
     tracker.log_stage("generate", {"select": dataset})
     tracker.log_stage("sft", {"sft": adapter})
-    tracker.log_metrics({"deu": {"win_rate": 75.0, "n": 1}, "avg": {"win_rate": 75.0}})
+    tracker.log_metrics({"deu": {"win_rate": 75.0, "n": 1, "lc_win_rate": None}, "avg": {"win_rate": 75.0}}, "alpaca_eval")
     tracker.log_stage("evaluate", ev)
     tracker.finish({"seconds": 1.0, "backend_calls": 3})
 
     run = wandb_offline.read(tmp_path / "run")
     assert run.run["runGroup"] == "scaling" and run.run["jobType"] == "generate,sft,evaluate"
-    assert {"t1"} <= set(run.run["tags"])
-    assert {"eval/deu/win_rate", "eval/avg/win_rate", "generate/select/rows", "sft/sft/rejects"} <= run.history_keys()
+    assert {"t1", "judge:alpaca_eval"} <= set(run.run["tags"])
+    # The judge protocol is part of every metric's key: two protocols never share a chart.
+    assert {"eval/alpaca_eval/deu/win_rate", "eval/alpaca_eval/avg/win_rate", "generate/select/rows", "sft/sft/rejects"} <= run.history_keys()
+    assert "eval/alpaca_eval/deu/lc_win_rate" not in run.history_keys()  # absent values are not logged
     assert "generate/select/reject_reasons/no question" in run.history_keys()
-    assert run.summary["eval/deu/win_rate"] == 75.0
+    assert run.summary["eval/alpaca_eval/deu/win_rate"] == 75.0
     assert run.config["judge"]["api_key_env"] == "OPENAI_API_KEY" and run.config["logger"]["group"] == "scaling"
 
     ds = run.artifact(f"dataset-{dataset.key}")

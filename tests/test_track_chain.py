@@ -43,7 +43,7 @@ def test_chain_with_wandb_logs_artifacts_samples_and_feeds_the_report(tmp_path, 
 
     wb = wandb_offline.read(tmp_path / "run")
     assert wb.run["runGroup"] == "tiny-eval" and wb.run["jobType"] == "generate,sft,evaluate,report"
-    assert {"eval/deu/win_rate", "eval/fra/win_rate", "eval/avg/win_rate", "eval/deu/lang_fidelity"} <= wb.history_keys()
+    assert {"eval/alpaca_eval/deu/win_rate", "eval/alpaca_eval/fra/win_rate", "eval/alpaca_eval/avg/win_rate", "eval/alpaca_eval/deu/lang_fidelity"} <= wb.history_keys()
     assert {"generate/reverse/out", "generate/select/rows", "sft/sft/rows", "evaluate/judge/malformed"} <= wb.history_keys()
     gen = summary["stages"]["generate"]
     dataset = wb.artifact(f"dataset-{gen['select']['key']}")

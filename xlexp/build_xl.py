@@ -62,10 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--rewrites-file",
-        type=Path,
-        default=None,
-        help="JSON object mapping 1-based prompt id -> instruction text containing {language}; "
-        "'paper': the reviewed list shipped in xlexp/data/english_rewrites.json (appendix A.1)",
+        default=PAPER_REWRITES,
+        help="'paper' (default): the reviewed appendix A.1 list shipped in "
+        "xlexp/data/english_rewrites.json (explicit requests for English -> {language}); a JSON "
+        "object mapping 1-based prompt id -> instruction text containing {language}; 'none': no "
+        "rewrites (then a prompt such as 249 ends 'Answer in English.' before the template)",
     )
     return p
 
@@ -82,6 +83,15 @@ def parse_langs(text: str) -> list[str]:
             f"--langs: unknown language code(s) {', '.join(unknown)}; known codes: {known}"
         )
     return codes
+
+
+ALPACA_EVAL_SIZE = 805  # prompts in AlpacaEval's eval set, whose positions Table 4's ids are
+
+
+def exclusion_list_name(text: str) -> str:
+    """Which exclusion list `--exclude-ids` names: paper (Table 4), none, or custom."""
+    key = text.strip().lower()
+    return key if key in ("paper", "none") else ("none" if not key else "custom")
 
 
 def parse_exclude_ids(text: str) -> tuple[int, ...]:
@@ -164,17 +174,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             read_templates(args.templates_file) if args.templates_file else list(PAPER_TEMPLATES)
         )
         ids = {int(p["id"]) for p in prompts}
-        if str(args.rewrites_file) == PAPER_REWRITES:  # checked against the source, absent ids skipped
-            rewrites = check_rewrites(prompts, read_rewrites_file(PAPER_REWRITES))
+        rewrites_spec = str(args.rewrites_file)
+        if rewrites_spec == PAPER_REWRITES:  # checked against the source, absent ids skipped
+            try:
+                rewrites = check_rewrites(prompts, read_rewrites_file(PAPER_REWRITES))
+            except ValueError as e:
+                raise ValueError(
+                    f"--rewrites-file paper (the default): {e}; the shipped list is for AlpacaEval's "
+                    "alpaca_eval.json (ids = positions); for another source pass --rewrites-file none "
+                    "or a list of its own"
+                ) from None
+        elif rewrites_spec.lower() in ("none", ""):
+            rewrites = {}
         else:
-            rewrites = read_rewrites(args.rewrites_file, ids) if args.rewrites_file else {}
+            rewrites = read_rewrites(Path(rewrites_spec), ids)
     except (ValueError, OSError) as e:  # json.JSONDecodeError is a ValueError
         parser.error(str(e))
 
+    warnings = []
     absent = sorted(set(exclude) - ids)
     if absent:
         # Harmless for a subset file, but a sign of a wrong id base on the full set.
-        print(f"warning: excluded ids not in the source: {absent}", file=sys.stderr)
+        warnings.append(f"excluded ids not in the source: {absent}")
+    if exclusion_list_name(args.exclude_ids) == "paper" and len(prompts) != ALPACA_EVAL_SIZE:
+        # Table 4's ids are positions in the 805-prompt file: on an already filtered set (the
+        # authors' english split holds 797) they would drop other prompts.
+        warnings.append(
+            f"the source holds {len(prompts)} prompts, not AlpacaEval's {ALPACA_EVAL_SIZE}: Table 4's ids "
+            "are positions in alpaca_eval.json; for an already filtered set such as the release's english "
+            "split use --exclude-ids none"
+        )
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     xl = build_xl(
         prompts,
         codes,
@@ -202,9 +233,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             "langs": codes,
             "seed": args.seed,
             "limit": args.limit,
+            # Which exclusion list was applied and how many prompts remain: the paper's Table 4
+            # leaves 795 of AlpacaEval's 805, the authors' release holds 797.
+            "exclusion_list": exclusion_list_name(args.exclude_ids),
             "excluded_ids": list(exclude),
             "excluded_ids_absent": absent,
+            "prompts_remaining": len(next(iter(xl.values()))),
+            "rewrites": rewrites_spec if rewrites_spec.lower() not in ("", "none") else "none",
             "rewritten_ids": sorted(rewrites),
+            "warnings": warnings,
             "templates": templates,
             "counts": {code: len(rows) for code, rows in xl.items()},
         },

@@ -23,10 +23,22 @@ def load_json(artifact: Any, name: str) -> Any:
     return json.loads(artifact.file(name).read_text())
 
 
+ABSENT = "–"  # a value that could not be computed (no verdicts, no outputs): shown, never NaN
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
+        if math.isnan(value):
+            return ABSENT
         return f"{value:.3f}" if abs(value) < 1.5 else f"{value:.2f}"
-    return "" if value is None else str(value)
+    if isinstance(value, dict | list):
+        return ""
+    return ABSENT if value is None else str(value)
+
+
+def judge_label(judge_name: str, protocol: str | None) -> str:
+    """"gpt-4o (alpaca_eval protocol)": a win rate belongs to a judge and its protocol."""
+    return f"{judge_name} ({protocol} protocol)" if protocol else judge_name
 
 
 def markdown_table(metrics: dict, title: str = "", columns: list | None = None) -> str:
@@ -53,7 +65,7 @@ def write_results(run_dir: Path, summary: dict, cfg: Any) -> dict[str, Path]:
     if summary.get("note"):
         parts += [f"> {summary['note']}", ""]
     if summary.get("metrics"):
-        title = f"{cfg.model.name} vs {cfg.reference.name}, judged by {cfg.judge.name}"
+        title = f"{cfg.model.name} vs {cfg.reference.name}, judged by {judge_label(cfg.judge.name, cfg.eval.get('judge_protocol'))}"
         parts.append(markdown_table(summary["metrics"], title, summary.get("columns")))
     if summary.get("rubric"):
         parts.append(rubric_table(summary["rubric"], f"{cfg.model.name}: fine-grained scores (1-5), judged by {cfg.judge.name}"))
@@ -101,13 +113,15 @@ class SystemRow:
     exp: str | None = None
     reference: str = ""
     judge: str = ""
+    protocol: str = ""  # the judge protocol (alpaca_eval, both_orders): part of the comparison
     benchmark: str = ""
     key: str = ""  # the judge artifact's key (dedupes a system seen by several jobs)
 
     @property
     def comparison(self) -> str:
         """What a win rate is measured against; rows of different comparisons never share a table."""
-        return f"vs {self.reference or '?'}, judged by {self.judge or '?'} on {self.benchmark or '?'}"
+        judge = judge_label(self.judge or "?", self.protocol or None)
+        return f"vs {self.reference or '?'}, judged by {judge} on {self.benchmark or '?'}"
 
     def label(self, short: bool = False, show_exp: bool = True) -> str:
         """"EuroLLM 9B", "EuroLLM 9B +2K instructions (naive, selection)"; short: "+2K instructions"
@@ -138,6 +152,7 @@ def system_from_labels(labels: dict, metrics: dict, key: str = "") -> SystemRow:
         exp=labels.get("exp"),
         reference=str(labels.get("reference") or ""),
         judge=str(labels.get("judge") or ""),
+        protocol=str(labels.get("judge_protocol") or ""),
         benchmark=str(labels.get("benchmark") or ""),
         key=key or str(labels.get("judge_key") or ""),
     )

@@ -97,7 +97,7 @@ def _evaluate_summary(ctx: RunContext, arts: dict[str, Artifact]) -> dict:
     if "rubric" in arts:  # Table 8 fine-grained scores
         ctx.summary["rubric"] = load_json(arts["rubric"], "metrics.json")
         ctx.tracker.log_metrics({lang: {f"rubric_{k}": v for k, v in row.items()} for lang, row in ctx.summary["rubric"].items()})
-    ctx.tracker.log_metrics(ctx.summary["metrics"])
+    ctx.tracker.log_metrics(ctx.summary["metrics"], ctx.cfg.eval.judge_protocol)
     labels = arts["judge"].meta.get("system") or {}
     exp = track.hydra_context().get("exp") or ctx.cfg.logger.group
     ctx.summary["system"] = {**labels, "exp": exp, "judge_key": arts["judge"].key}

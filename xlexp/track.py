@@ -50,7 +50,7 @@ def redact(obj: Any, secrets: list[str] | None = None) -> Any:
 
 class NullTracker:
     def log_stage(self, stage: str, artifacts: dict) -> None: ...
-    def log_metrics(self, metrics: dict) -> None: ...
+    def log_metrics(self, metrics: dict, protocol: str | None = None) -> None: ...
     def log_files(self, paths: dict) -> None: ...
     def finish(self, summary: dict) -> None: ...
     def log_generation_stats(self, stats: dict) -> None: ...
@@ -74,7 +74,7 @@ class WandbTracker(NullTracker):
             entity=cfg.logger.entity,
             group=run_group(cfg.logger.group, exp, ctx.get("sweep_dir")),
             name=ctx.get("job_name"),
-            tags=list(dict.fromkeys([*cfg.logger.tags, *([exp] if exp else [])])),
+            tags=list(dict.fromkeys([*cfg.logger.tags, *([exp] if exp else []), *_protocol_tag(cfg)])),
             config=config,
             dir=str(run_dir),
             mode=mode,
@@ -127,12 +127,15 @@ class WandbTracker(NullTracker):
         table = self.wandb.Table(columns=SAMPLE_COLUMNS, data=[[r[c] for c in SAMPLE_COLUMNS] for r in redact(rows)])
         self.run.log({"eval/samples": table})
 
-    def log_metrics(self, metrics: dict) -> None:
+    def log_metrics(self, metrics: dict, protocol: str | None = None) -> None:
+        """`eval/<protocol>/<lang>/<metric>`: win rates of two judge protocols never share a chart."""
+        prefix = f"eval/{protocol}" if protocol else "eval"
         flat = {}
         for lang, row in metrics.items():
             for k, v in row.items():
-                if isinstance(v, int | float):
-                    flat[f"eval/{lang}/{k}"] = v
+                # Absent values (None) are not logged; bool is an int but no metric.
+                if isinstance(v, int | float) and not isinstance(v, bool):
+                    flat[f"{prefix}/{lang}/{k}"] = v
         self.run.log(flat)
         self.run.summary.update(flat)
 
@@ -153,6 +156,12 @@ class WandbTracker(NullTracker):
         if summary.get("cost"):  # the ledger: tokens and dollars per stage and role
             self.run.summary.update(redact({"cost": summary["cost"]}))
         self.run.finish()
+
+
+def _protocol_tag(cfg: Any) -> list[str]:
+    """`judge:<protocol>` on runs that evaluate: the run's win rates belong to that protocol."""
+    protocol = cfg.eval.get("judge_protocol") if "evaluate" in cfg.stages else None
+    return [f"judge:{protocol}"] if protocol else []
 
 
 SAMPLE_COLUMNS = ["id", "lang", "instruction", "system_output", "reference_output", "preference", "malformed"]

@@ -134,8 +134,9 @@ def build_xl(
     return out
 
 
-def to_alpaca_eval(rows: Sequence[dict], outputs: Sequence[str], generator: str) -> list[dict]:
-    """alpaca_eval `model_outputs.json` rows for one language, outputs aligned with `rows`."""
+def to_alpaca_eval(rows: Sequence[dict], outputs: Sequence[str | None], generator: str) -> list[dict]:
+    """alpaca_eval `model_outputs.json` rows for one language, outputs aligned with `rows`
+    (None: the response failed; the judge counts it and never sees it as an answer)."""
     if len(rows) != len(outputs):
         raise ValueError(f"{len(rows)} rows but {len(outputs)} outputs")
     return [

@@ -23,7 +23,10 @@ class EvalConfig:
     langs: list[str] | None = None  # None: langs.codes
     exclude_ids: list[int] = field(default_factory=list)
     templates: list[str] = field(default_factory=lambda: ["Answer in {language}."])
-    both_orders: bool = True  # judge (A,B) and (B,A) to cancel position bias
+    # How the judge compares: alpaca_eval (the paper's: alpaca_eval 0.6.6's
+    # weighted_alpaca_eval_gpt4_turbo annotator, one order per prompt) | both_orders (xlexp's
+    # A/B prompt in both orders, averaged: cancels position bias). See xlexp/evaluate/judge.py.
+    judge_protocol: str = "alpaca_eval"
     bootstrap: int = 1000
     # Prompt sources. prompts: demo (shipped) | null (eval.path if set, else the hub file).
     prompts: str | None = None
@@ -61,6 +64,10 @@ def validate(cfg: Any, runs: bool) -> None:
     """Evaluation settings; with `runs`, prompt sources are resolved now (a hub download fails
     here, naming eval.path or eval.hub_repo, before any model loads)."""
     ev = cfg.eval
+    from xlexp.evaluate.judge import PROTOCOLS
+
+    if ev.judge_protocol not in PROTOCOLS:
+        raise ConfigError("eval.judge_protocol", f"unknown judge protocol {ev.judge_protocol!r} ({', '.join(PROTOCOLS)})")
     if ev.benchmark not in BENCHMARKS:
         raise ConfigError("eval.benchmark", f"unknown benchmark {ev.benchmark!r} ({', '.join(BENCHMARKS)})")
     if ev.prompts not in (None, "demo"):

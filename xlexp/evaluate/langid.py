@@ -1,14 +1,60 @@
-"""Language fidelity: is the output in the language the instruction asked for (py3langid)."""
+"""Language fidelity: is the answer in the language the instruction asked for (py3langid).
+
+What is identified is the prose of an answer, not everything in it:
+1. Code blocks (fenced), inline code, URLs, e-mail addresses, HTML/XML tags, LaTeX math,
+   numbers and markdown markup are removed, and so are lines that look like code (SQL
+   keywords in capitals, JSON "key": value lines, lines made mostly of symbols). A correct
+   code answer must not count as English for every target language.
+2. Below `MIN_LETTERS` letters of prose (a Han/Kana/Hangul character counts as
+   `CJK_WEIGHT` letters: it carries about a word), or below `MIN_CONFIDENCE` (py3langid's
+   normalised probability), the answer is undetermined: reported as a count beside the rate
+   and left out of it, not counted wrong. py3langid calls "Ja.", "Sim." and "Oui." English
+   and "Igen." German, "42" English: short text says nothing.
+3. Preamble rule: an answer is in the language that holds most of its prose letters. Each
+   paragraph long enough to identify votes with its letter count, so a one-line English
+   preamble ("Sure! Here is the answer in German:") before a German answer leaves it German,
+   and an answer mostly in English with one German sentence is English.
+4. Romanised Hindi (Hindi in Latin script, which py3langid does not know) is recognised by
+   its function words and counts as Hindi: the language is right even if the script is not.
+   Traditional and Simplified Chinese are both `zho`.
+"""
 
 from __future__ import annotations
 
+import re
 import threading
+import unicodedata
+from typing import Any
 
 from xlexp.langs import LANGUAGES
+
+MIN_LETTERS = 20
+MIN_CONFIDENCE = 0.5
+CJK_WEIGHT = 3
+# Romanised Hindi: share of words that are Hindi function words, and distinct ones needed.
+HINGLISH_WORDS = frozenset(
+    ["hai", "hain", "aur", "mein", "main", "ka", "ki", "ke", "ko", "se", "bhi", "tha", "thi", "nahi", "nahin", "kya", "yeh", "ye", "woh", "wo", "hoon", "hun", "raha", "rahi", "rahe", "kar", "karna", "karta", "karti", "karte", "tum", "aap", "hum", "mera", "meri", "mere", "tera", "apna", "apni", "ek", "liye", "lekin", "kyunki", "jab", "tab", "bahut", "accha", "acha"]
+)
+HINGLISH_SHARE = 0.3
+HINGLISH_DISTINCT = 3
 
 _FROM_ISO1 = {iso1: code for code, (_, iso1) in LANGUAGES.items()}
 _lock = threading.Lock()
 _identifier = None
+
+_FENCED = re.compile(r"(```|~~~).*?(?:\1|\Z)", re.S)
+_INLINE_CODE = re.compile(r"`[^`\n]*`")
+_URL = re.compile(r"(?:https?://|ftp://|www\.)\S+", re.I)
+_EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b")
+_TAG = re.compile(r"</?[A-Za-z][^>\n]*>")
+_MATH = re.compile(r"\$\$.*?\$\$|\$[^$\n]+\$|\\\(.*?\\\)|\\\[.*?\\\]", re.S)
+_LATEX_CMD = re.compile(r"\\[A-Za-z]+")
+_NUMBER = re.compile(r"[+-]?\d[\d.,:/%]*")
+_SQL_LINE = re.compile(r"^\s*(?:SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|FROM|WHERE|JOIN|GROUP BY|ORDER BY|VALUES|SET)\b")
+_JSON_LINE = re.compile(r"^\s*[\[{]?\s*\"[^\"]+\"\s*:")
+_CODE_START = re.compile(r"^\s*(?:def|class|import|return|print|function|const|let|var|public|private|#include|for|while|if|elif|else)\b.*[:;{})]\s*$")
+_SYMBOLS = set("{}[]()<>=;:_\"'|\\/*+-&^%$#@~`")
+_PARAGRAPH = re.compile(r"\n\s*\n")
 
 
 def _model():
@@ -19,23 +65,119 @@ def _model():
             if _identifier is None:
                 from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
-                _identifier = LanguageIdentifier.from_pickled_model(MODEL_FILE, norm_probs=False)
+                _identifier = LanguageIdentifier.from_pickled_model(MODEL_FILE, norm_probs=True)
     return _identifier
 
 
-def detect(text: str) -> str | None:
-    """ISO 639-3 code of the text's language (the raw ISO 639-1 code when our table lacks it).
+def _code_like(line: str) -> bool:
+    stripped = line.strip()
+    if not stripped:
+        return False
+    if _SQL_LINE.match(line) or _JSON_LINE.match(line) or _CODE_START.match(line):
+        return True
+    symbols = sum(ch in _SYMBOLS for ch in stripped)
+    return symbols / len(stripped) >= 0.2 or stripped in ("{", "}", "[", "]", "},", "],")
 
-    None for empty or blank text.
-    """
-    if not text or not text.strip():
+
+def clean(text: str) -> str:
+    """The prose of an answer: code, URLs, tags, math, numbers and markup removed (see module doc)."""
+    text = _FENCED.sub("\n", text)
+    text = _INLINE_CODE.sub(" ", text)
+    text = _URL.sub(" ", text)
+    text = _EMAIL.sub(" ", text)
+    text = _TAG.sub(" ", text)
+    text = _MATH.sub(" ", text)
+    text = _LATEX_CMD.sub(" ", text)
+    lines = [ln for ln in text.split("\n") if not _code_like(ln)]
+    text = "\n".join(lines)
+    text = _NUMBER.sub(" ", text)
+    # Markup: heading/list/quote markers, emphasis, table bars; keep letters and punctuation.
+    text = re.sub(r"^\s*(?:#{1,6}|[-*+>]|\d+[.)])\s+", "", text, flags=re.M)
+    text = re.sub(r"[*_|#>~=]+", " ", text)
+    return "\n".join(" ".join(ln.split()) for ln in text.split("\n")).strip()
+
+
+def _is_cjk(ch: str) -> bool:
+    name = unicodedata.name(ch, "")
+    return name.startswith(("CJK UNIFIED", "CJK COMPATIBILITY IDEOGRAPH", "HIRAGANA", "KATAKANA", "HANGUL"))
+
+
+def weight(text: str) -> int:
+    """Letters of prose, a CJK character counting `CJK_WEIGHT`."""
+    return sum(CJK_WEIGHT if _is_cjk(ch) else 1 for ch in text if ch.isalpha())
+
+
+def _hinglish(text: str) -> bool:
+    words = re.findall(r"[A-Za-z]+", text.lower())
+    if len(words) < 5 or any(not ch.isascii() for ch in text if ch.isalpha()):
+        return False
+    hits = [w for w in words if w in HINGLISH_WORDS]
+    return len(hits) / len(words) >= HINGLISH_SHARE and len(set(hits)) >= HINGLISH_DISTINCT
+
+
+def _classify(text: str) -> str | None:
+    """Code of one piece of prose long enough to identify, or None when not confident."""
+    if _hinglish(text):
+        return "hin"
+    iso1, prob = _model().classify(text)
+    if prob < MIN_CONFIDENCE:
         return None
-    iso1, _ = _model().classify(text)
     return _FROM_ISO1.get(str(iso1), str(iso1))
 
 
-def fidelity(outputs: list[str], lang: str) -> float:
-    """Share of outputs detected as `lang` (empty outputs count as misses); NaN for no outputs."""
-    if not outputs:
-        return float("nan")
-    return sum(detect(o) == lang for o in outputs) / len(outputs)
+def identify(text: Any) -> tuple[str | None, str]:
+    """(ISO 639-3 code, "ok") or (None, why undetermined).
+
+    Codes outside xlexp's table come back as py3langid's raw ISO 639-1 code.
+    """
+    if not isinstance(text, str):
+        return None, "missing"
+    prose = clean(text)
+    if weight(prose) < MIN_LETTERS:
+        return None, "too short"
+    votes: dict[str, int] = {}
+    for para in _PARAGRAPH.split(prose):
+        w = weight(para)
+        if w >= MIN_LETTERS:
+            code = _classify(para)
+            if code is not None:
+                votes[code] = votes.get(code, 0) + w
+    if not votes:
+        code = _classify(prose)
+        return (code, "ok") if code is not None else (None, "low confidence")
+    return max(votes, key=votes.__getitem__), "ok"
+
+
+def detect(text: Any) -> str | None:
+    """ISO 639-3 code of the answer's language, None when undetermined (see `identify`)."""
+    return identify(text)[0]
+
+
+def fidelity(outputs: list[Any], lang: str) -> dict:
+    """`{rate, n_matched, n_determined, n_undetermined, n_missing}` of answers in `lang`.
+
+    `rate` is matched / determined (None when nothing is determined); undetermined answers
+    (code only, too short, low confidence) and missing ones (failed responses) are counted,
+    not scored. An empty answer is a determined miss: it is not in the language.
+    """
+    matched = determined = undetermined = missing = 0
+    for out in outputs:
+        if not isinstance(out, str):
+            missing += 1
+            continue
+        if not out.strip():
+            determined += 1
+            continue
+        code, _ = identify(out)
+        if code is None:
+            undetermined += 1
+            continue
+        determined += 1
+        matched += code == lang
+    return {
+        "rate": matched / determined if determined else None,
+        "n_matched": matched,
+        "n_determined": determined,
+        "n_undetermined": undetermined,
+        "n_missing": missing,
+    }

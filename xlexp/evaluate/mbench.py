@@ -1,6 +1,6 @@
-"""m-AlpacaEval (paper section 6, Table 3): the AlpacaEval prompts machine translated into each
-language by a translator role (GPT-4o in the paper), plus the English column (plain AlpacaEval,
-lang `eng`). Monolingual: no cross-lingual template is appended.
+"""m-AlpacaEval (paper section 6, Table 3): the XL-AlpacaEval English prompts (AlpacaEval minus
+Table 4) machine translated into each language by a translator role (GPT-4o in the paper), plus the
+English column (the same prompts, lang `eng`). Monolingual: no cross-lingual template is appended.
 """
 
 from __future__ import annotations

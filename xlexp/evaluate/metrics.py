@@ -1,8 +1,13 @@
-"""Win rates against the reference, bootstrap CIs, lengths, and the per-language summary table.
+"""Win rates against the reference, bootstrap CIs, lengths, and the per-language summary table,
+computed from the judge artifact's stored verdict rows and the two systems' outputs.
 
 A preference is P(system output better) in [0, 1] (see judge.py); the win rate is its mean in
-percent, so a tie (0.5) counts half, as in AlpacaEval. None marks a row with no usable verdict
-and is left out of the rates (counted as malformed instead).
+percent, so a tie (0.5) counts half, as in AlpacaEval. A number in the table is right or
+absent (None, shown as a dash), never NaN. Counts, all in prompts:
+- `n`: prompts with a preference (judged or identical outputs);
+- `n_malformed`: prompts the judge gave no usable verdict for (left out of the rates);
+- `n_failed`: prompts whose system or reference response failed (never judged);
+- `n_identical`: prompts with identical outputs (a tie without a judge call, inside `n`).
 """
 
 from __future__ import annotations
@@ -10,22 +15,26 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from xlexp.evaluate import langid, lc
-
-NAN = float("nan")
+from xlexp.evaluate import judge, langid, lc
 
 
-def _valid(prefs: Sequence[float | None]) -> np.ndarray:
-    return np.asarray([p for p in prefs if p is not None], dtype=float)
+def usable(p: Any) -> bool:
+    """A preference the rates may use: a finite number in [0, 1] (not None, NaN or bool)."""
+    return isinstance(p, int | float) and not isinstance(p, bool) and math.isfinite(p) and 0.0 <= p <= 1.0
 
 
-def win_rate(prefs: Sequence[float | None]) -> float:
-    """Mean preference x 100; NaN when no preference is usable."""
+def _valid(prefs: Sequence[Any]) -> np.ndarray:
+    return np.asarray([p for p in prefs if usable(p)], dtype=float)
+
+
+def win_rate(prefs: Sequence[Any]) -> float | None:
+    """Mean preference x 100; None when no preference is usable."""
     values = _valid(prefs)
-    return float(values.mean() * 100) if values.size else NAN
+    return float(values.mean() * 100) if values.size else None
 
 
 def _boot_means(values: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -39,37 +48,61 @@ def _interval(means: np.ndarray, alpha: float) -> tuple[float, float]:
 
 
 def bootstrap_ci(
-    prefs: Sequence[float | None], n: int = 1000, seed: int = 1, alpha: float = 0.05
-) -> tuple[float, float]:
-    """Percentile bootstrap (1 - alpha) interval of the win rate, seeded; (NaN, NaN) if empty."""
+    prefs: Sequence[Any], n: int = 1000, seed: int = 1, alpha: float = 0.05
+) -> tuple[float | None, float | None]:
+    """Percentile bootstrap (1 - alpha) interval of the win rate, seeded; (None, None) if empty."""
     values = _valid(prefs)
-    if not values.size:
-        return NAN, NAN
+    if not values.size or n < 1:
+        return None, None
     return _interval(_boot_means(values, n, np.random.default_rng(seed)), alpha)
 
 
-def avg_length(outputs: Sequence[str]) -> float:
-    """Mean output length in characters; NaN for no outputs."""
-    return sum(len(o or "") for o in outputs) / len(outputs) if outputs else NAN
+def avg_length(outputs: Sequence[Any]) -> float | None:
+    """Mean length in characters of the outputs that exist (strings); None when there are none.
+
+    A failed response (None, or NaN from pandas) has no length: it is counted as failed elsewhere.
+    """
+    present = [o for o in outputs if isinstance(o, str)]
+    return sum(len(o) for o in present) / len(present) if present else None
 
 
-def _mean(xs: list[float]) -> float:
-    xs = [x for x in xs if x is not None and not math.isnan(x)]
-    return sum(xs) / len(xs) if xs else NAN
+def entry_from_rows(verdict_rows: Sequence[dict], outputs: Sequence[Any], ref_outputs: Sequence[Any]) -> dict:
+    """One language's `summarize` entry from the judge artifact's stored rows (same order as the
+    outputs). Rows stored before statuses existed count as judged or malformed by preference."""
+    if not len(verdict_rows) == len(outputs) == len(ref_outputs):
+        raise ValueError(f"{len(verdict_rows)} verdict rows, {len(outputs)} outputs, {len(ref_outputs)} reference outputs")
+    prefs, statuses = [], []
+    for row in verdict_rows:
+        status = row.get("status") or (judge.JUDGED if usable(row.get("preference")) else judge.MALFORMED)
+        pref = row.get("preference") if usable(row.get("preference")) else None
+        if status in (judge.JUDGED, judge.IDENTICAL) and pref is None:
+            status = judge.MALFORMED  # e.g. a NaN preference written by an older parser
+        statuses.append(status)
+        prefs.append(pref)
+    return {
+        "prefs": prefs,
+        "outputs": list(outputs),
+        "ref_outputs": list(ref_outputs),
+        "n_malformed": statuses.count(judge.MALFORMED),
+        "n_failed": statuses.count(judge.FAILED),
+        "n_identical": statuses.count(judge.IDENTICAL),
+    }
 
 
 @dataclass
 class LangData:
     """What the metrics of one language are computed from: the judge's preferences aligned with
-    the system's and the reference's outputs."""
+    the system's and the reference's outputs, and the prompt counts of `entry_from_rows`."""
 
     lang: str
     index: int  # position among the languages (seeds its bootstrap stream)
-    prefs: list[float | None]
-    outputs: list[str]
-    ref_outputs: list[str] | None = None
-    n_malformed: int | None = None  # None: the number of None prefs
-    lang_fidelity: float | None = None  # None: detected from `outputs`
+    prefs: list[Any]
+    outputs: list[Any]
+    ref_outputs: list[Any] | None = None
+    n_malformed: int | None = None  # None: prompts without a usable preference, failed ones aside
+    n_failed: int | None = None  # None: system outputs that are not strings
+    n_identical: int = 0
+    lang_fidelity: Any = None  # None: detected from `outputs`; a rate or langid.fidelity's dict
 
 
 @dataclass(frozen=True)
@@ -82,9 +115,22 @@ class Metric:
     average: Callable[..., dict]
 
 
+def _mean_if_all(rows: list[dict], key: str) -> float | None:
+    # A language without a value makes the average absent, not an average of fewer languages.
+    values = [r[key] for r in rows]
+    return sum(values) / len(values) if values and all(v is not None for v in values) else None
+
+
 def _mean_of(*keys: str) -> Callable[..., dict]:
     def average(rows: list[dict], data: list[LangData], n_boot: int, seed: int, alpha: float) -> dict:
-        return {k: _mean([r[k] for r in rows]) for k in keys}
+        return {k: _mean_if_all(rows, k) for k in keys}
+
+    return average
+
+
+def _sum_of(*keys: str) -> Callable[..., dict]:
+    def average(rows: list[dict], data: list[LangData], n_boot: int, seed: int, alpha: float) -> dict:
+        return {k: sum(r[k] for r in rows) for k in keys}
 
     return average
 
@@ -96,45 +142,64 @@ def _win_rate(d: LangData, n_boot: int, seed: int, alpha: float) -> dict:
 
 def _win_rate_avg(rows: list[dict], data: list[LangData], n_boot: int, seed: int, alpha: float) -> dict:
     # The macro average's CI bootstraps that average, resampling each language independently.
-    boot = [
-        _boot_means(values, n_boot, np.random.default_rng([seed, d.index]))
-        for d in data
-        if (values := _valid(d.prefs)).size
-    ]
-    lo, hi = _interval(np.mean(boot, axis=0), alpha) if boot else (NAN, NAN)
-    return {"win_rate": _mean([r["win_rate"] for r in rows]), "ci_low": lo, "ci_high": hi}
+    mean = _mean_if_all(rows, "win_rate")
+    if mean is None or n_boot < 1:
+        return {"win_rate": mean, "ci_low": None, "ci_high": None}
+    boot = [_boot_means(_valid(d.prefs), n_boot, np.random.default_rng([seed, d.index])) for d in data]
+    lo, hi = _interval(np.mean(boot, axis=0), alpha)
+    return {"win_rate": mean, "ci_low": lo, "ci_high": hi}
+
+
+def _n_failed(d: LangData) -> int:
+    return int(d.n_failed if d.n_failed is not None else sum(not isinstance(o, str) for o in d.outputs))
 
 
 def _counts(d: LangData, n_boot: int, seed: int, alpha: float) -> dict:
     n = int(_valid(d.prefs).size)
-    return {"n": n, "n_malformed": int(d.n_malformed if d.n_malformed is not None else len(d.prefs) - n)}
+    failed = _n_failed(d)
+    malformed = d.n_malformed if d.n_malformed is not None else max(len(d.prefs) - n - failed, 0)
+    return {"n": n, "n_malformed": int(malformed), "n_failed": failed, "n_identical": int(d.n_identical)}
 
 
 def _fidelity(d: LangData, n_boot: int, seed: int, alpha: float) -> dict:
     fid = d.lang_fidelity
     if fid is None:
-        fid = langid.fidelity(d.outputs, d.lang) if d.outputs else NAN
-    return {"lang_fidelity": float(fid)}
+        fid = langid.fidelity(d.outputs, d.lang)
+    elif not isinstance(fid, dict):
+        fid = {"rate": float(fid) if usable(fid) else None, "n_undetermined": 0}
+    return {"lang_fidelity": fid["rate"], "n_undetermined": int(fid.get("n_undetermined", 0))}
+
+
+def _fidelity_avg(rows: list[dict], data: list[LangData], n_boot: int, seed: int, alpha: float) -> dict:
+    return {"lang_fidelity": _mean_if_all(rows, "lang_fidelity"), "n_undetermined": sum(r["n_undetermined"] for r in rows)}
 
 
 def _lc(d: LangData, n_boot: int, seed: int, alpha: float) -> dict:
     # Length control needs the reference outputs the judge compared against.
-    refs = d.ref_outputs
-    return {"lc_win_rate": lc.lc_win_rate(d.prefs, d.outputs, refs) if refs is not None else NAN}
+    if d.ref_outputs is None:
+        return {"lc_win_rate": None, "lc_se": None}
+    return lc.length_controlled(d.prefs, d.outputs, d.ref_outputs)
+
+
+def _lc_avg(rows: list[dict], data: list[LangData], n_boot: int, seed: int, alpha: float) -> dict:
+    # Languages are independent samples: the variance of their mean is the mean variance / n.
+    ses = [r["lc_se"] for r in rows]
+    se = math.sqrt(sum(s * s for s in ses)) / len(ses) if ses and all(s is not None for s in ses) else None
+    return {"lc_win_rate": _mean_if_all(rows, "lc_win_rate"), "lc_se": se}
 
 
 # The metrics and their columns, in table order. Adding a metric is one entry here: the metrics
 # artifact's key holds these names, so stored judgements gain the column without a judge call.
 METRICS: dict[str, Metric] = {
     "win_rate": Metric((("win_rate", "win rate"), ("ci_low", "95% CI low"), ("ci_high", "95% CI high")), _win_rate, _win_rate_avg),
-    "lang_fidelity": Metric((("lang_fidelity", "lang fidelity"),), _fidelity, _mean_of("lang_fidelity")),
+    "lang_fidelity": Metric((("lang_fidelity", "lang fidelity"), ("n_undetermined", "lang undetermined")), _fidelity, _fidelity_avg),
     "avg_len": Metric((("avg_len", "avg len"),), lambda d, *_: {"avg_len": avg_length(d.outputs)}, _mean_of("avg_len")),
     "counts": Metric(
-        (("n", "n"), ("n_malformed", "malformed")),
+        (("n", "n"), ("n_malformed", "malformed"), ("n_failed", "failed"), ("n_identical", "identical")),
         _counts,
-        lambda rows, *_: {"n": sum(r["n"] for r in rows), "n_malformed": sum(r["n_malformed"] for r in rows)},
+        _sum_of("n", "n_malformed", "n_failed", "n_identical"),
     ),
-    "lc_win_rate": Metric((("lc_win_rate", "LC win rate"),), _lc, _mean_of("lc_win_rate")),
+    "lc_win_rate": Metric((("lc_win_rate", "LC win rate"), ("lc_se", "LC s.e.")), _lc, _lc_avg),
 }
 
 
@@ -146,29 +211,41 @@ def columns(names: Sequence[str] | None = None) -> list[tuple[str, str]]:
 def summarize_langs(
     data: Sequence[LangData], names: Sequence[str] | None = None, n_boot: int = 1000, seed: int = 1, alpha: float = 0.05
 ) -> dict[str, dict]:
-    """One row per language + "avg" (the macro average, as the paper's tables)."""
+    """One row per language + "avg" (the macro average, as the paper's tables).
+
+    A value is a number or None (absent), never NaN. An average is absent when a language lacks
+    that value; `avg["missing"]` then names the languages per column.
+    """
     metrics = [METRICS[n] for n in (names or METRICS)]
     table = {d.lang: {k: v for m in metrics for k, v in m.per_lang(d, n_boot, seed, alpha).items()} for d in data}
     rows = list(table.values())
-    table["avg"] = {k: v for m in metrics for k, v in m.average(rows, list(data), n_boot, seed, alpha).items()}
+    avg = {k: v for m in metrics for k, v in m.average(rows, list(data), n_boot, seed, alpha).items()}
+    missing = {k: [lang for lang, r in table.items() if r[k] is None] for k in avg if k not in ("ci_low", "ci_high", "lc_se")}
+    missing = {k: langs for k, langs in missing.items() if langs}
+    if missing:
+        avg["missing"] = missing
+    table["avg"] = avg
     return table
 
 
-def summarize(
-    per_lang: dict[str, dict], n_boot: int = 1000, seed: int = 1, alpha: float = 0.05
-) -> dict[str, dict]:
+def lang_data(lang: str, index: int, entry: dict) -> LangData:
+    return LangData(
+        lang=lang,
+        index=index,
+        prefs=list(entry.get("prefs", [])),
+        outputs=list(entry.get("outputs", [])),
+        ref_outputs=entry.get("ref_outputs"),
+        n_malformed=entry.get("n_malformed"),
+        n_failed=entry.get("n_failed"),
+        n_identical=int(entry.get("n_identical", 0)),
+        lang_fidelity=entry.get("lang_fidelity"),
+    )
+
+
+def summarize(per_lang: dict[str, dict], n_boot: int = 1000, seed: int = 1, alpha: float = 0.05) -> dict[str, dict]:
     """`summarize_langs` on plain dicts: each `per_lang[lang]` holds `prefs` (None = no
-    verdict), `outputs`, and optionally `ref_outputs`, `n_malformed`, `lang_fidelity`."""
-    data = [
-        LangData(
-            lang=lang,
-            index=i,
-            prefs=list(e.get("prefs", [])),
-            outputs=list(e.get("outputs", [])),
-            ref_outputs=e.get("ref_outputs"),
-            n_malformed=e.get("n_malformed"),
-            lang_fidelity=e.get("lang_fidelity"),
-        )
-        for i, (lang, e) in enumerate(per_lang.items())
-    ]
+    verdict), `outputs` (None for a failed response), and optionally `ref_outputs` (needed for
+    the LC win rate), `n_malformed`, `n_failed`, `n_identical` (see `entry_from_rows`) and
+    `lang_fidelity` (else detected from `outputs`)."""
+    data = [lang_data(lang, i, e) for i, (lang, e) in enumerate(per_lang.items())]
     return summarize_langs(data, n_boot=n_boot, seed=seed, alpha=alpha)

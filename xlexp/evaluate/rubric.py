@@ -40,10 +40,13 @@ def conversation(criterion: str, instruction: str, output: str, lang: str) -> li
 
 
 def plan(rows: Sequence[dict], criteria: Sequence[str]) -> list[dict]:
-    """Requests `{id, lang, criterion, conversation}` for alpaca_eval-format output rows."""
+    """Requests `{id, lang, criterion, conversation}` for alpaca_eval-format output rows.
+
+    A failed response (output null) is not scored: the judge never sees a missing answer."""
     return [
         {"id": r["id"], "lang": r["lang"], "criterion": c, "conversation": conversation(c, r["instruction"], r["output"], r["lang"])}
         for r in rows
+        if isinstance(r["output"], str)
         for c in criteria
     ]
 

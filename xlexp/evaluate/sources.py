@@ -74,42 +74,78 @@ def _lang_code(value: Any) -> str | None:
     return by_name.get(text.lower()) or by_iso1.get(text.lower())
 
 
-def release_rows(records: list[dict], codes: list[str], where: str) -> dict[str, list[dict]]:
-    """Benchmark rows per language from the release's records (pure).
+def split_code(split: str) -> str | None:
+    """The language code of a release split named by its English name ("german" -> deu)."""
+    return _lang_code(split)
 
-    A record needs `instruction` and a language column (`lang`, `language` or `target_lang`:
-    an ISO 639-3/639-1 code or an English name); `id` is kept when present, else its position
-    within the language.
+
+def release_rows(splits: dict[str, list[dict]], codes: list[str], where: str) -> dict[str, list[dict]]:
+    """Benchmark rows per language from the release's splits (pure).
+
+    The authors' layout: one split per language named by its English name (english, german,
+    chinese, ..., irish, ...), the rows of a split in the same prompt order; a row's `id` is
+    its `id` column when present, else its 1-based position (the same prompt has the same
+    position in every split). A release with a single split and a language column
+    (`lang`, `language` or `target_lang`) is read by that column instead.
     """
-    out: dict[str, list[dict]] = {code: [] for code in codes}
-    for i, rec in enumerate(records):
-        if "instruction" not in rec:
-            raise ConfigError("eval.release_repo", f"{where}: record {i} has no 'instruction' column (columns: {sorted(rec)})")
-        lang_col = next((k for k in ("lang", "language", "target_lang") if k in rec), None)
-        if lang_col is None:
-            raise ConfigError("eval.release_repo", f"{where}: no language column (lang/language/target_lang) in {sorted(rec)}")
-        code = _lang_code(rec[lang_col])
-        if code in out:
-            row = {"id": rec.get("id", len(out[code]) + 1), "lang": code, "instruction": rec["instruction"]}
-            out[code].append({**row, "dataset": rec.get("dataset", "xl_alpacaeval")})
-    empty = [c for c, rows in out.items() if not rows]
-    if empty:
-        raise ConfigError("eval.langs", f"{where} has no prompts for {', '.join(empty)}")
+    by_code: dict[str, str] = {}
+    for split in splits:
+        code = split_code(split)
+        if code is not None:
+            by_code.setdefault(code, split)
+    records_by_code: dict[str, list[dict]] = {}
+    if by_code:
+        for code in codes:
+            if code in by_code:
+                records_by_code[code] = list(splits[by_code[code]])
+    elif len(splits) == 1:
+        (records,) = splits.values()
+        for rec in records:
+            lang_col = next((k for k in ("lang", "language", "target_lang") if k in rec), None)
+            if lang_col is None:
+                raise ConfigError(
+                    "eval.release_repo",
+                    f"{where}: split {next(iter(splits))!r} is not named by a language and has no language column "
+                    f"(lang/language/target_lang) in {sorted(rec)}",
+                )
+            code = _lang_code(rec[lang_col])
+            if code in codes:
+                records_by_code.setdefault(code, []).append(rec)
+    else:
+        raise ConfigError("eval.release_repo", f"{where}: no split is named by a language: {sorted(splits)}")
+    out: dict[str, list[dict]] = {}
+    for code in codes:
+        records = records_by_code.get(code, [])
+        if not records:
+            known = ", ".join(f"{s} ({c})" for c, s in sorted(by_code.items())) or "none"
+            raise ConfigError("eval.langs", f"{where} has no prompts for {code} ({langtable.name(code)}); language splits: {known}")
+        rows = []
+        for i, rec in enumerate(records, start=1):
+            if "instruction" not in rec:
+                raise ConfigError("eval.release_repo", f"{where}: {code} record {i} has no 'instruction' column (columns: {sorted(rec)})")
+            pid = rec.get("id")
+            rows.append(
+                {"id": int(pid) if pid is not None else i, "lang": code, "instruction": rec["instruction"], "dataset": rec.get("dataset") or "xl_alpacaeval"}
+            )
+        ids = [r["id"] for r in rows]
+        if len(set(ids)) != len(ids):
+            raise ConfigError("eval.release_repo", f"{where}: duplicate prompt ids in the {code} split")
+        out[code] = rows
     return out
 
 
 def load_release(ev: Any, codes: list[str]) -> dict[str, list[dict]]:
-    """The authors' XL-AlpacaEval from the hub by name, through `datasets`."""
+    """The authors' XL-AlpacaEval through `datasets`: a hub repo by name, or a local copy of it
+    (a directory laid out like the repo, its README's `configs` naming one split per language)."""
     try:
-        from datasets import concatenate_datasets, load_dataset
+        from datasets import load_dataset
 
         loaded = load_dataset(ev.release_repo, revision=ev.hub_revision)
-        splits = [loaded[s] for s in loaded] if hasattr(loaded, "keys") else [loaded]
-        records = list(concatenate_datasets(splits)) if len(splits) > 1 else list(splits[0])
+        splits = {str(name): list(loaded[name]) for name in loaded} if hasattr(loaded, "keys") else {"default": list(loaded)}
     except Exception as e:
         raise ConfigError(
             "eval.release_repo",
             f"cannot load dataset {ev.release_repo!r} ({type(e).__name__}: {str(e)[:200]}); offline? "
             "use eval.benchmark=xl_alpacaeval with eval.path (builds the same benchmark from AlpacaEval)",
         ) from None
-    return release_rows(records, codes, ev.release_repo)
+    return release_rows(splits, codes, ev.release_repo)

@@ -35,7 +35,8 @@ def run_respond(
         for code, rows in bar(eval_rows(cfg, prompt_set).items(), desc=f"respond {card.name}", unit="lang"):
             convs = [[{"role": "user", "content": r["instruction"]}] for r in rows]
             comps = model.chat(convs, adapter=str(adapter.file("adapter")) if adapter else None)
-            outputs = [c.text.strip() if c.ok else "" for c in comps]
+            # A failed call has no answer: null, counted, never shown to the judge as one.
+            outputs = [c.text.strip() if c.ok else None for c in comps]
             write_json(work / f"{code}.json", build_xl.to_alpaca_eval(rows, outputs, generator))
             counts[code] = {"rows": len(rows), "errors": sum(not c.ok for c in comps)}
         return {"langs": counts, "generator": generator}
@@ -46,31 +47,39 @@ def run_respond(
 def run_judge(
     cfg: Any, store: Store, models: Models, system: Artifact, reference: Artifact, labels: dict | None = None
 ) -> Artifact:
-    """Pairwise verdicts of the judge role, system vs reference, one `<lang>.jsonl` per language."""
+    """Per-prompt verdicts of the judge role under `eval.judge_protocol`, system vs reference,
+    one `<lang>.jsonl` per language (see judge.combine for a row)."""
+    protocol = judge.check_protocol(cfg.eval.judge_protocol)
     key = store.key(
         "judge",
-        {"judge": card_key(cfg.judge), "both_orders": cfg.eval.both_orders, "prompt": digest(judge.PROMPT), "parser": judge.PARSER_VERSION, "seed": cfg.seed},
+        {
+            "judge": card_key(cfg.judge),
+            "protocol": protocol,
+            "prompt": digest(judge.prompt_digest_input(protocol)),
+            "sampling": judge.sampling_kwargs(protocol),
+            "parser": judge.PARSER_VERSION,
+        },
         [system.key, reference.key],
-        version=2,  # 2: verdicts only; metrics are their own artifact
+        version=3,  # 3: judge protocols; per-prompt statuses (judged, identical, failed, malformed)
     )
+    statuses = (judge.JUDGED, judge.IDENTICAL, judge.FAILED, judge.MALFORMED)
 
     def produce(work: Path, parts: Any) -> dict:
         model = models.role("judge", cfg.judge)
-        sampling = model.sampling(temperature=0.0, max_tokens=4, logprobs=20)
+        sampling = model.sampling(**judge.sampling_kwargs(protocol))
         counts = {}
-        for code in bar(eval_codes(cfg), desc="judge", unit="lang"):
-            sys_rows = _outputs(system, code)
-            plan = judge.plan(
-                sys_rows, [r["output"] for r in sys_rows], [r["output"] for r in _outputs(reference, code)], cfg.eval.both_orders, cfg.seed
-            )
-            combined = judge.combine(plan, model.chat([p["conversation"] for p in plan], sampling))
+        for code in bar(eval_codes(cfg), desc=f"judge ({protocol})", unit="lang"):
+            sys_rows, ref_rows = _outputs(system, code), _outputs(reference, code)
+            if [r["id"] for r in sys_rows] != [r["id"] for r in ref_rows]:
+                raise ValueError(f"judge: the system's and the reference's {code} outputs hold different prompts")
+            entries = judge.plan(protocol, sys_rows, [r["output"] for r in sys_rows], [r["output"] for r in ref_rows])
+            combined = judge.combine(protocol, entries, model.chat(judge.conversations(entries), sampling))
             write_jsonl(work / f"{code}.jsonl", combined)
-            counts[code] = {"rows": len(combined), "malformed": sum(len(r.get("malformed", [])) for r in combined)}
-        return {
-            "langs": len(counts),
-            "rows": sum(c["rows"] for c in counts.values()),
-            "malformed": sum(c["malformed"] for c in counts.values()),
-        }
+            found = [r["status"] for r in combined]
+            counts[code] = {s: found.count(s) for s in statuses}
+        total = {s: sum(c[s] for c in counts.values()) for s in statuses}
+        # Counts are prompts: `malformed` = prompts the judge gave no usable verdict for.
+        return {"protocol": protocol, "per_lang": counts, "rows": sum(total.values()), **total}
 
     # `system` labels the judged system in DONE, so a report can build tables from the store alone.
     return store.build("judge", key, produce, info={"system": labels} if labels else None)[0]
@@ -98,20 +107,15 @@ def run_metrics(cfg: Any, store: Store, verdicts: Artifact, system: Artifact, re
     def produce(work: Path, parts: Any) -> dict:
         data = []
         for i, code in enumerate(eval_codes(cfg)):
-            outputs = [r["output"] for r in _outputs(system, code)]
+            sys_rows = _outputs(system, code)
             by_id = {r["id"]: r for r in verdicts.rows(f"{code}.jsonl")}
-            ids = [r["id"] for r in _outputs(system, code)]
-            rows = [by_id.get(pid) for pid in ids]
-            data.append(
-                metrics.LangData(
-                    lang=code,
-                    index=i,
-                    prefs=[r["preference"] if r else None for r in rows],
-                    outputs=outputs,
-                    ref_outputs=[r["output"] for r in _outputs(reference, code)],
-                    n_malformed=sum(len(r.get("malformed", [])) for r in rows if r),
-                )
+            missing = [r["id"] for r in sys_rows if r["id"] not in by_id]
+            if missing:
+                raise ValueError(f"metrics: the judge artifact {verdicts.key} has no {code} verdict for prompts {missing[:5]}")
+            entry = metrics.entry_from_rows(
+                [by_id[r["id"]] for r in sys_rows], [r["output"] for r in sys_rows], [r["output"] for r in _outputs(reference, code)]
             )
+            data.append(metrics.lang_data(code, i, entry))
         table = metrics.summarize_langs(data, names, n_boot=cfg.eval.bootstrap, seed=cfg.seed)
         write_json(work / "metrics.json", table)
         write_json(work / "columns.json", metrics.columns(names))
@@ -151,6 +155,7 @@ def system_labels(cfg: Any, adapter: Artifact | None) -> dict:
         "k": cfg.k if tuned else None,
         "reference": cfg.reference.name,
         "judge": cfg.judge.name,
+        "judge_protocol": cfg.eval.judge_protocol,
         "benchmark": cfg.eval.benchmark,
         "langs": eval_codes(cfg),
     }
@@ -190,7 +195,7 @@ def run_respond_rtt(cfg: Any, store: Store, models: Models, card: Any, adapter: 
                 results = list(answers)
                 for i, c in zip(todo, comps, strict=True):
                     results[i] = rtt.from_completion(c)
-            outputs = [text or "" for text, _ in results]
+            outputs = [text if text else None for text, _ in results]  # a failed step: no answer
             write_json(work / f"{code}.json", build_xl.to_alpaca_eval(rows, outputs, generator))
             rejects = reasons([{"reject": reason} for _, reason in results if reason])
             counts[code] = {"rows": len(rows), "empty_outputs": sum(not o for o in outputs), **rejects}
