@@ -214,3 +214,23 @@ def test_two_judge_protocols_never_share_a_table():
     # An absent value is shown as a dash, never as "nan".
     md = report.markdown_table({"deu": {"win_rate": None, "n": 0}, "avg": {"win_rate": float("nan"), "n": 0}})
     assert "nan" not in md.lower() and f"| deu | {report.ABSENT} |" in md
+
+def test_rtt_rows_become_table_2_deltas_from_table_1(tmp_path):
+    store = Store(tmp_path / "store")
+    judge_artifact(store, "Aya Expanse 8B", None, 60.27, 57.22)
+    judge_artifact(store, "Aya Expanse 8B (RTT one_prompt)", None, 21.02, 55.44)
+    judge_artifact(store, "EuroLLM 9B Instruct", None, 16.49, 14.82)
+    judge_artifact(store, "EuroLLM 9B Instruct (RTT one_prompt)", None, 15.66, 26.67)
+    judge_artifact(store, "Gemma 2 9B IT (RTT two_step)", None, 20.0, 20.0)  # no direct row: no delta
+    rows = report.rows_from_store(tmp_path / "store")
+    deltas = {r.model: r for r in report.rtt_deltas(rows)}
+    assert sorted(deltas) == ["Aya Expanse 8B (one_prompt - direct)", "EuroLLM 9B Instruct (one_prompt - direct)"]
+    aya = deltas["Aya Expanse 8B (one_prompt - direct)"]
+    assert aya.value("deu") == pytest.approx(21.02 - 60.27) and aya.value("zho") == pytest.approx(55.44 - 57.22)
+    assert aya.value("avg") == pytest.approx((21.02 + 55.44) / 2 - (60.27 + 57.22) / 2)
+    paths = report.build_report(tmp_path / "store", tmp_path / "out")
+    text = paths["markdown"].read_text()
+    assert "Reason-then-Translate minus direct" in text
+    assert "| Aya Expanse 8B (one_prompt - direct) | -20.52 | -39.25 | -1.78 |" in text
+    with paths["csv"].open() as f:
+        assert any(r["model"] == "EuroLLM 9B Instruct (one_prompt - direct)" for r in csv.DictReader(f))

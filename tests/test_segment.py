@@ -17,6 +17,10 @@ TRICKY = {
     "nested_numbered": "1. Prepare the pan. It must be dry.\n   1. Wipe it, e.g. with paper.\n   2. Heat it.\n      - Not too hot!\n2. Cook.\n",
     "tilde_fence": "Example:\n~~~\n  indented code. Not a sentence.\n\n# not a heading\n~~~\nDone. Mr. Lee agrees.",
     "hard_break_tabs": "First line.  \nSecond line, after a hard break.\n\tTabbed text. More.\n\n\n",
+    "table": "Compare them:\n\n| Metal | Use. Note |\n|:------|------:|\n| Iron | Tools, e.g. nails. Cheap. |\n| Gold  | 42 |\n\nDone.",
+    "table_no_outer_pipes": "Name | Role\n--- | :---:\nAnna | Writes the code.\nBen | Tests it, i.e. breaks it.\n",
+    "table_escaped_pipe_and_code": "| Op | Meaning |\n|---|---|\n| `a \\| b` | Either one. |\n\n```\n| not | a table |\n|---|---|\n```\n",
+    "not_a_table": "Use a | b in shell.\n---\nA rule above. Pipes | here too.",
     "mixed": "# Title\n\nIntro, e.g. this. Dr. Who said so.\n\n## List\n1. One.\n   - sub, i.e. nested.\n\n```\nx = 'a. b.'\n```\nSee https://example.com/x.y. Bye.",
 }
 
@@ -57,3 +61,37 @@ def test_markup_and_urls_are_literal(splitter):
 def test_multiline_translation_cannot_break_layout(splitter):
     segs = segment("- one.\n- two.", splitter)
     assert reassemble(segs, ["eins\n\nnote", "zwei"]) == "- eins note\n- zwei"
+
+
+TABLE = (
+    "Metals:\n\n"
+    "| Metal | What it is used for |\n"
+    "|:------|:-------------------:|\n"
+    "| Iron  | Tools. Bridges too. |\n"
+    "| Gold  | 79 |\n"
+    "\nThat is all."
+)
+
+
+def test_table_cells_are_translated_and_the_grid_stays(splitter):
+    segs = segment(TABLE, splitter)
+    assert sentences(segs) == ["Metals:", "Metal", "What it is used for", "Iron", "Tools.", "Bridges too.", "Gold", "That is all."]
+    translated = reassemble(segs, [f"T{i}" for i, _ in enumerate(sentences(segs))])
+    lines = translated.split("\n")
+    source = TABLE.split("\n")
+    assert lines[3] == source[3] == "|:------|:-------------------:|"  # the alignment row, untouched
+    assert lines[2] == "| T1 | T2 |" and lines[4] == "| T3  | T4 T5 |" and lines[5] == "| T6  | 79 |"
+    for out, src in zip(lines, source, strict=True):
+        assert out.count("|") == src.count("|")  # every pipe where it was, no column added or lost
+
+
+def test_a_pipe_in_a_cell_translation_is_escaped(splitter):
+    segs = segment("| A | B |\n|---|---|\n| x or y | z |\n- a | b", splitter)
+    out = reassemble(segs, ["A", "B", "x | y", "z", "a | b"])
+    assert out.split("\n")[2] == "| x \\| y | z |"  # still two columns
+    assert out.split("\n")[3] == "- a | b"  # outside a table a pipe is text
+
+
+def test_pipes_outside_tables_stay_in_the_sentence(splitter):
+    segs = segment(TRICKY["not_a_table"], splitter)
+    assert "Use a | b in shell." in sentences(segs)

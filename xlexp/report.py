@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -258,6 +259,41 @@ def paper_table(rows: list[SystemRow], metric: str = "win_rate", title: str = ""
     return "\n".join(lines) + "\n"
 
 
+# A Reason-then-Translate system is labelled "<model> (RTT <mode>)" (evaluate.stage.system_labels).
+_RTT_LABEL = re.compile(r"^(?P<model>.+) \(RTT (?P<mode>[a-z_]+)\)$")
+
+
+def rtt_deltas(rows: list[SystemRow], metric: str = "win_rate") -> list[SystemRow]:
+    """Table 2: each Reason-then-Translate row minus the same system answering directly (same
+    model, adapter size, selection and comparison), per language and Avg. A language either row
+    lacks is absent (never 0); an RTT row without its direct row gives no delta row."""
+    direct = {(r.model, r.data_size, r.selection, r.comparison): r for r in rows if not _RTT_LABEL.match(r.model)}
+    deltas = []
+    for row in rows:
+        m = _RTT_LABEL.match(row.model)
+        base = direct.get((m.group("model"), row.data_size, row.selection, row.comparison)) if m else None
+        if base is None:
+            continue
+        diff = {}
+        for lang in row.metrics:
+            a, b = row.value(lang, metric), base.value(lang, metric)
+            if a is not None and b is not None:
+                diff[lang] = {metric: a - b}
+        deltas.append(
+            SystemRow(
+                model=f"{m.group('model')} ({m.group('mode')} - direct)",
+                metrics=diff,
+                data_size=row.data_size,
+                selection=row.selection,
+                reference=row.reference,
+                judge=row.judge,
+                benchmark=row.benchmark,
+                key=row.key,
+            )
+        )
+    return _order(deltas)
+
+
 def write_csv(tables: dict[str, list[SystemRow]], path: Path, metric: str = "win_rate") -> None:
     import csv
 
@@ -324,14 +360,19 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": out / "tables.md", "csv": out / "tables.csv"}
     parts = [f"# xlexp report: {metric.replace('_', ' ')}", ""]
+    deltas = {}
     for i, (name, rows) in enumerate(tables.items()):
         parts.append(paper_table(rows, metric, title=name, best_per=best_per))
         png = out / ("scaling.png" if i == 0 else f"scaling-{i + 1}.png")
         if scaling_plot(rows, png, metric, lines, title=name):
             paths[png.stem] = png
             parts.append(f"![{name}]({png.name})\n")
+        if rtt := rtt_deltas(rows, metric):
+            deltas[f"{name}: Reason-then-Translate minus direct"] = rtt
+    for name, rows in deltas.items():  # Table 2: differences from Table 1, in points
+        parts.append(paper_table(rows, metric, title=name))
     paths["markdown"].write_text("\n".join(parts))
-    write_csv(tables, paths["csv"], metric)
+    write_csv({**tables, **deltas}, paths["csv"], metric)
     return paths
 
 

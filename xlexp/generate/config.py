@@ -51,6 +51,9 @@ class GenerateConfig:
     selection: str = "best_of_k"  # best_of_k | naive (first translator) | random (ignore QE)
     keep: float = 0.8  # paper 4.4: drop the bottom 20% by passage QE
     batch_size: int = 16  # rows per part file: a killed run redoes at most this many
+    # Kept rows the dataset must hold (32k: every size of Fig. 2): fresh seeds are drawn until the
+    # QE filter leaves at least this many despite rejects (xlexp.generate.topup). null: seed_data.n alone.
+    target_rows: str | None = None
 
 
 def translator_cards(cfg: Any) -> list[tuple[str, Any]]:
@@ -80,6 +83,13 @@ def validate(cfg: Any, runs: bool) -> None:
         raise ConfigError("generate.selection", f"unknown strategy {cfg.generate.selection!r} ({', '.join(SELECTIONS)})")
     if not 0.0 < cfg.generate.keep <= 1.0:
         raise ConfigError("generate.keep", f"must be in (0, 1], not {cfg.generate.keep}")
+    if cfg.generate.target_rows is not None:
+        from xlexp.sft.config import parse_data_size
+
+        try:
+            parse_data_size(cfg.generate.target_rows)
+        except ConfigError as e:
+            raise ConfigError("generate.target_rows", str(e).removeprefix("data_size: ")) from None
     SPLITTERS.get(cfg.splitter.kind, "splitter.kind")
     SCORERS.get(cfg.qe.kind, "qe.kind").check(cfg.qe, runs)
     if runs:

@@ -1,8 +1,9 @@
 """Sentence split and in-place reassembly (paper 4.3), so formatting survives translation.
 
 A response becomes a list of segments: literal text (markdown prefixes such as bullets,
-numbers and heading marks, blank lines, whitespace between sentences, code blocks, bare URLs)
-and sentences to translate. Joining the segments gives the original back byte for byte;
+numbers and heading marks, blank lines, whitespace between sentences, code blocks, bare URLs,
+the pipes and alignment row of markdown tables) and sentences to translate (a table's cells
+are translated one by one). Joining the segments gives the original back byte for byte;
 joining with each sentence replaced by its translation gives the translated response with
 the same layout.
 """
@@ -20,6 +21,10 @@ _FENCE = re.compile(r"^\s*(```|~~~)")
 _LINE_PREFIX = re.compile(r"^(\s*(?:>\s*)*(?:#{1,6}\s+|[-*+]\s+|\d+[.)]\s+)?)")
 _URL = re.compile(r"^\s*(?:https?://|www\.)\S+\s*$")
 _LETTER = re.compile(r"[^\W\d_]")
+# A GFM table's alignment row: cells of dashes with optional colons, at least one pipe.
+_TABLE_ALIGN = re.compile(r"^\s*\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)+\|?\s*$|^\s*\|\s*:?-+:?\s*\|\s*$")
+# A cell border: a pipe that is not escaped (`\|` is a pipe inside a cell's text).
+_CELL_BORDER = re.compile(r"(?<!\\)\|")
 # Every character str.splitlines() breaks on, with the whitespace around it.
 _LINE_BREAK = re.compile(r"\s*[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]+\s*")
 
@@ -106,11 +111,60 @@ def _split_line(content: str, splitter: Splitter) -> list[dict]:
     return segments
 
 
+def _table_lines(lines: list[str]) -> set[int]:
+    """Indices of the lines that are rows of a markdown table (GFM): a header row with a pipe,
+    the alignment row under it, and the rows with a pipe that follow up to a line without one
+    or one that opens another block (a list item, heading or quote, as GFM ends a table there).
+    Lines inside code fences are never table rows."""
+    bodies = [line.rstrip("\r\n") for line in lines]
+    in_code, code = False, set()
+    for i, line in enumerate(lines):
+        if _FENCE.match(line):
+            in_code = not in_code
+            code.add(i)
+        elif in_code:
+            code.add(i)
+    rows: set[int] = set()
+    for i in range(1, len(bodies)):
+        if i in code or i - 1 in code or i - 1 in rows:
+            continue
+        if _TABLE_ALIGN.match(bodies[i]) and "|" in bodies[i - 1] and bodies[i - 1].strip():
+            rows.update((i - 1, i))
+            j = i + 1
+            while j < len(bodies) and j not in code and "|" in bodies[j] and bodies[j].strip():
+                if _LINE_PREFIX.match(bodies[j]).group(1).strip():
+                    break
+                rows.add(j)
+                j += 1
+    return rows
+
+
+def _table_row(body: str, splitter: Splitter) -> list[dict]:
+    """One table row: pipes and the spaces around each cell stay literal, each cell's text is
+    split into sentences; the alignment row has no letters and stays literal as a whole."""
+    segments: list[dict] = []
+    pos = 0
+    for border in _CELL_BORDER.finditer(body):
+        segments.extend(_cell(body[pos : border.start()], splitter))
+        segments.append({"text": "|", "translate": False})
+        pos = border.end()
+    segments.extend(_cell(body[pos:], splitter))
+    return segments
+
+
+def _cell(text: str, splitter: Splitter) -> list[dict]:
+    if not text.strip():
+        return [{"text": text, "translate": False}] if text else []
+    return [{**seg, "cell": True} if seg["translate"] else seg for seg in _split_line(text, splitter)]
+
+
 def segment(text: str, splitter: Splitter) -> list[dict]:
     """Segments of `text`; `"".join(s["text"] for s in segments) == text`."""
     segments: list[dict] = []
     in_code = False
-    for line in text.splitlines(keepends=True):
+    lines = text.splitlines(keepends=True)
+    table = _table_lines(lines)
+    for i, line in enumerate(lines):
         if _FENCE.match(line):
             in_code = not in_code
             segments.append({"text": line, "translate": False})
@@ -119,6 +173,11 @@ def segment(text: str, splitter: Splitter) -> list[dict]:
         newline = line[len(body) :]
         if in_code or not body.strip():
             segments.append({"text": line, "translate": False})
+            continue
+        if i in table:
+            segments.extend(_table_row(body, splitter))
+            if newline:
+                segments.append({"text": newline, "translate": False})
             continue
         prefix = _LINE_PREFIX.match(body).group(1)
         if prefix:
@@ -151,7 +210,10 @@ def reassemble(segments: list[dict], translations: list[str]) -> str:
         if seg["translate"]:
             # A translation must not break the line structure around it; other spacing is
             # kept, so an identity translation gives the text back byte for byte.
-            out.append(_LINE_BREAK.sub(" ", next(it).strip()))
+            text = _LINE_BREAK.sub(" ", next(it).strip())
+            if seg.get("cell"):  # a pipe the translator wrote must not open a new column
+                text = _CELL_BORDER.sub(r"\\|", text)
+            out.append(text)
         else:
             out.append(seg["text"])
     return "".join(out)

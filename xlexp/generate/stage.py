@@ -144,6 +144,29 @@ def run_select(
 
 
 def run_generate(cfg: Any, store: Store, models: Models) -> dict[str, Artifact]:
+    """The generation chain; with generate.target_rows, rerun on more (fresh) seeds until the
+    filter keeps the target (the earlier seeds' model calls are cache hits)."""
+    import copy
+
+    from xlexp.errors import ConfigError
+    from xlexp.generate import topup
+    from xlexp.sft.config import parse_data_size
+
+    def chain(n_seeds: int) -> dict[str, Artifact]:
+        round_cfg = cfg
+        if n_seeds != cfg.seed_data.n:
+            round_cfg = copy.deepcopy(cfg)
+            round_cfg.seed_data.n = n_seeds
+        return _generate_chain(round_cfg, store, models)
+
+    target = parse_data_size(cfg.generate.target_rows) if cfg.generate.target_rows is not None else None
+    try:
+        return topup.generate_to_target(chain, int(cfg.seed_data.n), target, float(cfg.generate.keep))
+    except ValueError as e:
+        raise ConfigError("generate.target_rows", str(e).removeprefix("generate.target_rows: ")) from None
+
+
+def _generate_chain(cfg: Any, store: Store, models: Models) -> dict[str, Artifact]:
     arts: dict[str, Artifact] = {}
     arts["seed"] = run_seed(cfg, store)
     arts["reverse"] = run_reverse(cfg, store, models, arts["seed"])

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from xlexp.errors import ConfigError
 
-SOURCES = ("generated", "external")
+SOURCES = ("generated", "external", "release")
 SUBSETS = ("top", "random")
 
 
@@ -35,6 +35,17 @@ class ExternalDataConfig:
 
 
 @dataclass
+class ReleaseDataConfig:
+    """The authors' XL-Instruct release (sft.source=release), read by `datasets` (xlexp.sft.source)."""
+
+    repo: str = "viyer98/xl-instruct"  # hub id, or a local folder laid out like it
+    config: str = "default"  # default (one file per language) | bestof3 (8 core languages) | scored
+    revision: str | None = None  # hub revision (pin it: the store key cannot see hub updates)
+    langs: list[str] | None = None  # ISO 639-3; null: langs.codes. langs.assign: one | all per instruction
+    suffix_template: str | None = "Respond in {language}."  # appended when the instruction does not name the language
+
+
+@dataclass
 class SFTConfig:
     # Paper section 5: LoRA r=8 on q/v, 1 epoch, cosine, lr 1e-4, 3% warmup, bf16, batch 8, seed 1.
     r: int = 8
@@ -51,8 +62,9 @@ class SFTConfig:
     bf16: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     subset: str = "top"  # top (by QE, as the paper) | random
     save_steps: int = 50  # checkpoint every N steps for resume
-    source: str = "generated"  # generated (the XL-Instruct dataset) | external (sft.external)
+    source: str = "generated"  # generated (the XL-Instruct dataset) | external (sft.external) | release (sft.release)
     external: ExternalDataConfig = field(default_factory=ExternalDataConfig)
+    release: ReleaseDataConfig = field(default_factory=ReleaseDataConfig)
     num_processes: str = "auto"  # auto: one per visible GPU (accelerate launch when > 1), or a count
 
 
@@ -89,9 +101,25 @@ def validate(cfg: Any, runs: bool) -> None:
     except ValueError as e:
         raise ConfigError("sft.num_processes", str(e)) from None
     if sft.source not in SOURCES:
-        raise ConfigError("sft.source", f"must be 'generated' or 'external', not {sft.source!r}")
+        raise ConfigError("sft.source", f"must be one of {', '.join(SOURCES)}, not {sft.source!r}")
+    target = cfg.generate.get("target_rows") if sft.source == "generated" else None
+    if target is not None and parse_data_size(cfg.data_size) > parse_data_size(target):
+        raise ConfigError("data_size", f"{cfg.data_size} rows is more than generate.target_rows={cfg.generate.target_rows}")
     if sft.source == "external":
         _validate_external(sft)
+    if sft.source == "release":
+        _validate_release(sft)
+
+
+def _validate_release(sft: Any) -> None:
+    from xlexp.langs import LANGUAGES
+    from xlexp.sft.source import RELEASE_CONFIGS
+
+    if sft.release.config not in RELEASE_CONFIGS:
+        raise ConfigError("sft.release.config", f"must be one of {', '.join(RELEASE_CONFIGS)}, not {sft.release.config!r}")
+    for i, code in enumerate(sft.release.langs or []):
+        if code not in LANGUAGES:
+            raise ConfigError(f"sft.release.langs[{i}]", f"unknown language {code!r}")
 
 
 def _validate_external(sft: Any) -> None:

@@ -7,6 +7,12 @@ rank; rank 0 writes the adapter and metrics.json, which are read back here. With
 count > 1 runs CPU processes talking over gloo (`--cpu`), which is how the tests exercise it.
 
     python -m xlexp.sft.launch SPEC   # what each rank runs
+
+The optimiser's batch does not depend on the process count: `sft.batch_size x sft.grad_accum`
+is the global batch (the paper's 8, section 5) and `batch_plan` splits it into a per-device batch
+(at most `sft.batch_size`, a memory cap) and gradient accumulation for the world size at hand, so
+1 GPU, 2 GPUs or 8 GPUs take the same steps over the same examples and one adapter key fits all
+(xlexp.sft.batch).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from xlexp.sft.batch import batch_plan
 from xlexp.sft.train import train_lora
 
 # Set by torchrun / accelerate launch in every rank: a launch here would nest.
@@ -129,6 +136,7 @@ def train(
     metrics_path = out_dir / "metrics.json"
     if metrics_path.exists() and (out_dir / "adapter" / "adapter_config.json").exists():
         return json.loads(metrics_path.read_text())  # finished before: never retrained
+    batch_plan(sft.batch_size, sft.grad_accum, n)  # an uneven split fails here, not in every rank
     spec_dir = out_dir / "launch"
     spec_dir.mkdir(parents=True, exist_ok=True)
     (spec_dir / "rows.json").write_text(json.dumps(rows, ensure_ascii=False))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from xlexp.errors import ConfigError
@@ -13,9 +14,10 @@ from xlexp.roles import plain
 from xlexp.sft.config import parse_data_size
 from xlexp.store import Artifact, Store, write_json, write_jsonl
 
-# Not part of what the adapter is: checkpoint cadence, process count, and where the rows came
+# Not part of what the adapter is: checkpoint cadence, process count (the global batch,
+# batch_size x grad_accum, is the same on any count: xlexp.sft.batch), and where the rows came
 # from (the data artifact's key, an input of the sft key, already says that).
-_SFT_KEY_SKIPS = ("save_steps", "num_processes", "source", "external")
+_SFT_KEY_SKIPS = ("save_steps", "num_processes", "source", "external", "release")
 
 
 def sft_subset(cfg: Any) -> str:
@@ -58,8 +60,34 @@ def run_external_data(cfg: Any, store: Store) -> Artifact:
     return store.build("external_data", key, produce)[0]
 
 
+def run_release_data(cfg: Any, store: Store) -> Artifact:
+    """The authors' XL-Instruct release (sft.source=release) as an artifact shaped like the
+    generated dataset: languages sft.release.langs (else langs.codes), one or all per English
+    instruction as langs.assign."""
+    from xlexp.sft import source
+
+    rel = cfg.sft.release
+    codes = list(rel.langs or cfg.langs.codes)
+    local = Path(str(rel.repo)).expanduser()
+    content = source.fingerprint(SimpleNamespace(dataset=str(local))) if local.is_dir() else None
+    config = {"release": plain(rel), "langs": codes, "assign": cfg.langs.assign, "seed": cfg.seed, "content": content}
+    key = store.key("release_data", config)
+
+    def produce(work: Path, parts: Any) -> dict:
+        rows, rejects, stats = source.read_release(rel, codes, cfg.langs.assign, cfg.seed)
+        write_jsonl(work / "dataset.jsonl", rows)
+        write_jsonl(work / "rejects.jsonl", rejects)
+        write_json(work / "stats.json", stats)
+        return {"rows": len(rows), "rejects": len(rejects), "langs": stats["langs"]}
+
+    return store.build("release_data", key, produce)[0]
+
+
 def sft_dataset(cfg: Any, store: Store, arts: dict[str, Artifact]) -> Artifact:
-    """The rows SFT trains on: the generated dataset (`select`) or the external one."""
+    """The rows SFT trains on: the generated dataset (`select`), the external one or the release."""
+    if cfg.sft.source == "release":
+        arts["release_data"] = run_release_data(cfg, store)
+        return arts["release_data"]
     if cfg.sft.source == "external":
         arts["external_data"] = run_external_data(cfg, store)
         return arts["external_data"]

@@ -14,12 +14,14 @@ The same code runs on CPU (fp32) and on CUDA (bf16); under `accelerate launch` e
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+from xlexp.sft.batch import BatchPlan, batch_plan
 from xlexp.sft.data import to_prompt_completion
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -85,14 +87,19 @@ def build_trainer(
 
     bf16 = use_bf16(sft.bf16)
     cuda = torch.cuda.is_available()
+    plan = rank_batch_plan(sft)
     kwargs: dict[str, Any] = dict(
         output_dir=str(Path(out_dir) / "checkpoints"),
         num_train_epochs=float(sft.epochs),
         learning_rate=float(sft.lr),
         lr_scheduler_type=str(sft.scheduler),
         warmup_ratio=float(sft.warmup_ratio),
-        per_device_train_batch_size=int(sft.batch_size),
-        gradient_accumulation_steps=int(sft.grad_accum),
+        # The global batch is the same on any process count (xlexp.sft.batch).
+        per_device_train_batch_size=plan.per_device,
+        gradient_accumulation_steps=plan.grad_accum,
+        # The loss of a step is the mean over every completion token of the global batch, not a
+        # mean of per-device means: the same gradient on 1 and on N processes.
+        average_tokens_across_devices=True,
         max_length=int(sft.max_seq_len),
         # Prompt-completion data: TRL masks the prompt (labels -100) only with this set (None would
         # also pick it from the format; explicit so a format change cannot silently train on prompts).
@@ -136,6 +143,11 @@ def build_trainer(
     return SFTTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora
     )
+
+
+def rank_batch_plan(sft: Any) -> BatchPlan:
+    """The batch split for this process's world (torchrun sets WORLD_SIZE in every rank)."""
+    return batch_plan(sft.batch_size, sft.grad_accum, int(os.environ.get("WORLD_SIZE", "1")))
 
 
 def _loss_tokens(dataset) -> int:
@@ -195,6 +207,11 @@ def fit(trainer, out_dir: Path) -> dict:
         "train_tokens_per_s": (tokens - start_tokens) / seconds if seconds > 0 else None,
         "bf16": bool(trainer.args.bf16),
         "world_size": trainer.args.world_size,
+        "global_batch": trainer.args.per_device_train_batch_size
+        * trainer.args.gradient_accumulation_steps
+        * trainer.args.world_size,
+        "per_device_batch": trainer.args.per_device_train_batch_size,
+        "grad_accum": trainer.args.gradient_accumulation_steps,
     }
     # Build the adapter beside its final name and rename, so `adapter/` is never half-written.
     # save_model calls the PEFT model's save_pretrained (and the tokenizer's) on rank 0 only; every
