@@ -16,6 +16,15 @@ logprobs, usage with whitespace token counts) and `GET /v1/models`. Error status
 OpenAI-style `{"error": {"message", "type", "param", "code"}}` body, so the real `openai` client
 raises its real exception classes (RateLimitError, BadRequestError, ...).
 
+Faults (tests of failed calls): `FakeOpenAI(api_key="k")` answers 401 to a request without
+`Authorization: Bearer k`; `FakeOpenAI(served=["m"])` answers 404 "model does not exist" (as vLLM
+does) to a chat request for another model, and lists those in `/v1/models` (without `served` it
+answers any model, and `/v1/models` is a 404, as on servers without a listing); `srv.outage`
+(a Reply, or None) answers every chat request with that reply while set (an outage; flip it back
+to heal); `failing_first(n, reply, handler)` fails the first n calls, then answers; a Reply
+with `text=None` is an answer whose `content` is null. `dead_url()` is a base_url on a port
+nobody listens on (connection refused).
+
 `Reply(status=200, text="", logprobs=None, delay=0.0, headers=None, finish_reason="stop",
 raw=None)`:
   - status >= 400: an error answer; `text` is the error message.
@@ -63,13 +72,13 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["FakeOpenAI", "Handler", "Reply", "echo", "error_body", "sequence"]
+__all__ = ["FakeOpenAI", "Handler", "Reply", "dead_url", "echo", "error_body", "failing_first", "sequence"]
 
 
 @dataclass
 class Reply:
     status: int = 200
-    text: str = ""
+    text: str | None = ""
     logprobs: list[dict[str, float]] | None = None
     delay: float = 0.0
     headers: dict[str, str] | None = None
@@ -109,6 +118,30 @@ def sequence(replies: Iterable[str | Reply]) -> Handler:
         return items[min(n, len(items) - 1)]
 
     return handler
+
+
+def failing_first(n: int, reply: Reply, handler: Handler | None = None) -> Handler:
+    """A handler answering the first `n` calls with `reply` (a fault), then like `handler`."""
+    inner = handler or echo
+    lock = threading.Lock()
+    counter = itertools.count()
+
+    def faulty(body: dict) -> str | Reply:
+        with lock:
+            k = next(counter)
+        return reply if k < n else inner(body)
+
+    return faulty
+
+
+def dead_url() -> str:
+    """A base_url where nothing listens: every request is refused."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
 
 
 def error_body(status: int, message: str = "") -> dict:
@@ -192,8 +225,15 @@ class _RequestHandler(BaseHTTPRequestHandler):
             else:
                 self._send(*answer)
         elif route == "/v1/models":
-            model = {"id": self.server.fake.model, "object": "model", "created": 0, "owned_by": "fake"}
-            self._send(200, {"object": "list", "data": [model]})
+            fake = self.server.fake
+            if not fake._authorized(dict(self.headers.items())):
+                self._error(401, "Incorrect API key provided")
+                return
+            if fake.served is None:  # it answers any model: no listing to check against
+                self._error(404, "this server answers any model; it lists none")
+                return
+            models = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in fake.served]
+            self._send(200, {"object": "list", "data": models})
         else:
             self._error(404, f"no route GET {self.path}")
 
@@ -220,9 +260,15 @@ class _RequestHandler(BaseHTTPRequestHandler):
 class FakeOpenAI:
     """An OpenAI-compatible chat server on 127.0.0.1 driven by `handler` (see module doc)."""
 
-    def __init__(self, handler: Handler | None = None, model: str = "fake-model"):
+    def __init__(
+        self, handler: Handler | None = None, model: str = "fake-model", api_key: str | None = None,
+        served: list[str] | None = None,
+    ):
         self.handler = handler or echo
         self.model = model
+        self.api_key = api_key
+        self.served = served
+        self.outage: Reply | None = None
         self.requests: list[dict] = []
         self.headers: list[dict[str, str]] = []
         self.handler_errors: list[BaseException] = []
@@ -274,6 +320,19 @@ class FakeOpenAI:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def _authorized(self, headers: dict[str, str]) -> bool:
+        if self.api_key is None:
+            return True
+        sent = {k.lower(): v for k, v in headers.items()}.get("authorization", "")
+        return sent == f"Bearer {self.api_key}"
+
+    def _fault(self, body: dict, headers: dict[str, str]) -> Reply | None:
+        if not self._authorized(headers):
+            return Reply(401, text="Incorrect API key provided")
+        if self.served is not None and body.get("model") not in self.served:
+            return Reply(404, text=f"The model `{body.get('model')}` does not exist.")
+        return self.outage
+
     # -- one chat request
     def _serve(self, body: dict, headers: dict[str, str]) -> tuple[int, Any, dict[str, str] | None]:
         with self._lock:
@@ -285,7 +344,7 @@ class FakeOpenAI:
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             try:
-                reply = self.handler(body)
+                reply = self._fault(body, headers) or self.handler(body)
             except Exception as exc:  # a broken handler is a 500 the test can inspect
                 with self._lock:
                     self.handler_errors.append(exc)
@@ -310,10 +369,10 @@ class FakeOpenAI:
         if body.get("logprobs"):
             per_token = reply.logprobs
             if per_token is None:
-                per_token = [{token: 0.0} for token in reply.text.split()]
+                per_token = [{token: 0.0} for token in (reply.text or "").split()]
             logprobs = {"content": _token_logprobs(per_token, int(body.get("top_logprobs") or 0)), "refusal": None}
         prompt = sum(_ntokens(m.get("content") or "") for m in body.get("messages", []))
-        completion = len(reply.logprobs) if reply.logprobs is not None else _ntokens(reply.text)
+        completion = len(reply.logprobs) if reply.logprobs is not None else _ntokens(reply.text or "")
         return {
             "id": f"chatcmpl-fake-{n}",
             "object": "chat.completion",

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 import xlexp.llm
 import xlexp.llm.openai as oa
 from xlexp.config import LLMConfig
+from xlexp.failures import BackendFailure
 from xlexp.llm import Sampling
 from xlexp.llm.openai import OpenAIBackend
 
@@ -214,9 +215,9 @@ def test_missing_key_env_var_is_named(monkeypatch):
 
 
 def test_fake_server_speaks_openai():
-    with FakeOpenAI(model="served-model") as srv:
+    with FakeOpenAI(served=["served-model", "m"]) as srv:
         client = openai.OpenAI(base_url=srv.base_url, api_key="k", max_retries=0)
-        assert [m.id for m in client.models.list()] == ["served-model"]
+        assert [m.id for m in client.models.list()] == ["served-model", "m"]
         reply = client.chat.completions.create(
             model="m", messages=[{"role": "user", "content": "hello there"}],
             logprobs=True, top_logprobs=1,
@@ -243,8 +244,8 @@ def test_a_crash_mid_batch_keeps_the_answers_already_paid_for(tmp_path):
         c = card(srv.base_url, max_concurrency=1, max_retries=0)
         model = load(c, tmp_path)
         convs = [[{"role": "user", "content": f"q{i}"}] for i in range(12)]
-        first = model.chat(convs)
-        assert [c.ok for c in first] == [True] * 8 + [False] * 4  # chunks of 4: two cached
+        with pytest.raises(BackendFailure, match="4 failed calls"):
+            model.chat(convs)  # chunks of 4: two answered and cached, one failed
         state["crash_after"] = None
         calls = srv.calls
         again = load(c, tmp_path).chat(convs)

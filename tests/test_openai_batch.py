@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from xlexp.config import ConfigError, LLMConfig, SamplingConfig, register, validate
+from xlexp.failures import BackendFailure
 from xlexp.llm import load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,15 +151,14 @@ def test_errored_request_line_becomes_a_recorded_error_and_is_retried_later(tmp_
 def test_failed_and_expired_batches_give_errors_and_a_later_run_resubmits_the_rest(tmp_path: Path) -> None:
     with FakeOpenAI(answer) as srv:
         srv.batch_outcome = "failed"
-        comps = load(batch_card(srv.base_url), tmp_path).chat(CONVS)
-        assert not any(c.ok for c in comps)
-        assert "batch_1 failed: invalid_request: fake: this batch failed" in comps[0].error
+        # A failed batch is no answer: the call raises (nothing cached), naming the batch's error.
+        with pytest.raises(BackendFailure, match="4x .*batch_1 failed: invalid_request: fake: this batch failed"):
+            load(batch_card(srv.base_url), tmp_path).chat(CONVS)
         assert list((tmp_path / "batches").glob("*.batch_1.failed.json"))  # set aside, kept for audit
 
         srv.batch_outcome = "expired"  # answers the first half, then expires
-        comps = load(batch_card(srv.base_url), tmp_path).chat(CONVS)
-        assert [c.ok for c in comps] == [True, True, False, False]
-        assert "batch_2 expired" in comps[3].error
+        with pytest.raises(BackendFailure, match="2x .*batch_2 expired"):
+            load(batch_card(srv.base_url), tmp_path).chat(CONVS)  # the answered half is cached
 
         srv.batch_outcome = "completed"
         comps = load(batch_card(srv.base_url), tmp_path).chat(CONVS)
@@ -243,8 +243,8 @@ def test_unknown_batch_id_is_recorded_as_errors_and_set_aside(tmp_path: Path) ->
         srv.batches.clear()  # the provider forgot it (another account, another server)
         for name in ("cache.sqlite", "cache.sqlite-wal", "cache.sqlite-shm"):
             (tmp_path / name).unlink(missing_ok=True)
-        comps = load(batch_card(srv.base_url), tmp_path).chat(CONVS[:2])
-        assert all(c.error and "NotFoundError: 404" in c.error for c in comps)
+        with pytest.raises(BackendFailure, match="2x .*NotFoundError: 404"):
+            load(batch_card(srv.base_url), tmp_path).chat(CONVS[:2])
         assert not path.exists() and list((tmp_path / "batches").glob("*.batch_1.not_found.json"))
         comps = load(batch_card(srv.base_url), tmp_path).chat(CONVS[:2])  # next run: submitted anew
         assert all(c.ok for c in comps) and srv.batch_creations == 2

@@ -69,3 +69,25 @@ def test_stage_line_without_counts(tmp_path):
     assert progress.stage_line("sft", {"sft": art}, 0.04, {}) == (
         "stage sft: sft | 0.0 s, 0 calls (0 cached), $0.0000"
     )
+
+
+def test_a_stage_with_mostly_content_rejects_says_so_loudly(tmp_path):
+    from xlexp.report import write_results
+
+    store = Store(tmp_path / "store")
+    arts = {
+        "reverse": _artifact(store, "reverse", {"in": 16, "out": 7, "rejects": 9}),
+        "refine": _artifact(store, "refine", {"in": 7, "out": 6, "rejects": 1}),
+        "judge": _artifact(store, "judge", {"langs": 2, "rows": 6, "malformed": 4}),
+    }
+    line = progress.stage_line("generate", arts, 1.0, {})
+    warnings = [w.strip() for w in line.splitlines()[1:]]
+    assert warnings == [
+        "WARNING reverse: 9 of 16 items are content rejects (56%), over the 50% bound",
+        "WARNING judge: 4 of 6 items are content rejects (67%), over the 50% bound",
+    ]
+    assert progress.stage_line("generate", arts, 1.0, {}, reject_bound=0.7).count("WARNING") == 0
+    summary = {"stages": {}, "warnings": progress.reject_warnings({"reverse": {"in": 16, "rejects": 9}})}
+    cfg = type("Cfg", (), {})()
+    text = write_results(tmp_path / "run", summary, cfg)["markdown"].read_text()
+    assert "> **WARNING** reverse: 9 of 16 items are content rejects (56%), over the 50% bound" in text

@@ -158,9 +158,23 @@ def test_unreadable_local_files_name_the_key(tmp_path: Path):
     (tmp_path / "bad.parquet").write_bytes(b"not a parquet file" * 10)
     with pytest.raises(RuntimeError, match=r"^seed_data\.path: cannot read"):
         seed.stream(cfg_for("parquet", tmp_path / "bad.parquet"), seed=1)
-    # A bad line far into a JSONL file only shows while streaming: the error still names the key.
+    # Bytes that are not UTF-8 far into a JSONL file only show while streaming: the error
+    # still names the key.
     good = "".join(json.dumps({"text": t}) + "\n" for t in passages(3))
-    (tmp_path / "bad.jsonl").write_text(good + "{not json\n")
+    (tmp_path / "bad.jsonl").write_bytes(good.encode() + b'{"text": "\xff"}\n')
     cfg = cfg_for("jsonl", tmp_path / "bad.jsonl", n=10)
     with pytest.raises(RuntimeError, match=r"^seed_data\.path: "):
         seed.take(seed.stream(cfg, seed=1), cfg)
+
+
+def test_malformed_jsonl_lines_are_counted_rejects_with_their_line_numbers(tmp_path: Path):
+    texts = passages(4)
+    lines = [json.dumps({"text": texts[0]}), "{not json", json.dumps({"text": texts[1]}), "[1, 2]", "",
+             json.dumps({"text": texts[2]}), '"just a string"', json.dumps({"text": texts[3]})]
+    path = tmp_path / "seeds.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    cfg = cfg_for("jsonl", path, n=10)
+    kept, counts = seed.take(seed.stream(cfg, seed=1), cfg)
+    assert sorted(r["text"] for r in kept) == sorted(texts)
+    assert counts["malformed"] == 3 and counts["read"] == 7
+    assert sorted(counts["malformed_lines"]) == [f"{path}:2", f"{path}:4", f"{path}:7"]

@@ -95,3 +95,42 @@ def test_a_pipe_in_a_cell_translation_is_escaped(splitter):
 def test_pipes_outside_tables_stay_in_the_sentence(splitter):
     segs = segment(TRICKY["not_a_table"], splitter)
     assert "Use a | b in shell." in sentences(segs)
+
+class _Recording:
+    """The real pysbd splitter, recording how long each input it was given was."""
+
+    def __init__(self):
+        from xlexp.generate.segment import PysbdSplitter
+
+        self.inner, self.sizes = PysbdSplitter(), []
+
+    def split(self, text: str) -> list[str]:
+        self.sizes.append(len(text))
+        return self.inner.split(text)
+
+
+_LONG = "The quick brown fox jumps over the lazy dog near the river bank. Dr. Smith said e.g. that it was fine! Why not? "
+
+
+def test_a_very_long_line_is_split_in_bounded_pieces_in_seconds():
+    import time
+
+    from xlexp.generate import segment as seg
+
+    text = (_LONG * 2000)[:200_000]  # one line; unbounded, pysbd takes minutes on this
+    splitter = _Recording()
+    started = time.time()
+    segments = seg.segment(text, splitter)
+    assert time.time() - started < 60
+    assert "".join(s["text"] for s in segments) == text
+    assert max(splitter.sizes) <= seg.MAX_SPLIT_CHARS
+
+
+def test_bounded_pieces_keep_the_sentences_an_unbounded_split_finds(monkeypatch):
+    from xlexp.generate import segment as seg
+
+    text = (_LONG * 200)[:20_000]
+    bounded = seg.sentences(seg.segment(text, _Recording()))
+    monkeypatch.setattr(seg, "MAX_SPLIT_CHARS", 10**9)
+    assert bounded == seg.sentences(seg.segment(text, _Recording()))
+    assert "".join(seg.bounded_pieces("x" * 5000, 2000)) == "x" * 5000  # no space: hard cuts

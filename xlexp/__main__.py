@@ -16,6 +16,10 @@ from omegaconf import DictConfig
 
 from xlexp.config import register
 from xlexp.errors import ConfigError
+from xlexp.failures import BackendFailure
+from xlexp.llm.base import CacheError
+from xlexp.llm.preflight import PreflightError
+from xlexp.store import StoreError
 
 register()
 log = logging.getLogger("xlexp")
@@ -42,6 +46,12 @@ def hydra_main(cfg: DictConfig) -> float | None:
     except ConfigError as e:
         log.error("config error: %s", e)
         raise SystemExit(f"xlexp: config error: {e}") from None
+    except (BackendFailure, PreflightError) as e:
+        # One line per role: endpoint, error, count. Finished batches are kept; a rerun asks
+        # only for what failed.
+        raise SystemExit(f"xlexp: {e}") from None
+    except (StoreError, CacheError) as e:
+        raise SystemExit(f"xlexp: store: {e}") from None
     from xlexp.report import console_summary
 
     print(console_summary(summary))

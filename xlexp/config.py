@@ -46,6 +46,8 @@ class Config:
     seed: int = 1  # the random seed of every stage (paper section 5: seed 1)
     store_dir: str = "outputs/store"
     note: str = ""  # printed with the results (the tiny profile says its numbers mean nothing)
+    preflight: bool = True  # before the first stage: each OpenAI-compatible role's server, key, model
+    reject_warn_share: float = 0.5  # a stage with more content rejects than this says so loudly
     teacher: LLMConfig = MISSING
     translators: dict[str, LLMConfig] = field(default_factory=dict)
     model: LLMConfig = MISSING
@@ -89,6 +91,12 @@ def roles_for(cfg: Any) -> dict[str, Any]:
     return roles
 
 
+def preflight_roles(cfg: Any) -> dict[str, Any]:
+    """The roles a run will call, generation's included when SFT needs it (for preflight)."""
+    roles = dict(generate_config.roles(cfg)) if runs_generate(cfg) else {}
+    return {**roles, **roles_for(cfg)}
+
+
 def _cuda_probe(cuda: bool | None) -> Any:
     """`cuda()` for the backends' checks; torch is imported only if a backend asks."""
     if cuda is not None:
@@ -116,6 +124,8 @@ def validate(cfg: DictConfig | Any, cuda: bool | None = None) -> None:
     for i, stage in enumerate(cfg.stages):
         if stage not in STAGES:
             raise ConfigError(f"stages[{i}]", f"unknown stage {stage!r} (known: {', '.join(STAGES)})")
+    if not 0.0 <= cfg.reject_warn_share <= 1.0:
+        raise ConfigError("reject_warn_share", f"must be in [0, 1], not {cfg.reject_warn_share}")
     validate_langs(cfg)
     generate_config.validate(cfg, runs=runs_generate(cfg))
     sft_config.validate(cfg, runs="sft" in cfg.stages)

@@ -9,3 +9,7 @@ class ConfigError(ValueError):
     def __init__(self, key: str, message: str):
         super().__init__(f"{key}: {message}")
         self.key = key
+
+
+class StoreError(Exception):
+    """A store that cannot go on (damaged and not healable, disk full): one line naming the file."""

@@ -12,6 +12,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+# A stage where more than this share of items were content rejects (the model answered, the
+# answer was unusable) most likely has a broken prompt, parser or model: said loudly.
+REJECT_WARN_SHARE = 0.5
+
 
 def enabled() -> bool | None:
     """True/False when XLEXP_PROGRESS says so; None: tqdm decides (on for a terminal only)."""
@@ -50,8 +54,11 @@ def _counts(counts: dict) -> str:
     return text + "".join(f" {k} {v}" for k, v in bad.items())
 
 
-def stage_line(stage: str, artifacts: dict[str, Any], seconds: float, usage: dict[str, float]) -> str:
-    """`stage generate: seed out 8 | reverse 8->7 rejects 1 | ... | 12.3 s, 40 calls (10 cached), $0.0012`."""
+def stage_line(
+    stage: str, artifacts: dict[str, Any], seconds: float, usage: dict[str, float], reject_bound: float = REJECT_WARN_SHARE
+) -> str:
+    """`stage generate: seed out 8 | reverse 8->7 rejects 1 | ... | 12.3 s, 40 calls (10 cached), $0.0012`,
+    then `WARNING ...` for each artifact whose content-reject share passes `reject_bound`."""
     parts = []
     for name, art in artifacts.items():
         meta = art.meta
@@ -60,4 +67,35 @@ def stage_line(stage: str, artifacts: dict[str, Any], seconds: float, usage: dic
     calls = int(usage.get("calls", 0))
     hits = int(usage.get("cache_hits", 0))
     tail = f"{seconds:.1f} s, {calls} calls ({hits} cached), ${usage.get('usd', 0.0):.4f}"
-    return f"stage {stage}: " + " | ".join(parts + [tail])
+    warnings = reject_warnings({name: art.meta.get("counts", {}) for name, art in artifacts.items()}, reject_bound)
+    return f"stage {stage}: " + " | ".join(parts + [tail]) + "".join(f"\n  WARNING {w}" for w in warnings)
+
+
+
+def reject_share(counts: dict) -> tuple[int, int] | None:
+    """(rejected, total) items of an artifact's counts, for the stage shapes that have them."""
+    if isinstance(counts.get("langs"), dict):  # respond: per language rows and errors
+        per_lang = [c for c in counts["langs"].values() if isinstance(c, dict)]
+        bad = sum(c.get("errors", 0) + c.get("empty_outputs", 0) for c in per_lang)
+        return bad, sum(c.get("rows", 0) for c in per_lang)
+    pairs = (("rejects", "in"), ("failed", "scored_pairs"), ("malformed", "rows"), ("rejected_translations", "translations"))
+    for bad_key, total_key in pairs:
+        bad, total = counts.get(bad_key), counts.get(total_key)
+        if isinstance(bad, dict):
+            bad = sum(bad.values())
+        if isinstance(bad, int) and isinstance(total, int):
+            return bad, total
+    if isinstance(counts.get("malformed"), int) and isinstance(counts.get("scored"), int):  # rubric
+        return counts["malformed"], counts["malformed"] + counts["scored"]
+    return None
+
+
+def reject_warnings(counts_by_artifact: dict[str, dict], bound: float = REJECT_WARN_SHARE) -> list[str]:
+    """`reverse: 9 of 16 items are content rejects (56%), over the 50% bound` per artifact."""
+    out = []
+    for name, counts in counts_by_artifact.items():
+        share = reject_share(counts or {})
+        if share and share[1] and share[0] / share[1] > bound:
+            bad, total = share
+            out.append(f"{name}: {bad} of {total} items are content rejects ({bad / total:.0%}), over the {bound:.0%} bound")
+    return out

@@ -65,6 +65,8 @@ def write_results(run_dir: Path, summary: dict, cfg: Any) -> dict[str, Path]:
     parts = ["# xlexp results", ""]
     if summary.get("note"):
         parts += [f"> {summary['note']}", ""]
+    for warning in summary.get("warnings") or []:  # content-reject shares over the bound
+        parts += [f"> **WARNING** {warning}", ""]
     if summary.get("metrics"):
         title = f"{cfg.model.name} vs {cfg.reference.name}, judged by {judge_label(cfg.judge.name, cfg.eval.get('judge_protocol'))}"
         parts.append(markdown_table(summary["metrics"], title, summary.get("columns")))

@@ -34,6 +34,7 @@ class Models:
     def role(self, role: str, card: Any) -> ChatModel:
         if role not in self._roles:
             self._roles[role] = load(card, self.store.root, self.cache, pool=self._backends)
+            self._roles[role].role = role  # failures name the role, not only the card
         return self._roles[role]
 
     def backend_calls(self) -> int:

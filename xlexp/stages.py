@@ -31,6 +31,7 @@ class RunSummary(TypedDict, total=False):
     columns: list  # (key, label) of the metric columns, in table order
     rubric: dict
     system: dict  # labels of the judged system, for `python -m xlexp.report <sweep dir>`
+    warnings: list  # stages whose content-reject share passed reject_warn_share
     backend_calls: int
     cost: dict  # the ledger: tokens, calls and dollars per stage and role
     seconds: float
@@ -136,15 +137,18 @@ STAGES: dict[str, Stage] = {
 def run(cfg: Any, run_dir: Path) -> RunSummary:
     """Validate, run the configured stages in order, report; returns the run's summary."""
     from xlexp import progress, track
-    from xlexp.config import validate
+    from xlexp.config import preflight_roles, validate
     from xlexp.ledger import LedgerStore
+    from xlexp.llm.preflight import check_roles
     from xlexp.roles import Models
 
     validate(cfg)  # fail before any model loads
+    if cfg.preflight:  # each OpenAI-compatible role: server up, key accepted, model served
+        check_roles(preflight_roles(cfg))
     store = LedgerStore(cfg.store_dir)  # a Store that measures each stage's tokens and dollars
     models = Models(store)
     store.ledger.models = models
-    summary: RunSummary = {"note": cfg.note, "store": str(store.root), "run_dir": str(run_dir), "stages": {}}
+    summary: RunSummary = {"note": cfg.note, "store": str(store.root), "run_dir": str(run_dir), "stages": {}, "warnings": []}
     ctx = RunContext(cfg, Path(run_dir), store, models, track.start(cfg, run_dir), summary)
     try:
         for stage in STAGES.values():
@@ -158,7 +162,11 @@ def run(cfg: Any, run_dir: Path) -> RunSummary:
             ctx.arts.update(arts)
             summary["stages"][stage.name] = {**stage.summarize(ctx, arts), "seconds": round(time.time() - t, 1)}
             ctx.tracker.log_stage(stage.name, arts)
-            log.info(progress.stage_line(stage.name, arts, time.time() - t, store.ledger.total_since(measured)))
+            counts = {name: a.meta.get("counts", {}) for name, a in arts.items()}
+            warnings = progress.reject_warnings(counts, cfg.reject_warn_share)
+            summary["warnings"] += [f"{stage.name}: {w}" for w in warnings]
+            line = progress.stage_line(stage.name, arts, time.time() - t, store.ledger.total_since(measured), cfg.reject_warn_share)
+            (log.warning if warnings else log.info)(line)
         if "results" not in summary:
             _totals(ctx)
         ctx.tracker.finish(summary)

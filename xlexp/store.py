@@ -2,8 +2,14 @@
 
 An artifact is `<root>/<stage>/<key>/` where key = hash(config slice + input keys + version).
 It is built in `<root>/<stage>/.partial-<key>/` and renamed into place with a DONE file
-(counts, timings) written last, so a finished artifact is never half-written. The partial dir
-survives a killed job: its `parts/` hold finished batches, which the next attempt reuses.
+(counts, timings, and each file's size and sha256) written last, so a finished artifact is never
+half-written. The partial dir survives a killed job: its `parts/` hold finished batches, which
+the next attempt reuses.
+
+Reuse is verified: a finished artifact whose DONE is unreadable or whose files do not match
+their recorded size and hash is moved aside to `<root>/.damaged/` and built again; a part that
+does not match its checksum is dropped and its batch redone. A store that cannot heal (read
+only) stops with one line naming the damaged file.
 """
 
 from __future__ import annotations
@@ -23,7 +29,20 @@ from typing import Any
 from filelock import FileLock
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from xlexp.errors import StoreError
+from xlexp.failures import BackendFailure
+from xlexp.integrity import (
+    artifact_damage,
+    disk_full_names_path,
+    file_record,
+    manifest,
+    part_damage,
+    part_sum_path,
+    read_done,
+)
+
 log = logging.getLogger("xlexp.store")
+
 
 
 def _plain(obj: Any) -> Any:
@@ -73,11 +92,23 @@ class Parts:
         root.mkdir(parents=True, exist_ok=True)
 
     def get(self, name: str) -> list[dict] | None:
+        """The batch's rows; None when absent, or damaged (then dropped, so it is redone)."""
         path = self.root / f"{name}.jsonl"
-        return read_jsonl(path) if path.exists() else None
+        if not path.exists():
+            return None
+        problem = part_damage(path)
+        if problem is None:
+            return read_jsonl(path)
+        log.warning("dropping part %s (%s); its batch is redone", path, problem)
+        for stale in (path, part_sum_path(path)):
+            stale.unlink(missing_ok=True)
+        return None
 
     def put(self, name: str, rows: list[dict]) -> None:
-        write_jsonl(self.root / f"{name}.jsonl", rows)
+        path = self.root / f"{name}.jsonl"
+        write_jsonl(path, rows)
+        # The checksum goes last: a part without one is unfinished and is redone.
+        write_json(part_sum_path(path), file_record(path))
 
     def map_batches(
         self,
@@ -88,19 +119,32 @@ class Parts:
         desc: str | None = None,
     ) -> list[dict]:
         """Run `fn` over batches of `items`, skipping batches already in parts (a progress bar
-        counts items; batches found in parts count at once, so a resumed run shows where it is)."""
+        counts items; batches found in parts count at once, so a resumed run shows where it is).
+
+        A batch whose calls failed (BackendFailure) is not kept; the other batches still run
+        (unless a breaker says the endpoint is down) and the failures are raised at the end,
+        so a rerun redoes only the failed batches, and of those asks only the failed calls."""
         from xlexp.progress import bar
 
         out: list[dict] = []
+        failures: list[BackendFailure] = []
         with bar(desc=desc or prefix, total=len(items), unit="row", min_total=batch_size + 1) as progress:
             for start in range(0, len(items), batch_size):
                 name = f"{prefix}-{start:08d}"
                 rows = self.get(name)
                 if rows is None:
-                    rows = fn(items[start : start + batch_size])
+                    try:
+                        rows = fn(items[start : start + batch_size])
+                    except BackendFailure as e:
+                        failures.append(e)
+                        if e.stop:
+                            break
+                        continue
                     self.put(name, rows)
                 out.extend(rows)
                 progress.update(len(items[start : start + batch_size]))
+        if failures:
+            raise BackendFailure.combine(failures)
         return out
 
 
@@ -112,7 +156,7 @@ class Artifact:
 
     @property
     def meta(self) -> dict:
-        return json.loads((self.path / "DONE").read_text())
+        return read_done(self.path / "DONE")
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -137,8 +181,16 @@ class Store:
         return self.root / stage / key
 
     def get(self, stage: str, key: str) -> Artifact | None:
+        """The finished artifact, verified against its DONE record; None when absent or damaged
+        (a damaged one is moved aside, so the next build makes it again)."""
         path = self.path(stage, key)
-        return Artifact(stage, key, path) if (path / "DONE").exists() else None
+        if not (path / "DONE").exists():
+            return None
+        problem = artifact_damage(path)
+        if problem is None:
+            return Artifact(stage, key, path)
+        self.quarantine(path, problem)
+        return None
 
     @contextmanager
     def lock(self, stage: str, key: str) -> Iterator[None]:
@@ -169,10 +221,17 @@ class Store:
                 log.info("%s %s: produced by another job %s", stage, key, found.meta.get("counts"))
                 return found, False
             work = self.root / stage / f".partial-{key}"
-            work.mkdir(parents=True, exist_ok=True)
-            started = time.time()
-            counts = produce(work, Parts(work / "parts")) or {}
-            shutil.rmtree(work / "parts", ignore_errors=True)
+            final = self.path(stage, key)
+            if final.exists():  # an incomplete final dir (no DONE, or damaged): not reusable
+                self.quarantine(final, "no DONE" if not (final / "DONE").exists() else "damaged")
+            with disk_full_names_path(work):
+                work.mkdir(parents=True, exist_ok=True)
+                started = time.time()
+                counts = produce(work, Parts(work / "parts")) or {}
+                shutil.rmtree(work / "parts", ignore_errors=True)
+                for stale in work.rglob(".*.tmp"):  # temp files of an earlier, killed attempt
+                    stale.unlink()
+                files = manifest(work)
             done = {
                 "stage": stage,
                 "key": key,
@@ -180,14 +239,32 @@ class Store:
                 "seconds": round(time.time() - started, 3),
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 **(info or {}),
+                "files": files,
             }
             if key in self._made_of:  # what `python -m xlexp.store explain` compares
                 done["made_of"] = self._made_of[key]
-            write_json(work / "DONE", done)
-            final = self.path(stage, key)
+            with disk_full_names_path(work):
+                write_json(work / "DONE", done)
             os.replace(work, final)
             log.info("%s %s: built in %.1f s %s", stage, key, done["seconds"], counts)
             return Artifact(stage, key, final), True
+
+    def quarantine(self, path: Path, problem: str) -> None:
+        """Move a damaged artifact dir to `<root>/.damaged/` (kept for a post-mortem, out of
+        every reader's way); a store that cannot be changed stops naming the file."""
+        stage, key = path.parent.name, path.name
+        aside = self.root / ".damaged" / stage / f"{key}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        try:
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, aside)
+        except FileNotFoundError:
+            return  # another process moved it first
+        except OSError as e:
+            raise StoreError(
+                f"{path}: damaged artifact ({problem}) and the store cannot be changed ({e.strerror}); "
+                "delete it or point store_dir at a writable copy"
+            ) from None
+        log.warning("%s: damaged artifact (%s), moved to %s; building it again", path, problem, aside)
 
 
 # ---------------------------------------------------------------- explain

@@ -81,6 +81,10 @@ def validate(cfg: Any, runs: bool) -> None:
         raise ConfigError("eval.rubric_criteria", "eval.rubric is on but no criterion is listed")
     if ev.path and not os.path.exists(ev.path):
         raise ConfigError("eval.path", f"AlpacaEval prompts file not found: {ev.path!r}")
+    if runs:
+        from xlexp.evaluate.sources import check_eval_inputs
+
+        check_eval_inputs(ev)  # UTF-8 JSON/JSONL prompts, each with an instruction; limit >= 1
     if not runs or ev.benchmark == "xl_alpacaeval_release":
         return  # the release is loaded by name when the stage runs (datasets caches it)
     from xlexp.evaluate import build_xl, sources

@@ -149,3 +149,54 @@ def load_release(ev: Any, codes: list[str]) -> dict[str, list[dict]]:
             "use eval.benchmark=xl_alpacaeval with eval.path (builds the same benchmark from AlpacaEval)",
         ) from None
     return release_rows(splits, codes, ev.release_repo)
+
+
+def check_prompts_file(path: str | Path, key: str = "eval.path") -> int:
+    """Before any work: a prompts file is UTF-8 JSON (a list) or JSONL with at least one prompt,
+    each an object with a non-empty `instruction`; else one line naming `key`. The count."""
+    import json
+
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise ConfigError(key, f"cannot read {str(path)!r} ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(key, f"{str(path)!r} is not UTF-8 (byte {e.start})") from None
+    stripped = text.lstrip()
+    rows: list[tuple[str, object]] = []
+    if stripped.startswith("["):
+        try:
+            data = json.loads(stripped)
+        except json.JSONDecodeError as e:
+            raise ConfigError(key, f"{str(path)!r} is not valid JSON (line {e.lineno}: {e.msg})") from None
+        rows = [(f"item {i}", row) for i, row in enumerate(data, 1)]
+    else:
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append((f"line {n}", json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise ConfigError(key, f"{str(path)!r} line {n} is not JSON ({e.msg}); expected a JSON list or JSONL") from None
+    if not rows:
+        raise ConfigError(key, f"{str(path)!r} holds no prompts")
+    for where, row in rows:
+        if not isinstance(row, dict) or not str(row.get("instruction") or "").strip():
+            raise ConfigError(key, f"{str(path)!r} {where} has no 'instruction'")
+    return len(rows)
+
+
+def check_limit(limit: int | None, key: str = "eval.limit") -> None:
+    """`eval.limit` is a number of prompts: None (all) or at least 1."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(key, f"must be null (all prompts) or a whole number >= 1, got {limit!r}")
+
+
+def check_eval_inputs(ev: Any) -> None:
+    """The evaluation's own inputs, checked with the rest of the config (before any model)."""
+    check_limit(ev.limit)
+    if prompt_source(ev) == "path":
+        if not Path(ev.path).is_file():
+            raise ConfigError("eval.path", f"AlpacaEval prompts file not found: {ev.path!r}")
+        check_prompts_file(ev.path)

@@ -106,6 +106,7 @@ def validate_seed(seed_data: Any) -> None:
         raise ConfigError("seed_data.source", f"unknown source {seed_data.source!r} ({', '.join(seed.SOURCES)})")
     if seed_data.source in seed.LOCAL_BUILDERS and not seed.local_files(seed_data.path):
         raise ConfigError("seed_data.path", f"seed file not found: {seed_data.path!r}")
+    seed.check_local(seed_data)  # not empty, UTF-8
     if seed_data.source == "hf":
         if not seed_data.name:
             raise ConfigError("seed_data.name", "source=hf needs a hub dataset id (e.g. uonlp/CulturaX)")

@@ -11,6 +11,7 @@ reject), bounded by `max_read`.
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import random
@@ -18,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from importlib import resources
 from typing import Any
 
+from xlexp.errors import ConfigError
 from xlexp.store import digest
 
 LOCAL_BUILDERS = {"jsonl": "json", "parquet": "parquet"}  # source -> `datasets` packaged builder
@@ -37,8 +39,71 @@ def load_rows(cfg: Any) -> list[dict]:
 
 
 def local_files(path: str | None) -> list[str]:
-    """The files a `seed_data.path` (a file or a glob) names, sorted."""
-    return sorted(glob.glob(os.path.expanduser(path))) if path else []
+    """The files a `seed_data.path` (a file or a glob) names, sorted. A path that exists is a
+    path, even when its name has glob characters (a folder `seeds v[1]`)."""
+    if not path:
+        return []
+    expanded = os.path.expanduser(path)
+    if os.path.isfile(expanded):
+        return [expanded]
+    return sorted(glob.glob(expanded))
+
+
+# (path, size, mtime_ns, ctime_ns, inode) -> sha256: a file is hashed once per process.
+_content_hashes: dict[tuple, str] = {}
+
+
+def content_hash(path: str) -> str:
+    """sha256 of a file's bytes (a replaced file with the same size and mtime still differs)."""
+    st = os.stat(path)
+    stamp = (path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    if stamp not in _content_hashes:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _content_hashes[stamp] = h.hexdigest()
+    return _content_hashes[stamp]
+
+
+def check_local(cfg: Any) -> None:
+    """Before any work: a local corpus exists, is not empty and, for JSONL, is UTF-8 with at
+    least one row; else one line naming `seed_data.path`."""
+    if cfg.source not in LOCAL_BUILDERS:
+        return
+    files = local_files(cfg.path)
+    if not files:
+        raise ConfigError("seed_data.path", f"no file matches {cfg.path!r}")
+    for name in files:
+        try:
+            size = os.path.getsize(name)
+            with open(name, "rb") as f:
+                if cfg.source == "jsonl":
+                    _check_jsonl_bytes(f, name)
+                elif size == 0:
+                    raise ConfigError("seed_data.path", f"{name} is empty")
+        except OSError as e:
+            raise ConfigError("seed_data.path", f"cannot read {name} ({e.strerror})") from None
+
+
+def _check_jsonl_bytes(f: Any, name: str) -> None:
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, nonblank = 0, False
+    for block in iter(lambda: f.read(1 << 20), b""):
+        try:
+            text = decoder.decode(block)
+        except UnicodeDecodeError as e:
+            raise ConfigError("seed_data.path", f"{name} is not UTF-8 (byte {offset + e.start})") from None
+        nonblank = nonblank or bool(text.strip())
+        offset += len(block)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise ConfigError("seed_data.path", f"{name} is not UTF-8 (it ends mid-character)") from None
+    if not nonblank:
+        raise ConfigError("seed_data.path", f"{name} is empty (no JSONL rows)")
 
 
 def hf_token() -> str | None:
@@ -49,10 +114,11 @@ def hf_token() -> str | None:
 
 
 def fingerprint(cfg: Any) -> list | None:
-    """What identifies a local corpus beyond its path (size, mtime), so an edited file is re-read."""
+    """What identifies a local corpus beyond its path: each file's content hash, so a changed
+    file is re-read even when its size and mtime were kept (`cp -p`)."""
     if cfg.source not in LOCAL_BUILDERS:
         return None
-    return [[f, os.path.getsize(f), int(os.path.getmtime(f))] for f in local_files(cfg.path)]
+    return [[f, content_hash(f)] for f in local_files(cfg.path)]
 
 
 def stream(cfg: Any, seed: int) -> Iterable[dict]:
@@ -68,7 +134,12 @@ def stream(cfg: Any, seed: int) -> Iterable[dict]:
         if not files:
             raise FileNotFoundError(f"seed_data.path: no file matches {cfg.path!r}")
         try:
-            ds = datasets.load_dataset(LOCAL_BUILDERS[cfg.source], data_files=files, split="train", streaming=True)
+            if cfg.source == "jsonl":  # read by us, so a malformed line is a counted reject
+                ds = datasets.IterableDataset.from_generator(_jsonl_rows, gen_kwargs={"files": files})
+            else:
+                # `datasets` reads data_files as glob patterns: escape them, these are paths.
+                data_files = [glob.escape(f) for f in files]
+                ds = datasets.load_dataset(LOCAL_BUILDERS[cfg.source], data_files=data_files, split="train", streaming=True)
         except Exception as e:  # not JSONL / not Parquet, unreadable
             raise RuntimeError(f"seed_data.path: cannot read {cfg.path!r} as {cfg.source} ({type(e).__name__}: {e})") from e
     elif cfg.source == "hf":
@@ -78,11 +149,33 @@ def stream(cfg: Any, seed: int) -> Iterable[dict]:
     return _named_errors(ds.shuffle(seed=seed, buffer_size=cfg.shuffle_buffer), cfg)
 
 
+MALFORMED = "__malformed__"  # a stream row standing for a line that is not a JSON object
+
+
+def _jsonl_rows(files: list[str]) -> Iterator[dict]:
+    """Rows of JSONL files; a line that is not a JSON object becomes `{MALFORMED: "file:line"}`
+    (counted by `take`, with its line number) instead of stopping the run."""
+    for name in files:
+        with open(name, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    row = None
+                # One column holding the row as JSON: `datasets` infers no schema across rows.
+                yield {"json": json.dumps(row) if isinstance(row, dict) else None, "where": f"{name}:{n}"}
+
+
 def _named_errors(rows: Iterable[dict], cfg: Any) -> Iterator[dict]:
     """A stream that fails later (a bad file among many, the hub dropping mid-read) names the key."""
     key, what = ("seed_data.name", cfg.name) if cfg.source == "hf" else ("seed_data.path", cfg.path)
     try:
-        yield from rows
+        for row in rows:
+            if cfg.source == "jsonl":  # unwrap `_jsonl_rows`
+                row = json.loads(row["json"]) if row["json"] is not None else {MALFORMED: row["where"]}
+            yield row
     except Exception as e:
         raise RuntimeError(f"{key}: reading {what!r} failed midway ({type(e).__name__}: {e})") from e
 
@@ -124,6 +217,12 @@ def take(rows: Iterable[dict], cfg: Any) -> tuple[list[dict], dict]:
         except StopIteration:
             break
         counts["read"] += 1
+        if MALFORMED in row:
+            counts["malformed"] = counts.get("malformed", 0) + 1
+            lines = counts.setdefault("malformed_lines", [])
+            if len(lines) < 20:  # the first few, enough to find them
+                lines.append(row[MALFORMED])
+            continue
         text = str(row.get(cfg.text_field) or "").strip()
         if len(text) < cfg.min_chars:
             counts["too_short"] += 1

@@ -90,8 +90,34 @@ def _translatable(text: str) -> bool:
     return bool(_LETTER.search(text)) and not _URL.match(text)
 
 
+# Splitters take time superlinear in their input (pysbd: 80k chars ~19 s, so a 2 MB line
+# would take hours): a longer line is cut into pieces first, after a sentence end where the
+# window has one, else at a space.
+MAX_SPLIT_CHARS = 2000
+# A period after a word of 4+ letters (not "Dr." or "e.g."), or ! ? and CJK stops; closing quotes.
+_SENTENCE_END = re.compile(r"(?:(?<=[^\W\d_]{4})\.|[!?。！？])[\"')\]”’]*\s+")
+
+
+def bounded_pieces(content: str, limit: int = MAX_SPLIT_CHARS) -> list[str]:
+    """`content` cut into pieces of at most `limit` chars; `"".join(pieces) == content`."""
+    pieces: list[str] = []
+    start = 0
+    while len(content) - start > limit:
+        window = content[start : start + limit]
+        ends = [m.end() for m in _SENTENCE_END.finditer(window)]
+        cut = ends[-1] if ends and ends[-1] > limit // 4 else window.rfind(" ") + 1
+        if cut <= 0:
+            cut = limit  # no space at all: a hard cut
+        pieces.append(content[start : start + cut])
+        start += cut
+    pieces.append(content[start:])
+    return pieces
+
+
 def _split_line(content: str, splitter: Splitter) -> list[dict]:
     """Sentences of one line, located in place; the gaps between them stay literal."""
+    if len(content) > MAX_SPLIT_CHARS:
+        return [seg for piece in bounded_pieces(content) for seg in _split_line(piece, splitter)]
     segments: list[dict] = []
     pos = 0
     for sentence in splitter.split(content):

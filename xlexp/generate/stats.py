@@ -34,7 +34,7 @@ def stage_funnel(stage_counts: dict[str, dict[str, Any]]) -> dict[str, dict[str,
         row: dict[str, Any] = {}
         if stage == "seed":
             row = {"in": counts.get("read"), "out": counts.get("out")}
-            row["reject_reasons"] = {k: counts[k] for k in ("too_short", "too_long", "duplicate") if counts.get(k)}
+            row["reject_reasons"] = {k: counts[k] for k in ("malformed", "too_short", "too_long", "duplicate") if counts.get(k)}
         elif stage == "translate":
             row = {"in": counts.get("items"), "out": counts.get("items"), "sentence_jobs": counts.get("sentence_jobs"),
                    "translations": counts.get("translations")}

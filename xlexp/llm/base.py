@@ -9,19 +9,25 @@ answers are all cached loads no model and calls no API.
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
 from xlexp.errors import ConfigError
+from xlexp.failures import BackendFailure, RoleFailures
 from xlexp.store import canonical, digest
+
+log = logging.getLogger(__name__)
 
 Message = dict[str, str]  # {"role": ..., "content": ...}
 Conversation = list[Message]
@@ -42,12 +48,20 @@ class Completion:
     logprobs: list[dict[str, float]] | None = None  # per generated token: {token: logprob}
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    error: str | None = None  # a permanent failure, recorded instead of raised
+    error: str | None = None  # why there is no usable answer (a content reject or a failure)
+    # Set when the call got no answer at all (refused, timeout, 5xx/429 after retries, auth,
+    # unknown model, no content): the kind, e.g. "connection". None for an answer, and for a
+    # content reject (the request itself is unusable, e.g. 400 context length): that is data.
+    failure: str | None = None
     cached: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.error is None
+        return self.error is None and self.failure is None
+
+    @property
+    def failed(self) -> bool:
+        return self.failure is not None
 
 
 class Backend:
@@ -91,53 +105,128 @@ class Backend:
         return identity_of(card)
 
 
+class CacheError(Exception):
+    """The response cache file is damaged or cannot be written: one line naming it."""
+
+
 class ResponseCache:
-    """SQLite table key -> completion JSON, shared by all backends and processes (WAL mode)."""
+    """SQLite table key -> completion JSON, shared by all backends and processes (WAL mode).
+
+    Opened on first use: a rerun whose artifacts are all finished never touches it, so a
+    finished store on a read-only filesystem can be reused. A stored value that does not
+    decode is a miss (asked again, then overwritten); a damaged database file or a full disk
+    stops the run with one line naming the file.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        # Switching to WAL needs an exclusive lock and SQLite answers "database is locked"
-        # at once (no busy wait) when another process is opening the file: serialize setup.
-        with FileLock(str(self.path) + ".lock"), self._conn() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT, created REAL)")
+        self._ready = False
+        self._setup_lock = threading.Lock()
 
-    def _conn(self) -> sqlite3.Connection:
+    def _setup(self) -> None:
+        with self._setup_lock:
+            if self._ready:
+                return
+            with self._guard():
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                # Switching to WAL needs an exclusive lock and SQLite answers "database is locked"
+                # at once (no busy wait) when another process is opening the file: serialize setup.
+                with FileLock(str(self.path) + ".lock"), self._raw_conn() as conn:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT, created REAL)")
+            self._ready = True
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """SQLite and filesystem errors as one line naming the cache file and what to do."""
+        try:
+            yield
+        except sqlite3.DatabaseError as e:
+            text = str(e)
+            if "full" in text or "disk I/O" in text:
+                raise CacheError(f"{self.path}: cannot write the response cache ({text}); free space and rerun") from None
+            if isinstance(e, sqlite3.OperationalError) and "locked" in text:
+                raise
+            raise CacheError(
+                f"{self.path}: damaged response cache ({text}); move it aside and rerun "
+                "(its answers are asked again)"
+            ) from None
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise CacheError(f"{self.path}: no space left on device; free space and rerun") from None
+            if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise CacheError(f"{self.path}: the response cache cannot be written ({e.strerror}); "
+                                 "a read-only store can only be reused, not extended") from None
+            raise
+
+    def _raw_conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=60)
             self._local.conn = conn
         return conn
 
+    def _conn(self) -> sqlite3.Connection:
+        self._setup()
+        return self._raw_conn()
+
     def get_many(self, keys: list[str]) -> dict[str, dict]:
         found: dict[str, dict] = {}
+        if not keys:
+            return found
         conn = self._conn()
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for key, value in conn.execute(f"SELECT key, value FROM responses WHERE key IN ({marks})", chunk):
-                found[key] = json.loads(value)
+        bad = 0
+        with self._guard():
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for key, value in conn.execute(f"SELECT key, value FROM responses WHERE key IN ({marks})", chunk):
+                    decoded = _decode(value)
+                    if decoded is None:
+                        bad += 1
+                    else:
+                        found[key] = decoded
+        if bad:
+            log.warning("%s: %d stored answers do not decode; asking for them again", self.path, bad)
         return found
 
     def put_many(self, items: dict[str, dict]) -> None:
         conn = self._conn()
-        with conn:
+        with self._guard(), conn:
             conn.executemany(
                 "INSERT OR REPLACE INTO responses VALUES (?, ?, ?)",
                 [(k, json.dumps(v, ensure_ascii=False), time.time()) for k, v in items.items()],
             )
 
     def __len__(self) -> int:
-        return self._conn().execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+        conn = self._conn()
+        with self._guard():
+            return conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+
+_COMPLETION_FIELDS = {f.name for f in fields(Completion)} - {"error", "failure", "cached"}
+
+
+def _decode(value: Any) -> dict | None:
+    """A stored answer, or None when it is not one (garbled bytes, wrong shape, no text)."""
+    try:
+        decoded = json.loads(value)
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(decoded, dict) or not isinstance(decoded.get("text"), str):
+        return None
+    if decoded.get("error") is not None or decoded.get("failure") is not None:
+        return None  # never a success: asked again
+    return {k: v for k, v in decoded.items() if k in _COMPLETION_FIELDS}
 
 
 @dataclass
 class Usage:
     calls: int = 0  # completions computed by the backend (cache misses)
     cache_hits: int = 0
-    errors: int = 0
+    errors: int = 0  # content rejects by the backend (e.g. 400: prompt too long)
+    failures: int = 0  # calls that got no answer (endpoint down, auth, 5xx/429 after retries)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
@@ -179,6 +268,7 @@ class ChatModel:
         self._loader = loader
         self._backend: Backend | None = None
         self.identity = identity
+        self.role: str | None = None  # the role it plays (teacher, judge, ...), for messages
         self.usage = Usage()
         self._lock = threading.Lock()
 
@@ -208,7 +298,9 @@ class ChatModel:
         """Completions for every conversation, from the cache where possible.
 
         `adapter` names a LoRA adapter dir (hf: PEFT; vllm: LoRARequest); it is part of the key.
-        Errors are returned, not cached: a rerun tries those items again.
+        Answers and content rejects are returned; only answers are cached. Calls that got no
+        answer (backend failures) raise BackendFailure after every chunk's answers are cached,
+        so the caller finishes nothing with them and a rerun asks again only for those.
         """
         sampling = sampling or self.sampling()
         keys = [self.cache_key(c, sampling, sample_index, adapter) for c in conversations]
@@ -223,9 +315,16 @@ class ChatModel:
         self.usage.cache_hits += len(conversations) - len(misses)
         todo = list(misses.items())
         chunk = self.chunk_size()
+        failed = RoleFailures(self.role or self.name, endpoint_of(self.card))
+        stopped = False
         # Misses go to the backend in chunks, each cached as soon as it returns: a killed run
         # loses at most one chunk of GPU work or API spend.
         for start in range(0, len(todo), chunk):
+            breaker = getattr(self._backend, "breaker", None)
+            if breaker is not None and breaker.open:
+                failed.errors[breaker.why()] += len(todo) - start
+                stopped = True
+                break
             part = todo[start : start + chunk]
             started = time.time()
             kwargs = {"adapter": adapter} if adapter else {}
@@ -236,13 +335,18 @@ class ChatModel:
                 self.usage.calls += 1
                 self.usage.prompt_tokens += comp.prompt_tokens
                 self.usage.completion_tokens += comp.completion_tokens
-                if comp.ok:
+                if comp.failed:
+                    self.usage.failures += 1
+                    failed.errors[comp.error or comp.failure] += 1
+                elif comp.ok:
                     fresh[key] = {k: v for k, v in asdict(comp).items() if k != "cached"}
                 else:
                     self.usage.errors += 1
                 hits[key] = asdict(comp)
             if fresh:
                 self.cache.put_many(fresh)
+        if failed.errors:
+            raise BackendFailure([failed], stop=stopped)
         for i, key in enumerate(keys):
             if out[i] is None:
                 out[i] = Completion(**{**hits[key], "cached": False})
@@ -274,3 +378,11 @@ def identity_of(card: Any) -> str:
             "chat_template": card.chat_template,
         }
     )
+
+
+def endpoint_of(card: Any) -> str:
+    """Where a role's calls go, for messages: the server URL, or the local backend and model."""
+    base_url = getattr(card, "base_url", None)
+    if card.backend == "openai":
+        return f"{base_url or 'api.openai.com'} model {card.model}"
+    return f"{card.backend} {card.model}"

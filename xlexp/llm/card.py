@@ -35,6 +35,7 @@ class LLMConfig:
     max_concurrency: int = 8  # openai: requests in flight
     max_retries: int = 6  # openai: retries on 429/5xx/timeouts
     timeout_s: float = 120.0
+    breaker_after: int = 8  # openai: failed calls in a row after which the endpoint counts as down
     engine_kwargs: dict[str, Any] = field(default_factory=dict)  # vllm.LLM(**engine_kwargs)
     price_in_per_mtok: float = 0.0  # USD per 1M prompt tokens (cost ledger)
     price_out_per_mtok: float = 0.0

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from xlexp.errors import ConfigError
 from xlexp.llm.base import Backend, Completion, Conversation, Sampling
+from xlexp.llm.breaker import Breaker
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,24 @@ def _retryable(exc: BaseException) -> bool:
         return True
     # 408 Request Timeout is transient too; the client maps it to a plain APIStatusError.
     return isinstance(exc, openai.APIStatusError) and exc.status_code == 408
+
+
+def failure_kind(exc: BaseException) -> str | None:
+    """The kind of backend failure an exception is (the call got no answer: never stored, asked
+    again on rerun), or None for a content reject (400/422: this request cannot be answered)."""
+    if isinstance(exc, openai.APITimeoutError):
+        return "timeout"
+    if isinstance(exc, openai.APIConnectionError):
+        return "connection"
+    if isinstance(exc, openai.RateLimitError):
+        return "rate_limit"
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        return "auth"
+    if isinstance(exc, openai.NotFoundError):
+        return "model"  # unknown model (or a wrong base_url path)
+    if isinstance(exc, openai.APIStatusError) and exc.status_code in (400, 413, 422):
+        return None
+    return "server"  # 5xx, 408, other statuses, anything unexpected
 
 
 def _retry_after(exc: BaseException | None) -> float | None:
@@ -106,8 +125,10 @@ class OpenAIBackend(Backend):
 
     @classmethod
     def pool_key(cls, card: Any) -> str:
-        # The same model over the Batch API is another transport: not shared.
-        return super().pool_key(card) + (":batch_api" if getattr(card, "batch_api", False) else "")
+        # The same model over the Batch API is another transport: not shared. Each endpoint and
+        # credential is its own connection, even for roles with one model id.
+        batch = ":batch_api" if getattr(card, "batch_api", False) else ""
+        return super().pool_key(card) + batch + f":{card.base_url}:{card.api_key_env}"
 
     def __init__(self, card: Any):
         self.card = card
@@ -136,6 +157,7 @@ class OpenAIBackend(Backend):
         self.requests = 0  # HTTP attempts, retries included
         self.retries = 0
         self.errors = 0  # completions returned with an error
+        self.breaker = Breaker(getattr(card, "breaker_after", None))
 
     def __repr__(self) -> str:
         return (
@@ -206,6 +228,8 @@ class OpenAIBackend(Backend):
 
     def _one(self, conversation: Conversation, sampling: Sampling, sample_index: int) -> Completion:
         kwargs = self._request(conversation, sampling, sample_index)
+        if self.breaker.open:  # the endpoint is down: fail at once instead of retrying
+            return self._failed(self.breaker.why(), "breaker")
         retrying = Retrying(
             retry=retry_if_exception(_retryable),
             stop=stop_after_attempt(self.max_retries + 1),
@@ -219,23 +243,29 @@ class OpenAIBackend(Backend):
             error = self._describe(exc)
             if _retryable(exc):
                 error += f" (gave up after {self.max_retries} retries)"
-            return self._failed(error)
+            kind = failure_kind(exc)
+            self.breaker.record(kind is not None, error)
+            return self._failed(error, kind)
+        self.breaker.record(False)
         if not response.choices:
-            return self._failed("EmptyResponse: no choices in the answer")
+            return self._failed("EmptyResponse: no choices in the answer", "no_content")
         choice = response.choices[0]
         usage = response.usage
+        if choice.message.content is None:  # not an answer, whatever the status said
+            return self._failed(f"NoContent: the answer's content is null (finish_reason {choice.finish_reason})", "no_content")
         return Completion(
-            text=choice.message.content or "",  # empty is a success; the caller judges it
+            text=choice.message.content,  # empty is an answer; the caller judges it
             logprobs=convert_logprobs(choice.logprobs) if sampling.logprobs is not None else None,
             prompt_tokens=int(usage.prompt_tokens or 0) if usage else 0,
             completion_tokens=int(usage.completion_tokens or 0) if usage else 0,
         )
 
-    def _failed(self, error: str) -> Completion:
+    def _failed(self, error: str, failure: str | None = None) -> Completion:
         with self._lock:
             self.errors += 1
-        log.warning("%s: request failed: %s", self.card.name, error)
-        return Completion(error=error)
+        if failure != "breaker":  # one line per call against a dead endpoint is noise
+            log.warning("%s: request failed: %s", self.card.name, error)
+        return Completion(error=error, failure=failure)
 
     def generate(
         self,

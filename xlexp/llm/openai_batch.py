@@ -33,7 +33,7 @@ from openai.types.chat import ChatCompletion
 from tenacity import Retrying, retry_if_exception, stop_after_attempt
 
 from xlexp.llm.base import Completion, Conversation, Sampling, identity_of, request_key
-from xlexp.llm.openai import OpenAIBackend, _retryable, convert_logprobs
+from xlexp.llm.openai import OpenAIBackend, _retryable, convert_logprobs, failure_kind
 from xlexp.store import digest, write_json
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class OpenAIBatchBackend(OpenAIBackend):
             error = f"BatchAPI: {self._describe(exc)}"
             results = {}
             for key in requests:
-                results[key] = self._failed(error)
+                results[key] = self._failed(error, failure_kind(exc) or "batch")
         return [results[k] for k in keys]
 
     # ------------------------------------------------------------------ steps
@@ -220,30 +220,34 @@ class OpenAIBatchBackend(OpenAIBackend):
             with self._lock:
                 self.errors += len(missing)
             for key in missing:
-                results[key] = Completion(error=error)
+                results[key] = Completion(error=error, failure="batch")  # asked again on rerun
         return results
 
     def _parse(self, row: dict) -> Completion:
         """One result line -> Completion (errors recorded)."""
         if row.get("error"):
             err = row["error"]
-            return self._failed(self._redact(f"BatchRequestError: {err.get('code')}: {err.get('message')}"))
+            return self._failed(self._redact(f"BatchRequestError: {err.get('code')}: {err.get('message')}"), "batch")
         response = row.get("response") or {}
         status = int(response.get("status_code") or 0)
         body = response.get("body") or {}
         if status >= 400 or status == 0:
             message = (body.get("error") or {}).get("message") if isinstance(body, dict) else None
-            return self._failed(self._redact(f"BatchRequestError: {status} {message or body}"))
+            # 400/422: this request cannot be answered (a content reject); others: no answer.
+            kind = None if status in (400, 413, 422) else "batch"
+            return self._failed(self._redact(f"BatchRequestError: {status} {message or body}"), kind)
         try:
             completion = ChatCompletion.model_validate(body)
         except Exception as exc:  # a malformed answer is a recorded error
             return self._failed(f"BatchRequestError: malformed result: {type(exc).__name__}")
         if not completion.choices:
-            return self._failed("EmptyResponse: no choices in the answer")
+            return self._failed("EmptyResponse: no choices in the answer", "no_content")
         choice = completion.choices[0]
         usage = completion.usage
+        if choice.message.content is None:
+            return self._failed("NoContent: the answer's content is null", "no_content")
         return Completion(
-            text=choice.message.content or "",
+            text=choice.message.content,
             logprobs=convert_logprobs(choice.logprobs),
             prompt_tokens=int(usage.prompt_tokens or 0) if usage else 0,
             completion_tokens=int(usage.completion_tokens or 0) if usage else 0,
