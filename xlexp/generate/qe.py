@@ -90,6 +90,9 @@ class CometQE:
     def __init__(self, model: str, batch_size: int = 16):
         from comet import download_model, load_from_checkpoint
 
+        from xlexp.generate.comet_compat import patch_comet
+
+        patch_comet()
         path = Path(model)
         if (path / "checkpoints" / "model.ckpt").exists():
             ckpt = path / "checkpoints" / "model.ckpt"
