@@ -171,7 +171,9 @@ def test_saved_adapter_reproduces_trained_logits(tiny_model_dir: Path, tmp_path:
     tok = trainer.processing_class
     # Same device and dtype as training used (fp32 on CPU; bf16 base + fp32 LoRA on CUDA).
     device, dtype = trainer.model.device, trainer.model.get_base_model().dtype
-    ids = tok.apply_chat_template(make_rows(1)[0]["messages"], return_tensors="pt").to(device)
+    ids = tok.apply_chat_template(
+        make_rows(1)[0]["messages"], return_tensors="pt", return_dict=False
+    ).to(device)
     trainer.model.eval()
     with torch.no_grad():
         trained = trainer.model(input_ids=ids).logits

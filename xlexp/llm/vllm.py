@@ -86,9 +86,11 @@ class VLLMBackend(Backend):
             conversation,
             add_generation_prompt=True,
             tokenize=True,
+            # transformers 5 returns a BatchEncoding by default, whose len() is its key count.
+            return_dict=False,
             chat_template=self.card.chat_template,
         )
-        return len(ids["input_ids"] if isinstance(ids, dict) else ids)
+        return len(ids)
 
     def generate(
         self,
