@@ -183,6 +183,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _send_text(self, text: str) -> None:
+        data = text.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def do_GET(self) -> None:
         route = self.path.split("?")[0].rstrip("/")
         if route.startswith(("/v1/files/", "/v1/batches")):
@@ -192,8 +200,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
             else:
                 self._send(*answer)
         elif route == "/v1/models":
-            model = {"id": self.server.fake.model, "object": "model", "created": 0, "owned_by": "fake"}
-            self._send(200, {"object": "list", "data": [model]})
+            fake = self.server.fake
+            model = {"id": fake.model, "object": "model", "created": 0, "owned_by": "fake"}
+            # As vLLM lists LoRA modules: the adapter's name, its path as `root`, the base as parent.
+            loras = [
+                {"id": name, "object": "model", "created": 0, "owned_by": "fake", "root": path, "parent": fake.model}
+                for name, path in fake.lora_modules.items()
+            ]
+            self._send(200, {"object": "list", "data": [model, *loras]})
         else:
             self._error(404, f"no route GET {self.path}")
 
@@ -204,6 +218,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if route in ("/v1/files", "/v1/batches"):
             body: Any = _multipart(self.headers.get("Content-Type", ""), raw) if route == "/v1/files" else json.loads(raw or b"{}")
             self._send(*self.server.fake._serve_batch_api("POST", route, body))
+            return
+        if route == "/v1/load_lora_adapter" and self.server.fake.lora_loading:
+            # vLLM registers this route only with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True.
+            body = json.loads(raw or b"{}")
+            self.server.fake.lora_loads.append(body)
+            self.server.fake.lora_modules[body["lora_name"]] = body["lora_path"]
+            self._send_text(f"Success: LoRA adapter '{body['lora_name']}' added successfully.")
             return
         if route != "/v1/chat/completions":
             self._error(404, f"no route POST {self.path}")
@@ -242,6 +263,10 @@ class FakeOpenAI:
         self.batch_polls = 1
         self.hold_batches = False
         self.batch_outcome = "completed"
+        # LoRA serving as vLLM does it: modules given at start (name -> path), runtime loading.
+        self.lora_modules: dict[str, str] = {}
+        self.lora_loading = False
+        self.lora_loads: list[dict] = []
 
     @classmethod
     def sequence(cls, replies: Iterable[str | Reply], model: str = "fake-model") -> FakeOpenAI:
