@@ -9,6 +9,7 @@ var the card names and never appears in logs, errors or repr.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
@@ -18,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 from tqdm import tqdm
@@ -158,6 +160,7 @@ class OpenAIBackend(Backend):
         self.retries = 0
         self.errors = 0  # completions returned with an error
         self.breaker = Breaker(getattr(card, "breaker_after", None))
+        self._adapter_names: dict[str, str] = {}  # adapter dir -> served model name
 
     def __repr__(self) -> str:
         return (
@@ -226,8 +229,10 @@ class OpenAIBackend(Backend):
             self.requests += 1
         return self._client.chat.completions.create(**kwargs)
 
-    def _one(self, conversation: Conversation, sampling: Sampling, sample_index: int) -> Completion:
-        kwargs = self._request(conversation, sampling, sample_index)
+    def _one(
+        self, conversation: Conversation, sampling: Sampling, sample_index: int, model: str
+    ) -> Completion:
+        kwargs = {**self._request(conversation, sampling, sample_index), "model": model}
         if self.breaker.open:  # the endpoint is down: fail at once instead of retrying
             return self._failed(self.breaker.why(), "breaker")
         retrying = Retrying(
@@ -267,6 +272,44 @@ class OpenAIBackend(Backend):
             log.warning("%s: request failed: %s", self.card.name, error)
         return Completion(error=error, failure=failure)
 
+    def served_adapter(self, adapter: str) -> str:
+        """The served model name of a LoRA adapter dir on this server (vLLM), loading it if needed.
+
+        vLLM serves each adapter as a model of its own: requests name it instead of the base
+        model, so one server (one engine load) answers for any number of fine-tuned systems. An
+        adapter started with `--lora-modules NAME=PATH` is listed by `/models` with `root` = PATH;
+        any other is loaded through `/load_lora_adapter` (the server needs
+        VLLM_ALLOW_RUNTIME_LORA_UPDATING=True) under a name derived from its path. The server
+        must see the adapter at the same path (a shared filesystem, or the same machine).
+        """
+        path = str(Path(adapter).resolve())
+        with self._lock:
+            if path in self._adapter_names:
+                return self._adapter_names[path]
+        try:
+            served = {getattr(m, "root", None): m.id for m in self._client.models.list()}
+        except openai.APIError as exc:
+            raise RuntimeError(f"{self.card.name}: cannot list the served models: {self._describe(exc)}") from exc
+        name = served.get(path)
+        if name is None:
+            name = "lora-" + hashlib.sha256(path.encode()).hexdigest()[:16]
+            try:
+                self._client.post(
+                    "/load_lora_adapter",
+                    body={"lora_name": name, "lora_path": path},
+                    cast_to=httpx.Response,
+                )
+            except openai.APIError as exc:
+                raise RuntimeError(
+                    f"{self.card.name}: the server at {self.base_url} does not serve adapter {path} "
+                    f"and could not load it ({self._describe(exc)}). Start vLLM with --enable-lora and "
+                    "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, or with --lora-modules NAME=PATH."
+                ) from exc
+            log.info("%s: loaded adapter %s on the server as %s", self.card.name, path, name)
+        with self._lock:
+            self._adapter_names[path] = name
+        return name
+
     def generate(
         self,
         conversations: list[Conversation],
@@ -275,14 +318,9 @@ class OpenAIBackend(Backend):
         adapter: str | None = None,
     ) -> list[Completion]:
         """One Completion per conversation, in order; at most max_concurrency in flight."""
-        if adapter is not None:
-            # A LoRA on a server is a separate served model name; point `model` at it instead.
-            raise ValueError(
-                f"{self.card.name}: the openai backend cannot load adapter {adapter!r}; "
-                "serve it (e.g. vllm --lora-modules) and set the card's model to its name"
-            )
         if not conversations:
             return []
+        model = self.model if adapter is None else self.served_adapter(adapter)
         results: list[Completion | None] = [None] * len(conversations)
         workers = min(self.max_concurrency, len(conversations))
         show = len(conversations) >= PROGRESS_MIN_ITEMS and sys.stderr.isatty()
@@ -291,7 +329,7 @@ class OpenAIBackend(Backend):
             tqdm(total=len(conversations), desc=str(self.card.name), disable=not show) as bar,
         ):
             futures = {
-                pool.submit(self._one, conv, sampling, sample_index): i
+                pool.submit(self._one, conv, sampling, sample_index, model): i
                 for i, conv in enumerate(conversations)
             }
             for future in as_completed(futures):
