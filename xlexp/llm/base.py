@@ -9,12 +9,14 @@ answers are all cached loads no model and calls no API.
 
 from __future__ import annotations
 
+import contextvars
+import copy
 import json
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,9 @@ from filelock import FileLock
 
 from xlexp.errors import ConfigError
 from xlexp.store import canonical, digest
+
+# Not part of a stored answer: where it came from, and failure details (failures are not stored).
+_NOT_STORED = ("cached", "error_kind")
 
 Message = dict[str, str]  # {"role": ..., "content": ...}
 Conversation = list[Message]
@@ -44,6 +49,8 @@ class Completion:
     completion_tokens: int = 0
     error: str | None = None  # a permanent failure, recorded instead of raised
     cached: bool = False
+    # What kind of failure `error` is, where the backend knows (openai: see transport.ERROR_KINDS).
+    error_kind: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -108,6 +115,11 @@ class ResponseCache:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=60)
+            # Answers are stored as they arrive, a few per commit: with WAL, NORMAL skips the
+            # fsync per commit (10x the CPU, 20x the wall time of the write) yet a committed
+            # answer survives a killed process; only an OS crash can drop the last few, and a
+            # dropped answer is asked for again.
+            conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
         return conn
 
@@ -150,6 +162,12 @@ class Usage:
         ) / 1e6 * price_factor(card)
 
 
+# Where a model call is charged besides its role's own Usage: the cost ledger sets a fresh dict
+# (role object -> Usage) around each stage build, so builds that run at the same time on other
+# threads are told apart. Threads a build starts must run in a copy of its context.
+CHARGE_TO: contextvars.ContextVar[dict[Any, Usage] | None] = contextvars.ContextVar("charge_to", default=None)
+
+
 def price_factor(card: Any) -> float:
     """Share of the card's prices actually billed: the Batch API bills less."""
     return float(card.batch_price_factor) if getattr(card, "batch_api", False) else 1.0
@@ -161,7 +179,7 @@ def request_key(identity: str, conversation: Conversation, sampling: Sampling, s
         {
             "identity": identity,
             "messages": conversation,
-            "sampling": asdict(sampling),
+            "sampling": dict(vars(sampling)),  # its fields are plain values: no deep copy needed
             "sample": sample_index,
             "adapter": adapter,
         },
@@ -180,7 +198,8 @@ class ChatModel:
         self._backend: Backend | None = None
         self.identity = identity
         self.usage = Usage()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # loading the backend
+        self._usage_lock = threading.Lock()  # stage threads of one role share the counters
 
     @property
     def backend(self) -> Backend:
@@ -220,33 +239,61 @@ class ChatModel:
                 out[i] = Completion(**{**hits[key], "cached": True})
             elif key not in misses:
                 misses[key] = i
-        self.usage.cache_hits += len(conversations) - len(misses)
+        with self._usage_lock:
+            for usage in self._usages():
+                usage.cache_hits += len(conversations) - len(misses)
         todo = list(misses.items())
-        chunk = self.chunk_size()
-        # Misses go to the backend in chunks, each cached as soon as it returns: a killed run
-        # loses at most one chunk of GPU work or API spend.
-        for start in range(0, len(todo), chunk):
-            part = todo[start : start + chunk]
+        fresh_answers: dict[str, Completion] = {}
+        kwargs = {"adapter": adapter} if adapter else {}
+        backend = self.backend if todo else None
+        stream = getattr(backend, "stream", None)
+        if stream is not None:
+            # A streaming backend (openai) keeps its window full over all misses; each group of
+            # answers that arrived together is cached at once: a kill loses what was in flight.
             started = time.time()
-            kwargs = {"adapter": adapter} if adapter else {}
-            results = self.backend.generate([conversations[i] for _, i in part], sampling, sample_index, **kwargs)
-            self.usage.seconds += time.time() - started
-            fresh: dict[str, dict] = {}
-            for (key, _), comp in zip(part, results, strict=True):
-                self.usage.calls += 1
-                self.usage.prompt_tokens += comp.prompt_tokens
-                self.usage.completion_tokens += comp.completion_tokens
-                if comp.ok:
-                    fresh[key] = {k: v for k, v in asdict(comp).items() if k != "cached"}
-                else:
-                    self.usage.errors += 1
-                hits[key] = asdict(comp)
-            if fresh:
-                self.cache.put_many(fresh)
+            for group in stream([conversations[i] for _, i in todo], sampling, sample_index, **kwargs):
+                self._keep([(todo[j][0], comp) for j, comp in group], fresh_answers)
+            with self._usage_lock:
+                self.usage.seconds += time.time() - started
+        else:
+            chunk = self.chunk_size()
+            # Misses go to the backend in chunks, each cached as soon as it returns: a killed
+            # run loses at most one chunk of GPU work or API spend.
+            for start in range(0, len(todo), chunk):
+                part = todo[start : start + chunk]
+                started = time.time()
+                results = backend.generate([conversations[i] for _, i in part], sampling, sample_index, **kwargs)
+                with self._usage_lock:
+                    self.usage.seconds += time.time() - started
+                self._keep([(key, comp) for (key, _), comp in zip(part, results, strict=True)], fresh_answers)
         for i, key in enumerate(keys):
-            if out[i] is None:
-                out[i] = Completion(**{**hits[key], "cached": False})
+            if out[i] is None:  # a copy each: a conversation asked twice gets two objects
+                out[i] = copy.copy(fresh_answers[key])
         return out  # type: ignore[return-value]
+
+    def _keep(self, results: list[tuple[str, Completion]], answers: dict[str, Completion]) -> None:
+        """Count fresh completions, cache the good ones (errors are not answers), note all."""
+        fresh: dict[str, dict] = {}
+        with self._usage_lock:
+            usages = self._usages()
+            for key, comp in results:
+                for usage in usages:
+                    usage.calls += 1
+                    usage.prompt_tokens += comp.prompt_tokens
+                    usage.completion_tokens += comp.completion_tokens
+                    usage.errors += not comp.ok
+                if comp.ok:
+                    fresh[key] = {k: v for k, v in vars(comp).items() if k not in _NOT_STORED}
+                answers[key] = comp
+        if fresh:
+            self.cache.put_many(fresh)
+
+    def _usages(self) -> list[Usage]:
+        """The role's Usage, and the current build's charge for this role if a ledger set one."""
+        charge = CHARGE_TO.get()
+        if charge is None:
+            return [self.usage]
+        return [self.usage, charge.setdefault(self, Usage())]
 
     def chunk_size(self) -> int:
         """Items per backend call between cache writes (the backend class decides)."""
