@@ -67,6 +67,9 @@ def test_profile_tiny_brings_an_experiment_down_to_cpu():
         (["teacher.model=pkg:not_a_package_xyz"], "teacher.model"),
         (["seed_data=jsonl", "seed_data.path=/nonexistent.jsonl"], "seed_data.path"),
         (["model.backend=openai", "model.api_key_env=null"], "model.backend"),
+        (["teacher.backend=openai", "teacher.max_concurrency=0"], "teacher.max_concurrency"),
+        (["teacher.backend=openai", "teacher.requests_per_minute=0"], "teacher.requests_per_minute"),
+        (["teacher.backend=openai", "teacher.tokens_per_minute=-5"], "teacher.tokens_per_minute"),
     ],
 )
 def test_bad_input_names_the_key(overrides, key, monkeypatch):

@@ -143,3 +143,69 @@ def test_nested_build_is_charged_to_the_inner_stage_only(tmp_path: Path) -> None
         assert store.ledger.total_since(2) == dict.fromkeys(("calls", "cache_hits", "errors", "prompt_tokens", "completion_tokens"), 0) | {"usd": 0.0}
         assert cost["total"]["usd"] == pytest.approx((6 * 1.0 + 3 * 4 * 2.0) / 1e6)
         models.close()
+
+
+def test_builds_running_at_the_same_time_are_charged_separately(tmp_path):
+    """Two stage builds on two threads, both open while both make calls: each is charged
+    only the calls made for it (a snapshot of all roles around each build would mix them)."""
+    import threading
+
+    from omegaconf import OmegaConf
+
+    from xlexp.config import LLMConfig
+    from xlexp.ledger import LedgerStore
+    from xlexp.parallel import together
+    from xlexp.roles import Models
+
+    store = LedgerStore(tmp_path)
+    models = Models(store)
+    store.ledger.models = models
+    both_open = threading.Barrier(2, timeout=30)
+
+    def build(role: str, n: int) -> None:
+        card = OmegaConf.structured(LLMConfig(name=role, backend="openai", model=f"m-{role}", base_url=srv.base_url))
+        model = models.role(role, card)
+
+        def produce(work: Path, parts) -> dict:
+            both_open.wait()
+            model.chat([[{"role": "user", "content": f"{role} {i}"}] for i in range(n)])
+            both_open.wait()  # neither build closes before the other made its calls
+            return {"n": n}
+
+        store.build(f"stage-{role}", role, produce)
+
+    with FakeOpenAI() as srv:
+        together({"a": lambda: build("a", 2), "b": lambda: build("b", 3)}, parallel=True)
+        models.close()
+    entries = {e["stage"]: e["roles"] for e in store.ledger.entries}
+    assert set(entries["stage-a"]) == {"a"} and entries["stage-a"]["a"]["calls"] == 2
+    assert set(entries["stage-b"]) == {"b"} and entries["stage-b"]["b"]["calls"] == 3
+
+
+def test_system_and_reference_answer_at_the_same_time_and_stay_apart_in_the_ledger(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    lock = threading.Lock()
+    out = {"fake-sys": 0, "fake-ref": 0}
+    seen_together = []
+
+    def slow_answer(body: dict) -> str | Reply:
+        with lock:
+            if body["model"] in out:
+                out[body["model"]] += 1
+            seen_together.append(out["fake-sys"] > 0 and out["fake-ref"] > 0)
+        time.sleep(0.2)
+        with lock:
+            if body["model"] in out:
+                out[body["model"]] -= 1
+        return answer(body)
+
+    with FakeOpenAI(slow_answer) as srv:
+        summary = run(compose_cfg(srv.base_url, tmp_path / "store"), tmp_path / "run")
+        requests = srv.requests
+    assert any(seen_together), "the system's and the reference's requests never overlapped"
+    cost = summary["cost"]["stages"]
+    for stage, role in (("respond", "model"), ("reference", "reference")):
+        assert set(cost[stage]["roles"]) == {role}
+        assert cost[stage]["roles"][role]["calls"] == expected(requests, *CARDS[role])["calls"]
