@@ -29,7 +29,8 @@ def answer(body: dict) -> str | Reply:
 
 
 def compose_cfg(base_url: str, store: Path):
-    args = ["stages=[evaluate,report]", f"store_dir={store}", "eval.limit=3", "eval.bootstrap=20"]
+    # The fake judge answers a pairwise label with logprobs: the both-orders protocol.
+    args = ["stages=[evaluate,report]", f"store_dir={store}", "eval.limit=3", "eval.bootstrap=20", "eval.judge_protocol=both_orders"]
     for role, (name, price_in, price_out) in CARDS.items():
         args += [
             f"{role}.backend=openai", f"{role}.model={name}", f"{role}.base_url={base_url}", f"{role}.gguf_file=null",
@@ -54,7 +55,8 @@ def test_dollars_per_stage_are_exact_and_a_rerun_costs_nothing(tmp_path: Path) -
         cfg = compose_cfg(srv.base_url, tmp_path / "store")
         summary = run(cfg, tmp_path / "run1")
         cost = summary["cost"]
-        assert set(cost["stages"]) == {"respond", "reference", "judge"}
+        assert set(cost["stages"]) == {"respond", "reference", "judge", "metrics"}
+        assert cost["stages"]["metrics"]["roles"] == {}  # computed from stored verdicts: no call
         for stage, role in (("respond", "model"), ("reference", "reference"), ("judge", "judge")):
             want = expected(srv.requests, *CARDS[role])
             got = cost["stages"][stage]["roles"][role]
