@@ -97,7 +97,9 @@ def teacher_server():
 
 
 def test_whole_chain_then_rerun_makes_zero_backend_calls(tmp_path, tiny_model_dir, teacher_server):
-    cfg = compose_cfg(overrides(teacher_server.base_url, tiny_model_dir, tmp_path / "store"))
+    # The fake judge answers a pairwise label with logprobs: the both-orders protocol.
+    args = overrides(teacher_server.base_url, tiny_model_dir, tmp_path / "store", **{"eval.judge_protocol": "both_orders"})
+    cfg = compose_cfg(args)
     summary = run(cfg, tmp_path / "run1")
 
     gen = summary["stages"]["generate"]
@@ -123,7 +125,7 @@ def test_whole_chain_then_rerun_makes_zero_backend_calls(tmp_path, tiny_model_di
     assert summary["backend_calls"] > 0
 
     served = teacher_server.calls
-    again = run(compose_cfg(overrides(teacher_server.base_url, tiny_model_dir, tmp_path / "store")), tmp_path / "run2")
+    again = run(compose_cfg(args), tmp_path / "run2")
     assert again["backend_calls"] == 0 and teacher_server.calls == served
     assert again["metrics"] == metrics
     assert again["stages"]["sft"]["key"] == summary["stages"]["sft"]["key"]
