@@ -4,7 +4,7 @@
                                              [--translate 48] [--batch 16] [--max-tokens 16] [--threads 1]
 
 Everything runs on CPU on models built on the spot (tests/tiny.py's random Llama, the tiny
-CometKiwi-layout checkpoint of tests/test_comet_qe.py), so the absolute numbers only say how
+CometKiwi-layout checkpoint of tests/comet_tiny.py), so the absolute numbers only say how
 fast the plumbing is; the ratios, measured side by side in one run on the same inputs, are the
 point. Models are loaded (and warmed up) before any timing; every timed run starts from an
 empty response cache.
@@ -164,7 +164,7 @@ def close_logprobs(a: list[dict] | None, b: list[dict] | None, tol: float = 1e-3
 
 
 def bench_comet_qe(items: list[dict], batch: int, tmp: Path, repeats: int) -> dict:
-    from test_comet_qe import build_tiny_kiwi
+    from comet_tiny import build_tiny_kiwi
 
     pairs = [(s, mt) for s, mt, _ in all_triples(items)]
     scorer = qe.CometQE(str(build_tiny_kiwi(tmp / "kiwi")), batch)

@@ -216,6 +216,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _send_text(self, text: str) -> None:
+        data = text.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def do_GET(self) -> None:
         route = self.path.split("?")[0].rstrip("/")
         if route.startswith(("/v1/files/", "/v1/batches")):
@@ -229,11 +237,17 @@ class _RequestHandler(BaseHTTPRequestHandler):
             if not fake._authorized(dict(self.headers.items())):
                 self._error(401, "Incorrect API key provided")
                 return
-            if fake.served is None:  # it answers any model: no listing to check against
+            if fake.served is None and not fake.lora_modules:  # it answers any model: no listing
                 self._error(404, "this server answers any model; it lists none")
                 return
-            models = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in fake.served]
-            self._send(200, {"object": "list", "data": models})
+            # As vLLM lists LoRA modules: the adapter's name, its path as `root`, the base as parent.
+            names = fake.served if fake.served is not None else [fake.model]
+            models = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in names]
+            loras = [
+                {"id": name, "object": "model", "created": 0, "owned_by": "fake", "root": path, "parent": fake.model}
+                for name, path in fake.lora_modules.items()
+            ]
+            self._send(200, {"object": "list", "data": [*models, *loras]})
         else:
             self._error(404, f"no route GET {self.path}")
 
@@ -244,6 +258,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if route in ("/v1/files", "/v1/batches"):
             body: Any = _multipart(self.headers.get("Content-Type", ""), raw) if route == "/v1/files" else json.loads(raw or b"{}")
             self._send(*self.server.fake._serve_batch_api("POST", route, body))
+            return
+        if route == "/v1/load_lora_adapter" and self.server.fake.lora_loading:
+            # vLLM registers this route only with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True.
+            body = json.loads(raw or b"{}")
+            self.server.fake.lora_loads.append(body)
+            self.server.fake.lora_modules[body["lora_name"]] = body["lora_path"]
+            self._send_text(f"Success: LoRA adapter '{body['lora_name']}' added successfully.")
             return
         if route != "/v1/chat/completions":
             self._error(404, f"no route POST {self.path}")
@@ -288,6 +309,10 @@ class FakeOpenAI:
         self.batch_polls = 1
         self.hold_batches = False
         self.batch_outcome = "completed"
+        # LoRA serving as vLLM does it: modules given at start (name -> path), runtime loading.
+        self.lora_modules: dict[str, str] = {}
+        self.lora_loading = False
+        self.lora_loads: list[dict] = []
 
     @classmethod
     def sequence(cls, replies: Iterable[str | Reply], model: str = "fake-model") -> FakeOpenAI:
@@ -329,7 +354,7 @@ class FakeOpenAI:
     def _fault(self, body: dict, headers: dict[str, str]) -> Reply | None:
         if not self._authorized(headers):
             return Reply(401, text="Incorrect API key provided")
-        if self.served is not None and body.get("model") not in self.served:
+        if self.served is not None and body.get("model") not in {*self.served, *self.lora_modules}:
             return Reply(404, text=f"The model `{body.get('model')}` does not exist.")
         return self.outage
 

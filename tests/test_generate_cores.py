@@ -97,3 +97,24 @@ def test_unique_triples_dedup():
     items = [_item([["a1", "a1"], ["a2", None]]), _item([["a1", "b1"], ["a2", "b2"]])]
     triples = qe.unique_triples(items)
     assert sorted(triples) == sorted([("S1.", "a1", "deu"), ("S2.", "a2", "deu"), ("S1.", "b1", "deu"), ("S2.", "b2", "deu")])
+
+
+def test_streamed_jobs_equal_the_job_list_and_are_yielded_before_all_items_are_split():
+    pairs = [{"id": f"p{i}", "question": "Q", "response": f"First {i % 3}. Second {i}. Third."} for i in range(8)]
+    items = translate.assign_languages(pairs, ["deu", "fra"], "all", ["Respond in {language}."], seed=1)
+
+    class CountingSplitter(PysbdSplitter):
+        calls = 0
+
+        def split(self, text: str) -> list[str]:
+            CountingSplitter.calls += 1
+            return super().split(text)
+
+    splitter = CountingSplitter()
+    stream = translate.stream_jobs(items, splitter)
+    first = next(stream)
+    assert CountingSplitter.calls == 1  # the first job came out after one passage was split
+    streamed = [first, *stream]
+    expected = translate.add_segments([dict(i, segments=None) for i in items], PysbdSplitter())
+    assert streamed == translate.jobs(expected)
+    assert [i["segments"] for i in items] == [i["segments"] for i in expected]

@@ -190,8 +190,8 @@ def test_run_with_judge_and_reference_on_the_batch_api(tmp_path: Path) -> None:
             cfg[role].batch_poll_s = 0.01
         calls = srv.calls
         summary = run(cfg, tmp_path / "run-batch")
-        n_langs = len(cfg.langs.codes)
-        assert srv.batch_creations == 2 * n_langs  # one batch per language for each role
+        assert len(cfg.langs.codes) > 1
+        assert srv.batch_creations == 2  # one batch per role, every language in it
         # Only the system's responses went out as synchronous requests.
         assert {r["model"] for r in srv.requests[calls:]} == {CARDS["model"][0]}
         assert summary["metrics"]["avg"]["win_rate"] == sync["metrics"]["avg"]["win_rate"]

@@ -182,7 +182,8 @@ def test_paper_sft_defaults_reach_the_trainer(tiny_model_dir: Path, tmp_path: Pa
     (bare / "chat_template.jinja").unlink(missing_ok=True)
     trainer = build_trainer(make_rows(8), bare, cfg.sft, tmp_path / "t", seed=cfg.seed, chat_template=cfg.model.chat_template)
     args = trainer.args
-    assert (args.num_train_epochs, args.learning_rate, args.lr_scheduler_type, args.warmup_ratio) == (1.0, 1e-4, "cosine", 0.03)
+    # transformers 5: the warmup ratio travels as a float warmup_steps below 1.
+    assert (args.num_train_epochs, args.learning_rate, args.lr_scheduler_type, args.warmup_steps) == (1.0, 1e-4, "cosine", 0.03)
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.seed) == (8, 1, 1)
     assert args.bf16 is use_bf16("auto") and not args.fp16  # bf16 on a CUDA GPU, fp32 on CPU
     assert args.completion_only_loss is True

@@ -111,7 +111,7 @@ def test_two_cpu_processes_train_with_ddp_and_the_adapter_reloads(
     assert len(trained) == 1 and b"grid" in trained[0]  # in the parent's group
 
     tok = AutoTokenizer.from_pretrained(out / "adapter")
-    ids = tok.apply_chat_template(rows[0]["messages"], return_tensors="pt")
+    ids = tok.apply_chat_template(rows[0]["messages"], return_tensors="pt", return_dict=False)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     with torch.no_grad():
         plain = base(input_ids=ids).logits

@@ -87,3 +87,42 @@ def test_processes_opening_a_new_response_cache_at_once_all_succeed(tmp_path):
     while not errors.empty():
         found.append(errors.get())
     assert found == [] and all(p.exitcode == 0 for p in procs)
+
+
+def test_batches_in_parallel_keep_order_write_parts_and_read_items_lazily(tmp_path):
+    from xlexp.store import Parts
+
+    parts = Parts(tmp_path)
+    parts.put("b-00000004", [{"x": "cached 4"}, {"x": "cached 5"}])  # a batch a killed run finished
+    read: list[int] = []
+    started = threading.Barrier(3, timeout=10)
+
+    def items():
+        for i in range(10):
+            read.append(i)
+            yield i
+
+    def fn(batch):
+        if batch[0] in (0, 2, 6):
+            started.wait()  # the first three batches to run (4 is in parts) are out at once
+        return [{"x": i} for i in batch]
+
+    out = parts.map_batches("b", items(), 2, fn, workers=3)
+    assert [r["x"] for r in out] == [0, 1, 2, 3, "cached 4", "cached 5", 6, 7, 8, 9]
+    assert read == list(range(10))
+    assert parts.get("b-00000008") == [{"x": 8}, {"x": 9}]
+
+
+def test_a_failed_parallel_batch_fails_the_map_and_keeps_the_finished_parts(tmp_path):
+    from xlexp.store import Parts
+
+    parts = Parts(tmp_path)
+
+    def fn(batch):
+        if batch[0] == 4:
+            raise RuntimeError("backend down")
+        return [{"x": i} for i in batch]
+
+    with pytest.raises(RuntimeError, match="backend down"):
+        parts.map_batches("b", list(range(6)), 2, fn, workers=2)
+    assert parts.get("b-00000000") == [{"x": 0}, {"x": 1}]

@@ -19,6 +19,7 @@ class RoleFailures:
     role: str
     endpoint: str
     errors: Counter = field(default_factory=Counter)
+    stopped: bool = False  # a breaker failed calls at once: the endpoint is down
 
     def line(self) -> str:
         total = sum(self.errors.values())

@@ -1,8 +1,9 @@
 """Cost ledger: tokens in/out and dollars per stage and model role, with totals.
 
-`LedgerStore` is a `Store` that snapshots every model role's `Usage` around each
-`build()`, so every stage shell (present or future) is measured without knowing it: the
-delta is what that stage cost in this run. It goes into the artifact's DONE meta (`cost`,
+`LedgerStore` is a `Store` that charges every model call made during a `build()` to that
+build (through a context variable, so builds running at the same time on other threads are
+told apart), so every stage shell (present or future) is measured without knowing it: the
+charge is what that stage cost in this run. It goes into the artifact's DONE meta (`cost`,
 when the artifact was built now) and into the run summary (`Ledger.summary()`, written to
 results.json). Dollars come from the role's card prices (`price_in_per_mtok`,
 `price_out_per_mtok`) applied to tokens the backend really spent: cache hits cost 0 and are
@@ -13,12 +14,13 @@ build's `produce` is charged to the inner stage only.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xlexp.llm.base import Usage
+from xlexp.llm.base import CHARGE_TO, Usage
 from xlexp.store import Artifact, Parts, Store, write_json
 
 COUNTERS = ("calls", "cache_hits", "errors", "prompt_tokens", "completion_tokens")
@@ -48,40 +50,27 @@ class Ledger:
 
     models: Any = None
     entries: list[dict] = field(default_factory=list)
-    _stack: list[dict[str, dict]] = field(default_factory=list)
-
-    def _snapshot(self) -> dict[str, dict[str, int]]:
-        if self.models is None:
-            return {}
-        return {role: {n: getattr(m.usage, n) for n in COUNTERS} for role, m in self.models.roles().items()}
-
-    def _card(self, role: str) -> Any:
-        return self.models.roles()[role].card
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def measure(self, stage: str, key: str, call: Callable[[], tuple[Artifact, bool]]) -> tuple[Artifact, bool, dict]:
-        """Run `call` (a store build); return its result and this stage's cost entry."""
-        before = self._snapshot()
-        children: dict[str, dict] = {}
-        self._stack.append(children)
+        """Run `call` (a store build); return its result and this stage's cost entry.
+
+        Calls are charged through `CHARGE_TO`, set afresh for this build: a build nested in
+        this one sets its own (charged to the inner stage only), and a build running at the
+        same time on another thread has its own too.
+        """
+        charge: dict[Any, Usage] = {}
+        token = CHARGE_TO.set(charge)
         try:
             artifact, built = call()
         finally:
-            self._stack.pop()
-        after = self._snapshot()
-        whole: dict[str, dict] = {}
-        for role, now in after.items():
-            was = before.get(role, dict.fromkeys(COUNTERS, 0))
-            delta = {n: now[n] - was[n] for n in COUNTERS}
-            if any(delta.values()):
-                whole[role] = delta
-        if self._stack:  # charge the parent only for what is not ours
-            for role, delta in whole.items():
-                _add(self._stack[-1].setdefault(role, dict.fromkeys(COUNTERS, 0)), delta)
+            CHARGE_TO.reset(token)
+        role_of = {model: role for role, model in self.models.roles().items()} if self.models is not None else {}
         roles: dict[str, dict] = {}
-        for role, delta in whole.items():
-            own = {n: delta[n] - children.get(role, {}).get(n, 0) for n in COUNTERS}
-            if any(own.values()):
-                roles[role] = own | {"usd": usd(own["prompt_tokens"], own["completion_tokens"], self._card(role))}
+        for model, usage in charge.items():
+            own = {n: getattr(usage, n) for n in COUNTERS}
+            if model in role_of and any(own.values()):
+                roles[role_of[model]] = own | {"usd": usd(own["prompt_tokens"], own["completion_tokens"], model.card)}
         total = _zero()
         for row in roles.values():
             _add(total, row)
@@ -92,7 +81,8 @@ class Ledger:
             "roles": {r: _rounded(v) for r, v in roles.items()},
             "total": _rounded(total),
         }
-        self.entries.append(entry)
+        with self._lock:
+            self.entries.append(entry)
         return artifact, built, entry
 
     def total_since(self, start: int) -> dict[str, float]:

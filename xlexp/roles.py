@@ -14,6 +14,7 @@ from typing import Any
 
 from xlexp.llm import ChatModel, ResponseCache, load
 from xlexp.llm.card import card_key, plain
+from xlexp.parallel import batches_in_flight
 from xlexp.store import Artifact, Parts, Store, write_jsonl
 
 __all__ = ["Models", "card_key", "chat_stage", "plain", "reasons", "split_rejects"]
@@ -82,7 +83,10 @@ def chat_stage(
         def run_batch(batch: list[dict]) -> list[dict]:
             return parse(batch, model.chat(build(batch), sampling))
 
-        rows = parts.map_batches("batch", inputs, batch_size, run_batch, desc=stage)
+        # A served role keeps twice its window queued in batches: the server never waits for
+        # one batch's slowest answer.
+        workers = batches_in_flight(model.card, batch_size)
+        rows = parts.map_batches("batch", inputs, batch_size, run_batch, desc=stage, workers=workers)
         ok, rejects = split_rejects(rows)
         write_jsonl(work / "rows.jsonl", ok)
         write_jsonl(work / "rejects.jsonl", rejects)

@@ -14,15 +14,18 @@ only) stops with one line naming the damaged file.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -113,39 +116,77 @@ class Parts:
     def map_batches(
         self,
         prefix: str,
-        items: list[Any],
+        items: Iterable[Any],
         batch_size: int,
         fn: Callable[[list[Any]], list[dict]],
         desc: str | None = None,
+        workers: int = 1,
     ) -> list[dict]:
         """Run `fn` over batches of `items`, skipping batches already in parts (a progress bar
         counts items; batches found in parts count at once, so a resumed run shows where it is).
 
+        `items` may be a lazy iterable (read as batches are needed: producing items overlaps
+        with the batches in flight). With `workers` > 1, that many batches run at once on
+        threads (for roles behind a server: their requests fill its window while one batch's
+        slowest answer is still out); each part is written as its batch finishes, rows come
+        back in input order.
+
         A batch whose calls failed (BackendFailure) is not kept; the other batches still run
         (unless a breaker says the endpoint is down) and the failures are raised at the end,
-        so a rerun redoes only the failed batches, and of those asks only the failed calls."""
+        so a rerun redoes only the failed batches, and of those asks only the failed calls.
+        """
         from xlexp.progress import bar
 
-        out: list[dict] = []
+        total = len(items) if isinstance(items, Sized) else None
+        done: dict[int, list[dict]] = {}
         failures: list[BackendFailure] = []
-        with bar(desc=desc or prefix, total=len(items), unit="row", min_total=batch_size + 1) as progress:
-            for start in range(0, len(items), batch_size):
-                name = f"{prefix}-{start:08d}"
-                rows = self.get(name)
-                if rows is None:
-                    try:
-                        rows = fn(items[start : start + batch_size])
-                    except BackendFailure as e:
-                        failures.append(e)
-                        if e.stop:
-                            break
-                        continue
-                    self.put(name, rows)
-                out.extend(rows)
-                progress.update(len(items[start : start + batch_size]))
+        with (
+            bar(desc=desc or prefix, total=total, unit="row", min_total=batch_size + 1) as progress,
+            ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix=prefix) as pool,
+        ):
+            running: dict[Future, tuple[int, str, int]] = {}
+
+            def keep(start: int, name: str, result: Callable[[], list[dict]], n: int) -> None:
+                try:
+                    rows = result()
+                except BackendFailure as e:  # its answers are in the response cache
+                    failures.append(e)
+                    return
+                self.put(name, rows)
+                done[start] = rows
+                progress.update(n)
+
+            def finish_one() -> None:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    start, name, n = running.pop(future)
+                    keep(start, name, future.result, n)
+
+            try:
+                pending = iter(items)
+                start = 0
+                while not any(f.stop for f in failures) and (batch := list(islice(pending, batch_size))):
+                    name = f"{prefix}-{start:08d}"
+                    rows = self.get(name)
+                    if rows is not None:
+                        done[start] = rows
+                        progress.update(len(batch))
+                    elif workers <= 1:  # in this thread: an interrupt stops the batch at once
+                        keep(start, name, lambda batch=batch: fn(batch), len(batch))
+                    else:
+                        while len(running) >= workers:
+                            finish_one()
+                        # In this build's context: its calls are charged to it (cost ledger).
+                        running[pool.submit(contextvars.copy_context().run, fn, batch)] = (start, name, len(batch))
+                    start += len(batch)
+                while running:
+                    finish_one()
+            finally:
+                for future in running:
+                    future.cancel()
         if failures:
             raise BackendFailure.combine(failures)
-        return out
+        return [row for start in sorted(done) for row in done[start]]
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any
 from xlexp.evaluate import build_xl, judge, metrics, rtt, rubric
 from xlexp.evaluate.config import eval_codes
 from xlexp.evaluate.prompt_sets import eval_rows, run_prompt_set, xl_key
-from xlexp.progress import bar
+from xlexp.parallel import batches_in_flight, can_run_together, together
 from xlexp.roles import Models, card_key, reasons
 from xlexp.sft.config import parse_data_size
 from xlexp.store import Artifact, Store, digest, write_json, write_jsonl
@@ -32,10 +32,13 @@ def run_respond(
     def produce(work: Path, parts: Any) -> dict:
         model = models.role(role, card)
         counts = {}
-        for code, rows in bar(eval_rows(cfg, prompt_set).items(), desc=f"respond {card.name}", unit="lang"):
-            convs = [[{"role": "user", "content": r["instruction"]}] for r in rows]
-            comps = model.chat(convs, adapter=str(adapter.file("adapter")) if adapter else None)
-            # A failed call has no answer: null, counted, never shown to the judge as one.
+        per_lang = eval_rows(cfg, prompt_set)
+        # Every language's prompts in one call: one window over all of them, no wait per language.
+        convs = [[{"role": "user", "content": r["instruction"]}] for rows in per_lang.values() for r in rows]
+        answers = iter(model.chat(convs, adapter=str(adapter.file("adapter")) if adapter else None))
+        for code, rows in per_lang.items():
+            comps = [next(answers) for _ in rows]
+            # A rejected call has no answer: null, counted, never shown to the judge as one.
             outputs = [c.text.strip() if c.ok else None for c in comps]
             write_json(work / f"{code}.json", build_xl.to_alpaca_eval(rows, outputs, generator))
             counts[code] = {"rows": len(rows), "errors": sum(not c.ok for c in comps)}
@@ -68,12 +71,17 @@ def run_judge(
         model = models.role("judge", cfg.judge)
         sampling = model.sampling(**judge.sampling_kwargs(protocol))
         counts = {}
-        for code in bar(eval_codes(cfg), desc=f"judge ({protocol})", unit="lang"):
+        plans = {}
+        for code in eval_codes(cfg):
             sys_rows, ref_rows = _outputs(system, code), _outputs(reference, code)
             if [r["id"] for r in sys_rows] != [r["id"] for r in ref_rows]:
                 raise ValueError(f"judge: the system's and the reference's {code} outputs hold different prompts")
-            entries = judge.plan(protocol, sys_rows, [r["output"] for r in sys_rows], [r["output"] for r in ref_rows])
-            combined = judge.combine(protocol, entries, model.chat(judge.conversations(entries), sampling))
+            plans[code] = judge.plan(protocol, sys_rows, [r["output"] for r in sys_rows], [r["output"] for r in ref_rows])
+        # Every language's comparisons in one call: one window over all of them.
+        convs = {code: judge.conversations(entries) for code, entries in plans.items()}
+        answers = iter(model.chat([c for code_convs in convs.values() for c in code_convs], sampling))
+        for code, entries in plans.items():
+            combined = judge.combine(protocol, entries, [next(answers) for _ in convs[code]])
             write_jsonl(work / f"{code}.jsonl", combined)
             found = [r["status"] for r in combined]
             counts[code] = {s: found.count(s) for s in statuses}
@@ -128,11 +136,17 @@ def run_metrics(cfg: Any, store: Store, verdicts: Artifact, system: Artifact, re
 def run_evaluate(cfg: Any, store: Store, models: Models, adapter: Artifact | None) -> dict[str, Artifact]:
     prompt_set = run_prompt_set(cfg, store, models)
     arts = {"prompt_set": prompt_set} if prompt_set else {}
-    if cfg.eval.rtt:
-        arts["respond"] = run_respond_rtt(cfg, store, models, cfg.model, adapter, prompt_set)
-    else:
-        arts["respond"] = run_respond(cfg, store, models, "model", cfg.model, adapter, prompt_set)
-    arts["reference"] = run_respond(cfg, store, models, "reference", cfg.reference, None, prompt_set)
+
+    def system() -> Artifact:
+        if cfg.eval.rtt:
+            return run_respond_rtt(cfg, store, models, cfg.model, adapter, prompt_set)
+        return run_respond(cfg, store, models, "model", cfg.model, adapter, prompt_set)
+
+    def reference() -> Artifact:
+        return run_respond(cfg, store, models, "reference", cfg.reference, None, prompt_set)
+
+    # The system and the reference do not wait for each other: both out at once when they can.
+    arts.update(together({"respond": system, "reference": reference}, can_run_together([cfg.model, cfg.reference])))
     arts["judge"] = run_judge(cfg, store, models, arts["respond"], arts["reference"], system_labels(cfg, adapter))
     arts["metrics"] = run_metrics(cfg, store, arts["judge"], arts["respond"], arts["reference"])
     if cfg.eval.rubric:
@@ -223,7 +237,8 @@ def run_rubric(cfg: Any, store: Store, models: Models, system: Artifact) -> Arti
             def run_batch(batch: list[dict]) -> list[dict]:
                 return rubric.combine(batch, model.chat([p["conversation"] for p in batch], sampling))
 
-            rows = parts.map_batches(code, plan, max(cfg.generate.batch_size * 4, 1), run_batch)
+            size = max(cfg.generate.batch_size * 4, 1)
+            rows = parts.map_batches(code, plan, size, run_batch, workers=batches_in_flight(cfg.judge, size))
             write_jsonl(work / f"{code}.jsonl", rows)
             all_rows += rows
         summary = rubric.summarize(all_rows, criteria)

@@ -90,6 +90,9 @@ class CometQE:
     def __init__(self, model: str, batch_size: int = 16):
         from comet import download_model, load_from_checkpoint
 
+        from xlexp.generate.comet_compat import patch_comet
+
+        patch_comet()
         path = Path(model)
         if (path / "checkpoints" / "model.ckpt").exists():
             ckpt = path / "checkpoints" / "model.ckpt"
@@ -111,7 +114,7 @@ class CometQE:
         import importlib.util
 
         if runs and importlib.util.find_spec("comet") is None:
-            raise ConfigError("qe.kind", "comet QE needs unbabel-comet installed")
+            raise ConfigError("qe.kind", "comet QE needs unbabel-comet installed: pip install --no-deps unbabel-comet==2.2.7 (README)")
 
     @classmethod
     def key_info(cls, cfg: Any) -> dict:

@@ -6,13 +6,14 @@ of this package and writes one artifact keyed by the config slice it reads and i
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from xlexp.generate import qe, refine, reverse, seed, segment, select, translate
 from xlexp.generate import stats as gen_stats
 from xlexp.generate.config import translator_cards
-from xlexp.llm import ChatModel
+from xlexp.parallel import batches_in_flight, can_run_together, together
 from xlexp.roles import Models, card_key, chat_stage, plain, reasons, split_rejects
 from xlexp.store import Artifact, Store, digest, write_json, write_jsonl
 
@@ -59,22 +60,32 @@ def run_translate(cfg: Any, store: Store, models: Models, pairs: Artifact) -> Ar
         items = translate.assign_languages(
             pairs.rows(), list(cfg.langs.codes), cfg.langs.assign, list(cfg.generate.suffix_templates), cfg.seed
         )
-        translate.add_segments(items, segment.make_splitter(cfg.splitter))
-        job_list = translate.jobs(items)
-        results: dict[str, dict[tuple[str, str], tuple[str | None, str | None]]] = {}
-        for name, card in cards:
-            model = models.role(f"translator:{name}", card)
+        roles = {name: models.role(f"translator:{name}", card) for name, card in cards}
+        parallel = can_run_together(card for _, card in cards)  # the k translators at once
+        size = max(cfg.generate.batch_size * 4, 1)
 
-            def run_batch(batch: list[tuple[str, str]], model: ChatModel = model) -> list[dict]:
-                comps = model.chat(translate.build_prompts(batch))
-                return [
-                    dict(zip(("text", "reject"), translate.parse_one(src, c), strict=True))
-                    for (src, _), c in zip(batch, comps, strict=True)
-                ]
+        def run_batch(batch: list[tuple[str, str]]) -> list[dict]:
+            prompts = translate.build_prompts(batch)
+            comps = together({name: (lambda m=m: m.chat(prompts)) for name, m in roles.items()}, parallel)
+            return [
+                {name: list(translate.parse_one(src, comps[name][j])) for name in roles}
+                for j, (src, _) in enumerate(batch)
+            ]
 
-            # Each translator gets all its sentences; parts bound the loss of a killed job.
-            out = parts.map_batches(f"{name}", job_list, max(cfg.generate.batch_size * 4, 1), run_batch, desc=f"translate {name}")
-            results[name] = {job: (r["text"], r["reject"]) for job, r in zip(job_list, out, strict=True)}
+        job_list: list[tuple[str, str]] = []
+
+        def split_as_needed() -> Iterator[tuple[str, str]]:
+            # Sentences are split while the first batches are out (pysbd takes ms a passage).
+            for job in translate.stream_jobs(items, segment.make_splitter(cfg.splitter)):
+                job_list.append(job)
+                yield job
+
+        # Every translator gets each batch; parts bound the loss of a killed job.
+        workers = max(batches_in_flight(card, size) for _, card in cards)
+        out = parts.map_batches("jobs", split_as_needed(), size, run_batch, desc="translate", workers=workers)
+        results = {
+            name: {job: (r[name][0], r[name][1]) for job, r in zip(job_list, out, strict=True)} for name in roles
+        }
         rejects: dict[str, int] = {}
         rows = []
         for item in items:
@@ -106,7 +117,9 @@ def run_qe(cfg: Any, store: Store, models: Models, translations: Artifact) -> Ar
         def run_batch(batch: list[list[str]]) -> list[dict]:
             return scorer.score([tuple(t) for t in batch])
 
-        out = parts.map_batches("scores", [list(t) for t in triples], max(cfg.generate.batch_size * 4, 1), run_batch, desc=f"qe {cfg.qe.kind}")
+        size = max(cfg.generate.batch_size * 4, 1)
+        workers = batches_in_flight(cfg.qe.llm, size) if cfg.qe.kind == "llm" else 1
+        out = parts.map_batches("scores", [list(t) for t in triples], size, run_batch, desc=f"qe {cfg.qe.kind}", workers=workers)
         rows = [{"key": qe.triple_key(*t), "source": t[0], "translation": t[1], "lang": t[2], **r} for t, r in zip(triples, out, strict=True)]
         write_jsonl(work / "rows.jsonl", rows)
         failed = [r for r in rows if r["score"] is None]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Iterator
 
 from xlexp import langs
 from xlexp.generate import prompt
@@ -50,6 +51,23 @@ def add_segments(items: list[dict], splitter: Splitter) -> list[dict]:
             cache[item["response"]] = segment(item["response"], splitter)
         item["segments"] = cache[item["response"]]
     return items
+
+
+def stream_jobs(items: list[dict], splitter: Splitter) -> Iterator[tuple[str, str]]:
+    """Segment each item (adds `segments`, as `add_segments`) and yield its new unique
+    (sentence, lang) pairs at once, in the order of `jobs`: translation of the first sentences
+    can start while later items are still being split."""
+    cache: dict[str, list[dict]] = {}
+    seen: set[tuple[str, str]] = set()
+    for item in items:
+        if item["response"] not in cache:
+            cache[item["response"]] = segment(item["response"], splitter)
+        item["segments"] = cache[item["response"]]
+        for s in sentences(item["segments"]):
+            job = (s, item["lang"])
+            if job not in seen:
+                seen.add(job)
+                yield job
 
 
 def jobs(items: list[dict]) -> list[tuple[str, str]]:

@@ -7,6 +7,7 @@ card names it, so vLLM and its CUDA stack stay optional. A new backend is one fi
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from xlexp.registry import Registry
 __all__ = ["BACKENDS", "Backend", "ChatModel", "Completion", "Conversation", "ResponseCache", "Sampling", "load"]
 
 BACKENDS: Registry[Backend] = Registry("backend")
+_POOL_LOCK = threading.Lock()
+_LOAD_LOCKS: dict[str, threading.Lock] = {}
 BACKENDS.register("hf", "xlexp.llm.hf:HFBackend")
 BACKENDS.register("openai", "xlexp.llm.openai:OpenAIBackend")
 BACKENDS.register("vllm", "xlexp.llm.vllm:VLLMBackend")
@@ -35,9 +38,14 @@ def open_backend(card: Any, store_root: Path, pool: dict[str, Backend] | None = 
     if pool is None:
         return cls.open(card, store_root)
     key = cls.pool_key(card)
-    if key not in pool:
-        pool[key] = cls.open(card, store_root)
-    return pool[key]
+    # Roles that run together may load at the same moment: one load per model, while a
+    # different model loads beside it.
+    with _POOL_LOCK:
+        lock = _LOAD_LOCKS.setdefault(key, threading.Lock())
+    with lock:
+        if key not in pool:
+            pool[key] = cls.open(card, store_root)
+        return pool[key]
 
 
 def load(

@@ -9,6 +9,8 @@ answers are all cached loads no model and calls no API.
 
 from __future__ import annotations
 
+import contextvars
+import copy
 import errno
 import json
 import logging
@@ -17,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +166,11 @@ class ResponseCache:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=60)
+            # Answers are stored as they arrive, a few per commit: with WAL, NORMAL skips the
+            # fsync per commit (10x the CPU, 20x the wall time of the write) yet a committed
+            # answer survives a killed process; only an OS crash can drop the last few, and a
+            # dropped answer is asked for again.
+            conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
         return conn
 
@@ -239,6 +246,12 @@ class Usage:
         ) / 1e6 * price_factor(card)
 
 
+# Where a model call is charged besides its role's own Usage: the cost ledger sets a fresh dict
+# (role object -> Usage) around each stage build, so builds that run at the same time on other
+# threads are told apart. Threads a build starts must run in a copy of its context.
+CHARGE_TO: contextvars.ContextVar[dict[Any, Usage] | None] = contextvars.ContextVar("charge_to", default=None)
+
+
 def price_factor(card: Any) -> float:
     """Share of the card's prices actually billed: the Batch API bills less."""
     return float(card.batch_price_factor) if getattr(card, "batch_api", False) else 1.0
@@ -250,7 +263,7 @@ def request_key(identity: str, conversation: Conversation, sampling: Sampling, s
         {
             "identity": identity,
             "messages": conversation,
-            "sampling": asdict(sampling),
+            "sampling": dict(vars(sampling)),  # its fields are plain values: no deep copy needed
             "sample": sample_index,
             "adapter": adapter,
         },
@@ -270,7 +283,8 @@ class ChatModel:
         self.identity = identity
         self.role: str | None = None  # the role it plays (teacher, judge, ...), for messages
         self.usage = Usage()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # loading the backend
+        self._usage_lock = threading.Lock()  # stage threads of one role share the counters
 
     @property
     def backend(self) -> Backend:
@@ -312,45 +326,71 @@ class ChatModel:
                 out[i] = Completion(**{**hits[key], "cached": True})
             elif key not in misses:
                 misses[key] = i
-        self.usage.cache_hits += len(conversations) - len(misses)
+        with self._usage_lock:
+            for usage in self._usages():
+                usage.cache_hits += len(conversations) - len(misses)
         todo = list(misses.items())
-        chunk = self.chunk_size()
+        fresh_answers: dict[str, Completion] = {}
         failed = RoleFailures(self.role or self.name, endpoint_of(self.card))
-        stopped = False
-        # Misses go to the backend in chunks, each cached as soon as it returns: a killed run
-        # loses at most one chunk of GPU work or API spend.
-        for start in range(0, len(todo), chunk):
-            breaker = getattr(self._backend, "breaker", None)
-            if breaker is not None and breaker.open:
-                failed.errors[breaker.why()] += len(todo) - start
-                stopped = True
-                break
-            part = todo[start : start + chunk]
+        kwargs = {"adapter": adapter} if adapter else {}
+        backend = self.backend if todo else None
+        stream = getattr(backend, "stream", None)
+        if stream is not None:
+            # A streaming backend (openai) keeps its window full over all misses; each group of
+            # answers that arrived together is cached at once: a kill loses what was in flight.
             started = time.time()
-            kwargs = {"adapter": adapter} if adapter else {}
-            results = self.backend.generate([conversations[i] for _, i in part], sampling, sample_index, **kwargs)
-            self.usage.seconds += time.time() - started
-            fresh: dict[str, dict] = {}
-            for (key, _), comp in zip(part, results, strict=True):
-                self.usage.calls += 1
-                self.usage.prompt_tokens += comp.prompt_tokens
-                self.usage.completion_tokens += comp.completion_tokens
-                if comp.failed:
-                    self.usage.failures += 1
-                    failed.errors[comp.error or comp.failure] += 1
-                elif comp.ok:
-                    fresh[key] = {k: v for k, v in asdict(comp).items() if k != "cached"}
-                else:
-                    self.usage.errors += 1
-                hits[key] = asdict(comp)
-            if fresh:
-                self.cache.put_many(fresh)
+            for group in stream([conversations[i] for _, i in todo], sampling, sample_index, **kwargs):
+                self._keep([(todo[j][0], comp) for j, comp in group], fresh_answers, failed)
+            with self._usage_lock:
+                self.usage.seconds += time.time() - started
+        else:
+            chunk = self.chunk_size()
+            # Misses go to the backend in chunks, each cached as soon as it returns: a killed
+            # run loses at most one chunk of GPU work or API spend.
+            for start in range(0, len(todo), chunk):
+                part = todo[start : start + chunk]
+                started = time.time()
+                results = backend.generate([conversations[i] for _, i in part], sampling, sample_index, **kwargs)
+                with self._usage_lock:
+                    self.usage.seconds += time.time() - started
+                self._keep([(key, comp) for (key, _), comp in zip(part, results, strict=True)], fresh_answers, failed)
         if failed.errors:
-            raise BackendFailure([failed], stop=stopped)
+            # Raised after every answer is cached: the caller finishes nothing with these calls,
+            # and a rerun asks again only for them. A breaker that opened: stop the stage.
+            raise BackendFailure([failed], stop=failed.stopped)
         for i, key in enumerate(keys):
-            if out[i] is None:
-                out[i] = Completion(**{**hits[key], "cached": False})
+            if out[i] is None:  # a copy each: a conversation asked twice gets two objects
+                out[i] = copy.copy(fresh_answers[key])
         return out  # type: ignore[return-value]
+
+    def _keep(self, results: list[tuple[str, Completion]], answers: dict[str, Completion], failed: RoleFailures) -> None:
+        """Count fresh completions, cache the answers (content rejects and failures are not
+        answers), note failures by error, note all."""
+        fresh: dict[str, dict] = {}
+        with self._usage_lock:
+            usages = self._usages()
+            for key, comp in results:
+                for usage in usages:
+                    usage.calls += 1
+                    usage.prompt_tokens += comp.prompt_tokens
+                    usage.completion_tokens += comp.completion_tokens
+                    usage.failures += comp.failed
+                    usage.errors += not comp.ok and not comp.failed
+                if comp.failed:
+                    failed.errors[comp.error or comp.failure] += 1
+                    failed.stopped |= comp.failure == "breaker"
+                elif comp.ok:
+                    fresh[key] = {k: v for k, v in vars(comp).items() if k in _COMPLETION_FIELDS}
+                answers[key] = comp
+        if fresh:
+            self.cache.put_many(fresh)
+
+    def _usages(self) -> list[Usage]:
+        """The role's Usage, and the current build's charge for this role if a ledger set one."""
+        charge = CHARGE_TO.get()
+        if charge is None:
+            return [self.usage]
+        return [self.usage, charge.setdefault(self, Usage())]
 
     def chunk_size(self) -> int:
         """Items per backend call between cache writes (the backend class decides)."""

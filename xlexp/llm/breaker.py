@@ -36,4 +36,6 @@ class Breaker:
         return self._consecutive >= self.threshold and time.monotonic() - self._last_failure < self.cooldown_s
 
     def why(self) -> str:
-        return f"breaker open after {self._consecutive} consecutive failed calls (last: {self.last_error})"
+        # The threshold, not the running count: calls still in flight when it opened keep counting,
+        # and one message per open breaker keeps the stage's failure line to one entry.
+        return f"breaker open after {self.threshold} consecutive failed calls (last: {self.last_error})"

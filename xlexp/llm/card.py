@@ -32,7 +32,12 @@ class LLMConfig:
     batch_size: int = 8  # hf: rows per generate() call
     base_url: str | None = None  # openai: any OpenAI-compatible server
     api_key_env: str | None = None  # openai: name of the env var holding the key, never the key
-    max_concurrency: int = 8  # openai: requests in flight
+    # openai: the window, requests in flight at once (a continuous window, shared by every role
+    # on this model). A self-hosted vLLM server: about its --max-num-seqs (128-256); a paid API:
+    # what its rate limits allow.
+    max_concurrency: int = 8
+    requests_per_minute: float | None = None  # openai: the API's request quota (None: no limit)
+    tokens_per_minute: float | None = None  # openai: the token quota (prompt + max_tokens)
     max_retries: int = 6  # openai: retries on 429/5xx/timeouts
     timeout_s: float = 120.0
     breaker_after: int = 8  # openai: failed calls in a row after which the endpoint counts as down

@@ -35,12 +35,22 @@ def _source(model: str) -> Path | str:
     return path.resolve() if path.is_dir() else model
 
 
+def transformers_major() -> int:
+    """The installed transformers' major version, read without importing it."""
+    from importlib.metadata import version
+
+    return int(version("transformers").split(".")[0])
+
+
 def materialize(card: Any, models_dir: Path) -> Path | str:
     """A dir (or hub id) that `AutoModelForCausalLM/AutoTokenizer.from_pretrained` load as is."""
     source = _source(str(card.model))
     gguf_file = card.gguf_file
     if not gguf_file:
         return source
+    # A dir saved by transformers 5 describes RoPE in `rope_parameters`, which 4.x ignores without
+    # a word (wrong logits): each transformers major version gets its own conversion.
+    made_by = {"transformers": transformers_major()}
     if isinstance(source, Path):
         stat = (source / gguf_file).stat()
         key = digest(
@@ -49,10 +59,13 @@ def materialize(card: Any, models_dir: Path) -> Path | str:
                 "gguf": gguf_file,
                 "size": stat.st_size,
                 "mtime": stat.st_mtime_ns,
+                **made_by,
             }
         )
     else:
-        key = digest({"model": source, "gguf": gguf_file, "revision": card.revision})
+        key = digest(
+            {"model": source, "gguf": gguf_file, "revision": card.revision, **made_by}
+        )
     models_dir = Path(models_dir)
     out = models_dir / key
     if out.is_dir():
@@ -100,6 +113,12 @@ def _convert_gguf(source: Path | str, gguf_file: str, revision: str | None, out:
     model.config.pad_token_id = pad_id
     model.generation_config.eos_token_id = eos_id
     model.generation_config.pad_token_id = pad_id
+    # transformers 5 marks a model loaded from GGUF as quantized and refuses to save it; its
+    # weights are already dequantized to plain tensors, so it is saved as an ordinary model.
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     model.save_pretrained(out)
 
 
@@ -206,11 +225,10 @@ class HFBackend(Backend):
         return piece
 
     def _encode(self, conversation: Conversation) -> list[int]:
+        # return_dict=False: transformers 5 returns a BatchEncoding by default.
         ids = self.tokenizer.apply_chat_template(
-            conversation, add_generation_prompt=True, tokenize=True
+            conversation, add_generation_prompt=True, tokenize=True, return_dict=False
         )
-        if isinstance(ids, dict):  # some tokenizers return a BatchEncoding
-            ids = ids["input_ids"]
         return list(ids)
 
     def generate(

@@ -1,97 +1,57 @@
 """Backend for any OpenAI-compatible chat server (OpenAI, vLLM `serve`, llama.cpp, ...).
 
-The whole batch goes out with at most `card.max_concurrency` requests in flight; answers come
-back in input order. Retries (429, 5xx, timeouts, connection errors) are ours, not the
-client's, so they can be counted and logged. A permanent failure becomes
-`Completion(error=...)`: one bad prompt never kills a sweep. The API key is read from the env
-var the card names and never appears in logs, errors or repr.
+Requests go through one long-lived asyncio transport (`xlexp.llm.transport`): aiohttp with
+keep-alive connections and a continuous window of `card.max_concurrency` requests in flight,
+optional request/token rate limits, 429 Retry-After honoured, retries counted and logged.
+`stream` hands answers back as they arrive (ChatModel caches each group at once); `generate`
+returns them in input order. A content reject (400: this prompt cannot be answered) becomes
+`Completion(error=...)`: one bad prompt never kills a sweep. A call that got no answer becomes
+`Completion(error=..., failure=<kind>)`: never cached, it fails the stage (after the answers
+are cached) and a rerun asks for it again. A breaker per endpoint stops a dead endpoint from
+getting every call's retries. A fine-tuned LoRA adapter is served by the server (vLLM) as a
+model of its own: requests name it instead of the base model. The API key is read from the env
+var the card names and never appears in logs, errors or repr. (The Batch API keeps the openai
+package: `xlexp/llm/openai_batch.py`.)
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
-import random
-import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import openai
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
-from tqdm import tqdm
 
 from xlexp.errors import ConfigError
 from xlexp.llm.base import Backend, Completion, Conversation, Sampling
 from xlexp.llm.breaker import Breaker
+from xlexp.llm.transport import Transport, TransportError
 
 log = logging.getLogger(__name__)
 
 BASE_WAIT_S = 0.05  # first backoff; doubles per retry (tests lower it)
 MAX_WAIT_S = 20.0  # cap on one backoff, Retry-After included
-PROGRESS_MIN_ITEMS = 20  # smaller batches get no progress bar
-
-_RETRYABLE = (
-    openai.RateLimitError,
-    openai.InternalServerError,
-    openai.APITimeoutError,
-    openai.APIConnectionError,
-)
 
 
-def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, _RETRYABLE):
-        return True
-    # 408 Request Timeout is transient too; the client maps it to a plain APIStatusError.
-    return isinstance(exc, openai.APIStatusError) and exc.status_code == 408
-
-
-def failure_kind(exc: BaseException) -> str | None:
-    """The kind of backend failure an exception is (the call got no answer: never stored, asked
-    again on rerun), or None for a content reject (400/422: this request cannot be answered)."""
-    if isinstance(exc, openai.APITimeoutError):
-        return "timeout"
-    if isinstance(exc, openai.APIConnectionError):
-        return "connection"
-    if isinstance(exc, openai.RateLimitError):
-        return "rate_limit"
-    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
-        return "auth"
-    if isinstance(exc, openai.NotFoundError):
-        return "model"  # unknown model (or a wrong base_url path)
-    if isinstance(exc, openai.APIStatusError) and exc.status_code in (400, 413, 422):
-        return None
-    return "server"  # 5xx, 408, other statuses, anything unexpected
-
-
-def _retry_after(exc: BaseException | None) -> float | None:
-    """Seconds the server asked us to wait (Retry-After / retry-after-ms), if it said."""
-    response = getattr(exc, "response", None)
-    if response is None:
-        return None
-    for header, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
-        value = response.headers.get(header)
-        if value is not None:
-            try:
-                return max(0.0, float(value) * scale)
-            except ValueError:
-                return None  # an HTTP date: not worth parsing, fall back to backoff
-    return None
-
-
-def convert_logprobs(choice_logprobs: Any) -> list[dict[str, float]] | None:
-    """OpenAI `choice.logprobs` -> per generated token {token: logprob}, chosen token first."""
-    content = getattr(choice_logprobs, "content", None) if choice_logprobs is not None else None
-    if content is None:
-        return None
-    out: list[dict[str, float]] = []
-    for item in content:
-        alternatives = {item.token: float(item.logprob)}
-        for top in item.top_logprobs or []:
-            alternatives.setdefault(top.token, float(top.logprob))
-        out.append(alternatives)
-    return out
+def request_body(model: str, conversation: Conversation, sampling: Sampling, sample_index: int) -> dict:
+    """The chat/completions JSON body of one request."""
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": conversation,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "max_tokens": sampling.max_tokens,
+    }
+    if sampling.seed is not None:
+        body["seed"] = sampling.seed + sample_index
+    elif sample_index > 0:
+        body["seed"] = sample_index  # k samples differ, reproducibly
+    if sampling.logprobs is not None:
+        body["logprobs"] = True
+        body["top_logprobs"] = sampling.logprobs
+    return body
 
 
 BATCH_API_MAX_REQUESTS = 50_000  # OpenAI's limit on requests in one batch file
@@ -101,7 +61,7 @@ class OpenAIBackend(Backend):
     """Batched chat completions against an OpenAI-compatible endpoint."""
 
     @classmethod
-    def open(cls, card: Any, store_root: Path) -> OpenAIBackend:
+    def open(cls, card: Any, store_root: Path) -> Backend:
         if getattr(card, "batch_api", False):
             from xlexp.llm.openai_batch import OpenAIBatchBackend
 
@@ -116,17 +76,25 @@ class OpenAIBackend(Backend):
             raise ConfigError(f"{key}.api_key_env", f"environment variable {card.api_key_env} is not set (the API key for {card.model})")
         if getattr(card, "batch_api", False) and not card.batch_poll_s > 0:
             raise ConfigError(f"{key}.batch_poll_s", f"must be > 0, not {card.batch_poll_s}")
+        if int(card.max_concurrency) < 1:
+            raise ConfigError(f"{key}.max_concurrency", f"must be >= 1, not {card.max_concurrency}")
+        for limit in ("requests_per_minute", "tokens_per_minute"):
+            value = getattr(card, limit, None)
+            if value is not None and not float(value) > 0:
+                raise ConfigError(f"{key}.{limit}", f"must be > 0 or null (no limit), not {value}")
 
     @classmethod
     def chunk_size(cls, card: Any) -> int:
+        # The Batch API: one job for all misses. A streaming transport is not chunked at all;
+        # this is only the size for callers of generate().
         if getattr(card, "batch_api", False):
-            return BATCH_API_MAX_REQUESTS  # one Batch API job for all misses
+            return BATCH_API_MAX_REQUESTS
         return 4 * int(card.max_concurrency)
 
     @classmethod
     def pool_key(cls, card: Any) -> str:
         # The same model over the Batch API is another transport: not shared. Each endpoint and
-        # credential is its own connection, even for roles with one model id.
+        # credential is its own connection (and breaker), even for roles with one model id.
         batch = ":batch_api" if getattr(card, "batch_api", False) else ""
         return super().pool_key(card) + batch + f":{card.base_url}:{card.api_key_env}"
 
@@ -136,28 +104,45 @@ class OpenAIBackend(Backend):
         self.base_url = card.base_url
         self.api_key_env = card.api_key_env
         self.max_concurrency = max(1, int(card.max_concurrency))
-        self.max_retries = max(0, int(card.max_retries))
-        self.base_wait_s = BASE_WAIT_S
-        self.max_wait_s = MAX_WAIT_S
         if card.api_key_env:
             key = os.environ.get(card.api_key_env)
             if not key:
                 raise ValueError(f"api_key_env: environment variable {card.api_key_env} is not set")
         else:
             key = "EMPTY"  # local servers (vLLM, llama.cpp) accept any key
-        # Kept only for redaction; the client holds the real copy.
+        # Kept only for redaction; the transport holds the real copy in its headers.
         self._secret = key if key != "EMPTY" else None
-        self._client = openai.OpenAI(
-            base_url=card.base_url,
-            api_key=key,
-            max_retries=0,  # retries are ours (counted, logged, Retry-After honoured)
-            timeout=float(card.timeout_s),
-        )
-        self._lock = threading.Lock()
-        self.requests = 0  # HTTP attempts, retries included
-        self.retries = 0
-        self.errors = 0  # completions returned with an error
         self.breaker = Breaker(getattr(card, "breaker_after", None))
+        self._adapter_names: dict[str, str] = {}  # adapter dir -> served model name
+        self._adapter_lock = threading.Lock()
+        self._transport = Transport(
+            name=str(card.name),
+            base_url=str(card.base_url or "https://api.openai.com/v1"),
+            api_key=key,
+            window=self.max_concurrency,
+            timeout_s=float(card.timeout_s),
+            max_retries=int(card.max_retries),
+            requests_per_minute=getattr(card, "requests_per_minute", None),
+            tokens_per_minute=getattr(card, "tokens_per_minute", None),
+            base_wait_s=BASE_WAIT_S,
+            max_wait_s=MAX_WAIT_S,
+            redact=self._redact,
+            breaker=self.breaker,
+        )
+
+    @property
+    def requests(self) -> int:
+        """HTTP attempts, retries included."""
+        return self._transport.requests
+
+    @property
+    def retries(self) -> int:
+        return self._transport.retries
+
+    @property
+    def errors(self) -> int:
+        """Completions returned with an error."""
+        return self._transport.errors
 
     def __repr__(self) -> str:
         return (
@@ -168,104 +153,54 @@ class OpenAIBackend(Backend):
     def _redact(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text
 
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        asked = _retry_after(exc)
-        if asked is not None:
-            return min(asked, self.max_wait_s)
-        # Exponential backoff with "equal jitter": never zero, never above the cap.
-        step = min(self.max_wait_s, self.base_wait_s * 2 ** (state.attempt_number - 1))
-        return step / 2 + random.uniform(0, step / 2)
+    def stream(
+        self,
+        conversations: list[Conversation],
+        sampling: Sampling,
+        sample_index: int = 0,
+        adapter: str | None = None,
+    ) -> Iterator[list[tuple[int, Completion]]]:
+        """(index, Completion) per conversation, in groups as they arrive."""
+        model = self.model if adapter is None else self.served_adapter(adapter)
+        bodies = [request_body(model, c, sampling, sample_index) for c in conversations]
+        return self._transport.stream(bodies)
 
-    def _before_sleep(self, state: RetryCallState) -> None:
-        with self._lock:
-            self.retries += 1
-        exc = state.outcome.exception() if state.outcome else None
-        wait = state.next_action.sleep if state.next_action else 0.0
-        log.warning(
-            "%s: retry %d/%d in %.2fs after %s",
-            self.card.name, state.attempt_number, self.max_retries, wait, self._describe(exc),
-        )
+    def served_adapter(self, adapter: str) -> str:
+        """The served model name of a LoRA adapter dir on this server (vLLM), loading it if needed.
 
-    def _describe(self, exc: BaseException | None) -> str:
-        """`<type>: <status> <short message>`, key redacted."""
-        if exc is None:
-            return "unknown error"
-        parts = [type(exc).__name__ + ":"]
-        if isinstance(exc, openai.APIStatusError):
-            parts.append(str(exc.status_code))
-            body = exc.body
-            message = body.get("message") if isinstance(body, dict) else None
-            parts.append(str(message or body or exc.message))
-        elif isinstance(exc, openai.APIError):
-            parts.append(exc.message)
-        else:
-            parts.append(str(exc))
-        text = " ".join(p for p in parts if p)
-        return self._redact(text if len(text) <= 300 else text[:297] + "...")
-
-    def _request(self, conversation: Conversation, sampling: Sampling, sample_index: int) -> dict:
-        kwargs: dict[str, Any] = {
-            "model": self.model,
-            "messages": [dict(m) for m in conversation],
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-            "max_tokens": sampling.max_tokens,
-        }
-        if sampling.seed is not None:
-            kwargs["seed"] = sampling.seed + sample_index
-        elif sample_index > 0:
-            kwargs["seed"] = sample_index  # k samples differ, reproducibly
-        if sampling.logprobs is not None:
-            kwargs["logprobs"] = True
-            kwargs["top_logprobs"] = sampling.logprobs
-        return kwargs
-
-    def _create(self, kwargs: dict) -> Any:
-        with self._lock:
-            self.requests += 1
-        return self._client.chat.completions.create(**kwargs)
-
-    def _one(self, conversation: Conversation, sampling: Sampling, sample_index: int) -> Completion:
-        kwargs = self._request(conversation, sampling, sample_index)
-        if self.breaker.open:  # the endpoint is down: fail at once instead of retrying
-            return self._failed(self.breaker.why(), "breaker")
-        retrying = Retrying(
-            retry=retry_if_exception(_retryable),
-            stop=stop_after_attempt(self.max_retries + 1),
-            wait=self._wait,
-            before_sleep=self._before_sleep,
-            reraise=True,
-        )
-        try:
-            response = retrying(self._create, kwargs)
-        except Exception as exc:  # permanent or exhausted: recorded, not raised (rejects are data)
-            error = self._describe(exc)
-            if _retryable(exc):
-                error += f" (gave up after {self.max_retries} retries)"
-            kind = failure_kind(exc)
-            self.breaker.record(kind is not None, error)
-            return self._failed(error, kind)
-        self.breaker.record(False)
-        if not response.choices:
-            return self._failed("EmptyResponse: no choices in the answer", "no_content")
-        choice = response.choices[0]
-        usage = response.usage
-        if choice.message.content is None:  # not an answer, whatever the status said
-            return self._failed(f"NoContent: the answer's content is null (finish_reason {choice.finish_reason})", "no_content")
-        return Completion(
-            text=choice.message.content,  # empty is an answer; the caller judges it
-            logprobs=convert_logprobs(choice.logprobs) if sampling.logprobs is not None else None,
-            prompt_tokens=int(usage.prompt_tokens or 0) if usage else 0,
-            completion_tokens=int(usage.completion_tokens or 0) if usage else 0,
-        )
-
-    def _failed(self, error: str, failure: str | None = None) -> Completion:
-        with self._lock:
-            self.errors += 1
-        if failure != "breaker":  # one line per call against a dead endpoint is noise
-            log.warning("%s: request failed: %s", self.card.name, error)
-        return Completion(error=error, failure=failure)
+        vLLM serves each adapter as a model of its own: requests name it instead of the base
+        model, so one server (one engine load) answers for any number of fine-tuned systems. An
+        adapter started with `--lora-modules NAME=PATH` is listed by `/models` with `root` = PATH;
+        any other is loaded through `/load_lora_adapter` (the server needs
+        VLLM_ALLOW_RUNTIME_LORA_UPDATING=True) under a name derived from its path. The server
+        must see the adapter at the same path (a shared filesystem, or the same machine).
+        """
+        path = str(Path(adapter).resolve())
+        with self._adapter_lock:
+            if path in self._adapter_names:
+                return self._adapter_names[path]
+            try:
+                listing = self._transport.call("GET", "/models")
+            except TransportError as exc:
+                if exc.status != 404:  # 404: a server without a listing; try loading it
+                    raise RuntimeError(f"{self.card.name}: cannot list the served models: {self._redact(exc.describe())}") from None
+                listing = {}
+            data = listing.get("data") if isinstance(listing, dict) else None
+            served = {m.get("root"): m.get("id") for m in data or () if isinstance(m, dict)}
+            name = served.get(path)
+            if name is None:
+                name = "lora-" + hashlib.sha256(path.encode()).hexdigest()[:16]
+                try:
+                    self._transport.call("POST", "/load_lora_adapter", {"lora_name": name, "lora_path": path})
+                except TransportError as exc:
+                    raise RuntimeError(
+                        f"{self.card.name}: the server at {self.base_url} does not serve adapter {path} "
+                        f"and could not load it ({self._redact(exc.describe())}). Start vLLM with --enable-lora and "
+                        "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, or with --lora-modules NAME=PATH."
+                    ) from None
+                log.info("%s: loaded adapter %s on the server as %s", self.card.name, path, name)
+            self._adapter_names[path] = name
+            return name
 
     def generate(
         self,
@@ -275,29 +210,11 @@ class OpenAIBackend(Backend):
         adapter: str | None = None,
     ) -> list[Completion]:
         """One Completion per conversation, in order; at most max_concurrency in flight."""
-        if adapter is not None:
-            # A LoRA on a server is a separate served model name; point `model` at it instead.
-            raise ValueError(
-                f"{self.card.name}: the openai backend cannot load adapter {adapter!r}; "
-                "serve it (e.g. vllm --lora-modules) and set the card's model to its name"
-            )
-        if not conversations:
-            return []
         results: list[Completion | None] = [None] * len(conversations)
-        workers = min(self.max_concurrency, len(conversations))
-        show = len(conversations) >= PROGRESS_MIN_ITEMS and sys.stderr.isatty()
-        with (
-            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openai") as pool,
-            tqdm(total=len(conversations), desc=str(self.card.name), disable=not show) as bar,
-        ):
-            futures = {
-                pool.submit(self._one, conv, sampling, sample_index): i
-                for i, conv in enumerate(conversations)
-            }
-            for future in as_completed(futures):
-                results[futures[future]] = future.result()
-                bar.update(1)
+        for group in self.stream(conversations, sampling, sample_index, adapter):
+            for index, completion in group:
+                results[index] = completion
         return results  # type: ignore[return-value]
 
     def close(self) -> None:
-        self._client.close()
+        self._transport.close()

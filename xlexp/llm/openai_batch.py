@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,13 +32,16 @@ from typing import Any
 import openai
 from filelock import FileLock
 from openai.types.chat import ChatCompletion
-from tenacity import Retrying, retry_if_exception, stop_after_attempt
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
-from xlexp.llm.base import Completion, Conversation, Sampling, identity_of, request_key
-from xlexp.llm.openai import OpenAIBackend, _retryable, convert_logprobs, failure_kind
+from xlexp.llm import openai as openai_backend
+from xlexp.llm.base import Backend, Completion, Conversation, Sampling, identity_of, request_key
+from xlexp.llm.transport import retry_after
 from xlexp.store import digest, write_json
 
 log = logging.getLogger(__name__)
+# The openai client logs every HTTP request at INFO through httpx; polls are not news.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 ENDPOINT = "/v1/chat/completions"
 TERMINAL = ("completed", "failed", "expired", "cancelled")
@@ -44,11 +49,82 @@ METADATA_KEY = "xlexp_request_set"
 MAX_FILE_BYTES = 200 * 1000 * 1000  # OpenAI's limit on one batch input file
 
 
-class OpenAIBatchBackend(OpenAIBackend):
+_RETRYABLE = (
+    openai.RateLimitError,
+    openai.InternalServerError,
+    openai.APITimeoutError,
+    openai.APIConnectionError,
+)
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, _RETRYABLE):
+        return True
+    # 408 Request Timeout is transient too; the client maps it to a plain APIStatusError.
+    return isinstance(exc, openai.APIStatusError) and exc.status_code == 408
+
+
+def failure_kind(exc: BaseException) -> str | None:
+    """The kind of backend failure an API exception is (the call got no answer: never stored,
+    asked again on rerun), or None for a content reject (400/413/422: this request cannot be
+    answered)."""
+    if isinstance(exc, openai.APITimeoutError):
+        return "timeout"
+    if isinstance(exc, openai.APIConnectionError):
+        return "connection"
+    if isinstance(exc, openai.RateLimitError):
+        return "rate_limit"
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        return "auth"
+    if isinstance(exc, openai.NotFoundError):
+        return "model"  # unknown model (or a wrong base_url path)
+    if isinstance(exc, openai.APIStatusError) and exc.status_code in (400, 413, 422):
+        return None
+    return "server"  # 5xx, 408, other statuses, anything unexpected
+
+
+def convert_logprobs(choice_logprobs: Any) -> list[dict[str, float]] | None:
+    """OpenAI `choice.logprobs` -> per generated token {token: logprob}, chosen token first."""
+    content = getattr(choice_logprobs, "content", None) if choice_logprobs is not None else None
+    if content is None:
+        return None
+    out: list[dict[str, float]] = []
+    for item in content:
+        alternatives = {item.token: float(item.logprob)}
+        for top in item.top_logprobs or []:
+            alternatives.setdefault(top.token, float(top.logprob))
+        out.append(alternatives)
+    return out
+
+
+class OpenAIBatchBackend(Backend):
     """Chat completions through the OpenAI Batch API, resumable across restarts."""
 
     def __init__(self, card: Any, store_root: str | Path):
-        super().__init__(card)
+        self.card = card
+        self.model = str(card.model)
+        self.base_url = card.base_url
+        self.api_key_env = card.api_key_env
+        self.max_retries = max(0, int(card.max_retries))
+        self.base_wait_s = openai_backend.BASE_WAIT_S
+        self.max_wait_s = openai_backend.MAX_WAIT_S
+        if card.api_key_env:
+            key = os.environ.get(card.api_key_env)
+            if not key:
+                raise ValueError(f"api_key_env: environment variable {card.api_key_env} is not set")
+        else:
+            key = "EMPTY"
+        self._secret = key if key != "EMPTY" else None  # kept only for redaction
+        self._client = openai.OpenAI(
+            base_url=card.base_url,
+            api_key=key,
+            max_retries=0,  # retries are ours (counted, logged, Retry-After honoured)
+            timeout=float(card.timeout_s),
+        )
+        self._lock = threading.Lock()
+        self.requests = 0  # HTTP calls, retries included
+        self.retries = 0
+        self.errors = 0  # completions returned with an error
         self.batch_dir = Path(store_root) / "batches"
         self.batch_dir.mkdir(parents=True, exist_ok=True)
         self.poll_s = float(card.batch_poll_s)
@@ -78,6 +154,59 @@ class OpenAIBatchBackend(OpenAIBackend):
             for key in requests:
                 results[key] = self._failed(error, failure_kind(exc) or "batch")
         return [results[k] for k in keys]
+
+    def __repr__(self) -> str:
+        return f"OpenAIBatchBackend(model={self.model!r}, base_url={self.base_url!r}, api_key_env={self.api_key_env!r})"
+
+    def close(self) -> None:
+        self._client.close()
+
+    # ------------------------------------------------------------------ errors and retries
+    def _redact(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        response = getattr(exc, "response", None)
+        asked = retry_after(response.headers) if response is not None else None
+        if asked is not None:
+            return min(asked, self.max_wait_s)
+        # Exponential backoff with "equal jitter": never zero, never above the cap.
+        step = min(self.max_wait_s, self.base_wait_s * 2 ** (state.attempt_number - 1))
+        return step / 2 + random.uniform(0, step / 2)
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        with self._lock:
+            self.retries += 1
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.warning(
+            "%s: retry %d/%d in %.2fs after %s",
+            self.card.name, state.attempt_number, self.max_retries, wait, self._describe(exc),
+        )
+
+    def _describe(self, exc: BaseException | None) -> str:
+        """`<type>: <status> <short message>`, key redacted."""
+        if exc is None:
+            return "unknown error"
+        parts = [type(exc).__name__ + ":"]
+        if isinstance(exc, openai.APIStatusError):
+            parts.append(str(exc.status_code))
+            body = exc.body
+            message = body.get("message") if isinstance(body, dict) else None
+            parts.append(str(message or body or exc.message))
+        elif isinstance(exc, openai.APIError):
+            parts.append(exc.message)
+        else:
+            parts.append(str(exc))
+        text = " ".join(p for p in parts if p)
+        return self._redact(text if len(text) <= 300 else text[:297] + "...")
+
+    def _failed(self, error: str, failure: str | None = None) -> Completion:
+        with self._lock:
+            self.errors += 1
+        log.warning("%s: request failed: %s", self.card.name, error)
+        return Completion(error=error, failure=failure)
 
     # ------------------------------------------------------------------ steps
     def _retrying(self) -> Retrying:
@@ -146,7 +275,7 @@ class OpenAIBatchBackend(OpenAIBackend):
                     return record
         else:
             lines = [
-                json.dumps({"custom_id": key, "method": "POST", "url": ENDPOINT, "body": self._request(conv, sampling, sample_index)}, ensure_ascii=False)
+                json.dumps({"custom_id": key, "method": "POST", "url": ENDPOINT, "body": openai_backend.request_body(self.model, conv, sampling, sample_index)}, ensure_ascii=False)
                 for key, conv in requests.items()
             ]
             data = ("\n".join(lines) + "\n").encode()
@@ -239,7 +368,7 @@ class OpenAIBatchBackend(OpenAIBackend):
         try:
             completion = ChatCompletion.model_validate(body)
         except Exception as exc:  # a malformed answer is a recorded error
-            return self._failed(f"BatchRequestError: malformed result: {type(exc).__name__}")
+            return self._failed(f"BatchRequestError: malformed result: {type(exc).__name__}", "bad_response")
         if not completion.choices:
             return self._failed("EmptyResponse: no choices in the answer", "no_content")
         choice = completion.choices[0]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import httpx
+from xlexp.llm.transport import Transport, TransportError
 
 TIMEOUT_S = 10.0
 
@@ -25,20 +25,23 @@ class PreflightError(Exception):
 def _served_models(base_url: str, key: str | None) -> tuple[list[str] | None, str | None]:
     """(model ids the server lists or None when it has no listing, problem or None)."""
     url = base_url.rstrip("/") + "/models"
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    # The backend's own transport, so the check sees the endpoint as the stages will.
+    transport = Transport("preflight", base_url, key or "EMPTY", window=1, timeout_s=TIMEOUT_S, max_retries=0)
     try:
-        response = httpx.get(url, headers=headers, timeout=TIMEOUT_S)
-    except httpx.HTTPError as e:
-        return None, f"cannot reach {url} ({type(e).__name__}: {e})"
-    if response.status_code in (401, 403):
-        return None, f"{url} rejected the key ({response.status_code})"
-    if response.status_code == 404:
-        return None, None  # a server without a model listing: nothing more to check
-    if response.status_code >= 400:
-        return None, f"{url} answered {response.status_code}"
+        listing = transport.call("GET", "/models")
+    except TransportError as e:
+        if e.kind == "auth":
+            return None, f"{url} rejected the key ({e.status})"
+        if e.status == 404:
+            return None, None  # a server without a model listing: nothing more to check
+        if e.status is not None:
+            return None, f"{url} answered {e.status}"
+        return None, f"cannot reach {url} ({e.name}: {e.message})"
+    finally:
+        transport.close()
     try:
-        return [str(m.get("id")) for m in response.json().get("data", [])], None
-    except (ValueError, AttributeError):
+        return [str(m.get("id")) for m in listing.get("data", [])], None
+    except (AttributeError, TypeError):
         return None, f"{url} answered something that is not a model list"
 
 

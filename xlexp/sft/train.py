@@ -88,12 +88,17 @@ def build_trainer(
     bf16 = use_bf16(sft.bf16)
     cuda = torch.cuda.is_available()
     plan = rank_batch_plan(sft)
+    warmup = float(sft.warmup_ratio)
+    if not 0.0 <= warmup < 1.0:
+        # transformers 5 reads a warmup_steps below 1 as a fraction of the steps, 1 and up as steps.
+        raise ValueError(f"sft.warmup_ratio: {warmup} is not a fraction in [0, 1)")
     kwargs: dict[str, Any] = dict(
         output_dir=str(Path(out_dir) / "checkpoints"),
         num_train_epochs=float(sft.epochs),
         learning_rate=float(sft.lr),
         lr_scheduler_type=str(sft.scheduler),
-        warmup_ratio=float(sft.warmup_ratio),
+        # transformers 5 dropped warmup_ratio; a float warmup_steps below 1 is that ratio.
+        warmup_steps=warmup,
         # The global batch is the same on any process count (xlexp.sft.batch).
         per_device_train_batch_size=plan.per_device,
         gradient_accumulation_steps=plan.grad_accum,

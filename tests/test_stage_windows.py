@@ -1,0 +1,99 @@
+"""The generate stages keep remote servers busy: a chat stage has a whole window in flight
+(not one batch), the k translators are in flight together, and a rerun makes 0 calls.
+
+Every model role is a real OpenAI-compatible server on 127.0.0.1 (tests/fakeserver.py) that
+answers like a capable model after a short delay, and records how many requests of each kind
+were in flight at once.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from fakeserver import FakeOpenAI
+from test_chain import Teacher, compose_cfg
+
+from xlexp.__main__ import run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+MARKERS = {"Write the question": "reverse", "Improve the question": "refine", "Rate the translation": "qe"}
+
+
+class Peaks:
+    """Wraps the chain test's Teacher: per kind (stage, or translator model), peak in flight."""
+
+    def __init__(self, delay: float):
+        self.teacher = Teacher()
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.now: dict[str, int] = {}
+        self.peak: dict[str, int] = {}
+        self.overlap = False  # both translators had requests out at the same moment
+
+    def __call__(self, body: dict) -> object:
+        text = body["messages"][-1]["content"]
+        if text.startswith("Translate the following"):
+            kind, reply = body["model"], "Übersetzt."
+        else:
+            kind = next((k for marker, k in MARKERS.items() if marker in text), "judge")
+            reply = self.teacher(body)
+        with self.lock:
+            self.now[kind] = self.now.get(kind, 0) + 1
+            self.peak[kind] = max(self.peak.get(kind, 0), self.now[kind])
+            if self.now.get("tr-a") and self.now.get("tr-b"):
+                self.overlap = True
+        time.sleep(self.delay)  # in flight meanwhile
+        with self.lock:
+            self.now[kind] -= 1
+        return reply
+
+
+def overrides(base_url: str, store: Path) -> list[str]:
+    api = ["backend=openai", f"base_url={base_url}", "gguf_file=null", "max_retries=1", "max_concurrency=8"]
+    out = [f"teacher.{a}" for a in api] + ["teacher.model=teacher"]
+    out += [f"judge.{a}" for a in api] + ["judge.model=judge"]
+    for name, model in (("smollm2-greedy", "tr-a"), ("smollm2-sampled", "tr-b")):
+        out += [f"translators.{name}.{a}" for a in api] + [f"translators.{name}.model={model}"]
+    return out + [f"store_dir={store}", "stages=[generate]", "seed_data.n=16", "generate.batch_size=2"]
+
+
+def test_generate_keeps_the_window_full_and_translators_run_together(tmp_path):
+    peaks = Peaks(delay=0.15)
+    with FakeOpenAI(peaks) as srv:
+        first = run(compose_cfg(overrides(srv.base_url, tmp_path / "store")), tmp_path / "a")
+        served = srv.calls
+        again = run(compose_cfg(overrides(srv.base_url, tmp_path / "store")), tmp_path / "b")
+    gen = first["stages"]["generate"]
+    assert gen["reverse"]["out"] == 16 and gen["select"]["rows"] > 0
+    # 16 seeds in batches of 2, window 8: 8 in flight, where one batch at a time gave 2.
+    assert peaks.peak["reverse"] == 8 and peaks.peak["refine"] == 8
+    assert peaks.overlap, "the two translators never had requests out at the same time"
+    assert again["backend_calls"] == 0 and srv.calls == served
+
+
+NO_TORCH = """
+import sys
+from pathlib import Path
+from fakeserver import FakeOpenAI
+from test_chain import compose_cfg
+from test_stage_windows import Peaks, overrides
+from xlexp.__main__ import run
+store = Path(sys.argv[1])
+with FakeOpenAI(Peaks(0.0)) as srv:
+    run(compose_cfg(overrides(srv.base_url, store / "store")), store / "run")
+print("torch imported:", "torch" in sys.modules)
+"""
+
+
+def test_no_torch_import_when_every_role_is_remote(tmp_path):
+    """Startup and the generate stages with remote roles only never import torch (seconds)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    done = subprocess.run([sys.executable, "-c", NO_TORCH, str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "torch imported: False" in done.stdout

@@ -1,0 +1,453 @@
+"""One long-lived asyncio HTTP transport per OpenAI-compatible endpoint.
+
+Every transport of a process runs on one background event loop thread and keeps one aiohttp
+session (keep-alive connections) for its whole life. A call hands over a list of chat request
+bodies and gets the answers back as they arrive (`stream`), in groups of whatever arrived
+together, so the caller can store each group at once: a killed run loses only what was in
+flight. Requests go out through a continuous window of `window` requests in flight, shared by
+every caller of the transport (roles that run at the same time share one server); a request
+leaves the window the moment its answer is read and the next one takes its place: no chunk
+barriers.
+
+Optional request and token rate limits (token buckets per minute) keep a paid API under its
+quota; a 429 pauses the whole endpoint for the Retry-After the server asked for. Retries (429,
+5xx, 408, timeouts, connection errors) back off exponentially with jitter. A call that got no
+answer is returned as a `Completion` with `error` (a message) and `failure` (its kind, see
+`ERROR_KINDS`): never cached, never part of a finished artifact. A request the server refused
+as unanswerable (400/413/422, e.g. a prompt too long) is a content reject: `error` only, data.
+An optional breaker (one per endpoint) fails the remaining calls at once once the endpoint has
+failed too many calls in a row, instead of spending every call's retries against it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import os
+import queue
+import random
+import threading
+import time
+import urllib.parse
+import urllib.request
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import aiohttp
+
+from xlexp.llm.base import Completion
+from xlexp.llm.breaker import Breaker
+
+log = logging.getLogger(__name__)
+
+# What went wrong, for callers that treat failures differently (retry later, stop the run, ...):
+#   connection: the server could not be reached (refused, reset, DNS); timeout: no answer in
+#   time (or HTTP 408); rate_limit: 429; server: 5xx; auth: 401/403; model: 404 (an unknown
+#   model or a wrong base_url path); status: any other 4xx the request did not cause;
+#   bad_response: a 2xx answer that is not a chat completion (not JSON, no choices);
+#   no_content: a completion whose content is null; breaker: not sent, the endpoint is down;
+#   bad_request: 400/413/422, this request cannot be answered: the only kind that is a content
+#   reject (data) rather than a failure.
+ERROR_KINDS = (
+    "connection", "timeout", "rate_limit", "server", "auth", "model", "status",
+    "bad_response", "no_content", "breaker", "bad_request",
+)
+CONTENT_REJECT = "bad_request"
+RETRYABLE_KINDS = frozenset({"connection", "timeout", "rate_limit", "server"})
+# Failures that say the endpoint cannot serve (the breaker counts them); an endpoint that
+# answered, even badly, is up.
+ENDPOINT_DOWN_KINDS = frozenset({"connection", "timeout", "rate_limit", "server", "auth", "model", "status"})
+
+# Error names as the openai package calls them: users know them from its tracebacks.
+_STATUS_NAMES = {
+    400: "BadRequestError",
+    401: "AuthenticationError",
+    403: "PermissionDeniedError",
+    404: "NotFoundError",
+    409: "ConflictError",
+    422: "UnprocessableEntityError",
+    429: "RateLimitError",
+}
+
+
+class TransportError(Exception):
+    """One failed HTTP attempt: its kind, the openai-style name, the status and message."""
+
+    def __init__(self, kind: str, name: str, message: str, status: int | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.name = name
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in RETRYABLE_KINDS
+
+    def describe(self) -> str:
+        """`<name>: <status> <message>` (the status only for HTTP errors), at most 300 chars."""
+        text = f"{self.name}: " + (f"{self.status} " if self.status is not None else "") + self.message
+        return text if len(text) <= 300 else text[:297] + "..."
+
+
+def status_error(status: int, body: bytes, headers: Any) -> TransportError:
+    """The TransportError for an HTTP error answer (OpenAI's `{"error": {"message": ...}}` body)."""
+    try:
+        data = json.loads(body)
+        error = data.get("error", data) if isinstance(data, dict) else data
+        message = error.get("message") if isinstance(error, dict) else None
+        message = str(message or error)
+    except ValueError:
+        message = body.decode(errors="replace").strip()[:200]
+    if status == 429:
+        kind = "rate_limit"
+    elif status == 408:
+        kind = "timeout"
+    elif status >= 500:
+        kind = "server"
+    elif status in (401, 403):
+        kind = "auth"
+    elif status == 404:
+        kind = "model"
+    elif status in (400, 413, 422):
+        kind = CONTENT_REJECT
+    else:
+        kind = "status"
+    name = _STATUS_NAMES.get(status, "InternalServerError" if status >= 500 else "APIStatusError")
+    return TransportError(kind, name, message, status, retry_after(headers))
+
+
+def retry_after(headers: Any) -> float | None:
+    """Seconds the server asked us to wait (retry-after-ms, Retry-After seconds or HTTP date)."""
+    if headers is None:
+        return None
+    value = headers.get("retry-after-ms")
+    if value is not None:
+        try:
+            return max(0.0, float(value) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        when = email.utils.parsedate_to_datetime(value) if value.strip() else None
+        return max(0.0, when.timestamp() - time.time()) if when else None
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy HTTPS_PROXY/HTTP_PROXY name for `url` unless NO_PROXY exempts it (as the
+    openai client does). Read once: aiohttp's trust_env reads the environment and ~/.netrc
+    again for every request, which doubled the client's CPU per request."""
+    parts = urllib.parse.urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
+
+
+def convert_logprobs(content: list[dict] | None) -> list[dict[str, float]] | None:
+    """`choices[0].logprobs.content` -> per generated token {token: logprob}, chosen first."""
+    if content is None:
+        return None
+    out: list[dict[str, float]] = []
+    for item in content:
+        alternatives = {item["token"]: float(item["logprob"])}
+        for top in item.get("top_logprobs") or ():
+            alternatives.setdefault(top["token"], float(top["logprob"]))
+        out.append(alternatives)
+    return out
+
+
+def parse_completion(data: Any, want_logprobs: bool) -> Completion:
+    """A chat.completion JSON -> Completion; a body without a choice is a `bad_response`."""
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not choices:
+        raise TransportError("bad_response", "EmptyResponse", "no choices in the answer")
+    try:
+        choice = choices[0]
+        message = choice.get("message") or {}
+        usage = data.get("usage") or {}
+        content = message.get("content")
+        if content is None:  # not an answer, whatever the status said
+            reason = choice.get("finish_reason")
+            raise TransportError("no_content", "NoContent", f"the answer's content is null (finish_reason {reason})")
+        logprobs = None
+        if want_logprobs:
+            logprobs = convert_logprobs((choice.get("logprobs") or {}).get("content"))
+        return Completion(
+            text=content,  # empty is an answer; the caller judges it
+            logprobs=logprobs,
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+        )
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:  # not shaped like a completion
+        raise TransportError("bad_response", "InvalidResponse", f"malformed chat completion: {exc!r}"[:200]) from None
+
+
+class RateLimit:
+    """`per_minute` units as a token bucket refilled continuously, holding one second's worth
+    (providers enforce per-minute quotas over shorter spans too); waiters queue in order. A
+    request bigger than the bucket waits for a full bucket and leaves it in debt."""
+
+    def __init__(self, per_minute: float):
+        self.rate = float(per_minute) / 60.0
+        self.capacity = max(1.0, self.rate)
+        self.level = self.capacity
+        self.stamp = time.monotonic()
+        self._lock: asyncio.Lock | None = None  # made on the loop that uses it
+
+    async def take(self, amount: float) -> None:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            needed = min(float(amount), self.capacity)
+            while True:
+                now = time.monotonic()
+                self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+                self.stamp = now
+                if self.level >= needed:
+                    self.level -= float(amount)
+                    return
+                await asyncio.sleep((needed - self.level) / self.rate)
+
+
+class _LoopThread:
+    """The process's one event loop for HTTP, on a daemon thread (made again after a fork)."""
+
+    _lock = threading.Lock()
+    _loop: asyncio.AbstractEventLoop | None = None
+    _pid: int | None = None
+    _thread: threading.Thread | None = None
+
+    @classmethod
+    def get(cls) -> asyncio.AbstractEventLoop:
+        with cls._lock:
+            if cls._loop is None or cls._pid != os.getpid():
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="xlexp-http", daemon=True)
+                thread.start()
+                cls._loop, cls._pid, cls._thread = loop, os.getpid(), thread
+            return cls._loop
+
+
+def _close_sessions(loop: asyncio.AbstractEventLoop, holder: list[aiohttp.ClientSession]) -> None:
+    while holder:
+        session = holder.pop()
+        if not loop.is_running() or os.getpid() != _LoopThread._pid:
+            continue  # a forked child: the loop and its connections are the parent's
+        future = asyncio.run_coroutine_threadsafe(session.close(), loop)
+        if threading.current_thread() is _LoopThread._thread:
+            continue  # collected on the loop thread itself: waiting would block the loop
+        try:
+            future.result(timeout=10)
+        except Exception as exc:  # closing is best effort; the connections die with us anyway
+            log.debug("closing the HTTP session failed: %s", exc)
+
+
+class Transport:
+    """Chat completions against one endpoint through a continuous window of requests."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        api_key: str,
+        window: int,
+        timeout_s: float,
+        max_retries: int,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        base_wait_s: float = 0.05,
+        max_wait_s: float = 20.0,
+        redact: Callable[[str], str] = lambda text: text,
+        breaker: Breaker | None = None,
+    ):
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self.url = self.base_url + "/chat/completions"
+        self.breaker = breaker
+        self.window = max(1, int(window))
+        self.timeout_s = float(timeout_s)
+        self.max_retries = max(0, int(max_retries))
+        self.base_wait_s = base_wait_s
+        self.max_wait_s = max_wait_s
+        self._redact = redact
+        self._headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+        self._proxy = env_proxy(self.url)
+        self._requests_limit = RateLimit(requests_per_minute) if requests_per_minute else None
+        self._tokens_limit = RateLimit(tokens_per_minute) if tokens_per_minute else None
+        self._loop = _LoopThread.get()
+        # The session lives in a holder the finalizer shares: a transport dropped without
+        # close() (a test, an exception) still closes its connections.
+        self._holder: list[aiohttp.ClientSession] = []
+        self._finalizer = weakref.finalize(self, _close_sessions, self._loop, self._holder)
+        self._slots: asyncio.Semaphore | None = None
+        self._resume_at = 0.0  # loop time before which nothing is sent (after a 429)
+        # Counted on the loop thread only; read anywhere.
+        self.requests = 0  # HTTP attempts, retries included
+        self.retries = 0
+        self.errors = 0  # completions returned with an error
+
+    # ---------------------------------------------------------------- the calling thread's side
+
+    def stream(self, bodies: list[dict]) -> Iterator[list[tuple[int, Completion]]]:
+        """(index, Completion) for every body, in groups as they arrive, in arrival order.
+
+        Leaving the iterator early (an exception, a kill signal) cancels what is still queued
+        or in flight.
+        """
+        if not bodies:
+            return
+        arrived: queue.SimpleQueue = queue.SimpleQueue()
+        future = asyncio.run_coroutine_threadsafe(self._run(bodies, arrived.put), self._loop)
+        remaining = len(bodies)
+        try:
+            while remaining:
+                group = [arrived.get()]
+                while True:
+                    try:
+                        group.append(arrived.get_nowait())
+                    except queue.Empty:
+                        break
+                for item in group:
+                    if isinstance(item, BaseException):  # a bug in the loop side, not a failed call
+                        raise item
+                remaining -= len(group)
+                yield group
+        finally:
+            if not future.done():
+                future.cancel()
+
+    def call(self, method: str, path: str, body: dict | None = None) -> Any:
+        """One request to another route of the endpoint (`GET /models`, `POST
+        /load_lora_adapter`), outside the window and without retries: its JSON answer (its text
+        when it is not JSON), or TransportError."""
+        return asyncio.run_coroutine_threadsafe(self._call(method, path, body), self._loop).result()
+
+    def close(self) -> None:
+        self._finalizer()
+        # Used again after close (a new session is made then): closed again at the end too.
+        self._finalizer = weakref.finalize(self, _close_sessions, self._loop, self._holder)
+
+    # ---------------------------------------------------------------- the loop's side
+
+    async def _run(self, bodies: list[dict], put: Callable[[Any], None]) -> None:
+        try:
+            self._session()
+            todo = iter(enumerate(bodies))
+
+            async def worker() -> None:
+                # Workers share one iterator: each takes the next body when its last is done.
+                for index, body in todo:
+                    put((index, await self._complete(body)))
+
+            await asyncio.gather(*(worker() for _ in range(min(self.window, len(bodies)))))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # surface it in the calling thread instead of hanging it
+            put(exc)
+
+    def _session(self) -> aiohttp.ClientSession:
+        """The transport's session, made on first use (and again after close)."""
+        if not self._holder:
+            self._slots = asyncio.Semaphore(self.window)
+            self._holder.append(aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.window),
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+            ))
+        return self._holder[0]
+
+    async def _complete(self, body: dict) -> Completion:
+        data = json.dumps(body).encode()
+        want_logprobs = bool(body.get("logprobs"))
+        for attempt in range(self.max_retries + 1):
+            # Before every attempt, retries included: the calls in flight when the breaker
+            # opened (the window) stop retrying too.
+            if self.breaker is not None and self.breaker.open:  # the endpoint is down: fail at once
+                self.errors += 1  # no log line per call against a dead endpoint: the stage says it
+                return Completion(error=self.breaker.why(), failure="breaker")
+            await self._wait_for_quota(body, len(data))
+            try:
+                assert self._slots is not None
+                async with self._slots:
+                    self.requests += 1
+                    answer = await self._post(data)
+                completion = parse_completion(answer, want_logprobs)
+                if self.breaker is not None:
+                    self.breaker.record(False)
+                return completion
+            except TransportError as exc:
+                if not exc.retryable:
+                    return self._failed(exc, exc.describe())
+                if attempt == self.max_retries:
+                    return self._failed(exc, f"{exc.describe()} (gave up after {self.max_retries} retries)")
+                wait = self._backoff(exc, attempt + 1)
+                self.retries += 1
+                log.warning(
+                    "%s: retry %d/%d in %.2fs after %s",
+                    self.name, attempt + 1, self.max_retries, wait, self._redact(exc.describe()),
+                )
+                await asyncio.sleep(wait)
+        raise AssertionError("unreachable")
+
+    async def _post(self, data: bytes) -> Any:
+        raw = await self._send("POST", self.url, data)
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise TransportError("bad_response", "InvalidResponse", f"answer is not JSON: {raw[:100]!r}") from None
+
+    async def _call(self, method: str, path: str, body: dict | None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        self._session()
+        raw = await self._send(method, self.base_url + path, data)
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw.decode(errors="replace")
+
+    async def _send(self, method: str, url: str, data: bytes | None) -> bytes:
+        """One HTTP attempt: the answer's body, or TransportError (HTTP errors included)."""
+        try:
+            async with self._holder[0].request(method, url, data=data, headers=self._headers, proxy=self._proxy) as response:
+                raw = await response.read()
+                if response.status >= 400:
+                    raise status_error(response.status, raw, response.headers)
+                return raw
+        except asyncio.TimeoutError:
+            raise TransportError("timeout", "APITimeoutError", "Request timed out.") from None
+        except aiohttp.ClientError as exc:
+            raise TransportError("connection", "APIConnectionError", f"Connection error. {exc}".strip()) from None
+
+    async def _wait_for_quota(self, body: dict, size: int) -> None:
+        while (pause := self._resume_at - self._loop.time()) > 0:  # a 429 meanwhile extends it
+            await asyncio.sleep(pause)
+        if self._requests_limit is not None:
+            await self._requests_limit.take(1)
+        if self._tokens_limit is not None:
+            # Quotas count the prompt and the tokens asked for; ~4 bytes of JSON per prompt token.
+            await self._tokens_limit.take(size / 4 + int(body.get("max_tokens") or 0))
+
+    def _backoff(self, exc: TransportError, attempt: int) -> float:
+        if exc.retry_after is not None:
+            wait = min(exc.retry_after, self.max_wait_s)
+        else:  # exponential backoff with "equal jitter": never zero, never above the cap
+            step = min(self.max_wait_s, self.base_wait_s * 2 ** (attempt - 1))
+            wait = step / 2 + random.uniform(0, step / 2)
+        if exc.kind == "rate_limit":  # the quota is the endpoint's: everyone waits, not just us
+            self._resume_at = max(self._resume_at, self._loop.time() + wait)
+        return wait
+
+    def _failed(self, exc: TransportError, message: str) -> Completion:
+        self.errors += 1
+        message = self._redact(message)
+        if self.breaker is not None:
+            self.breaker.record(exc.kind in ENDPOINT_DOWN_KINDS, message)
+        log.warning("%s: request failed: %s", self.name, message)
+        return Completion(error=message, failure=None if exc.kind == CONTENT_REJECT else exc.kind)
