@@ -46,7 +46,7 @@ def vllm_models(tmp_path_factory: pytest.TempPathFactory):
     import vllm
     from tiny import build_tiny_llama
 
-    from xlexp.pipeline import Models
+    from xlexp.roles import Models
     from xlexp.store import Store
 
     class CountingLLM(vllm.LLM):  # the real engine, its loads counted
@@ -143,7 +143,7 @@ def test_two_fine_tuned_systems_are_evaluated_with_one_engine_load(vllm_models, 
     from omegaconf import OmegaConf as OC
 
     from xlexp.config import Config
-    from xlexp.pipeline import run_respond
+    from xlexp.evaluate.stage import run_respond
 
     models, card, backend = vllm_models
     store = models.store
