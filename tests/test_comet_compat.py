@@ -15,7 +15,7 @@ from comet_tiny import PAIRS, build_tiny_kiwi
 from xlexp.generate import qe
 from xlexp.generate.comet_compat import patch_comet
 
-# CometQE(...).score(PAIRS) on transformers 4.57.6 (no compatibility patch needed there).
+# CometQE(...).score(PAIRS) (now score_pairs) on transformers 4.57.6 (no compatibility patch needed there).
 EXPECTED_KIWI = [
     0.22468411922454834,
     0.220179945230484,
@@ -44,7 +44,7 @@ def test_cometkiwi_scores_equal_the_transformers4_scores(
     scorer = qe.CometQE(str(root), batch_size=4)
     # The hparams pick the encoder class (the XL one inherits the patched forward).
     assert type(scorer.model.encoder).__name__ == ("XLMRXLEncoder" if xl else "XLMREncoder")
-    assert scorer.score(PAIRS) == pytest.approx(expected, abs=1e-6)
+    assert scorer.score_pairs(PAIRS) == pytest.approx(expected, abs=1e-6)
 
 
 def test_pair_layout_is_xlmr(tmp_path: Path) -> None:

