@@ -33,6 +33,26 @@ def test_preflight_names_the_role_whose_model_the_server_does_not_serve(tmp_path
     assert not (tmp_path / "store" / "respond").exists()
 
 
+def _eval_line(summary: dict) -> dict:
+    return {k: v for k, v in summary["stages"]["evaluate"].items() if k != "seconds"}
+
+
+def test_a_rerun_served_by_the_store_needs_no_server_but_new_work_does(tmp_path, caplog):
+    with FakeOpenAI(answer) as srv:
+        first = run(eval_cfg(srv.base_url, tmp_path / "store"), tmp_path / "run1")
+    # The server is gone (its port closed): every artifact is in the store, so the rerun goes on.
+    again = run(eval_cfg(srv.base_url, tmp_path / "store"), tmp_path / "run2")
+    assert again["cost"]["total"]["calls"] == 0
+    assert again["metrics"] == first["metrics"] and _eval_line(first) == _eval_line(again)  # same artifacts
+    assert "cannot reach" in caplog.text and "going on without them" in caplog.text
+    # More prompts need calls: the dead server fails the preflight, before any stage.
+    cfg = eval_cfg(srv.base_url, tmp_path / "store")
+    cfg.eval.limit = int(cfg.eval.limit) + 2
+    with pytest.raises(PreflightError) as err:
+        run(cfg, tmp_path / "run3")
+    assert any(line.startswith("model: cannot reach") for line in err.value.lines), err.value.lines
+
+
 def test_an_outage_exits_non_zero_with_one_line_per_role(tmp_path):
     def judge_down(body: dict) -> str | Reply:
         return Reply(503, text="judge overloaded") if body["model"] == "fake-judge" else answer(body)
