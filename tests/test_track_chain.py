@@ -43,7 +43,10 @@ def test_chain_with_wandb_logs_artifacts_samples_and_feeds_the_report(tmp_path, 
 
     wb = wandb_offline.read(tmp_path / "run")
     assert wb.run["runGroup"] == "tiny-eval" and wb.run["jobType"] == "generate,sft,evaluate,report"
-    assert {"eval/both_orders/deu/win_rate", "eval/both_orders/fra/win_rate", "eval/both_orders/avg/win_rate", "eval/both_orders/deu/lang_fidelity"} <= wb.history_keys()
+    assert {"eval/both_orders/deu/win_rate", "eval/both_orders/fra/win_rate", "eval/both_orders/avg/win_rate", "eval/both_orders/deu/n_undetermined"} <= wb.history_keys()
+    # Fidelity is logged when the random tiny student wrote enough prose to identify, never as NaN.
+    fidelity = summary["metrics"]["deu"]["lang_fidelity"]
+    assert ("eval/both_orders/deu/lang_fidelity" in wb.history_keys()) == (fidelity is not None)
     assert {"generate/reverse/out", "generate/select/rows", "sft/sft/rows", "evaluate/judge/malformed"} <= wb.history_keys()
     gen = summary["stages"]["generate"]
     dataset = wb.artifact(f"dataset-{gen['select']['key']}")

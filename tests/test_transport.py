@@ -25,7 +25,8 @@ from xlexp.failures import BackendFailure
 from xlexp.llm import ResponseCache, Sampling, load
 from xlexp.llm.base import request_key
 from xlexp.llm.openai import OpenAIBackend
-from xlexp.llm.transport import Transport, retry_after
+from xlexp.llm.transport import Transport
+from xlexp.llm.wire import retry_after
 from xlexp.store import digest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -283,7 +284,7 @@ def test_a_closed_transport_can_be_used_again():
 
 
 def test_proxy_from_the_environment_unless_no_proxy(monkeypatch):
-    from xlexp.llm.transport import env_proxy
+    from xlexp.llm.wire import env_proxy
 
     for name in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)

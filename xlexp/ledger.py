@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xlexp.llm.base import CHARGE_TO, Usage
+from xlexp.llm.chat import CHARGE_TO, Usage
 from xlexp.store import Artifact, Parts, Store, write_json
 
 COUNTERS = ("calls", "cache_hits", "errors", "prompt_tokens", "completion_tokens")

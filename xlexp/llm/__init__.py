@@ -13,13 +13,13 @@ from typing import Any
 
 from xlexp.llm.base import (
     Backend,
-    ChatModel,
     Completion,
     Conversation,
     ResponseCache,
     Sampling,
     identity_of,
 )
+from xlexp.llm.chat import ChatModel
 from xlexp.registry import Registry
 
 __all__ = ["BACKENDS", "Backend", "ChatModel", "Completion", "Conversation", "ResponseCache", "Sampling", "load"]

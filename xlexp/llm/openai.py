@@ -27,7 +27,8 @@ from typing import Any
 from xlexp.errors import ConfigError
 from xlexp.llm.base import Backend, Completion, Conversation, Sampling
 from xlexp.llm.breaker import Breaker
-from xlexp.llm.transport import Transport, TransportError
+from xlexp.llm.transport import Transport
+from xlexp.llm.wire import TransportError
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 
 from xlexp.llm import openai as openai_backend
 from xlexp.llm.base import Backend, Completion, Conversation, Sampling, identity_of, request_key
-from xlexp.llm.transport import retry_after
+from xlexp.llm.wire import retry_after
 from xlexp.store import digest, write_json
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from xlexp.llm.transport import Transport, TransportError
+from xlexp.llm.transport import Transport
+from xlexp.llm.wire import TransportError
 
 TIMEOUT_S = 10.0
 
