@@ -97,3 +97,54 @@ def test_no_torch_import_when_every_role_is_remote(tmp_path):
     done = subprocess.run([sys.executable, "-c", NO_TORCH, str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "torch imported: False" in done.stdout
+
+
+class EvalPeaks:
+    """Wraps the evaluation tests' fake answerer: which (kind, model or language) pairs had
+    requests out at the same moment."""
+
+    def __init__(self, delay: float):
+        from test_eval_exps import Evaluator
+
+        self.evaluator = Evaluator()
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.now: dict[tuple[str, str], int] = {}
+        self.together: set[frozenset] = set()
+
+    def __call__(self, body: dict) -> object:
+        text = body["messages"][-1]["content"]
+        before = dict(self.evaluator.counts)
+        reply = self.evaluator(body)
+        kind = next(k for k, n in self.evaluator.counts.items() if n != before.get(k))
+        lang = next((lang for lang in ("German", "French") if lang in text), None)
+        tag = (kind, lang or body["model"])
+        with self.lock:
+            self.now[tag] = self.now.get(tag, 0) + 1
+            live = [t for t, n in self.now.items() if n]
+            self.together |= {frozenset((a, b)) for a in live for b in live if a != b}
+        time.sleep(self.delay)
+        with self.lock:
+            self.now[tag] -= 1
+        return reply
+
+    def overlapped(self, a: tuple[str, str], b: tuple[str, str]) -> bool:
+        return frozenset((a, b)) in self.together
+
+
+def test_evaluation_keeps_languages_and_roles_in_flight_together(tmp_path):
+    """m-AlpacaEval's prompt translations of each language, the system and the reference, and
+    reason-then-translate's languages are in flight at once when their roles are remote."""
+    from test_eval_exps import compose_exp
+
+    peaks = EvalPeaks(delay=0.2)
+    with FakeOpenAI(peaks) as srv:
+        roles = []
+        for role, model in (("model", "sys"), ("reference", "ref"), ("judge", "judge")):
+            roles += [f"{role}.{a}" for a in ("backend=openai", f"model={model}", f"base_url={srv.base_url}", "gguf_file=null")]
+        common = [*roles, f"store_dir={tmp_path / 'store'}", "eval.limit=4", "eval.bootstrap=20", "stages=[evaluate,report]"]
+        run(compose_exp("mtransfer", "profile=tiny", *common), tmp_path / "m")
+        assert peaks.overlapped(("mtranslate", "German"), ("mtranslate", "French"))
+        assert peaks.overlapped(("answer", "sys"), ("answer", "ref"))
+        run(compose_exp("rtt", "profile=tiny", *common), tmp_path / "rtt")
+        assert peaks.overlapped(("rtt_one_prompt", "German"), ("rtt_one_prompt", "French"))

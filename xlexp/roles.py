@@ -7,6 +7,7 @@ stage: prompts in batches, finished batches kept as parts, rows and counted reje
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,15 +29,19 @@ class Models:
     cache: ResponseCache = field(init=False)
     _roles: dict[str, ChatModel] = field(default_factory=dict)
     _backends: dict[str, Any] = field(default_factory=dict)
+    # Stage threads (languages, roles in flight together) may ask for one role at once: one
+    # ChatModel per role, or a lost copy's calls would be missing from the cost ledger.
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.cache = ResponseCache(self.store.root / "cache.sqlite")
 
     def role(self, role: str, card: Any) -> ChatModel:
-        if role not in self._roles:
-            self._roles[role] = load(card, self.store.root, self.cache, pool=self._backends)
-            self._roles[role].role = role  # failures name the role, not only the card
-        return self._roles[role]
+        with self._lock:
+            if role not in self._roles:
+                self._roles[role] = load(card, self.store.root, self.cache, pool=self._backends)
+                self._roles[role].role = role  # failures name the role, not only the card
+            return self._roles[role]
 
     def backend_calls(self) -> int:
         return sum(m.usage.calls for m in self._roles.values())

@@ -13,6 +13,7 @@ from typing import Any
 
 from xlexp.evaluate import build_xl, mbench, sources
 from xlexp.evaluate.config import eval_codes
+from xlexp.parallel import can_run_together, together
 from xlexp.roles import Models, card_key, chat_stage, plain
 from xlexp.store import Artifact, Store, digest, write_jsonl
 
@@ -82,7 +83,9 @@ def run_mtranslate(cfg: Any, store: Store, models: Models, prompts: list[dict], 
 def _m_alpacaeval(cfg: Any, store: Store, models: Models) -> Artifact:
     codes = eval_codes(cfg)
     prompts = build_xl.select_prompts(sources.english_prompts(cfg.eval), cfg.eval.exclude_ids, cfg.eval.limit)
-    translated = {code: run_mtranslate(cfg, store, models, prompts, code) for code in codes if code != mbench.ENGLISH}
+    # One artifact per language, all in flight together when the translator is behind a server.
+    tasks = {code: (lambda code=code: run_mtranslate(cfg, store, models, prompts, code)) for code in codes if code != mbench.ENGLISH}
+    translated = together(tasks, can_run_together([cfg.eval.translator] * 2))
     key = store.key("prompt_set", {"kind": "m_alpacaeval", "langs": codes, "prompts": digest(prompts)}, [a.key for a in translated.values()])
 
     def produce(work: Path, parts: Any) -> dict:

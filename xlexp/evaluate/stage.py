@@ -197,21 +197,27 @@ def run_respond_rtt(cfg: Any, store: Store, models: Models, card: Any, adapter: 
         model = models.role("model", card)
         sampling = model.sampling(**({"max_tokens": cfg.eval.rtt_max_tokens} if cfg.eval.rtt_max_tokens else {}))
         lora = str(adapter.file("adapter")) if adapter else None
-        counts = {}
-        for code, rows in eval_rows(cfg, prompt_set).items():
-            if mode == "one_prompt":
-                comps = model.chat([rtt.one_prompt(r) for r in rows], sampling, adapter=lora)
-                results = [rtt.from_completion(c, code) for c in comps]
-            else:
-                answers = [rtt.from_completion(c) for c in model.chat([rtt.answer_prompt(r) for r in rows], sampling, adapter=lora)]
-                todo = [i for i, (text, _) in enumerate(answers) if text]
-                comps = model.chat([rtt.translate_prompt(answers[i][0], code) for i in todo], sampling, adapter=lora)
-                results = list(answers)
-                for i, c in zip(todo, comps, strict=True):
-                    results[i] = rtt.from_completion(c)
-            outputs = [text if text else None for text, _ in results]  # a failed step: no answer
+        # Every language in one call per step, so the model's window spans them all.
+        by_code = eval_rows(cfg, prompt_set)
+        flat = [(code, r) for code, rows in by_code.items() for r in rows]
+        if mode == "one_prompt":
+            comps = model.chat([rtt.one_prompt(r) for _, r in flat], sampling, adapter=lora)
+            results = [rtt.from_completion(c, code) for (code, _), c in zip(flat, comps, strict=True)]
+        else:
+            # The answers do not depend on the language: a prompt asked for each is asked once.
+            answers = [rtt.from_completion(c) for c in model.chat([rtt.answer_prompt(r) for _, r in flat], sampling, adapter=lora)]
+            todo = [i for i, (text, _) in enumerate(answers) if text]
+            comps = model.chat([rtt.translate_prompt(answers[i][0], flat[i][0]) for i in todo], sampling, adapter=lora)
+            results = list(answers)
+            for i, c in zip(todo, comps, strict=True):
+                results[i] = rtt.from_completion(c)
+        counts, start = {}, 0
+        for code, rows in by_code.items():
+            mine = results[start : start + len(rows)]
+            start += len(rows)
+            outputs = [text if text else None for text, _ in mine]  # a failed step: no answer
             write_json(work / f"{code}.json", build_xl.to_alpaca_eval(rows, outputs, generator))
-            rejects = reasons([{"reject": reason} for _, reason in results if reason])
+            rejects = reasons([{"reject": reason} for _, reason in mine if reason])
             counts[code] = {"rows": len(rows), "empty_outputs": sum(not o for o in outputs), **rejects}
         return {"langs": counts, "generator": generator, "rtt": mode}
 
