@@ -174,7 +174,9 @@ def test_a_429_pauses_the_whole_endpoint_for_its_retry_after():
         with lock:
             arrivals.append(time.monotonic())
             first = len(arrivals) == 1
-        return Reply(429, "slow down", headers={"Retry-After": "0.5"}) if first else Reply(text="ok")
+        # The others answer late, so the client has read the 429 before any slot frees (on a
+        # loaded machine an instant "ok" could be read first and let the next request out).
+        return Reply(429, "slow down", headers={"Retry-After": "0.5"}) if first else Reply(text="ok", delay=0.2)
 
     with FakeOpenAI(handler) as srv:
         backend = OpenAIBackend(card(srv.base_url, max_concurrency=2, max_retries=2))
