@@ -87,9 +87,12 @@ def test_preempted_job_is_requeued_and_resumes_from_the_store(tmp_path, tiny_mod
     scontrol-requeue: the job is requeued from outside, as preemption with PreemptMode=REQUEUE does."""
     # Slow enough that the job cannot finish within the cluster's KillWait (5 s) after a requeue:
     # on a quiet machine the whole generation otherwise takes ~12 s and completes before the kill.
+    # A window of 2: the 8 reverse requests take 4 s in batches that finish one by one (with the
+    # default window all 8 are in flight at once and the stage is done before it can be killed).
     teacher = SlowTeacher(delay=1.0)
     with FakeOpenAI(teacher) as srv:
-        cmd = sweep_command(srv.base_url, tiny_model_dir, tmp_path, "2", "hydra/launcher=slurm", "stages=[generate,report]")
+        cmd = sweep_command(srv.base_url, tiny_model_dir, tmp_path, "2", "hydra/launcher=slurm", "stages=[generate,report]",
+                            "teacher.max_concurrency=2")
         proc = subprocess.Popen(cmd, cwd=ROOT, env=sweep_env(**SLURM_ENV), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             parts = tmp_path / "store" / "reverse"
