@@ -148,7 +148,11 @@ def preflight(cfg: Any) -> None:
     except PreflightError as e:
         from xlexp.plan import plan_job
 
-        if any(row.calls for row in plan_job(cfg, [], {}, probe=True).counts):
+        try:
+            needs_calls = any(row.calls for row in plan_job(cfg, [], {}, probe=True).counts)
+        except Exception:  # noqa: BLE001 (the probe cannot tell: the preflight's verdict stands)
+            needs_calls = True
+        if needs_calls:
             raise
         log.warning("%s\n  every artifact that calls a model is in the store: going on without them", e)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from xlexp.evaluate import build_xl, mbench, sources
 from xlexp.evaluate.config import eval_codes
-from xlexp.parallel import can_run_together, together
+from xlexp.parallel import is_remote, together
 from xlexp.roles import Models, card_key, chat_stage, plain
 from xlexp.store import Artifact, Store, digest, write_jsonl
 
@@ -85,7 +85,7 @@ def _m_alpacaeval(cfg: Any, store: Store, models: Models) -> Artifact:
     prompts = build_xl.select_prompts(sources.english_prompts(cfg.eval), cfg.eval.exclude_ids, cfg.eval.limit)
     # One artifact per language, all in flight together when the translator is behind a server.
     tasks = {code: (lambda code=code: run_mtranslate(cfg, store, models, prompts, code)) for code in codes if code != mbench.ENGLISH}
-    translated = together(tasks, can_run_together([cfg.eval.translator] * 2))
+    translated = together(tasks, is_remote(cfg.eval.translator))
     key = store.key("prompt_set", {"kind": "m_alpacaeval", "langs": codes, "prompts": digest(prompts)}, [a.key for a in translated.values()])
 
     def produce(work: Path, parts: Any) -> dict:
