@@ -80,3 +80,23 @@ def test_cli_prints_per_job_and_total(tmp_path: Path) -> None:
     assert len(per_job) == 2 and per_job[0].split("|")[4] == next(
         line for line in total.splitlines() if line.startswith("| reverse | teacher |")
     ).split("|")[4]
+
+
+def test_gpu_hours_use_the_cards_throughput_where_it_names_one() -> None:
+    from omegaconf import OmegaConf
+
+    from xlexp.llm.card import LLMConfig
+
+    def card(**kw):
+        return OmegaConf.merge(OmegaConf.structured(LLMConfig), {"name": "m", "backend": "hf", "model": "m", **kw})
+
+    rows = [plan.RoleCount("reverse", "teacher", card(), 10, prompt_tokens=3e6, completion_tokens=6e5),
+            plan.RoleCount("respond", "model", card(tokens_per_s=100.0), 10, prompt_tokens=3e5, completion_tokens=6e4),
+            plan.RoleCount("judge", "judge", card(backend="openai"), 10, prompt_tokens=9e6)]  # an API: no GPU
+    job = plan.JobPlan(overrides=[], stages=["generate", "evaluate"], counts=rows, sft_tokens=7.2e6)
+    _, seconds = plan.totals([job], generate_tps=1200.0)
+    assert seconds == 3.6e6 / 1200 + 3.6e5 / 100  # the teacher at the flag's rate, the model at its card's
+    assert plan.sft_hours(job, train_tps=3600.0) == 7.2e6 / 3600 / 3600
+    job.sft_tokens_per_s = 7200.0  # the student card's train_tokens_per_s
+    assert plan.sft_hours(job, train_tps=3600.0) == 7.2e6 / 7200 / 3600
+    assert "GPU-hours: 2.11 " in plan.render([job], 3600.0, 1200.0, 2.0)  # (1000 + 3000 + 3600) s

@@ -67,6 +67,7 @@ class JobPlan:
     counts: list[RoleCount] = field(default_factory=list)
     sft_tokens: float = 0.0
     sft_exact: bool = True
+    sft_tokens_per_s: float | None = None  # the student card's train_tokens_per_s
     notes: list[str] = field(default_factory=list)
     present: list[str] = field(default_factory=list)  # stage artifacts the store already holds
     to_build: dict[str, str] = field(default_factory=dict)  # stage -> why (missing key, after a stage)
@@ -183,6 +184,7 @@ def plan_job(cfg: Any, overrides: list[str], ratios: dict[str, float], probe: bo
         per_row = ratios.get("sft_tokens_per_row")
         job.sft_exact = per_row is not None
         job.sft_tokens = n * float(cfg.sft.epochs) * (per_row if per_row is not None else int(cfg.sft.max_seq_len) / 2)
+        job.sft_tokens_per_s = getattr(cfg.model, "train_tokens_per_s", None)
     if "evaluate" in cfg.stages:
         rows, exact = eval_prompt_rows(cfg)
         bench_sig = _signature(cfg.eval, cfg.langs.codes, cfg.seed)
@@ -234,9 +236,10 @@ def _codes(cfg: Any) -> list[str]:
 # ---------------------------------------------------------------- totals and the printout
 
 
-def totals(jobs: list[JobPlan]) -> tuple[dict[tuple[str, str], RoleCount], float]:
+def totals(jobs: list[JobPlan], generate_tps: float) -> tuple[dict[tuple[str, str], RoleCount], float]:
     """Per (stage, role) over the jobs, shared work (the same signature) counted once; and the
-    tokens of local models (hf, vllm) among them, for GPU-hours."""
+    GPU-seconds of local models (hf, vllm) among them: their tokens at the card's
+    `tokens_per_s`, else at `generate_tps`."""
     seen: set[tuple[str, str, str | None]] = set()
     out: dict[tuple[str, str], RoleCount] = {}
     local = 0.0
@@ -247,7 +250,7 @@ def totals(jobs: list[JobPlan]) -> tuple[dict[tuple[str, str], RoleCount], float
                 continue
             seen.add(mark)
             if getattr(row.card, "backend", "") in ("hf", "vllm"):
-                local += row.prompt_tokens + row.completion_tokens
+                local += (row.prompt_tokens + row.completion_tokens) / (getattr(row.card, "tokens_per_s", None) or generate_tps)
             into = out.setdefault((row.stage, row.role), RoleCount(row.stage, row.role, row.card, 0, summed_usd=(0.0, 0.0)))
             into.summed_usd = (into.usd(False) + row.usd(False), into.usd(True) + row.usd(True))
             if getattr(into.card, "name", None) != getattr(row.card, "name", None):
@@ -265,9 +268,9 @@ class _Several:
     name = "several"
 
 
-def gpu_hours(local_tokens: float, sft_tokens: float, train_tps: float, generate_tps: float) -> float:
-    """SFT tokens at `train_tps` plus tokens of local models (hf, vllm) at `generate_tps`."""
-    return (sft_tokens / train_tps + local_tokens / generate_tps) / 3600
+def sft_hours(job: JobPlan, train_tps: float) -> float:
+    """The job's SFT tokens at its student card's `train_tokens_per_s`, else at `train_tps`."""
+    return job.sft_tokens / (job.sft_tokens_per_s or train_tps) / 3600
 
 
 def render(jobs: list[JobPlan], train_tps: float, generate_tps: float, gpu_usd_per_hour: float) -> str:
@@ -282,20 +285,22 @@ def render(jobs: list[JobPlan], train_tps: float, generate_tps: float, gpu_usd_p
             lines.append(_row(r))
         if job.sft_tokens:
             est = "" if job.sft_exact else " (estimate: no finished SFT in the store)"
-            lines.append(f"SFT: {job.sft_tokens:,.0f} training tokens, {job.sft_tokens / train_tps / 3600:.2f} GPU-hours{est}")
+            lines.append(f"SFT: {job.sft_tokens:,.0f} training tokens, {sft_hours(job, train_tps):.2f} GPU-hours{est}")
         lines.extend(f"note: {n}" for n in job.notes)
         lines.append("")
-    total, local = totals(jobs)
-    sft = sum(j.sft_tokens for j in jobs)
+    total, local_seconds = totals(jobs, generate_tps)
     lines.append("## total (work shared by jobs counted once)")
     lines.append("| stage | role | model | calls | tokens in | tokens out | USD | USD (Batch API) |")
     lines.append("|---|---|---|---:|---:|---:|---:|---:|")
     for r in total.values():
         lines.append(_row(r))
-    hours = gpu_hours(local, sft, train_tps, generate_tps)
+    hours = sum(sft_hours(j, train_tps) for j in jobs) + local_seconds / 3600
     api = sum(r.usd(False) for r in total.values())
     api_batch = sum(r.usd(True) for r in total.values())
-    lines.append(f"GPU-hours: {hours:.2f} (SFT at {train_tps:,.0f} tokens/s, local models at {generate_tps:,.0f} tokens/s)")
+    lines.append(
+        f"GPU-hours: {hours:.2f} (SFT at {train_tps:,.0f} tokens/s, local models at {generate_tps:,.0f} tokens/s, "
+        "unless a card names its own)"
+    )
     lines.append(
         f"dollars: API {api:.2f} (Batch API {api_batch:.2f}) + GPU {hours * gpu_usd_per_hour:.2f} at {gpu_usd_per_hour}/h"
     )

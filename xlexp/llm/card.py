@@ -42,6 +42,11 @@ class LLMConfig:
     timeout_s: float = 120.0
     breaker_after: int = 8  # openai: failed calls in a row after which the endpoint counts as down
     engine_kwargs: dict[str, Any] = field(default_factory=dict)  # vllm.LLM(**engine_kwargs)
+    # The cost plan's GPU-hours (python -m xlexp.plan) for a local model (hf, vllm): tokens per
+    # second on one GPU when generating, and when it is the student being fine-tuned. None: the
+    # plan's --generate-tokens-per-s / --train-tokens-per-s.
+    tokens_per_s: float | None = None
+    train_tokens_per_s: float | None = None
     price_in_per_mtok: float = 0.0  # USD per 1M prompt tokens (cost ledger)
     price_out_per_mtok: float = 0.0
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
