@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from xlexp import langs
 from xlexp.generate import prompt
@@ -44,25 +44,20 @@ def assign_languages(pairs: list[dict], codes: list[str], mode: str, templates: 
     return items
 
 
-def add_segments(items: list[dict], splitter: Splitter) -> list[dict]:
+def _segmented(items: Iterable[dict], splitter: Splitter) -> Iterator[dict]:
+    """Each item with `segments` added, one at a time (a response shared by items is split once)."""
     cache: dict[str, list[dict]] = {}
     for item in items:
         if item["response"] not in cache:
             cache[item["response"]] = segment(item["response"], splitter)
         item["segments"] = cache[item["response"]]
-    return items
+        yield item
 
 
-def stream_jobs(items: list[dict], splitter: Splitter) -> Iterator[tuple[str, str]]:
-    """Segment each item (adds `segments`, as `add_segments`) and yield its new unique
-    (sentence, lang) pairs at once, in the order of `jobs`: translation of the first sentences
-    can start while later items are still being split."""
-    cache: dict[str, list[dict]] = {}
+def _unique_jobs(items: Iterable[dict]) -> Iterator[tuple[str, str]]:
+    """Unique (sentence, lang) pairs of segmented items, in first-seen order, as they come."""
     seen: set[tuple[str, str]] = set()
     for item in items:
-        if item["response"] not in cache:
-            cache[item["response"]] = segment(item["response"], splitter)
-        item["segments"] = cache[item["response"]]
         for s in sentences(item["segments"]):
             job = (s, item["lang"])
             if job not in seen:
@@ -70,13 +65,22 @@ def stream_jobs(items: list[dict], splitter: Splitter) -> Iterator[tuple[str, st
                 yield job
 
 
+def add_segments(items: list[dict], splitter: Splitter) -> list[dict]:
+    for _ in _segmented(items, splitter):
+        pass
+    return items
+
+
+def stream_jobs(items: list[dict], splitter: Splitter) -> Iterator[tuple[str, str]]:
+    """Segment each item (adds `segments`, as `add_segments`) and yield its new unique
+    (sentence, lang) pairs at once, in the order of `jobs`: translation of the first sentences
+    can start while later items are still being split."""
+    return _unique_jobs(_segmented(items, splitter))
+
+
 def jobs(items: list[dict]) -> list[tuple[str, str]]:
     """Unique (sentence, lang) pairs to translate, in first-seen order."""
-    seen: dict[tuple[str, str], None] = {}
-    for item in items:
-        for s in sentences(item["segments"]):
-            seen.setdefault((s, item["lang"]), None)
-    return list(seen)
+    return list(_unique_jobs(items))
 
 
 def build_prompts(job_list: list[tuple[str, str]]) -> list[Conversation]:
