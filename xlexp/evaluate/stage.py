@@ -12,10 +12,18 @@ from typing import Any
 from xlexp.evaluate import build_xl, judge, metrics, rtt, rubric
 from xlexp.evaluate.config import eval_codes
 from xlexp.evaluate.prompt_sets import eval_rows, run_prompt_set, xl_key
+from xlexp.llm import ChatModel
 from xlexp.parallel import batches_in_flight, can_run_together, together
 from xlexp.roles import Models, card_key, reasons
 from xlexp.sft.config import parse_data_size
 from xlexp.store import Artifact, Store, digest, write_json, write_jsonl
+
+
+def chat_by_lang(model: ChatModel, convs: dict[str, list], sampling: Any = None, adapter: str | None = None) -> dict[str, list]:
+    """Every language's conversations in one call (one window over all of them, no wait per
+    language); the completions handed back per language, in order."""
+    answers = iter(model.chat([c for per_lang in convs.values() for c in per_lang], sampling, adapter=adapter))
+    return {code: [next(answers) for _ in per_lang] for code, per_lang in convs.items()}
 
 
 def run_respond(
@@ -33,11 +41,10 @@ def run_respond(
         model = models.role(role, card)
         counts = {}
         per_lang = eval_rows(cfg, prompt_set)
-        # Every language's prompts in one call: one window over all of them, no wait per language.
-        convs = [[{"role": "user", "content": r["instruction"]}] for rows in per_lang.values() for r in rows]
-        answers = iter(model.chat(convs, adapter=str(adapter.file("adapter")) if adapter else None))
+        convs = {code: [[{"role": "user", "content": r["instruction"]}] for r in rows] for code, rows in per_lang.items()}
+        answers = chat_by_lang(model, convs, adapter=str(adapter.file("adapter")) if adapter else None)
         for code, rows in per_lang.items():
-            comps = [next(answers) for _ in rows]
+            comps = answers[code]
             # A rejected call has no answer: null, counted, never shown to the judge as one.
             outputs = [c.text.strip() if c.ok else None for c in comps]
             write_json(work / f"{code}.json", build_xl.to_alpaca_eval(rows, outputs, generator))
@@ -77,11 +84,9 @@ def run_judge(
             if [r["id"] for r in sys_rows] != [r["id"] for r in ref_rows]:
                 raise ValueError(f"judge: the system's and the reference's {code} outputs hold different prompts")
             plans[code] = judge.plan(protocol, sys_rows, [r["output"] for r in sys_rows], [r["output"] for r in ref_rows])
-        # Every language's comparisons in one call: one window over all of them.
-        convs = {code: judge.conversations(entries) for code, entries in plans.items()}
-        answers = iter(model.chat([c for code_convs in convs.values() for c in code_convs], sampling))
+        answers = chat_by_lang(model, {code: judge.conversations(entries) for code, entries in plans.items()}, sampling)
         for code, entries in plans.items():
-            combined = judge.combine(protocol, entries, [next(answers) for _ in convs[code]])
+            combined = judge.combine(protocol, entries, answers[code])
             write_jsonl(work / f"{code}.jsonl", combined)
             found = [r["status"] for r in combined]
             counts[code] = {s: found.count(s) for s in statuses}
@@ -197,24 +202,22 @@ def run_respond_rtt(cfg: Any, store: Store, models: Models, card: Any, adapter: 
         model = models.role("model", card)
         sampling = model.sampling(**({"max_tokens": cfg.eval.rtt_max_tokens} if cfg.eval.rtt_max_tokens else {}))
         lora = str(adapter.file("adapter")) if adapter else None
-        # Every language in one call per step, so the model's window spans them all.
         by_code = eval_rows(cfg, prompt_set)
-        flat = [(code, r) for code, rows in by_code.items() for r in rows]
         if mode == "one_prompt":
-            comps = model.chat([rtt.one_prompt(r) for _, r in flat], sampling, adapter=lora)
-            results = [rtt.from_completion(c, code) for (code, _), c in zip(flat, comps, strict=True)]
+            comps = chat_by_lang(model, {c: [rtt.one_prompt(r) for r in rows] for c, rows in by_code.items()}, sampling, lora)
+            results = {c: [rtt.from_completion(x, c) for x in comps[c]] for c in by_code}
         else:
             # The answers do not depend on the language: a prompt asked for each is asked once.
-            answers = [rtt.from_completion(c) for c in model.chat([rtt.answer_prompt(r) for _, r in flat], sampling, adapter=lora)]
-            todo = [i for i, (text, _) in enumerate(answers) if text]
-            comps = model.chat([rtt.translate_prompt(answers[i][0], flat[i][0]) for i in todo], sampling, adapter=lora)
-            results = list(answers)
-            for i, c in zip(todo, comps, strict=True):
-                results[i] = rtt.from_completion(c)
-        counts, start = {}, 0
+            asked = chat_by_lang(model, {c: [rtt.answer_prompt(r) for r in rows] for c, rows in by_code.items()}, sampling, lora)
+            results = {c: [rtt.from_completion(x) for x in asked[c]] for c in by_code}
+            todo = {c: [i for i, (text, _) in enumerate(results[c]) if text] for c in by_code}
+            comps = chat_by_lang(model, {c: [rtt.translate_prompt(results[c][i][0], c) for i in todo[c]] for c in by_code}, sampling, lora)
+            for c in by_code:
+                for i, x in zip(todo[c], comps[c], strict=True):
+                    results[c][i] = rtt.from_completion(x)
+        counts = {}
         for code, rows in by_code.items():
-            mine = results[start : start + len(rows)]
-            start += len(rows)
+            mine = results[code]
             outputs = [text if text else None for text, _ in mine]  # a failed step: no answer
             write_json(work / f"{code}.json", build_xl.to_alpaca_eval(rows, outputs, generator))
             rejects = reasons([{"reject": reason} for _, reason in mine if reason])
