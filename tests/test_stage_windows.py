@@ -15,7 +15,8 @@ import threading
 import time
 from pathlib import Path
 
-from fakeserver import FakeOpenAI
+import pytest
+from fakeserver import FakeOpenAI, Reply
 from test_chain import Teacher, compose_cfg
 
 from xlexp.__main__ import run
@@ -80,7 +81,8 @@ def test_generate_keeps_the_window_full_and_translators_run_together(tmp_path):
 NO_TORCH = """
 import sys
 from pathlib import Path
-from fakeserver import FakeOpenAI
+import pytest
+from fakeserver import FakeOpenAI, Reply
 from test_chain import compose_cfg
 from test_stage_windows import Peaks, overrides
 from xlexp.__main__ import run
@@ -148,3 +150,34 @@ def test_evaluation_keeps_languages_and_roles_in_flight_together(tmp_path):
         assert peaks.overlapped(("answer", "sys"), ("answer", "ref"))
         run(compose_exp("rtt", "profile=tiny", *common), tmp_path / "rtt")
         assert peaks.overlapped(("rtt_one_prompt", "German"), ("rtt_one_prompt", "French"))
+
+
+def test_a_language_whose_translation_fails_is_asked_again_alone(tmp_path):
+    """m-AlpacaEval's languages run together: when French's prompt translations fail, German's
+    finished artifact is kept, nothing downstream is built, and the rerun asks only for French."""
+    from test_eval_exps import Evaluator, compose_exp
+
+    from xlexp.failures import BackendFailure
+
+    evaluator, down = Evaluator(), {"French": True}
+
+    def handler(body: dict) -> object:
+        text = body["messages"][-1]["content"]
+        if down["French"] and "Translate the following instruction" in text and "into French" in text:
+            return Reply(503, text="translator overloaded")
+        return evaluator(body)
+
+    with FakeOpenAI(handler) as srv:
+        roles = []
+        for role, model in (("model", "sys"), ("reference", "ref"), ("judge", "judge")):
+            roles += [f"{role}.{a}" for a in ("backend=openai", f"model={model}", f"base_url={srv.base_url}", "gguf_file=null",
+                                              "max_retries=0")]
+        args = [*roles, f"store_dir={tmp_path / 'store'}", "eval.limit=4", "eval.bootstrap=20", "stages=[evaluate,report]"]
+        with pytest.raises(BackendFailure, match="4 failed calls"):
+            run(compose_exp("mtransfer", "profile=tiny", *args), tmp_path / "a")
+        finished = {p.parent.name for p in (tmp_path / "store").glob("mtranslate/*/DONE")}
+        assert len(finished) == 1 and not list((tmp_path / "store").glob("prompt_set/*/DONE"))
+        assert evaluator.counts["mtranslate"] == 4  # German's four; French's 503s are not answers
+        down["French"] = False
+        summary = run(compose_exp("mtransfer", "profile=tiny", *args), tmp_path / "b")
+    assert evaluator.counts["mtranslate"] == 8 and set(summary["metrics"]) == {"deu", "fra", "eng", "avg"}
