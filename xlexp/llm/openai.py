@@ -55,6 +55,17 @@ def request_body(model: str, conversation: Conversation, sampling: Sampling, sam
     return body
 
 
+def api_key(card: Any) -> tuple[str, str | None]:
+    """(the key to send, the secret to redact from messages): from the env var the card names;
+    without one, "EMPTY" (local servers such as vLLM and llama.cpp accept any key), nothing secret."""
+    if not card.api_key_env:
+        return "EMPTY", None
+    key = os.environ.get(card.api_key_env)
+    if not key:
+        raise ValueError(f"api_key_env: environment variable {card.api_key_env} is not set")
+    return key, key
+
+
 BATCH_API_MAX_REQUESTS = 50_000  # OpenAI's limit on requests in one batch file
 
 
@@ -105,14 +116,7 @@ class OpenAIBackend(Backend):
         self.base_url = card.base_url
         self.api_key_env = card.api_key_env
         self.max_concurrency = max(1, int(card.max_concurrency))
-        if card.api_key_env:
-            key = os.environ.get(card.api_key_env)
-            if not key:
-                raise ValueError(f"api_key_env: environment variable {card.api_key_env} is not set")
-        else:
-            key = "EMPTY"  # local servers (vLLM, llama.cpp) accept any key
-        # Kept only for redaction; the transport holds the real copy in its headers.
-        self._secret = key if key != "EMPTY" else None
+        key, self._secret = api_key(card)  # the secret only for redaction; the transport holds the key
         self.breaker = Breaker(getattr(card, "breaker_after", None))
         self._adapter_names: dict[str, str] = {}  # adapter dir -> served model name
         self._adapter_lock = threading.Lock()

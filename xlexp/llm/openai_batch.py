@@ -108,13 +108,7 @@ class OpenAIBatchBackend(Backend):
         self.max_retries = max(0, int(card.max_retries))
         self.base_wait_s = openai_backend.BASE_WAIT_S
         self.max_wait_s = openai_backend.MAX_WAIT_S
-        if card.api_key_env:
-            key = os.environ.get(card.api_key_env)
-            if not key:
-                raise ValueError(f"api_key_env: environment variable {card.api_key_env} is not set")
-        else:
-            key = "EMPTY"
-        self._secret = key if key != "EMPTY" else None  # kept only for redaction
+        key, self._secret = openai_backend.api_key(card)  # the secret only for redaction
         self._client = openai.OpenAI(
             base_url=card.base_url,
             api_key=key,
