@@ -114,14 +114,14 @@ def test_whole_chain_then_rerun_makes_zero_backend_calls(tmp_path, tiny_model_di
     assert {"messages", "lang", "qe_score", "seed_id", "translators"} <= set(dataset[0])
     assert all(r["messages"][0]["content"].endswith(("Respond in German.", "Respond in French.")) for r in dataset)
 
-    adapter = store.get("sft", summary["stages"]["sft"]["key"]).file("adapter")
+    adapter = store.get("sft", summary["stages"]["sft"]["adapter"]["key"]).file("adapter")
     assert (adapter / "adapter_config.json").exists() and (adapter / "adapter_model.safetensors").exists()
 
     metrics = summary["metrics"]
     assert set(metrics) == {"deu", "fra", "avg"}
     # The judge always prefers B; both orders are judged, so each row's preference is 0.5.
     assert metrics["deu"]["win_rate"] == pytest.approx(50.0)
-    respond = store.get("respond", summary["stages"]["evaluate"]["respond"])
+    respond = store.get("respond", summary["stages"]["evaluate"]["respond"]["key"])
     rows = json.loads(respond.file("deu.json").read_text())
     assert len(rows) == 3 and {"instruction", "output", "generator", "dataset"} <= set(rows[0])
     assert (tmp_path / "run1" / "results.md").read_text().count("| deu |") == 1
@@ -131,7 +131,7 @@ def test_whole_chain_then_rerun_makes_zero_backend_calls(tmp_path, tiny_model_di
     again = run(compose_cfg(args), tmp_path / "run2")
     assert again["backend_calls"] == 0 and teacher_server.calls == served
     assert again["metrics"] == metrics
-    assert again["stages"]["sft"]["key"] == summary["stages"]["sft"]["key"]
+    assert again["stages"]["sft"]["adapter"]["key"] == summary["stages"]["sft"]["adapter"]["key"]
 
 
 def test_a_changed_stage_reuses_everything_upstream(tmp_path, tiny_model_dir, teacher_server):

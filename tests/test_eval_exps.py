@@ -137,7 +137,7 @@ def test_finegrained_tiny_run_scores_the_rubric(tmp_path, tiny_model_dir, evalua
         assert math.isnan(rubric[lang]["objectivity"]) and rubric[lang]["n_malformed"] == 2  # recorded, not guessed
         assert rubric[lang]["average"] == pytest.approx(4.0)
     assert evaluator.evaluator.counts["rubric"] == 2 * 2 * 4  # langs x prompts x criteria
-    judged = Store(tmp_path / "store").get("judge", summary["stages"]["evaluate"]["judge"])
+    judged = Store(tmp_path / "store").get("judge", summary["stages"]["evaluate"]["judge"]["key"])
     rows = judged.rows("deu.jsonl") + judged.rows("fra.jsonl")
     assert {r["protocol"] for r in rows} == {protocol} and judged.meta["counts"]["judged"] == 4
     if protocol == "both_orders":
@@ -162,7 +162,7 @@ def test_offtheshelf_tiny_run_has_no_adapter_and_rtt_outputs_are_translations(tm
     summary = run(compose_exp("offtheshelf", "profile=tiny", *overrides(evaluator.base_url, tiny_model_dir, store, judged)), tmp_path / "a")
     assert summary["system"]["judge_protocol"] == protocol
     assert "sft" not in summary["stages"] and not (store / "sft").exists()
-    respond = Store(store).get("respond", summary["stages"]["evaluate"]["respond"])
+    respond = Store(store).get("respond", summary["stages"]["evaluate"]["respond"]["key"])
     rows = json.loads(respond.file("deu.json").read_text())
     assert rows[0]["generator"] == "smollm2-135m" and len(rows) == 2
 
@@ -170,7 +170,7 @@ def test_offtheshelf_tiny_run_has_no_adapter_and_rtt_outputs_are_translations(tm
         args = overrides(evaluator.base_url, tiny_model_dir, store, f"eval.rtt={mode}", judged) + _api("model", evaluator.base_url)
         out = run(compose_exp("rtt", "profile=tiny", *args), tmp_path / mode)
         assert out["system"]["judge_protocol"] == protocol
-        art = Store(store).get("respond", out["stages"]["evaluate"]["respond"])
+        art = Store(store).get("respond", out["stages"]["evaluate"]["respond"]["key"])
         rows = json.loads(art.file("deu.json").read_text())
         assert [r["output"] for r in rows] == [expected] * 2 and rows[0]["generator"].endswith(f"+rtt-{mode}")
         assert art.meta["counts"]["langs"]["deu"]["empty_outputs"] == 0
@@ -186,7 +186,7 @@ def test_mtransfer_tiny_run_translates_prompts_once_and_adds_english(tmp_path, t
     summary = run(compose_exp("mtransfer", "profile=tiny", *args), tmp_path / "a")
     assert summary["system"]["judge_protocol"] == protocol
     assert set(summary["metrics"]) == {"deu", "fra", "eng", "avg"}
-    bench = Store(tmp_path / "store").get("prompt_set", summary["stages"]["evaluate"]["prompt_set"])
+    bench = Store(tmp_path / "store").get("prompt_set", summary["stages"]["evaluate"]["prompt_set"]["key"])
     deu, eng = bench.rows("deu.jsonl"), bench.rows("eng.jsonl")
     assert [r["instruction"] for r in deu] == [f"[German] {r['instruction']}" for r in eng]  # monolingual, no template
     assert all(r["english"] == e["instruction"] for r, e in zip(deu, eng, strict=True))

@@ -117,7 +117,7 @@ def test_tiny_instruct_grid_sweep_runs_end_to_end(tmp_path: Path, tiny_model_dir
         run_sweep(cmd, timeout=1500)
     results = job_results(tmp_path / "sweep")
     assert sorted(results) == [0, 1]
-    assert [results[n]["stages"]["sft"]["rows"] for n in (0, 1)] == [2, 4]
+    assert [results[n]["stages"]["sft"]["adapter"]["rows"] for n in (0, 1)] == [2, 4]
     assert all(results[n]["metrics"]["avg"]["win_rate"] is not None for n in (0, 1))
     assert {results[n]["system"]["model"] for n in (0, 1)} == {"smollm2-135m"}
     report = (tmp_path / "sweep" / "report" / "tables.md").read_text()  # the sweep's report callback

@@ -103,7 +103,7 @@ def test_stats_reach_an_offline_wandb_run(case, tmp_path, monkeypatch):
     cfg = OmegaConf.structured(Config(teacher=card, model=card, judge=card, reference=card))
     cfg.logger.kind = "wandb"
     tracker = track.start(cfg, tmp_path)
-    tracker.log_generation_stats(generation_stats(STAGE_COUNTS, *case, NAMES))
+    tracker.log_values(flatten(generation_stats(STAGE_COUNTS, *case, NAMES)))
     tracker.finish({"seconds": 1.0, "backend_calls": 0})
     wanted = (b"generate/stats/mean_qe_by_translator/B", b"generate/stats/stages/qe/rejects")
     # wandb-core may still be flushing the .wandb file when finish() returns: wait for it a little.

@@ -17,17 +17,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def requests_made(summary: dict) -> dict[tuple[str, str], int]:
-    """(stage, role) -> requests the run issued (backend calls + cache hits), from its ledger."""
+    """(artifact, role) -> requests the run issued (backend calls + cache hits), from its ledger
+    (which names the reference's `respond` build by its role, as the evaluate stage names it)."""
     out = {}
     for stage, row in summary["cost"]["stages"].items():
         for role, r in row["roles"].items():
-            # The ledger names the reference's respond build by its role (ledger._label).
-            out[("respond" if role == "reference" else stage, role)] = r["calls"] + r["cache_hits"]
+            out[(stage, role)] = r["calls"] + r["cache_hits"]
     return out
 
 
 def planned(job: plan.JobPlan) -> dict[tuple[str, str], float]:
-    return {(r.stage, r.role): r.calls for r in job.counts}
+    return {(r.artifact, r.role): r.calls for r in job.counts}
 
 
 def test_plan_counts_equal_the_tiny_runs_calls(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -35,35 +35,35 @@ def test_plan_counts_equal_the_tiny_runs_calls(tmp_path: Path, tiny_model_dir: P
     with FakeOpenAI(teacher) as srv:
         args = overrides(srv.base_url, tiny_model_dir, tmp_path / "store")
         (cold,) = plan.plan(args)
-        assert cold.present == [] and {"seed", "sft", "respond:reference", "judge"} <= set(cold.to_build)
+        assert cold.present == [] and {"seed", "adapter", "reference", "judge"} <= set(cold.to_build)
         assert not (tmp_path / "store").exists()  # planning wrote nothing, not even the store dir
         first = run(compose_cfg(args), tmp_path / "run1")
         made = requests_made(first)
         # Counts the config and local inputs decide are exact and equal what the run made.
-        exact = {k: v for k, v in planned(cold).items() if next(r for r in cold.counts if (r.stage, r.role) == k).exact}
-        assert {("reverse", "teacher"), ("respond", "model"), ("respond", "reference"), ("judge", "judge")} <= set(exact)
+        exact = {k: v for k, v in planned(cold).items() if next(r for r in cold.counts if (r.artifact, r.role) == k).exact}
+        assert {("reverse", "teacher"), ("respond", "model"), ("reference", "reference"), ("judge", "judge")} <= set(exact)
         for k, v in exact.items():
             assert made[k] == v, (k, made[k], v)
         # The rest were estimates; with the first run measured, the same plan is exact.
-        (measured,) = [plan.plan_job(compose_cfg(args), args, plan.measured(tmp_path / "store"), probe=False)]
+        (measured,) = [plan.plan_job(compose_cfg(args), args, plan.Measured(tmp_path / "store"), probe_store=False)]
         for k, v in planned(measured).items():
             assert made[k] == round(v), (k, made[k], v)
 
         # Warm store: everything of this job is there, nothing is called.
         (warm,) = plan.plan(args)
-        assert set(warm.to_build) == set() and {"select", "sft", "judge"} <= set(warm.present)
+        assert set(warm.to_build) == set() and {"select", "adapter", "judge"} <= set(warm.present)
         assert all(r.calls == 0 for r in warm.counts) and warm.sft_tokens == 0
 
         # A new data size reuses the generation and the reference answers; the plan says which.
         bigger = [a for a in args if not a.startswith("data_size=")] + ["data_size=2"]
         (job,) = plan.plan(bigger)
-        assert {"seed", "reverse", "refine", "translate", "qe", "select", "respond:reference"} <= set(job.present)
-        assert set(job.to_build) == {"sft", "respond:model", "judge"}
+        assert {"seed", "reverse", "refine", "translate", "qe", "select", "reference"} <= set(job.present)
+        assert set(job.to_build) == {"adapter", "respond", "judge", "metrics"}
         second = run(compose_cfg(bigger), tmp_path / "run2")
         made = requests_made(second)
         for (stage, role), calls in planned(job).items():
             assert made.get((stage, role), 0) == calls, (stage, role)
-        assert made.get(("reverse", "teacher"), 0) == 0 and made.get(("respond", "reference"), 0) == 0
+        assert made.get(("reverse", "teacher"), 0) == 0 and made.get(("reference", "reference"), 0) == 0
 
 
 def test_cli_prints_per_job_and_total(tmp_path: Path) -> None:

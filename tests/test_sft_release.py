@@ -141,7 +141,7 @@ def test_sft_on_the_release_by_name_through_the_pipeline(release: Path, tmp_path
     ]  # fmt: skip
     validate(compose_cfg(*args), cuda=False)
     summary = run(compose_cfg(*args), tmp_path / "run")
-    assert "generate" not in summary["stages"] and summary["stages"]["sft"]["rows"] == 4
+    assert "generate" not in summary["stages"] and summary["stages"]["sft"]["adapter"]["rows"] == 4
     (data,) = [p for p in (store / "release_data").iterdir() if not p.name.startswith(".")]
     rows = [json.loads(line) for line in (data / "dataset.jsonl").read_text().splitlines()]
     assert len(rows) == N - 1 and {r["lang"] for r in rows} == {"deu", "zho"}  # one language per instruction

@@ -221,15 +221,15 @@ def test_run_with_an_external_source_skips_generation(tmp_path: Path, tiny_model
         "sft.batch_size=2", "sft.max_seq_len=256",
     ]
     summary = run(compose_cfg(*args), tmp_path / "run")
-    assert "generate" not in summary["stages"] and summary["stages"]["sft"]["rows"] == 4
+    assert "generate" not in summary["stages"] and summary["stages"]["sft"]["adapter"]["rows"] == 4
     stages = {p.name for p in store.iterdir() if p.is_dir()}
     assert {"external_data", "sft"} <= stages and not stages & {"seed", "reverse", "refine", "translate", "qe", "select"}
     (external,) = [p for p in (store / "external_data").iterdir() if not p.name.startswith(".")]
     assert len((external / "dataset.jsonl").read_text().splitlines()) == 8
-    adapter = store / "sft" / summary["stages"]["sft"]["key"] / "adapter" / "adapter_model.safetensors"
+    adapter = store / "sft" / summary["stages"]["sft"]["adapter"]["key"] / "adapter" / "adapter_model.safetensors"
     stamp = adapter.stat().st_mtime_ns
     again = run(compose_cfg(*args), tmp_path / "run2")
-    assert again["stages"]["sft"]["key"] == summary["stages"]["sft"]["key"] and adapter.stat().st_mtime_ns == stamp
+    assert again["stages"]["sft"]["adapter"]["key"] == summary["stages"]["sft"]["adapter"]["key"] and adapter.stat().st_mtime_ns == stamp
     with pytest.raises(ConfigError) as err:  # more than the external artifact holds
         run(compose_cfg(*[a for a in args if not a.startswith("data_size")], "data_size=9"), tmp_path / "run3")
     assert err.value.key == "data_size"

@@ -64,7 +64,7 @@ def test_tiny_sweep_runs_as_one_slurm_array_job(tmp_path, tiny_model_dir, slurm)
         run_sweep(cmd, timeout=TIMEOUT_S, env=sweep_env(**SLURM_ENV))
         print(f"2-point tiny sweep on Slurm: {time.time() - started:.1f} s")
     results = job_results(tmp_path / "sweep")
-    assert [results[n]["stages"]["sft"]["rows"] for n in (0, 1)] == [2, 4]
+    assert [results[n]["stages"]["sft"]["adapter"]["rows"] for n in (0, 1)] == [2, 4]
     assert all(set(r["metrics"]) == {"deu", "fra", "avg"} for r in results.values())
     logs = submitit_logs(tmp_path / "sweep")
     array_ids = {job.split("_")[0] for job in logs}

@@ -26,7 +26,7 @@ def test_tiny_scaling_sweep_on_submitit_local_shares_the_generated_dataset(tmp_p
 
     results = job_results(tmp_path / "sweep")
     assert sorted(results) == [0, 1]
-    assert [results[n]["stages"]["sft"]["rows"] for n in (0, 1)] == [2, 4]  # data_size=2,4
+    assert [results[n]["stages"]["sft"]["adapter"]["rows"] for n in (0, 1)] == [2, 4]  # data_size=2,4
     assert all(set(r["metrics"]) == {"deu", "fra", "avg"} for r in results.values())
 
     store = tmp_path / "store"

@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from xlexp import track
 from xlexp.config import Config, LLMConfig
+from xlexp.stage import STAGES
 from xlexp.store import Artifact, Store
 
 SECRET = "sk-live-THISMUSTNOTLEAK-1234567890"
@@ -99,17 +100,18 @@ def test_offline_run_has_group_job_type_artifacts_and_sample_table(tmp_path, wan
     cfg = _cfg(group="scaling", samples=5, copy_max_mb=0.002, tags=["t1"])
     cfg.stages = ["generate", "sft", "evaluate"]
     tracker = track.start(cfg, tmp_path / "run")
-    tracker.log_stage("generate", {"select": dataset})
-    tracker.log_stage("sft", {"sft": adapter})
+    tracker.log_stage(STAGES.get("generate"), {"select": dataset})
+    tracker.log_stage(STAGES.get("sft"), {"adapter": adapter})
     tracker.log_metrics({"deu": {"win_rate": 75.0, "n": 1, "lc_win_rate": None}, "avg": {"win_rate": 75.0}}, "alpaca_eval")
-    tracker.log_stage("evaluate", ev)
+    tracker.log_stage(STAGES.get("evaluate"), ev)
+    tracker.log_samples(track.sample_rows(ev["respond"], ev["reference"], ev["judge"], cfg.logger.samples))
     tracker.finish({"seconds": 1.0, "backend_calls": 3})
 
     run = wandb_offline.read(tmp_path / "run")
     assert run.run["runGroup"] == "scaling" and run.run["jobType"] == "generate,sft,evaluate"
     assert {"t1", "judge:alpaca_eval"} <= set(run.run["tags"])
     # The judge protocol is part of every metric's key: two protocols never share a chart.
-    assert {"eval/alpaca_eval/deu/win_rate", "eval/alpaca_eval/avg/win_rate", "generate/select/rows", "sft/sft/rejects"} <= run.history_keys()
+    assert {"eval/alpaca_eval/deu/win_rate", "eval/alpaca_eval/avg/win_rate", "generate/select/rows", "sft/adapter/rejects"} <= run.history_keys()
     assert "eval/alpaca_eval/deu/lc_win_rate" not in run.history_keys()  # absent values are not logged
     assert "generate/select/reject_reasons/no question" in run.history_keys()
     assert run.summary["eval/alpaca_eval/deu/win_rate"] == 75.0
@@ -153,7 +155,7 @@ def test_logger_none_writes_no_wandb_files(tmp_path, wandb_env):
     tracker = track.start(cfg, tmp_path / "run")
     assert isinstance(tracker, track.NullTracker) and not isinstance(tracker, track.WandbTracker)
     store = Store(tmp_path / "store")
-    tracker.log_stage("evaluate", _eval_artifacts(store))
+    tracker.log_stage(STAGES.get("evaluate"), _eval_artifacts(store))
     tracker.log_metrics({"deu": {"win_rate": 1.0}})
     tracker.finish({})
     assert not (tmp_path / "run").exists() and not (tmp_path / "wandb-data").exists()

@@ -35,7 +35,7 @@ def test_chain_with_wandb_logs_artifacts_samples_and_feeds_the_report(tmp_path, 
     lines = {m.split(":")[0]: m for m in (r.getMessage() for r in caplog.records) if m.startswith("stage ")}
     assert set(lines) == {"stage generate", "stage sft", "stage evaluate"}
     assert "seed out 8 | reverse 8->8 | refine 8->8 |" in lines["stage generate"]
-    assert "sft rows 4 |" in lines["stage sft"] and "0 calls (0 cached), $0.0000" in lines["stage sft"]
+    assert "adapter rows 4 |" in lines["stage sft"] and "0 calls (0 cached), $0.0000" in lines["stage sft"]
     # respond + reference: 3 prompts x 2 languages each; judge: 6 rows, both orders each.
     assert "respond rows 6 | reference rows 6 | judge rows 6 |" in lines["stage evaluate"]
     calls = [int(m.split(" calls")[0].rsplit(" ", 1)[1]) for m in lines.values()]
@@ -47,14 +47,14 @@ def test_chain_with_wandb_logs_artifacts_samples_and_feeds_the_report(tmp_path, 
     # Fidelity is logged when the random tiny student wrote enough prose to identify, never as NaN.
     fidelity = summary["metrics"]["deu"]["lang_fidelity"]
     assert ("eval/both_orders/deu/lang_fidelity" in wb.history_keys()) == (fidelity is not None)
-    assert {"generate/reverse/out", "generate/select/rows", "sft/sft/rows", "evaluate/judge/malformed"} <= wb.history_keys()
+    assert {"generate/reverse/out", "generate/select/rows", "sft/adapter/rows", "evaluate/judge/malformed"} <= wb.history_keys()
     gen = summary["stages"]["generate"]
     dataset = wb.artifact(f"dataset-{gen['select']['key']}")
     copied = {c["path"]: c for c in dataset["manifest"]["contents"]}
     assert {"dataset.jsonl", "stats.json", "DONE"} == set(copied) and not any("ref" in c for c in copied.values())
-    adapter = wb.artifact(f"adapter-{summary['stages']['sft']['key']}")
+    adapter = wb.artifact(f"adapter-{summary['stages']['sft']['adapter']['key']}")
     refs = {c["path"]: c.get("ref") for c in adapter["manifest"]["contents"]}
-    sft_dir = tmp_path / "store" / "sft" / summary["stages"]["sft"]["key"]
+    sft_dir = tmp_path / "store" / "sft" / summary["stages"]["sft"]["adapter"]["key"]
     assert refs["adapter/adapter_model.safetensors"] == (sft_dir / "adapter" / "adapter_model.safetensors").as_uri()
     assert all(ref and ref.startswith("file://") for ref in refs.values())
     table = wb.table("eval/samples")

@@ -144,7 +144,7 @@ def test_results_md_stage_table_is_readable(tmp_path: Path) -> None:
         "stages": {
             "generate": {"reverse": {"key": "k1", "in": 8, "out": 7, "rejects": 1, "reject_reasons": {"empty instruction": 1}},
                          "select": {"key": "k2", "rows": 6, "before_filter": 7, "rejects": 0}, "seconds": 1.5},
-            "evaluate": {"judge": "k3", "seconds": 2.0},
+            "evaluate": {"judge": {"key": "k3", "kind": "judge"}, "seconds": 2.0},
         },
         "generation_stats": {"stages": {"select": {"in": 7, "out": 6, "before_filter": 7, "dropped_by_qe_filter": 1, "reject_reasons": {}, "rejects": 0}}},
     }
@@ -224,7 +224,7 @@ def test_tiny_run_page_renders_every_section_offline(tiny_run: Path, tmp_path: P
     assert f"passage QE {known['qe_score']:.3f}" in row.text_content()
 
     ev_block, = dom.xpath('//section[@id="evaluation"]/div[@data-system]')
-    judge = store.get("judge", summary["stages"]["evaluate"]["judge"])
+    judge = store.get("judge", summary["stages"]["evaluate"]["judge"]["key"])
     verdicts = [v for lang in ("deu", "fra") for v in judge.rows(f"{lang}.jsonl")]
     assert xpath_counts(ev_block)["eval-rows"] == str(len(verdicts)) == "6"
     assert xpath_counts(ev_block)["eval-malformed"] == str(sum(1 for v in verdicts if v["malformed"])) == "2"

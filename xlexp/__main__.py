@@ -1,5 +1,5 @@
 """`python -m xlexp [overrides]` (or the `xlexp` script): validate the config, run the stages
-it names (xlexp/stages.py), report. Every stage's output is a store artifact, so a rerun (or
+it names (declared in xlexp/stage.py's registry; the loop is xlexp/run.py), report. Every stage's output is a store artifact, so a rerun (or
 another job of a sweep) reuses whatever is already done.
 """
 
@@ -30,7 +30,7 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Run the configured stages; returns the results summary (also written under run_dir)."""
-    from xlexp.stages import run as run_stages
+    from xlexp.run import run as run_stages
 
     return run_stages(cfg, run_dir)  # type: ignore[return-value]
 

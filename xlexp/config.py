@@ -15,9 +15,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from xlexp.errors import ConfigError
-from xlexp.evaluate import config as evaluate_config
 from xlexp.evaluate.config import EvalConfig
-from xlexp.generate import config as generate_config
 from xlexp.generate.config import (
     GenerateConfig,
     QEConfig,
@@ -27,14 +25,14 @@ from xlexp.generate.config import (
 )
 from xlexp.langs import LangsConfig, validate_langs
 from xlexp.llm.card import LLMConfig, SamplingConfig, check_card
-from xlexp.sft import config as sft_config
 from xlexp.sft.config import ExternalDataConfig, SFTConfig, parse_data_size
+from xlexp.stage import STAGES
 from xlexp.track import LoggerConfig
 
 __all__ = [
     "Config", "ConfigError", "EvalConfig", "ExternalDataConfig", "GenerateConfig", "LLMConfig",
     "LangsConfig", "LoggerConfig", "QEConfig", "SFTConfig", "SamplingConfig", "SeedDataConfig",
-    "SplitterConfig", "parse_data_size", "register", "roles_for", "translator_cards", "validate",
+    "SplitterConfig", "parse_data_size", "register", "translator_cards", "validate",
 ]
 
 
@@ -72,31 +70,6 @@ def register() -> None:
         OmegaConf.register_new_resolver("paper", lambda name: list(PAPER_FACTS[name]))
 
 
-def runs_generate(cfg: Any) -> bool:
-    """Generation runs when asked for, or when SFT needs the generated dataset."""
-    return "generate" in cfg.stages or sft_config.needs_generated_data(cfg)
-
-
-def roles_for(cfg: Any) -> dict[str, Any]:
-    """Model roles the requested stages will call, keyed by config path."""
-    roles: dict[str, Any] = {}
-    if "generate" in cfg.stages:
-        roles.update(generate_config.roles(cfg))
-    if "sft" in cfg.stages:
-        roles["model"] = cfg.model
-    if "evaluate" in cfg.stages:
-        roles.update(evaluate_config.roles(cfg))
-    if "qe.llm" in roles:  # it often interpolates ${judge}: name the role the user set first
-        roles["qe.llm"] = roles.pop("qe.llm")
-    return roles
-
-
-def preflight_roles(cfg: Any) -> dict[str, Any]:
-    """The roles a run will call, generation's included when SFT needs it (for preflight)."""
-    roles = dict(generate_config.roles(cfg)) if runs_generate(cfg) else {}
-    return {**roles, **roles_for(cfg)}
-
-
 def _cuda_probe(cuda: bool | None) -> Any:
     """`cuda()` for the backends' checks; torch is imported only if a backend asks."""
     if cuda is not None:
@@ -111,27 +84,35 @@ def _cuda_probe(cuda: bool | None) -> Any:
 
 
 def validate(cfg: DictConfig | Any, cuda: bool | None = None) -> None:
-    """Fail fast, naming the key, before any model loads."""
-    from xlexp.stages import STAGES
-
+    """Fail fast, naming the key, before any model loads: the top-level knobs, then each
+    declared stage's own checks of its slice, then the model card of every role it calls."""
     if isinstance(cfg, DictConfig):
         missing = sorted(OmegaConf.missing_keys(cfg))
         if missing:
             raise ConfigError(missing[0], "must be set (it is ??? in the config)")
         OmegaConf.resolve(cfg)
+    names = STAGES.names()
     if not cfg.stages:
-        raise ConfigError("stages", f"no stage to run: name at least one of {', '.join(STAGES)}")
+        raise ConfigError("stages", f"no stage to run: name at least one of {', '.join(names)}")
     for i, stage in enumerate(cfg.stages):
         if stage not in STAGES:
-            raise ConfigError(f"stages[{i}]", f"unknown stage {stage!r} (known: {', '.join(STAGES)})")
+            raise ConfigError(f"stages[{i}]", f"unknown stage {stage!r} (known: {', '.join(names)})")
     if not 0.0 <= cfg.reject_warn_share <= 1.0:
         raise ConfigError("reject_warn_share", f"must be in [0, 1], not {cfg.reject_warn_share}")
     validate_langs(cfg)
-    generate_config.validate(cfg, runs=runs_generate(cfg))
-    sft_config.validate(cfg, runs="sft" in cfg.stages)
-    evaluate_config.validate(cfg, runs="evaluate" in cfg.stages)
+    stages = STAGES.values()
+    for stage in stages:
+        stage.validate(cfg, stage.is_wanted(cfg))
     if cfg.logger.kind not in ("wandb", "none"):
         raise ConfigError("logger.kind", f"unknown logger {cfg.logger.kind!r} (wandb, none)")
     probe = _cuda_probe(cuda)
-    for key, card in roles_for(cfg).items():
+    # The cards of the stages the config names (a stage run only for its output, such as the
+    # generation SFT reads from the store, may name roles this machine cannot load).
+    roles: dict[str, Any] = {}
+    for stage in stages:
+        if stage.name in cfg.stages:
+            roles.update(stage.roles(cfg))
+    if "qe.llm" in roles:  # it often interpolates ${judge}: name the role the user set first
+        roles["qe.llm"] = roles.pop("qe.llm")
+    for key, card in roles.items():
         check_card(key, card, probe)

@@ -27,11 +27,26 @@ def is_remote(card: Any) -> bool:
 def together(tasks: dict[str, Callable[[], T]], parallel: bool) -> dict[str, T]:
     """Run every task, at once on threads when `parallel`, else in order; results by name.
 
-    The first failure is raised once every started task has ended (their answers are cached);
-    backend failures of several tasks are raised together.
+    Every task runs even when another fails (their answers are cached, so a rerun asks only
+    for what failed): the first failure is raised once every task has ended; backend failures
+    of several tasks are raised together.
     """
     if not parallel or len(tasks) < 2:
-        return {name: task() for name, task in tasks.items()}
+        results: dict[str, T] = {}
+        first: Exception | None = None
+        failures: list[BackendFailure] = []
+        for name, task in tasks.items():
+            try:
+                results[name] = task()
+            except BackendFailure as e:
+                failures.append(e)
+            except Exception as e:  # noqa: BLE001 (raised below, once the others have run)
+                first = first or e
+        if first is not None:
+            raise first
+        if failures:
+            raise BackendFailure.combine(failures)
+        return results
     with ThreadPoolExecutor(max_workers=len(tasks), thread_name_prefix="together") as pool:
         # Each in a copy of the caller's context: calls are charged to the caller's build.
         futures = {name: pool.submit(contextvars.copy_context().run, task) for name, task in tasks.items()}

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -26,38 +25,18 @@ from pathlib import Path
 from typing import Any
 
 from xlexp.argv import multirun_flag_first
-from xlexp.probe import measured, present_stages
+from xlexp.errors import ConfigError
+from xlexp.parallel import is_remote
+from xlexp.run import probe, wanted_stages
+from xlexp.stage import Measured, RoleCount, Stage
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-# Without a measurement in the store: sentences a refined response is split into, and tokens per
-# call (prompt, completion) for a role whose card caps completions at max_tokens.
-DEFAULT_SENTENCES_PER_RESPONSE = 10.0
+# Without a measurement in the store: tokens per call (prompt, completion) for a role whose card
+# caps completions at max_tokens.
 DEFAULT_PROMPT_TOKENS = 400
 DEFAULT_COMPLETION_SHARE = 0.5  # of sampling.max_tokens
 
-
-@dataclass
-class RoleCount:
-    """Calls and tokens of one role in one stage; `exact` when no ratio had to be assumed."""
-
-    stage: str
-    role: str
-    card: Any
-    calls: float
-    exact: bool = True
-    prompt_tokens: float = 0.0
-    completion_tokens: float = 0.0
-    shared: str | None = None  # a signature: the same work in another job is counted once
-    present: bool = False  # the stage's artifact is in the store: no call
-    summed_usd: tuple[float, float] | None = None  # a total over rows of several cards
-
-    def usd(self, batch: bool) -> float:
-        if self.summed_usd is not None:
-            return self.summed_usd[1 if batch else 0]
-        price_in = float(getattr(self.card, "price_in_per_mtok", 0.0) or 0.0)
-        price_out = float(getattr(self.card, "price_out_per_mtok", 0.0) or 0.0)
-        factor = float(getattr(self.card, "batch_price_factor", 0.5)) if batch else 1.0
-        return (self.prompt_tokens * price_in + self.completion_tokens * price_out) / 1e6 * factor
+__all__ = ["JobPlan", "Measured", "RoleCount", "expand_jobs", "plan", "plan_job", "render", "totals"]
 
 
 @dataclass
@@ -65,12 +44,12 @@ class JobPlan:
     overrides: list[str]
     stages: list[str]
     counts: list[RoleCount] = field(default_factory=list)
-    sft_tokens: float = 0.0
+    sft_tokens: float = 0.0  # training tokens of the job's training artifacts
     sft_exact: bool = True
     sft_tokens_per_s: float | None = None  # the student card's train_tokens_per_s
     notes: list[str] = field(default_factory=list)
-    present: list[str] = field(default_factory=list)  # stage artifacts the store already holds
-    to_build: dict[str, str] = field(default_factory=dict)  # stage -> why (missing key, after a stage)
+    present: list[str] = field(default_factory=list)  # artifacts the store already holds
+    to_build: dict[str, str] = field(default_factory=dict)  # artifact -> why (missing key, after another)
 
 
 # ---------------------------------------------------------------- jobs of a command line
@@ -107,137 +86,60 @@ def expand_jobs(args: list[str]) -> list[list[str]]:
 # ---------------------------------------------------------------- counts per job
 
 
-def _tokens(row: RoleCount, ratios: dict[str, float]) -> RoleCount:
-    base = row.role.split(":")[0]
-    prompt = ratios.get(f"{row.stage}/{row.role}/prompt_tokens", ratios.get(f"{row.stage}/{base}/prompt_tokens"))
-    completion = ratios.get(f"{row.stage}/{row.role}/completion_tokens", ratios.get(f"{row.stage}/{base}/completion_tokens"))
+def _kind(stages: list[Stage], artifact: str) -> str:
+    for stage in stages:
+        for spec in stage.artifacts:
+            if spec.name == artifact:
+                return spec.store_kind
+    return artifact
+
+
+def _tokens(row: RoleCount, kind: str, measured: Measured) -> RoleCount:
+    prompt = measured.per_call(kind, row.role, "prompt_tokens")
+    completion = measured.per_call(kind, row.role, "completion_tokens")
     max_tokens = float(getattr(getattr(row.card, "sampling", None), "max_tokens", 256) or 256)
     row.prompt_tokens = row.calls * (prompt if prompt is not None else DEFAULT_PROMPT_TOKENS)
     row.completion_tokens = row.calls * (completion if completion is not None else max_tokens * DEFAULT_COMPLETION_SHARE)
     return row
 
 
-def _signature(*parts: Any) -> str:
-    from omegaconf import OmegaConf
-
-    plain = [OmegaConf.to_container(p, resolve=True) if OmegaConf.is_config(p) else p for p in parts]
-    return json.dumps(plain, sort_keys=True, default=str)
-
-
-def seed_count(cfg: Any) -> tuple[int, bool]:
-    """Seed passages: exact for local sources (the seed core reads the file; no model), else n."""
-    from xlexp.generate import seed
-
-    if str(cfg.seed_data.source) == "hf":
-        return int(cfg.seed_data.n), False
-    rows, _ = seed.take(seed.stream(cfg.seed_data, cfg.seed), cfg.seed_data)
-    return len(rows), True
-
-
-def eval_prompt_rows(cfg: Any) -> tuple[int, bool]:
-    """Prompts times languages of the evaluation: exact when the prompts are local."""
-    from xlexp.evaluate import build_xl
-    from xlexp.evaluate.config import eval_codes
-
-    codes = eval_codes(cfg)
-    if cfg.eval.benchmark == "xl_alpacaeval_release":
-        per = cfg.eval.limit if cfg.eval.limit is not None else 805
-        return int(per) * len(codes), False
-    try:
-        from xlexp.evaluate import sources
-
-        prompts = build_xl.select_prompts(sources.english_prompts(cfg.eval), cfg.eval.exclude_ids, cfg.eval.limit)
-    except Exception:  # the hub file (offline, or not fetched yet): AlpacaEval has 805 prompts
-        per = cfg.eval.limit if cfg.eval.limit is not None else 805
-        return int(per) * len(codes), False
-    return len(prompts) * len(codes), True
-
-
-def plan_job(cfg: Any, overrides: list[str], ratios: dict[str, float], probe: bool = True) -> JobPlan:
-    from xlexp.generate.config import translator_cards
-    from xlexp.sft.config import parse_data_size
-
+def plan_job(cfg: Any, overrides: list[str], measured: Measured, probe_store: bool = True) -> JobPlan:
+    """What one job would call and train: each stage it runs says what its config implies
+    (`Stage.expected`); with `probe_store`, the artifacts already in the store cost nothing."""
     job = JobPlan(overrides=list(overrides), stages=list(cfg.stages))
-    generated = "generate" in cfg.stages or ("sft" in cfg.stages and cfg.sft.source == "generated")
-    if generated:
-        gen_sig = _signature(cfg.seed_data, cfg.seed, cfg.teacher, cfg.langs, cfg.generate, cfg.splitter, cfg.qe, cfg.k, cfg.translators)
-        seeds, exact = seed_count(cfg)
-        if cfg.generate.get("target_rows"):
-            job.notes.append("generate.target_rows: more seeds may be drawn until the target is kept")
-            exact = False
-        job.counts.append(RoleCount("reverse", "teacher", cfg.teacher, seeds, exact, shared=gen_sig))
-        pairs_yield = ratios.get("reverse_yield")
-        pairs = seeds * (pairs_yield if pairs_yield is not None else 1.0)
-        job.counts.append(RoleCount("refine", "teacher", cfg.teacher, pairs, exact and pairs_yield == 1.0, shared=gen_sig))
-        refine_yield = ratios.get("refine_yield", 1.0)
-        items = pairs * refine_yield * (len(cfg.langs.codes) if cfg.langs.assign == "all" else 1)
-        spr = ratios.get("sentences_per_item", DEFAULT_SENTENCES_PER_RESPONSE)
-        jobs = math.ceil(items * spr)
-        for name, card in translator_cards(cfg):
-            job.counts.append(RoleCount("translate", f"translator:{name}", card, jobs, False, shared=gen_sig))
-        if cfg.qe.kind == "llm":
-            job.counts.append(RoleCount("qe", "qe", cfg.qe.llm, jobs * len(translator_cards(cfg)), False, shared=gen_sig))
-        elif cfg.qe.kind == "comet":
-            job.notes.append(f"QE by {cfg.qe.model}: {jobs * len(translator_cards(cfg))} segments on the GPU, no model calls")
-    if "sft" in cfg.stages:
-        n = parse_data_size(cfg.data_size)
-        per_row = ratios.get("sft_tokens_per_row")
-        job.sft_exact = per_row is not None
-        job.sft_tokens = n * float(cfg.sft.epochs) * (per_row if per_row is not None else int(cfg.sft.max_seq_len) / 2)
-        job.sft_tokens_per_s = getattr(cfg.model, "train_tokens_per_s", None)
-    if "evaluate" in cfg.stages:
-        rows, exact = eval_prompt_rows(cfg)
-        bench_sig = _signature(cfg.eval, cfg.langs.codes, cfg.seed)
-        system_sig = _signature(cfg.model, cfg.data_size if "sft" in cfg.stages else None, cfg.sft, cfg.generate, bench_sig)
-        respond_calls = rows * (2 if cfg.eval.rtt == "two_step" else 1)
-        job.counts.append(RoleCount("respond", "model", cfg.model, respond_calls, exact and cfg.eval.rtt != "two_step", shared=system_sig))
-        job.counts.append(RoleCount("respond", "reference", cfg.reference, rows, exact, shared=_signature(cfg.reference, bench_sig)))
-        judged = rows * (2 if cfg.eval.judge_protocol == "both_orders" else 1)
-        job.counts.append(RoleCount("judge", "judge", cfg.judge, judged, exact, shared=_signature(cfg.judge, system_sig)))
-        if cfg.eval.benchmark == "m_alpacaeval":
-            translated = rows - (rows // len(_codes(cfg)) if "eng" in _codes(cfg) else 0)
-            job.counts.append(RoleCount("mtranslate", "eval.translator", cfg.eval.translator, translated, exact, shared=_signature(cfg.eval.translator, bench_sig)))
-        if cfg.eval.rubric:
-            criteria = len(cfg.eval.rubric_criteria)
-            job.counts.append(RoleCount("rubric", "judge", cfg.judge, rows * criteria, False, shared=_signature("rubric", cfg.judge, system_sig)))
-    for row in job.counts:
-        _tokens(row, ratios)
-    if probe:
-        from xlexp.errors import ConfigError
-
+    stages = wanted_stages(cfg)
+    trained: set[str] = set()
+    for stage in stages:
+        expected = stage.expected(cfg, measured)
+        for row in expected.calls:
+            job.counts.append(_tokens(row, row.measured_kind or _kind(stages, row.artifact), measured))
+        for work in expected.training:
+            trained.add(work.artifact)
+            job.sft_tokens += work.tokens
+            job.sft_exact = job.sft_exact and work.exact
+            job.sft_tokens_per_s = job.sft_tokens_per_s or work.tokens_per_s
+        job.notes += expected.notes
+    if probe_store:
         try:
-            present, built = present_stages(cfg)
+            present, built = probe(cfg)
         except ConfigError as e:  # what the run itself would stop on, before any model loads
-            present, built = set(), {}
+            present, built = [], {}
             job.notes.append(f"the run would stop: {e}")
-        job.present, job.to_build = sorted(present), built
+        job.present, job.to_build = present, built
         for row in job.counts:
-            if _probe_name(row) in present:
+            if row.artifact in present:
                 row.calls = row.prompt_tokens = row.completion_tokens = 0.0
-                row.exact = True
-                row.present = True
-        if "sft" in present:
+                row.exact = row.present = True
+        if trained and trained <= set(present):
             job.sft_tokens, job.sft_exact = 0.0, True
     return job
-
-
-def _probe_name(row: RoleCount) -> str:
-    if row.stage == "respond":
-        return f"respond:{row.role}"
-    return row.stage
-
-
-def _codes(cfg: Any) -> list[str]:
-    from xlexp.evaluate.config import eval_codes
-
-    return eval_codes(cfg)
 
 
 # ---------------------------------------------------------------- totals and the printout
 
 
 def totals(jobs: list[JobPlan], generate_tps: float) -> tuple[dict[tuple[str, str], RoleCount], float]:
-    """Per (stage, role) over the jobs, shared work (the same signature) counted once; and the
+    """Per (artifact, role) over the jobs, shared work (the same signature) counted once; and the
     GPU-seconds of local models (hf, vllm) among them: their tokens at the card's
     `tokens_per_s`, else at `generate_tps`."""
     seen: set[tuple[str, str, str | None]] = set()
@@ -245,13 +147,13 @@ def totals(jobs: list[JobPlan], generate_tps: float) -> tuple[dict[tuple[str, st
     local = 0.0
     for job in jobs:
         for row in job.counts:
-            mark = (row.stage, row.role, row.shared)
+            mark = (row.artifact, row.role, row.shared)
             if row.shared is not None and mark in seen:
                 continue
             seen.add(mark)
-            if getattr(row.card, "backend", "") in ("hf", "vllm"):
+            if not is_remote(row.card):  # a local engine: its tokens take GPU time
                 local += (row.prompt_tokens + row.completion_tokens) / (getattr(row.card, "tokens_per_s", None) or generate_tps)
-            into = out.setdefault((row.stage, row.role), RoleCount(row.stage, row.role, row.card, 0, summed_usd=(0.0, 0.0)))
+            into = out.setdefault((row.artifact, row.role), RoleCount(row.artifact, row.role, row.card, 0, summed_usd=(0.0, 0.0)))
             into.summed_usd = (into.usd(False) + row.usd(False), into.usd(True) + row.usd(True))
             if getattr(into.card, "name", None) != getattr(row.card, "name", None):
                 into.card = _Several()
@@ -279,7 +181,7 @@ def render(jobs: list[JobPlan], train_tps: float, generate_tps: float, gpu_usd_p
         lines.append(f"## job {i}: {' '.join(job.overrides) or '(defaults)'}  stages={','.join(job.stages)}")
         lines.append(f"in the store: {', '.join(job.present) or 'nothing'}")
         lines.append("to build: " + (", ".join(f"{k} ({v})" for k, v in job.to_build.items()) or "nothing"))
-        lines.append("| stage | role | model | calls | tokens in | tokens out | USD | USD (Batch API) |")
+        lines.append("| artifact | role | model | calls | tokens in | tokens out | USD | USD (Batch API) |")
         lines.append("|---|---|---|---:|---:|---:|---:|---:|")
         for r in job.counts:
             lines.append(_row(r))
@@ -290,7 +192,7 @@ def render(jobs: list[JobPlan], train_tps: float, generate_tps: float, gpu_usd_p
         lines.append("")
     total, local_seconds = totals(jobs, generate_tps)
     lines.append("## total (work shared by jobs counted once)")
-    lines.append("| stage | role | model | calls | tokens in | tokens out | USD | USD (Batch API) |")
+    lines.append("| artifact | role | model | calls | tokens in | tokens out | USD | USD (Batch API) |")
     lines.append("|---|---|---|---:|---:|---:|---:|---:|")
     for r in total.values():
         lines.append(_row(r))
@@ -311,7 +213,7 @@ def _row(r: RoleCount) -> str:
     calls = "0 (in the store)" if r.present else f"{r.calls:,.0f}" + ("" if r.exact else " (estimate)")
     name = getattr(r.card, "name", "?")
     return (
-        f"| {r.stage} | {r.role} | {name} | {calls} | {r.prompt_tokens:,.0f} | {r.completion_tokens:,.0f} "
+        f"| {r.artifact} | {r.role} | {name} | {calls} | {r.prompt_tokens:,.0f} | {r.completion_tokens:,.0f} "
         f"| {r.usd(False):.2f} | {r.usd(True):.2f} |"
     )
 
@@ -319,8 +221,8 @@ def _row(r: RoleCount) -> str:
 def plan(args: list[str]) -> list[JobPlan]:
     jobs = expand_jobs(args)
     cfgs = [compose_job(job) for job in jobs]
-    ratios = measured(Path(str(cfgs[0].store_dir))) if cfgs else {}
-    return [plan_job(cfg, job, ratios) for cfg, job in zip(cfgs, jobs, strict=True)]
+    measured = Measured(Path(str(cfgs[0].store_dir))) if cfgs else Measured(Path("."))
+    return [plan_job(cfg, job, measured) for cfg, job in zip(cfgs, jobs, strict=True)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -332,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     known, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     jobs = plan(rest)
     if known.json:
-        print(json.dumps([{"overrides": j.overrides, "counts": [{"stage": r.stage, "role": r.role, "calls": r.calls, "exact": r.exact} for r in j.counts], "sft_tokens": j.sft_tokens} for j in jobs], indent=2))
+        print(json.dumps([{"overrides": j.overrides, "counts": [{"artifact": r.artifact, "role": r.role, "calls": r.calls, "exact": r.exact} for r in j.counts], "sft_tokens": j.sft_tokens} for j in jobs], indent=2))
     else:
         print(f"# plan: python -m xlexp {shlex.join(rest)}\n")
         print(render(jobs, known.train_tokens_per_s, known.generate_tokens_per_s, known.gpu_usd_per_hour))

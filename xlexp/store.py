@@ -206,10 +206,25 @@ class Artifact:
         return read_jsonl(self.path / name)
 
 
+class MissingArtifact(Exception):
+    """A read-only store was asked to build an artifact it does not hold."""
+
+    def __init__(self, stage: str, key: str, name: str | None = None):
+        super().__init__(f"{stage} {key}: not in the store")
+        self.stage, self.key = stage, key
+        self.name = name  # which of a stage's artifacts, where several share a store kind
+
+
 class Store:
-    def __init__(self, root: str | os.PathLike):
+    """`read_only`: what the cost plan and preflight see. Nothing is created, moved or written;
+    `build` returns a finished artifact or raises MissingArtifact before producing anything, so
+    a stage's own shell, run against it, tells which of its artifacts are there."""
+
+    def __init__(self, root: str | os.PathLike, read_only: bool = False):
         self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only
+        if not read_only:
+            self.root.mkdir(parents=True, exist_ok=True)
         self._made_of: dict[str, dict] = {}  # key -> what made it, recorded in DONE by build()
 
     def key(self, stage: str, config: Any, inputs: Iterable[str] = (), version: int = 1) -> str:
@@ -230,6 +245,8 @@ class Store:
         problem = artifact_damage(path)
         if problem is None:
             return Artifact(stage, key, path)
+        if self.read_only:  # damaged: the next writing run rebuilds it
+            return None
         self.quarantine(path, problem)
         return None
 
@@ -256,6 +273,8 @@ class Store:
         if found:
             log.info("%s %s: reused %s", stage, key, found.meta.get("counts"))
             return found, False
+        if self.read_only:
+            raise MissingArtifact(stage, key)
         with self.lock(stage, key):
             found = self.get(stage, key)
             if found:  # another process produced it while we waited on the lock

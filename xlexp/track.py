@@ -49,11 +49,12 @@ def redact(obj: Any, secrets: list[str] | None = None) -> Any:
 
 
 class NullTracker:
-    def log_stage(self, stage: str, artifacts: dict) -> None: ...
+    def log_stage(self, stage: Any, artifacts: dict) -> None: ...
+    def log_values(self, values: dict) -> None: ...
     def log_metrics(self, metrics: dict, protocol: str | None = None) -> None: ...
+    def log_samples(self, rows: list[dict]) -> None: ...
     def log_files(self, paths: dict) -> None: ...
     def finish(self, summary: dict) -> None: ...
-    def log_generation_stats(self, stats: dict) -> None: ...
 
 
 class WandbTracker(NullTracker):
@@ -82,24 +83,22 @@ class WandbTracker(NullTracker):
             reinit="finish_previous",
         )
 
-    def log_stage(self, stage: str, artifacts: dict) -> None:
+    def log_stage(self, stage: Any, artifacts: dict) -> None:
+        """A declared stage's counts as `<stage>/<artifact>/<count>`, and the artifacts it
+        declares as W&B artifacts (the dataset, the adapter) logged as such."""
         counts = {}
         for name, art in artifacts.items():
             for k, v in art.meta.get("counts", {}).items():
                 if isinstance(v, int | float):
-                    counts[f"{stage}/{name}/{k}"] = v
+                    counts[f"{stage.name}/{name}/{k}"] = v
                 elif isinstance(v, dict):  # reject reasons, per-language counts: one level down
                     for sub, x in v.items():
                         if isinstance(x, int | float):
-                            counts[f"{stage}/{name}/{k}/{sub}"] = x
+                            counts[f"{stage.name}/{name}/{k}/{sub}"] = x
         self.run.log(counts)
-        if stage == "generate" and "select" in artifacts:
-            self.log_artifact(artifacts["select"], "dataset", ["dataset.jsonl", "stats.json", "DONE"])
-        if stage == "sft" and "sft" in artifacts:
-            self.log_artifact(artifacts["sft"], "adapter", ["adapter", "DONE"])
-        if stage == "evaluate" and {"respond", "reference", "judge"} <= set(artifacts):
-            rows = sample_rows(artifacts["respond"], artifacts["reference"], artifacts["judge"], self.cfg.logger.samples)
-            self.log_samples(rows)
+        for spec in stage.artifacts:
+            if spec.logged_as and spec.name in artifacts:
+                self.log_artifact(artifacts[spec.name], spec.logged_as, list(spec.files))
 
     def log_artifact(self, artifact: Any, kind: str, names: list[str]) -> None:
         """A store artifact as a W&B artifact: a reference (file:// URI, checksummed, no copy) when
@@ -143,13 +142,10 @@ class WandbTracker(NullTracker):
         for path in paths.values():
             self.run.save(str(path), base_path=str(Path(path).parent), policy="now")
 
-    def log_generation_stats(self, stats: dict) -> None:
-        """Per-stage counts, reject reasons, QE by language/translator, translator wins."""
-        from xlexp.generate.stats import flatten
-
-        flat = flatten(stats)
-        self.run.log(flat)
-        self.run.summary.update(flat)
+    def log_values(self, values: dict) -> None:
+        """Numbers a stage computed (flat `a/b/c` keys), in the history and the run's summary."""
+        self.run.log(values)
+        self.run.summary.update(values)
 
     def finish(self, summary: dict) -> None:
         self.run.summary.update(redact({"seconds": summary.get("seconds"), "backend_calls": summary.get("backend_calls")}))

@@ -138,20 +138,35 @@ def run_metrics(cfg: Any, store: Store, verdicts: Artifact, system: Artifact, re
     return store.build("metrics", key, produce, info={"system": labels})[0]
 
 
-def run_evaluate(cfg: Any, store: Store, models: Models, adapter: Artifact | None) -> dict[str, Artifact]:
+def run_evaluate(
+    cfg: Any,
+    store: Store,
+    models: Models,
+    adapter: Artifact | None,
+    arts: dict[str, Artifact] | None = None,
+    with_system: bool = True,
+) -> dict[str, Artifact]:
+    """The evaluation's artifacts, each put into `arts` as soon as it is made. `with_system`
+    False: only what does not depend on the judged system (the prompts, the reference's answers)."""
+    arts = {} if arts is None else arts
     prompt_set = run_prompt_set(cfg, store, models)
-    arts = {"prompt_set": prompt_set} if prompt_set else {}
+    if prompt_set:
+        arts["prompt_set"] = prompt_set
 
-    def system() -> Artifact:
+    def system() -> None:
         if cfg.eval.rtt:
-            return run_respond_rtt(cfg, store, models, cfg.model, adapter, prompt_set)
-        return run_respond(cfg, store, models, "model", cfg.model, adapter, prompt_set)
+            arts["respond"] = run_respond_rtt(cfg, store, models, cfg.model, adapter, prompt_set)
+        else:
+            arts["respond"] = run_respond(cfg, store, models, "model", cfg.model, adapter, prompt_set)
 
-    def reference() -> Artifact:
-        return run_respond(cfg, store, models, "reference", cfg.reference, None, prompt_set)
+    def reference() -> None:
+        arts["reference"] = run_respond(cfg, store, models, "reference", cfg.reference, None, prompt_set)
 
+    if not with_system:
+        reference()
+        return arts
     # The system and the reference do not wait for each other: both out at once when they can.
-    arts.update(together({"respond": system, "reference": reference}, can_run_together([cfg.model, cfg.reference])))
+    together({"respond": system, "reference": reference}, can_run_together([cfg.model, cfg.reference]))
     arts["judge"] = run_judge(cfg, store, models, arts["respond"], arts["reference"], system_labels(cfg, adapter))
     arts["metrics"] = run_metrics(cfg, store, arts["judge"], arts["respond"], arts["reference"])
     if cfg.eval.rubric:

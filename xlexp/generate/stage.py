@@ -156,21 +156,26 @@ def run_select(
     return store.build("select", key, produce)[0]
 
 
-def run_generate(cfg: Any, store: Store, models: Models) -> dict[str, Artifact]:
+def run_generate(
+    cfg: Any, store: Store, models: Models, arts: dict[str, Artifact] | None = None
+) -> dict[str, Artifact]:
     """The generation chain; with generate.target_rows, rerun on more (fresh) seeds until the
-    filter keeps the target (the earlier seeds' model calls are cache hits)."""
+    filter keeps the target (the earlier seeds' model calls are cache hits). Each artifact goes
+    into `arts` as soon as it is made."""
     import copy
 
     from xlexp.errors import ConfigError
     from xlexp.generate import topup
     from xlexp.sft.config import parse_data_size
 
+    made: dict[str, Artifact] = {} if arts is None else arts
+
     def chain(n_seeds: int) -> dict[str, Artifact]:
         round_cfg = cfg
         if n_seeds != cfg.seed_data.n:
             round_cfg = copy.deepcopy(cfg)
             round_cfg.seed_data.n = n_seeds
-        return _generate_chain(round_cfg, store, models)
+        return _generate_chain(round_cfg, store, models, made)
 
     target = parse_data_size(cfg.generate.target_rows) if cfg.generate.target_rows is not None else None
     try:
@@ -179,8 +184,7 @@ def run_generate(cfg: Any, store: Store, models: Models) -> dict[str, Artifact]:
         raise ConfigError("generate.target_rows", str(e).removeprefix("generate.target_rows: ")) from None
 
 
-def _generate_chain(cfg: Any, store: Store, models: Models) -> dict[str, Artifact]:
-    arts: dict[str, Artifact] = {}
+def _generate_chain(cfg: Any, store: Store, models: Models, arts: dict[str, Artifact]) -> dict[str, Artifact]:
     arts["seed"] = run_seed(cfg, store)
     arts["reverse"] = run_reverse(cfg, store, models, arts["seed"])
     arts["refine"] = run_refine(cfg, store, models, arts["reverse"])

@@ -10,25 +10,33 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from xlexp.stage import STAGES
 from xlexp.store import Store
-from xlexp.view.read_common import _JSONL_CACHE, GENERATE_STAGES, _finished, _json, clean
+from xlexp.view.read_common import _JSONL_CACHE, _json, clean
 from xlexp.view.read_evaluation import read_evaluation, read_sweep
-from xlexp.view.read_generation import _generation_inputs, read_generation
+from xlexp.view.read_generation import read_generation
 
 __all__ = ["clean", "read_evaluation", "read_generation", "read_path", "read_sweep"]
-# An evaluate summary names its artifacts by role; the reference's outputs live in `respond`.
-EVAL_ROLE_STAGE = {"reference": "respond", "respond": "respond", "judge": "judge", "rubric": "rubric", "benchmark": "benchmark",
-                   "metrics": "metrics"}
 
 
-def _summary_keys(summary: dict) -> tuple[dict[str, str | None] | None, str | None, dict[str, str | None]]:
-    """(generation keys, judge key, evaluation keys) of one run's results.json."""
-    stages = summary.get("stages") or {}
-    gen = stages.get("generate") or {}
-    gen_keys = {s: (gen.get(s) or {}).get("key") for s in GENERATE_STAGES} if isinstance(gen.get("select"), dict) else None
-    ev = stages.get("evaluate") or {}
-    ev_keys = {role: ev.get(role) for role in EVAL_ROLE_STAGE if isinstance(ev.get(role), str)}
-    return gen_keys, ev_keys.get("judge") or (summary.get("system") or {}).get("judge_key"), ev_keys
+def _keys(entry: Any) -> dict[str, str | None]:
+    """Artifact name -> key, from one stage's entry in a run's results.json."""
+    if not isinstance(entry, dict):
+        return {}
+    return {name: info.get("key") for name, info in entry.items() if isinstance(info, dict)}
+
+
+def _stage_rows(summary: dict, run: str) -> list[dict]:
+    """Every artifact of one run with its stage, key and counts: the page's stage table."""
+    rows = []
+    for stage, entry in (summary.get("stages") or {}).items():
+        if not isinstance(entry, dict):
+            continue
+        for name, info in entry.items():
+            if isinstance(info, dict):
+                counts = {k: v for k, v in info.items() if k not in ("key", "kind")}
+                rows.append({"run": run, "stage": stage, "artifact": name, "key": info.get("key"), "counts": clean(counts)})
+    return rows
 
 
 def _store_of(summary: dict, results: Path) -> Store | None:
@@ -51,12 +59,16 @@ def _read_path(path: Path) -> dict:
     path = Path(path).resolve()
     if not path.is_dir():
         raise FileNotFoundError(f"xlexp.view: {path} is not a directory (give a run dir, a sweep dir or a store dir)")
-    page: dict[str, Any] = {"source": {"path": str(path)}, "notes": [], "generation": [], "evaluation": [], "sweep": None}
+    page: dict[str, Any] = {"source": {"path": str(path)}, "notes": [], "sweep": None}
     results = sorted(path.rglob("results.json"))
+    views = [stage for stage in STAGES.values() if stage.view is not None]
+    for stage in views:
+        page.setdefault(stage.view.section, [])
+    page["stages"] = []
     if results:
         page["source"]["kind"] = "run" if (path / "results.json").exists() and len(results) == 1 else "sweep"
-        datasets: dict[tuple[str, str], dict] = {}
-        systems: dict[tuple[str, str], dict] = {}
+        # One entry per distinct anchor artifact (a dataset, a judged system) and the runs that used it.
+        entries: dict[tuple[str, str, str], dict] = {}
         for res in results:
             try:
                 summary = _json(res)
@@ -65,30 +77,28 @@ def _read_path(path: Path) -> dict:
                 continue
             store = _store_of(summary, res)
             run = str(res.parent.relative_to(path)) if res.parent != path else "."
+            page["stages"] += _stage_rows(summary, run)
             if store is None:
                 page["notes"].append(f"{res}: its store ({summary.get('store')}) is not there")
                 continue
-            gen_keys, judge_key, ev_keys = _summary_keys(summary)
-            if gen_keys and gen_keys.get("select"):
-                datasets.setdefault((str(store.root), gen_keys["select"]), {"store": store, "keys": gen_keys, "runs": []})["runs"].append(run)
-            if judge_key:
-                entry = systems.setdefault((str(store.root), judge_key), {"store": store, "keys": ev_keys, "runs": []})
-                entry["runs"].append(run)
-        for entry in datasets.values():
-            page["generation"].append({**read_generation(entry["store"], entry["keys"]), "runs": entry["runs"]})
-        judge_runs: dict[str, list[str]] = {}
-        for (_, key), entry in systems.items():
-            page["evaluation"].append(read_evaluation(entry["store"], key, entry["keys"], entry["runs"]))
-            judge_runs.setdefault(key, []).extend(entry["runs"])
-        page["sweep"] = read_sweep(path, judge_runs)
+            for stage in views:
+                keys = _keys((summary.get("stages") or {}).get(stage.name))
+                anchor = keys.get(stage.view.anchor)
+                if anchor:
+                    entry = entries.setdefault((stage.name, str(store.root), anchor), {"store": store, "keys": keys, "runs": []})
+                    entry["runs"].append(run)
+        anchor_runs: dict[str, list[str]] = {}
+        for (name, _, anchor), entry in entries.items():
+            stage = STAGES.get(name)
+            page[stage.view.section].append(stage.view.read(entry["store"], entry["keys"], entry["runs"]))
+            anchor_runs.setdefault(anchor, []).extend(entry["runs"])  # the sweep's rows link to them
+        page["sweep"] = read_sweep(path, anchor_runs)
         return page
-    if (path / "select").is_dir() or (path / "judge").is_dir():
+    if any((path / spec.store_kind).is_dir() for stage in views for spec in stage.artifacts if spec.name == stage.view.anchor):
         page["source"]["kind"] = "store"
         store = Store(path)
-        for sel in _finished(store, "select"):
-            page["generation"].append(read_generation(store, _generation_inputs(store, sel)))
-        for judge in _finished(store, "judge"):
-            page["evaluation"].append(read_evaluation(store, judge.key))
+        for stage in views:
+            page[stage.view.section] += stage.view.read_store(store)
         page["sweep"] = read_sweep(path, {})
         return page
     raise FileNotFoundError(

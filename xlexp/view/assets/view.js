@@ -317,7 +317,14 @@
   else ev.append(h("div", { class: "note" }, "no judged system here (the run had no evaluate stage, or its artifacts are gone)"));
   const sw = h("section", { class: "top", id: "sweep" }, h("h2", {}, "Sweep: the paper's tables and Fig. 2"),
     DATA.sweep ? sweepSection(DATA.sweep) : h("div", { class: "note" }, "no report data"));
-  app.replaceChildren(...notes(DATA.notes), gen, ev, sw);
+  // Every artifact of every run, whatever stage declared it (results.json's stages).
+  const countText = (c) => Object.entries(c || {}).filter(([, v]) => v !== null && typeof v !== "object")
+    .map(([k, v]) => `${k} ${v}`).join("; ");
+  const st = h("section", { class: "top", id: "stages" }, h("h2", {}, "Stages"),
+    (DATA.stages || []).length ? table(["run", "stage", "artifact", "key", "counts"], DATA.stages.map((r) => [
+      r.run, r.stage, r.artifact, h("td", { class: "txt" }, r.key || ""), countText(r.counts)]), "stages")
+      : h("div", { class: "note" }, "no run summary here (a bare store)"));
+  app.replaceChildren(...notes(DATA.notes), gen, ev, sw, st);
   const T1 = performance.now();
   const perf = document.getElementById("xlexp-perf");
   perf.setAttribute("data-script-ms", (T1 - T0).toFixed(1));

@@ -1,0 +1,157 @@
+"""The evaluate stage, declared once (paper sections 3, 5, 6): the benchmark's prompts -> the
+system's and the reference's answers -> the judge's verdicts -> metrics (and rubric scores).
+The run loop, the cost plan, preflight, results.md, the view and W&B read this.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from xlexp.evaluate import config as evaluate_config
+from xlexp.evaluate.config import eval_codes
+from xlexp.stage import (
+    ArtifactSpec,
+    Expected,
+    Measured,
+    RoleCount,
+    RunContext,
+    Stage,
+    TableRow,
+    ViewSpec,
+    signature,
+)
+from xlexp.store import Artifact, MissingArtifact
+
+STORED_PROMPT_SETS = ("m_alpacaeval", "xl_alpacaeval_release")  # benchmarks built as an artifact
+ALPACA_EVAL_PROMPTS = 805  # prompts per language when the prompt file cannot be read here
+
+
+def run(ctx: RunContext, arts: dict[str, Artifact]) -> None:
+    from xlexp.evaluate.stage import run_evaluate
+
+    tuned = "sft" in ctx.cfg.stages
+    if tuned and "adapter" not in ctx.arts:  # a probe that stopped before the adapter
+        try:  # the reference's answers do not depend on it
+            run_evaluate(ctx.cfg, ctx.store, ctx.models, None, arts, with_system=False)
+        except MissingArtifact as e:
+            e.name = "reference" if e.stage == "respond" else e.name
+            raise
+    adapter = ctx.need("adapter") if tuned else None
+    run_evaluate(ctx.cfg, ctx.store, ctx.models, adapter, arts)
+
+
+def eval_prompt_rows(cfg: Any) -> tuple[int, bool]:
+    """Prompts times languages of the evaluation: exact when the prompts are local."""
+    from xlexp.evaluate import build_xl, sources
+
+    codes = eval_codes(cfg)
+    per = cfg.eval.limit if cfg.eval.limit is not None else ALPACA_EVAL_PROMPTS
+    if cfg.eval.benchmark == "xl_alpacaeval_release":
+        return int(per) * len(codes), False
+    try:
+        prompts = build_xl.select_prompts(sources.english_prompts(cfg.eval), cfg.eval.exclude_ids, cfg.eval.limit)
+    except Exception:  # noqa: BLE001 (the hub file, offline or not fetched yet: AlpacaEval's size)
+        return int(per) * len(codes), False
+    return len(prompts) * len(codes), True
+
+
+def expected(cfg: Any, measured: Measured) -> Expected:
+    """Answers of the system and the reference per prompt and language, judge calls per
+    comparison (two under both_orders), prompt translations and rubric scores."""
+    out = Expected()
+    rows, exact = eval_prompt_rows(cfg)
+    bench = signature(cfg.eval, cfg.langs.codes, cfg.seed)
+    system = signature(cfg.model, cfg.data_size if "sft" in cfg.stages else None, cfg.sft, cfg.generate, bench)
+    two_step = cfg.eval.rtt == "two_step"
+    out.calls.append(RoleCount("respond", "model", cfg.model, rows * (2 if two_step else 1), exact and not two_step, shared=system))
+    out.calls.append(RoleCount("reference", "reference", cfg.reference, rows, exact, shared=signature(cfg.reference, bench)))
+    judged = rows * (2 if cfg.eval.judge_protocol == "both_orders" else 1)
+    out.calls.append(RoleCount("judge", "judge", cfg.judge, judged, exact, shared=signature(cfg.judge, system)))
+    if cfg.eval.benchmark == "m_alpacaeval":
+        codes = eval_codes(cfg)
+        translated = rows - (rows // len(codes) if "eng" in codes else 0)
+        out.calls.append(RoleCount("prompt_set", "eval.translator", cfg.eval.translator, translated, exact,
+                                   shared=signature(cfg.eval.translator, bench), measured_kind="mtranslate"))
+    if cfg.eval.rubric:
+        criteria = len(cfg.eval.rubric_criteria)
+        out.calls.append(RoleCount("rubric", "judge", cfg.judge, rows * criteria, False,
+                                   shared=signature("rubric", cfg.judge, system)))
+    return out
+
+
+def _json(art: Artifact, name: str) -> Any:
+    return json.loads(art.file(name).read_text())
+
+
+def summarize(ctx: RunContext, arts: dict[str, Artifact]) -> None:
+    """The metrics table and its columns, the rubric scores, and the labels of the judged
+    system (what `python -m xlexp.report <sweep dir>` lays out)."""
+    from xlexp import track
+
+    ctx.summary["metrics"] = _json(arts["metrics"], "metrics.json")
+    ctx.summary["columns"] = _json(arts["metrics"], "columns.json")
+    if "rubric" in arts:  # Table 8 fine-grained scores
+        ctx.summary["rubric"] = _json(arts["rubric"], "metrics.json")
+    labels = arts["judge"].meta.get("system") or {}
+    exp = track.hydra_context().get("exp") or ctx.cfg.logger.group
+    ctx.summary["system"] = {**labels, "exp": exp, "judge_key": arts["judge"].key}
+
+
+def log(tracker: Any, ctx: RunContext, arts: dict[str, Artifact]) -> None:
+    """Per-language metrics under the judge protocol, rubric scores, and judged samples."""
+    from xlexp.track import sample_rows
+
+    if "rubric" in ctx.summary:
+        rubric = ctx.summary["rubric"]
+        tracker.log_metrics({lang: {f"rubric_{k}": v for k, v in row.items()} for lang, row in rubric.items()})
+    tracker.log_metrics(ctx.summary["metrics"], ctx.cfg.eval.judge_protocol)
+    tracker.log_samples(sample_rows(arts["respond"], arts["reference"], arts["judge"], ctx.cfg.logger.samples))
+
+
+def table_rows(entry: dict, summary: dict) -> list[TableRow]:
+    """One row per artifact: prompts (rows) out, prompts without a usable verdict as rejects."""
+    rows = []
+    for spec in STAGE.artifacts:
+        if not isinstance(entry.get(spec.name), dict):
+            continue
+        counts = {k: v for k, v in entry[spec.name].items() if k not in ("key", "kind")}
+        n = counts.get("rows")
+        details = {k: v for k, v in counts.items() if k not in ("rows", "malformed")}
+        rows.append(TableRow(spec.name, entry[spec.name].get("key"), None, n if not isinstance(n, dict) else None,
+                             counts.get("malformed"), details))
+    return rows
+
+
+def _read_view(store: Any, keys: dict[str, str | None], runs: list[str]) -> dict:
+    from xlexp.view.read_evaluation import read_evaluation
+
+    return read_evaluation(store, str(keys["judge"]), keys, runs)
+
+
+def _read_store_view(store: Any) -> list[dict]:
+    from xlexp.view.read_common import _finished
+    from xlexp.view.read_evaluation import read_evaluation
+
+    return [read_evaluation(store, judge.key) for judge in _finished(store, "judge")]
+
+
+STAGE = Stage(
+    name="evaluate",
+    artifacts=(
+        ArtifactSpec("prompt_set", when=lambda cfg: cfg.eval.benchmark in STORED_PROMPT_SETS),
+        ArtifactSpec("respond"),  # the judged system's answers
+        ArtifactSpec("reference", kind="respond"),  # the reference's: one model's answers, one artifact
+        ArtifactSpec("judge"),
+        ArtifactSpec("metrics"),
+        ArtifactSpec("rubric", when=lambda cfg: bool(cfg.eval.rubric)),
+    ),
+    run=run,
+    roles=evaluate_config.roles,
+    validate=evaluate_config.validate,
+    expected=expected,
+    summarize=summarize,
+    log=log,
+    table_rows=table_rows,
+    view=ViewSpec("evaluation", "judge", _read_view, _read_store_view),
+)

@@ -1,0 +1,159 @@
+"""The run loop: validate, preflight, run the declared stages in order (`xlexp.stage.STAGES`),
+and the read-only probe that tells which artifacts of a run the store already holds (what the
+cost plan and preflight read). Nothing here names a stage or an artifact.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from xlexp.stage import STAGES, Measured, RunContext, RunSummary, Stage, artifact_entry
+from xlexp.store import Artifact, MissingArtifact, Store
+
+log = logging.getLogger("xlexp")
+
+
+def wanted_stages(cfg: Any) -> list[Stage]:
+    """The declared stages this config runs, in order."""
+    return [stage for stage in STAGES.values() if stage.is_wanted(cfg)]
+
+
+def roles_of(cfg: Any, stages: list[Stage] | None = None) -> dict[str, Any]:
+    """Model roles (config path -> card) the given stages (default: those the config runs) call."""
+    roles: dict[str, Any] = {}
+    for stage in wanted_stages(cfg) if stages is None else stages:
+        roles.update(stage.roles(cfg))
+    return roles
+
+
+class _Unused:
+    """A role as a probed shell sees it: it may be asked for and for a sampling, never called."""
+
+    def __init__(self, card: Any):
+        self.card = card
+
+    def sampling(self, **kwargs: Any) -> None:
+        return None
+
+    def chat(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a read-only probe called a model")
+
+
+class _ProbeModels:
+    """The roles of a read-only run: shells call them only inside `produce`, which never runs."""
+
+    def role(self, role: str, card: Any) -> _Unused:
+        return _Unused(card)
+
+
+class _Quiet:
+    """A tracker that logs nothing (the probe logs nothing)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
+def probe(cfg: Any) -> tuple[list[str], dict[str, str]]:
+    """Which artifacts of this job the store already holds, without building, loading or
+    calling anything: each wanted stage's own shell runs against a read-only store and stops at
+    its first missing artifact. Returns (present artifact names in order, {name: why it would
+    be built}: `missing KEY` or `after NAME`). A ConfigError the run would stop on is raised."""
+    store = Store(Path(str(cfg.store_dir)), read_only=True)
+    ctx = RunContext(cfg, Path("."), store, _ProbeModels(), _Quiet(), {"stages": {}, "warnings": []})
+    present: list[str] = []
+    built: dict[str, str] = {}
+    for stage in wanted_stages(cfg):
+        if not stage.artifacts:  # it builds nothing (the report): nothing to look for
+            continue
+        arts: dict[str, Artifact] = {}
+        stop: MissingArtifact | None = None
+        try:
+            stage.run(ctx, arts)
+        except MissingArtifact as e:
+            stop = e
+        ctx.arts.update(arts)
+        planned = [spec for spec in stage.artifacts if spec.built_by(cfg)]
+        present += [spec.name for spec in planned if spec.name in arts]
+        if stop is None:
+            continue
+        todo = [spec for spec in planned if spec.name not in arts]
+        # The artifact whose key was missing (or, for a part such as one language's prompt
+        # translations, the first one not there); none when an earlier stage's is missing.
+        first = None if not stop.key or not todo else next(
+            (s for s in todo if s.name == stop.name or (stop.name is None and s.store_kind == stop.stage)), todo[0])
+        for spec in todo:
+            built[spec.name] = f"missing {stop.key[:12]}" if spec is first else f"after {first.name if first else stop.stage}"
+    return present, built
+
+
+def preflight(cfg: Any) -> None:
+    """Check every role the run may call whose backend can be checked before any stage
+    (PreflightError naming each one that cannot work). A run whose every artifact that calls a
+    model is already in the store (a rerun for tables, offline, or after the server is gone)
+    needs no server: a failed check is then a warning."""
+    from xlexp.llm.preflight import PreflightError, check_roles
+
+    try:
+        check_roles(roles_of(cfg))
+    except PreflightError as e:
+        try:
+            _, to_build = probe(cfg)
+            measured = Measured(Path(str(cfg.store_dir)))
+            calling = {row.artifact for stage in wanted_stages(cfg) for row in stage.expected(cfg, measured).calls}
+            needs_calls = bool(calling & set(to_build))
+        except Exception:  # noqa: BLE001 (the probe cannot tell: the preflight's verdict stands)
+            needs_calls = True
+        if needs_calls:
+            raise
+        log.warning("%s\n  every artifact that calls a model is in the store: going on without them", e)
+
+
+def totals(ctx: RunContext) -> None:
+    ctx.summary["backend_calls"] = ctx.models.backend_calls()
+    ctx.summary["cost"] = ctx.store.ledger.summary()
+    ctx.summary["seconds"] = round(time.time() - ctx.started, 1)
+
+
+def run(cfg: Any, run_dir: Path) -> RunSummary:
+    """Validate, run the configured stages in order, report; returns the run's summary."""
+    from xlexp import progress, track
+    from xlexp.config import validate
+    from xlexp.ledger import LedgerStore
+    from xlexp.roles import Models
+
+    validate(cfg)  # fail before any model loads
+    if cfg.preflight:  # each checkable role: server up, key accepted, model served
+        preflight(cfg)
+    store = LedgerStore(cfg.store_dir)  # a Store that measures each stage's tokens and dollars
+    models = Models(store)
+    store.ledger.models = models
+    summary: RunSummary = {"note": cfg.note, "store": str(store.root), "run_dir": str(run_dir), "stages": {}, "warnings": []}
+    ctx = RunContext(cfg, Path(run_dir), store, models, track.start(cfg, run_dir), summary)
+    try:
+        for stage in wanted_stages(cfg):
+            t = time.time()
+            measured = len(store.ledger.entries)
+            arts: dict[str, Artifact] = {}
+            stage.run(ctx, arts)
+            ctx.arts.update(arts)
+            if not arts:
+                continue
+            entry = {spec.name: artifact_entry(spec, arts[spec.name]) for spec in stage.artifacts if spec.name in arts}
+            summary["stages"][stage.name] = {**entry, "seconds": round(time.time() - t, 1)}
+            stage.summarize(ctx, arts)
+            ctx.tracker.log_stage(stage, arts)
+            stage.log(ctx.tracker, ctx, arts)
+            counts = {name: a.meta.get("counts", {}) for name, a in arts.items()}
+            warnings = progress.reject_warnings(counts, cfg.reject_warn_share)
+            summary["warnings"] += [f"{stage.name}: {w}" for w in warnings]
+            line = progress.stage_line(stage.name, arts, time.time() - t, store.ledger.total_since(measured), cfg.reject_warn_share)
+            (log.warning if warnings else log.info)(line)
+        if "results" not in summary:
+            totals(ctx)
+        ctx.tracker.finish(summary)
+    finally:
+        models.close()
+    return summary
