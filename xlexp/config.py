@@ -38,13 +38,14 @@ __all__ = [
 
 @dataclass
 class Config:
+    # The top-level knobs, stated here only (conf/config.yaml composes the groups around them).
     stages: list[str] = field(default_factory=lambda: ["generate", "sft", "evaluate", "report"])
-    data_size: str = "8"  # 32, 256, 2k, 8k, 32k (k = x1000)
-    k: int = 2
+    data_size: str = "8"  # SFT rows: 32, 256, 2k, 8k, 32k (k = x1000); paper Fig. 2
+    k: int = 2  # best-of-k: the first k of `translators` (paper 4.3 uses k=3)
     seed: int = 1  # the random seed of every stage (paper section 5: seed 1)
     store_dir: str = "outputs/store"
     note: str = ""  # printed with the results (the tiny profile says its numbers mean nothing)
-    preflight: bool = True  # before the first stage: each OpenAI-compatible role's server, key, model
+    preflight: bool = True  # before the first stage: each checkable role's server, key, model
     reject_warn_share: float = 0.5  # a stage with more content rejects than this says so loudly
     teacher: LLMConfig = MISSING
     translators: dict[str, LLMConfig] = field(default_factory=dict)

@@ -10,17 +10,24 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from xlexp.errors import StoreError
 
 HASH_BLOCK = 1 << 20
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
+def hash_file_into(h: Any, path: str | Path) -> None:
+    """Feed a file's bytes to a hashlib object, a block at a time (files may be large)."""
+    with open(path, "rb") as f:
         for block in iter(lambda: f.read(HASH_BLOCK), b""):
             h.update(block)
+
+
+def sha256_file(path: str | Path) -> str:
+    """The sha256 of a file's bytes: the one way xlexp hashes a file."""
+    h = hashlib.sha256()
+    hash_file_into(h, path)
     return h.hexdigest()
 
 

@@ -11,7 +11,6 @@ reject), bounded by `max_read`.
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 import random
@@ -20,6 +19,7 @@ from importlib import resources
 from typing import Any
 
 from xlexp.errors import ConfigError
+from xlexp.integrity import sha256_file
 from xlexp.store import digest
 
 LOCAL_BUILDERS = {"jsonl": "json", "parquet": "parquet"}  # source -> `datasets` packaged builder
@@ -58,11 +58,7 @@ def content_hash(path: str) -> str:
     st = os.stat(path)
     stamp = (path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
     if stamp not in _content_hashes:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _content_hashes[stamp] = h.hexdigest()
+        _content_hashes[stamp] = sha256_file(path)
     return _content_hashes[stamp]
 
 

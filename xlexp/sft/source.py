@@ -19,6 +19,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from xlexp.errors import ConfigError
+from xlexp.integrity import hash_file_into
 
 LOCAL_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
@@ -246,9 +247,7 @@ def fingerprint(ext: Any) -> str | None:
     h = hashlib.sha256()
     for file in files:
         h.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
-        with file.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        hash_file_into(h, file)
     return h.hexdigest()
 
 
