@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from xlexp.llm import ChatModel, ResponseCache, load
-from xlexp.llm.card import card_key, plain
+from xlexp.llm.card import card_key
 from xlexp.parallel import batches_in_flight
+from xlexp.plain import plain
 from xlexp.store import Artifact, Parts, Store, write_jsonl
 
 __all__ = ["Models", "card_key", "chat_stage", "plain", "reasons", "split_rejects"]

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig
 
 from xlexp.errors import StoreError
 from xlexp.failures import BackendFailure
@@ -43,21 +43,21 @@ from xlexp.integrity import (
     part_sum_path,
     read_done,
 )
+from xlexp.plain import plain
 
 log = logging.getLogger("xlexp.store")
 
 
 
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, DictConfig | ListConfig):
-        return OmegaConf.to_container(obj, resolve=True)
-    return str(obj)
+def _json_default(obj: Any) -> Any:
+    # Nodes nested in plain containers become containers; any other object its str().
+    return plain(obj) if isinstance(obj, DictConfig | ListConfig) else str(obj)
 
 
 def canonical(obj: Any) -> str:
     """Stable JSON for hashing (OmegaConf nodes, at any depth, as plain sorted containers)."""
-    return json.dumps(_plain(obj) if isinstance(obj, DictConfig | ListConfig) else obj,
-                      sort_keys=True, ensure_ascii=False, default=_plain, separators=(",", ":"))
+    return json.dumps(plain(obj) if isinstance(obj, DictConfig | ListConfig) else obj,
+                      sort_keys=True, ensure_ascii=False, default=_json_default, separators=(",", ":"))
 
 
 def digest(obj: Any, n: int = 16) -> str:

@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
+from xlexp.plain import plain
 from xlexp.store import read_jsonl
 
 
@@ -64,7 +63,7 @@ class WandbTracker(NullTracker):
         mode = cfg.logger.mode
         if mode == "auto":
             mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
-        config = redact(OmegaConf.to_container(cfg, resolve=True))
+        config = redact(plain(cfg))
         ctx = hydra_context()
         exp = ctx.get("exp")
         config["xlexp"] = {"exp": exp, "sweep_dir": ctx.get("sweep_dir"), "job_num": ctx.get("job_num")}

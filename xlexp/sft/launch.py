@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from xlexp.plain import plain
 from xlexp.sft.batch import batch_plan
 from xlexp.sft.train import train_lora
 
@@ -56,16 +57,6 @@ def process_count(value: Any, cuda_devices: int | None = None) -> int:
 
 def inside_distributed_launch() -> bool:
     return any(k in os.environ for k in _DISTRIBUTED_ENV)
-
-
-def _plain(sft: Any) -> dict:
-    from dataclasses import asdict, is_dataclass
-
-    from omegaconf import OmegaConf
-
-    if OmegaConf.is_config(sft):
-        return OmegaConf.to_container(sft, resolve=True)
-    return asdict(sft) if is_dataclass(sft) else dict(sft)
 
 
 def _free_port() -> int:
@@ -146,7 +137,7 @@ def train(
             {
                 "rows": str(spec_dir / "rows.json"),
                 "model_dir": str(model_dir),
-                "sft": _plain(sft),
+                "sft": dict(plain(sft)),
                 "out_dir": str(out_dir),
                 "seed": seed,
                 "chat_template": chat_template,

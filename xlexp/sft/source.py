@@ -20,6 +20,7 @@ from typing import Any
 
 from xlexp.errors import ConfigError
 from xlexp.integrity import hash_file_into
+from xlexp.plain import plain
 
 LOCAL_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
@@ -156,19 +157,13 @@ def stats(rows: list[dict], rejects: list[dict], candidates: int) -> dict:
 # ---------------------------------------------------------------- I/O (called by the stage shell)
 
 
-def _plain(value: Any) -> Any:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-
-
 def load_tables(ext: Any) -> list[tuple[str, Any]]:
     """[(table name, datasets.Dataset)]: one per language when data_files is {lang: file}, else one.
 
     Errors (no such hub dataset, offline, unreadable file) become a ConfigError naming the key."""
     from datasets import load_dataset
 
-    data_files = _plain(ext.data_files)
+    data_files = plain(ext.data_files)
     path = Path(str(ext.dataset)).expanduser()
     try:
         if path.is_file():
@@ -215,10 +210,10 @@ def read(ext: Any, seed: int) -> tuple[list[dict], list[dict], dict]:
     """Load, filter by language, take the seeded subset: (rows, rejects, stats)."""
     tables = load_tables(ext)
     check_columns(tables, ext)
-    langs = _plain(ext.langs)
+    langs = plain(ext.langs)
     candidates: list[tuple[str, int, Any]] = []
     for name, table in tables:
-        column = table[ext.lang_field] if ext.lang_field else [name if isinstance(_plain(ext.data_files), dict) else None] * len(table)
+        column = table[ext.lang_field] if ext.lang_field else [name if isinstance(plain(ext.data_files), dict) else None] * len(table)
         candidates += [(name, i, column[i]) for i in matching(column, langs)]
     by_name = dict(tables)
 
