@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from xlexp.argv import multirun_flag_first
+from xlexp.config import Config
 from xlexp.errors import ConfigError
 from xlexp.parallel import is_remote
 from xlexp.run import probe, wanted_stages
@@ -103,7 +104,7 @@ def _tokens(row: RoleCount, kind: str, measured: Measured) -> RoleCount:
     return row
 
 
-def plan_job(cfg: Any, overrides: list[str], measured: Measured, probe_store: bool = True) -> JobPlan:
+def plan_job(cfg: Config, overrides: list[str], measured: Measured, probe_store: bool = True) -> JobPlan:
     """What one job would call and train: each stage it runs says what its config implies
     (`Stage.expected`); with `probe_store`, the artifacts already in the store cost nothing."""
     job = JobPlan(overrides=list(overrides), stages=list(cfg.stages))

@@ -10,18 +10,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from xlexp.config import Config
 from xlexp.stage import STAGES, Measured, RunContext, RunSummary, Stage, artifact_entry
 from xlexp.store import Artifact, MissingArtifact, Store
 
 log = logging.getLogger("xlexp")
 
 
-def wanted_stages(cfg: Any) -> list[Stage]:
+def wanted_stages(cfg: Config) -> list[Stage]:
     """The declared stages this config runs, in order."""
     return [stage for stage in STAGES.values() if stage.is_wanted(cfg)]
 
 
-def roles_of(cfg: Any, stages: list[Stage] | None = None) -> dict[str, Any]:
+def roles_of(cfg: Config, stages: list[Stage] | None = None) -> dict[str, Any]:
     """Model roles (config path -> card) the given stages (default: those the config runs) call."""
     roles: dict[str, Any] = {}
     for stage in wanted_stages(cfg) if stages is None else stages:
@@ -56,7 +57,7 @@ class _Quiet:
         return lambda *args, **kwargs: None
 
 
-def probe(cfg: Any) -> tuple[list[str], dict[str, str]]:
+def probe(cfg: Config) -> tuple[list[str], dict[str, str]]:
     """Which artifacts of this job the store already holds, without building, loading or
     calling anything: each wanted stage's own shell runs against a read-only store and stops at
     its first missing artifact. Returns (present artifact names in order, {name: why it would
@@ -89,7 +90,7 @@ def probe(cfg: Any) -> tuple[list[str], dict[str, str]]:
     return present, built
 
 
-def preflight(cfg: Any) -> None:
+def preflight(cfg: Config) -> None:
     """Check every role the run may call whose backend can be checked before any stage
     (PreflightError naming each one that cannot work). A run whose every artifact that calls a
     model is already in the store (a rerun for tables, offline, or after the server is gone)
@@ -117,7 +118,7 @@ def totals(ctx: RunContext) -> None:
     ctx.summary["seconds"] = round(time.time() - ctx.started, 1)
 
 
-def run(cfg: Any, run_dir: Path) -> RunSummary:
+def run(cfg: Config, run_dir: Path) -> RunSummary:
     """Validate, run the configured stages in order, report; returns the run's summary."""
     from xlexp import progress, track
     from xlexp.config import validate

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from xlexp.config import Config
 from xlexp.generate import config as generate_config
 from xlexp.generate.config import translator_cards
 from xlexp.sft.config import needs_generated_data
@@ -27,7 +28,7 @@ from xlexp.store import Artifact
 DEFAULT_SENTENCES_PER_RESPONSE = 10.0
 
 
-def wanted(cfg: Any) -> bool:
+def wanted(cfg: Config) -> bool:
     """Generation runs when asked for, or when SFT needs the generated dataset."""
     return "generate" in cfg.stages or needs_generated_data(cfg)
 
@@ -38,7 +39,7 @@ def run(ctx: RunContext, arts: dict[str, Artifact]) -> None:
     run_generate(ctx.cfg, ctx.store, ctx.models, arts)
 
 
-def seed_count(cfg: Any) -> tuple[int, bool]:
+def seed_count(cfg: Config) -> tuple[int, bool]:
     """Seed passages: exact for local sources (the seed core reads the file; no model), else n."""
     from xlexp.generate import seed
 
@@ -48,7 +49,7 @@ def seed_count(cfg: Any) -> tuple[int, bool]:
     return len(rows), True
 
 
-def expected(cfg: Any, measured: Measured) -> Expected:
+def expected(cfg: Config, measured: Measured) -> Expected:
     """Teacher calls per seed and per pair, translation calls per sentence (measured in the
     store's finished artifacts where it can, else assumed: those rows say `estimate`)."""
     out = Expected()

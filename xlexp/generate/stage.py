@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from xlexp.config import Config
 from xlexp.generate import qe, refine, reverse, seed, segment, select, translate
 from xlexp.generate import stats as gen_stats
 from xlexp.generate.config import translator_cards
@@ -18,7 +19,7 @@ from xlexp.roles import Models, card_key, chat_stage, plain, reasons, split_reje
 from xlexp.store import Artifact, Store, digest, write_json, write_jsonl
 
 
-def run_seed(cfg: Any, store: Store) -> Artifact:
+def run_seed(cfg: Config, store: Store) -> Artifact:
     key = store.key("seed", {"seed_data": plain(cfg.seed_data), "seed": cfg.seed, "files": seed.fingerprint(cfg.seed_data)})
 
     def produce(work: Path, parts: Any) -> dict:
@@ -29,19 +30,19 @@ def run_seed(cfg: Any, store: Store) -> Artifact:
     return store.build("seed", key, produce)[0]
 
 
-def run_reverse(cfg: Any, store: Store, models: Models, seeds: Artifact) -> Artifact:
+def run_reverse(cfg: Config, store: Store, models: Models, seeds: Artifact) -> Artifact:
     key = store.key("reverse", {"teacher": card_key(cfg.teacher), "prompt": digest(reverse.prompt("reverse"))}, [seeds.key])
     model = models.role("teacher", cfg.teacher)
     return chat_stage(store, "reverse", key, seeds.rows(), model, reverse.build_prompts, reverse.parse, cfg.generate.batch_size)
 
 
-def run_refine(cfg: Any, store: Store, models: Models, pairs: Artifact) -> Artifact:
+def run_refine(cfg: Config, store: Store, models: Models, pairs: Artifact) -> Artifact:
     key = store.key("refine", {"teacher": card_key(cfg.teacher), "prompt": digest(refine.prompt("refine"))}, [pairs.key])
     model = models.role("teacher", cfg.teacher)
     return chat_stage(store, "refine", key, pairs.rows(), model, refine.build_prompts, refine.parse, cfg.generate.batch_size)
 
 
-def run_translate(cfg: Any, store: Store, models: Models, pairs: Artifact) -> Artifact:
+def run_translate(cfg: Config, store: Store, models: Models, pairs: Artifact) -> Artifact:
     cards = translator_cards(cfg)
     key = store.key(
         "translate",
@@ -106,7 +107,7 @@ def run_translate(cfg: Any, store: Store, models: Models, pairs: Artifact) -> Ar
     return store.build("translate", key, produce)[0]
 
 
-def run_qe(cfg: Any, store: Store, models: Models, translations: Artifact) -> Artifact:
+def run_qe(cfg: Config, store: Store, models: Models, translations: Artifact) -> Artifact:
     scorer_cls = qe.SCORERS.get(cfg.qe.kind, "qe.kind")
     key = store.key("qe", scorer_cls.key_info(cfg.qe), [translations.key])
 
@@ -129,7 +130,7 @@ def run_qe(cfg: Any, store: Store, models: Models, translations: Artifact) -> Ar
 
 
 def run_select(
-    cfg: Any, store: Store, translations: Artifact, scores: Artifact, upstream: dict[str, Artifact] | None = None
+    cfg: Config, store: Store, translations: Artifact, scores: Artifact, upstream: dict[str, Artifact] | None = None
 ) -> Artifact:
     """The SFT dataset, plus `stats.json` (per-stage counts from `upstream`'s artifacts, QE by
     language and translator, translator wins)."""
@@ -157,7 +158,7 @@ def run_select(
 
 
 def run_generate(
-    cfg: Any, store: Store, models: Models, arts: dict[str, Artifact] | None = None
+    cfg: Config, store: Store, models: Models, arts: dict[str, Artifact] | None = None
 ) -> dict[str, Artifact]:
     """The generation chain; with generate.target_rows, rerun on more (fresh) seeds until the
     filter keeps the target (the earlier seeds' model calls are cache hits). Each artifact goes
@@ -184,7 +185,7 @@ def run_generate(
         raise ConfigError("generate.target_rows", str(e).removeprefix("generate.target_rows: ")) from None
 
 
-def _generate_chain(cfg: Any, store: Store, models: Models, arts: dict[str, Artifact]) -> dict[str, Artifact]:
+def _generate_chain(cfg: Config, store: Store, models: Models, arts: dict[str, Artifact]) -> dict[str, Artifact]:
     arts["seed"] = run_seed(cfg, store)
     arts["reverse"] = run_reverse(cfg, store, models, arts["seed"])
     arts["refine"] = run_refine(cfg, store, models, arts["reverse"])

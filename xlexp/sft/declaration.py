@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from xlexp.config import Config
 from xlexp.sft import config as sft_config
 from xlexp.sft.config import parse_data_size
 from xlexp.stage import ArtifactSpec, Expected, Measured, RunContext, Stage, Training
@@ -20,11 +21,11 @@ def run(ctx: RunContext, arts: dict[str, Artifact]) -> None:
     arts["adapter"] = run_sft(cfg, ctx.store, dataset)
 
 
-def roles(cfg: Any) -> dict[str, Any]:
+def roles(cfg: Config) -> dict[str, Any]:
     return {"model": cfg.model}
 
 
-def expected(cfg: Any, measured: Measured) -> Expected:
+def expected(cfg: Config, measured: Measured) -> Expected:
     """Training tokens: data_size rows x epochs x tokens per row (measured in the store's
     finished adapters, else half of sft.max_seq_len)."""
     seen = [m.get("counts") or {} for m in measured.done("sft")]

@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from xlexp.config import Config
 from xlexp.errors import ConfigError
 from xlexp.llm.base import identity_of
 from xlexp.roles import plain
@@ -20,14 +21,14 @@ from xlexp.store import Artifact, Store, write_json, write_jsonl
 _SFT_KEY_SKIPS = ("save_steps", "num_processes", "source", "external", "release")
 
 
-def sft_subset(cfg: Any) -> str:
+def sft_subset(cfg: Config) -> str:
     """`top` or `random`: a `random` selection ablation (paper B.3) also samples randomly."""
     if cfg.sft.source == "generated" and cfg.generate.selection == "random":
         return "random"
     return cfg.sft.subset
 
 
-def sft_key(cfg: Any, store: Store, dataset: Artifact) -> str:
+def sft_key(cfg: Config, store: Store, dataset: Artifact) -> str:
     """The adapter's key: base model, data artifact, data_size, selection and hyperparameters.
     Sampling settings of the model card are left out: they change answers, not the adapter."""
     sft_cfg = {k: v for k, v in plain(cfg.sft).items() if k not in _SFT_KEY_SKIPS}
@@ -36,12 +37,12 @@ def sft_key(cfg: Any, store: Store, dataset: Artifact) -> str:
     return store.key("sft", {"model": model, "sft": sft_cfg, "n": n, "subset": sft_subset(cfg), "seed": cfg.seed}, [dataset.key])
 
 
-def report_to(cfg: Any) -> str:
+def report_to(cfg: Config) -> str:
     """Where TRL's trainer logs its metrics: the run's W&B logger, or nowhere."""
     return "wandb" if cfg.logger.kind == "wandb" else "none"
 
 
-def run_external_data(cfg: Any, store: Store) -> Artifact:
+def run_external_data(cfg: Config, store: Store) -> Artifact:
     """The external SFT dataset (sft.source=external) as a store artifact shaped like the
     generated one (`dataset.jsonl`), so the sft key depends on it the same way."""
     from xlexp.sft import source
@@ -60,7 +61,7 @@ def run_external_data(cfg: Any, store: Store) -> Artifact:
     return store.build("external_data", key, produce)[0]
 
 
-def run_release_data(cfg: Any, store: Store) -> Artifact:
+def run_release_data(cfg: Config, store: Store) -> Artifact:
     """The authors' XL-Instruct release (sft.source=release) as an artifact shaped like the
     generated dataset: languages sft.release.langs (else langs.codes), one or all per English
     instruction as langs.assign."""
@@ -83,7 +84,7 @@ def run_release_data(cfg: Any, store: Store) -> Artifact:
     return store.build("release_data", key, produce)[0]
 
 
-def sft_dataset(cfg: Any, store: Store, arts: dict[str, Artifact]) -> Artifact:
+def sft_dataset(cfg: Config, store: Store, arts: dict[str, Artifact]) -> Artifact:
     """The rows SFT trains on: the generated dataset (`select`), the external one or the release."""
     if cfg.sft.source == "release":
         arts["release_data"] = run_release_data(cfg, store)
@@ -94,7 +95,7 @@ def sft_dataset(cfg: Any, store: Store, arts: dict[str, Artifact]) -> Artifact:
     return arts["select"]
 
 
-def run_sft(cfg: Any, store: Store, dataset: Artifact) -> Artifact:
+def run_sft(cfg: Config, store: Store, dataset: Artifact) -> Artifact:
     from xlexp.llm.hf import materialize
     from xlexp.sft.data import take
     from xlexp.sft.launch import train
