@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from xlexp.llm.chat import CHARGE_TO, Usage
+from xlexp.stage import STAGES
 from xlexp.store import Artifact, Parts, Store, write_json
 
 COUNTERS = ("calls", "cache_hits", "errors", "prompt_tokens", "completion_tokens")
@@ -111,11 +112,14 @@ class Ledger:
         return {"stages": stages, "roles": {r: _rounded(v) for r, v in by_role.items()}, "total": _rounded(grand)}
 
 
-def _label(stage: str, roles: dict[str, dict]) -> str:
-    # One store stage serves two paper stages: `respond` for the system and for the reference.
-    if stage == "respond" and roles and "model" not in roles:
-        return "+".join(sorted(roles))
-    return stage
+def _label(kind: str, roles: dict[str, dict]) -> str:
+    # Artifacts that share a store kind (the system's and the reference's answers) are told
+    # apart by the role their declaration says builds them.
+    for stage in STAGES.values():
+        for spec in stage.artifacts:
+            if spec.store_kind == kind and spec.role is not None and spec.role in roles:
+                return spec.name
+    return kind
 
 
 class LedgerStore(Store):

@@ -33,6 +33,9 @@ class ArtifactSpec:
     logged_as: str | None = None  # W&B artifact type (dataset, adapter); None: counts only
     files: tuple[str, ...] = ()  # the files logged as that W&B artifact
     when: Callable[[Any], bool] | None = None  # None: always built when its stage runs
+    # Where artifacts share a store kind: the role whose calls build this one (the cost
+    # ledger names a build by it).
+    role: str | None = None
 
     @property
     def store_kind(self) -> str:

@@ -140,8 +140,9 @@ STAGE = Stage(
     name="evaluate",
     artifacts=(
         ArtifactSpec("prompt_set", when=lambda cfg: cfg.eval.benchmark in STORED_PROMPT_SETS),
-        ArtifactSpec("respond"),  # the judged system's answers
-        ArtifactSpec("reference", kind="respond"),  # the reference's: one model's answers, one artifact
+        ArtifactSpec("respond", role="model"),  # the judged system's answers
+        # the reference's: one model's answers are one artifact, whichever role asks
+        ArtifactSpec("reference", kind="respond", role="reference"),
         ArtifactSpec("judge"),
         ArtifactSpec("metrics"),
         ArtifactSpec("rubric", when=lambda cfg: bool(cfg.eval.rubric)),
