@@ -209,7 +209,7 @@ def test_rtt_rows_become_table_2_deltas_from_table_1(tmp_path):
     judge_artifact(store, "EuroLLM 9B Instruct (RTT one_prompt)", None, 15.66, 26.67)
     judge_artifact(store, "Gemma 2 9B IT (RTT two_step)", None, 20.0, 20.0)  # no direct row: no delta
     rows = report.rows_from_store(tmp_path / "store")
-    deltas = {r.model: r for r in report._order(report.rtt_deltas(rows))}
+    deltas = {r.model: r for r in report.order_rows(report.rtt_deltas(rows))}
     assert sorted(deltas) == ["Aya Expanse 8B (one_prompt - direct)", "EuroLLM 9B Instruct (one_prompt - direct)"]
     aya = deltas["Aya Expanse 8B (one_prompt - direct)"]
     assert aya.value("deu") == pytest.approx(21.02 - 60.27) and aya.value("zho") == pytest.approx(55.44 - 57.22)

@@ -1,30 +1,11 @@
-"""What results.md says about a run's stages (a table: artifact, key, rows in and out, rejects,
-details) and its HTML view (the line naming view.html, written beside it)."""
+"""What results.md says about a run's stages: a table of artifact, key, rows in and out,
+rejects and details, laid out as each stage's declaration says."""
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
 from typing import Any
 
 from xlexp.stage import STAGES, counted_rows
-
-log = logging.getLogger("xlexp")
-
-
-def view_line(run_dir: Path, paths: dict[str, Path]) -> str:
-    """Write the run's HTML view beside results.md; the line results.md gives it."""
-    from xlexp.view import write_view
-
-    try:
-        paths["view"] = write_view(run_dir)
-    except Exception as e:  # the results stand without their view; say why it is missing
-        log.warning("view of %s not written: %s", run_dir, e)
-        return f"The HTML view could not be written ({type(e).__name__}: {e}); `python -m xlexp.view {run_dir}` tries again.\n"
-    name = paths["view"].name
-    return (f"**Browse the data**: [{name}]({name}), one self-contained HTML file (open it from disk): every generated "
-            "row with its sentence candidates and QE scores, every judged prompt with both outputs and the verdicts. "
-            f"`python -m xlexp.view {run_dir}` rewrites it.\n")
 
 
 def _cell(value: Any, depth: int = 0) -> str:
