@@ -121,7 +121,7 @@ class Column:
     def __post_init__(self) -> None:
         # Two forms only, so the view's script writes a value exactly as results.md does.
         if not re.fullmatch(r"\.\df|d", self.format):
-            raise ValueError(f"column {self.key}: format {self.format!r} is neither '.<digit>f' nor 'd'")
+            raise ValueError(f"column {self.key}: format {self.format!r} is not '.<digit>f' or 'd'")
 
     @property
     def decimals(self) -> int:
@@ -224,25 +224,27 @@ def _lc_avg(rows: list[dict], data: list[LangData], n_boot: int, seed: int, alph
 # call (and the same names in the same order keep the same key).
 METRICS: Registry[Metric] = Registry("metric")
 METRICS.register("win_rate", Metric(
-    (Column("win_rate", "win rate", ".2f", True), Column("ci_low", "95% CI low"), Column("ci_high", "95% CI high")),
+    (Column("win_rate", "win rate", ".2f", True), Column("ci_low", "95% CI low"),
+     Column("ci_high", "95% CI high")),
     _win_rate, _win_rate_avg,
 ))
 METRICS.register("lang_fidelity", Metric(
-    (Column("lang_fidelity", "lang fidelity", ".3f", True), Column("n_undetermined", "lang undetermined", "d")),
+    (Column("lang_fidelity", "lang fidelity", ".3f", True),
+     Column("n_undetermined", "lang undetermined", "d")),
     _fidelity, _fidelity_avg,
 ))
 METRICS.register("avg_len", Metric(
-    (Column("avg_len", "avg len", ".1f"),), lambda d, *_: {"avg_len": avg_length(d.outputs)}, _mean_of("avg_len"),
+    (Column("avg_len", "avg len", ".1f"),),
+    lambda d, *_: {"avg_len": avg_length(d.outputs)}, _mean_of("avg_len"),
 ))
 METRICS.register("counts", Metric(
-    (Column("n", "n", "d"), Column("n_malformed", "malformed", "d"), Column("n_failed", "failed", "d"),
-     Column("n_identical", "identical", "d")),
+    (Column("n", "n", "d"), Column("n_malformed", "malformed", "d"),
+     Column("n_failed", "failed", "d"), Column("n_identical", "identical", "d")),
     _counts, _sum_of("n", "n_malformed", "n_failed", "n_identical"),
 ))
 METRICS.register("lc_win_rate", Metric(
     (Column("lc_win_rate", "LC win rate", ".2f", True), Column("lc_se", "LC s.e.")), _lc, _lc_avg,
 ))
-
 
 def columns(names: Sequence[str] | None = None) -> list[Column]:
     """Every column the named metrics (default: all) produce, in table order."""

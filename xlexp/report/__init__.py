@@ -32,7 +32,25 @@ from xlexp.report.tables import (
 )
 
 __all__ = [
-    "ABSENT", "SweepReport", "SystemRow", "build_report", "collect", "console_summary", "group_tables", "judge_label",
-    "languages", "markdown_table", "order_rows", "paper_table", "rows_from_runs", "rows_from_store", "rtt_deltas",
-    "rubric_table", "scaling_plot", "size_label", "system_from_labels", "write_csv", "write_results",
+    "ABSENT",
+    "SweepReport",
+    "SystemRow",
+    "build_report",
+    "collect",
+    "console_summary",
+    "group_tables",
+    "judge_label",
+    "languages",
+    "markdown_table",
+    "order_rows",
+    "paper_table",
+    "rows_from_runs",
+    "rows_from_store",
+    "rtt_deltas",
+    "rubric_table",
+    "scaling_plot",
+    "size_label",
+    "system_from_labels",
+    "write_csv",
+    "write_results",
 ]

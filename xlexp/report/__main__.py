@@ -14,12 +14,26 @@ from xlexp.report.sweep import build_report
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m xlexp.report", description=__doc__)
     parser.add_argument("path", type=Path, help="a Hydra sweep dir, a run dir, or a store dir")
-    parser.add_argument("--out", type=Path, default=None, help="output dir (default: <path>/report)")
-    parser.add_argument("--metric", default="win_rate", help="metric per cell (win_rate, lang_fidelity, avg_len, ...)")
-    parser.add_argument("--lines", choices=("model", "lang"), default="model",
-                        help="plot one line per model (avg) or per language")
-    parser.add_argument("--best", choices=("column", "model"), default="column",
-                        help="bold the best per column, or per column within each model (Table 6)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output dir (default: <path>/report)"
+    )
+    parser.add_argument(
+        "--metric",
+        default="win_rate",
+        help="metric per cell (win_rate, lang_fidelity, avg_len, ...)",
+    )
+    parser.add_argument(
+        "--lines",
+        choices=("model", "lang"),
+        default="model",
+        help="plot one line per model (avg) or per language",
+    )
+    parser.add_argument(
+        "--best",
+        choices=("column", "model"),
+        default="column",
+        help="bold the best per column, or per column within each model (Table 6)",
+    )
     args = parser.parse_args(argv)
     try:
         paths = build_report(args.path, args.out, args.metric, args.lines, args.best)

@@ -59,7 +59,10 @@ def markdown_table(metrics: dict, title: str = "", columns: list | None = None) 
     for lang in lang_order(metrics):
         row = metrics[lang]
         # The avg row is not a language: never the best one.
-        cells = [_fmt(row.get(c.key), c) if lang == "avg" else _cell(row.get(c.key), c, bests[c.key]) for c in cols]
+        cells = [
+            _fmt(row.get(c.key), c) if lang == "avg" else _cell(row.get(c.key), c, bests[c.key])
+            for c in cols
+        ]
         lines.append(f"| {lang} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -83,12 +86,17 @@ def view_line(run_dir: Path, paths: dict[str, Path]) -> str:
         paths["view"] = write_view(run_dir)
     except Exception as e:  # the results stand without their view; say why it is missing
         log.warning("view of %s not written: %s", run_dir, e)
-        return (f"The HTML view could not be written ({type(e).__name__}: {e}); "
-                f"`python -m xlexp.view {run_dir}` tries again.\n")
+        return (
+            f"The HTML view could not be written ({type(e).__name__}: {e}); "
+            f"`python -m xlexp.view {run_dir}` tries again.\n"
+        )
     name = paths["view"].name
-    return (f"**Browse the data**: [{name}]({name}), one self-contained HTML file (open it from disk): every generated "
-            "row with its sentence candidates and QE scores, every judged prompt with both outputs and the verdicts. "
-            f"`python -m xlexp.view {run_dir}` rewrites it.\n")
+    return (
+        f"**Browse the data**: [{name}]({name}), one self-contained HTML file (open it from disk): "
+        "every generated row with its sentence candidates and QE scores, every judged prompt with "
+        "both outputs and the verdicts. "
+        f"`python -m xlexp.view {run_dir}` rewrites it.\n"
+    )
 
 
 def write_results(run_dir: Path, summary: dict, cfg: Any) -> dict[str, Path]:
@@ -111,7 +119,9 @@ def write_results(run_dir: Path, summary: dict, cfg: Any) -> dict[str, Path]:
         title = f"{cfg.model.name}: fine-grained scores (1-5), judged by {cfg.judge.name}"
         parts.append(rubric_table(summary["rubric"], title))
     parts.append(stage_table(summary))
-    parts.append(f"\nbackend calls: {summary.get('backend_calls')}, wall time: {summary.get('seconds')} s\n")
+    parts.append(
+        f"\nbackend calls: {summary.get('backend_calls')}, wall time: {summary.get('seconds')} s\n"
+    )
     if summary.get("cost"):
         from xlexp.ledger import markdown_cost
 
@@ -129,7 +139,9 @@ def console_summary(summary: dict) -> str:
         lines.append(markdown_table(summary["metrics"], columns=summary.get("columns")))
     if summary.get("rubric"):
         lines.append(rubric_table(summary["rubric"]))
-    lines.append(f"backend calls: {summary.get('backend_calls')}  wall time: {summary.get('seconds')} s")
+    lines.append(
+        f"backend calls: {summary.get('backend_calls')}  wall time: {summary.get('seconds')} s"
+    )
     for name, path in (summary.get("results") or {}).items():
         lines.append(f"results ({name}): {path}")
     lines.append(f"store: {summary.get('store')}")
@@ -137,15 +149,21 @@ def console_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def paper_table(rows: list[SystemRow], metric: str = "win_rate", title: str = "", best_per: str = "column") -> str:
+def paper_table(
+    rows: list[SystemRow], metric: str = "win_rate", title: str = "", best_per: str = "column"
+) -> str:
     """Markdown: `| Model | Avg | <langs> |`, the metric's format, the best value of each column
     in bold by the metric's direction (best_per="model": the best of each column among a
     system's rows, as Table 6 highlights)."""
     col = column(metric)
     cols = ["avg", *languages(rows)]
-    scopes = {r.name: [x for x in rows if x.name == r.name] for r in rows} if best_per == "model" else {}
-    best_of = {scope: {c: best([r.value(c, metric) for r in members], col) for c in cols}
-               for scope, members in scopes.items()}
+    scopes = (
+        {r.name: [x for x in rows if x.name == r.name] for r in rows} if best_per == "model" else {}
+    )
+    best_of = {
+        scope: {c: best([r.value(c, metric) for r in members], col) for c in cols}
+        for scope, members in scopes.items()
+    }
     best_all = {c: best([r.value(c, metric) for r in rows], col) for c in cols}
     show_exp = len({r.exp for r in rows}) > 1
     full = [r.label(False, show_exp) for r in rows]
@@ -156,7 +174,9 @@ def paper_table(rows: list[SystemRow], metric: str = "win_rate", title: str = ""
     for i, row in enumerate(rows):
         bests = best_of.get(row.name, best_all)
         cells = [_cell(row.value(c, metric), col, bests[c]) for c in cols]
-        short = i > 0 and rows[i - 1].name == row.name  # Table 6: "+2K instructions" under its model
+        short = (
+            i > 0 and rows[i - 1].name == row.name
+        )  # Table 6: "+2K instructions" under its model
         label = row.label(short, show_exp)
         if full[i] in clash and row.key:
             label += f" [{row.key[:8]}]"  # tell them apart by the store key of their judgement

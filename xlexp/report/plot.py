@@ -7,9 +7,16 @@ from pathlib import Path
 from xlexp.report.tables import SystemRow, languages, size_label
 
 
-def scaling_plot(rows: list[SystemRow], path: Path, metric: str = "win_rate", lines: str = "model", title: str = "") -> bool:
+def scaling_plot(
+    rows: list[SystemRow],
+    path: Path,
+    metric: str = "win_rate",
+    lines: str = "model",
+    title: str = "",
+) -> bool:
     """Fig. 2: avg win rate vs SFT data size (log x), one line per base model (or per language of
-    each model with lines="lang"); a model's score as is is a dashed line. False: nothing to plot."""
+    each model with lines="lang"); a model's score as is is a dashed line. False: nothing to
+    plot."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on a cluster node
@@ -26,10 +33,20 @@ def scaling_plot(rows: list[SystemRow], path: Path, metric: str = "win_rate", li
         series += [(model if lines == "model" else f"{model} {c}", model, c) for c in cols]
     for i, (name, model, col) in enumerate(series):
         color = f"C{i % 10}"
-        points = sorted((r.data_size, r.value(col, metric)) for r in sized if r.name == model and r.value(col, metric) is not None)
+        points = sorted(
+            (r.data_size, r.value(col, metric))
+            for r in sized
+            if r.name == model and r.value(col, metric) is not None
+        )
         if points:
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=color, label=name)
-        base = [r.value(col, metric) for r in rows if r.name == model and r.data_size is None and r.value(col, metric) is not None]
+            ax.plot(
+                [p[0] for p in points], [p[1] for p in points], marker="o", color=color, label=name
+            )
+        base = [
+            r.value(col, metric)
+            for r in rows
+            if r.name == model and r.data_size is None and r.value(col, metric) is not None
+        ]
         if base:
             ax.axhline(base[0], color=color, linestyle="--", linewidth=1)
     ax.set_xscale("log")

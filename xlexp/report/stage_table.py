@@ -12,7 +12,9 @@ def _cell(value: Any, depth: int = 0) -> str:
     """A compact, readable cell: numbers as numbers, dicts as `key value` lists (nested ones in
     parentheses: `langs deu (rows 3, errors 0)`), `|` escaped."""
     if isinstance(value, dict):
-        text = ("; " if depth == 0 else ", ").join(f"{k} {_cell(v, depth + 1)}" for k, v in value.items())
+        text = ("; " if depth == 0 else ", ").join(
+            f"{k} {_cell(v, depth + 1)}" for k, v in value.items()
+        )
         text = f"({text})" if depth > 1 else text
     elif isinstance(value, float):
         text = f"{value:.4g}"
@@ -27,10 +29,23 @@ def stage_table(summary: dict) -> str:
     """The run's stages as a Markdown table: one row per artifact with its key, rows in and out,
     rejects, and what else its counts say (reject reasons, training figures, per-language rows),
     laid out as each stage's declaration says."""
-    lines = ["### stages", "", "| stage | artifact | key | in | out | rejects | details |", "|---|---|---|---:|---:|---:|---|"]
+    lines = [
+        "### stages",
+        "",
+        "| stage | artifact | key | in | out | rejects | details |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
 
-    def row(stage: str, artifact: str, key: Any, n_in: Any, n_out: Any, rejects: Any, details: Any) -> None:
-        lines.append(f"| {stage} | {artifact} | {'`' + str(key) + '`' if key else ''} | {_cell(n_in)} | {_cell(n_out)} | {_cell(rejects)} | {_cell(details)} |")
+    def row(
+        stage: str, artifact: str, key: Any, n_in: Any, n_out: Any, rejects: Any, details: Any
+    ) -> None:
+        cells = [
+            stage,
+            artifact,
+            f"`{key}`" if key else "",
+            *map(_cell, (n_in, n_out, rejects, details)),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
 
     for name, entry in (summary.get("stages") or {}).items():
         if name not in STAGES or not isinstance(entry, dict):

@@ -22,7 +22,9 @@ def write_csv(tables: dict[str, list[SystemRow]], path: Path, metric: str = "win
     langs = languages([r for rows in tables.values() for r in rows])
     with Path(path).open("w", newline="") as f:
         out = csv.writer(f)
-        out.writerow(["comparison", "model", "rtt", "data_size", "selection", "exp", "system", "avg", *langs])
+        out.writerow(
+            ["comparison", "model", "rtt", "data_size", "selection", "exp", "system", "avg", *langs]
+        )
         for name, rows in tables.items():
             for r in rows:
                 values = [r.value(c, metric) for c in ["avg", *langs]]
@@ -34,7 +36,11 @@ def write_csv(tables: dict[str, list[SystemRow]], path: Path, metric: str = "win
 
 
 def build_report(
-    path: Path, out_dir: Path | None = None, metric: str = "win_rate", lines: str = "model", best_per: str = "column"
+    path: Path,
+    out_dir: Path | None = None,
+    metric: str = "win_rate",
+    lines: str = "model",
+    best_per: str = "column",
 ) -> dict[str, Path]:
     """Write tables.md, tables.csv and the scaling plot(s) for a sweep/run/store dir."""
     tables = group_tables(collect(path))

@@ -18,7 +18,7 @@ from xlexp.evaluate.metrics import Column
 
 
 def judge_label(judge_name: str, protocol: str | None) -> str:
-    """"gpt-4o (alpaca_eval protocol)": a win rate belongs to a judge and its protocol."""
+    """ "gpt-4o (alpaca_eval protocol)": a win rate belongs to a judge and its protocol."""
     return f"{judge_name} ({protocol} protocol)" if protocol else judge_name
 
 
@@ -50,7 +50,8 @@ def with_rtt(labels: dict) -> dict:
 
 @dataclass
 class SystemRow:
-    """One evaluated system: its labels (from the judge artifact or a run's results.json) and metrics."""
+    """One evaluated system: its labels (from the judge artifact or a run's results.json) and
+    metrics."""
 
     model: str
     metrics: dict[str, dict]
@@ -71,18 +72,22 @@ class SystemRow:
 
     @property
     def comparison(self) -> str:
-        """What a win rate is measured against; rows of different comparisons never share a table."""
+        """What a win rate is measured against; rows of different comparisons never share a
+        table."""
         judge = judge_label(self.judge or "?", self.protocol or None)
         return f"vs {self.reference or '?'}, judged by {judge} on {self.benchmark or '?'}"
 
     def label(self, short: bool = False, show_exp: bool = True) -> str:
-        """"EuroLLM 9B", "EuroLLM 9B +2K instructions (naive, selection)"; short: "+2K instructions"
-        (under its model's row); the experiment only where a table mixes experiments."""
+        """ "EuroLLM 9B", "EuroLLM 9B +2K instructions (naive, selection)"; short:
+        "+2K instructions" (under its model's row); the experiment only where a table mixes
+        experiments."""
         if self.data_size is None:
             return self.name
         selection = self.selection if self.selection not in (None, "best_of_k") else None
         extra = [x for x in (selection, self.exp if show_exp else None) if x]
-        tuned = f"+{size_label(self.data_size)} instructions" + (f" ({', '.join(extra)})" if extra else "")
+        tuned = f"+{size_label(self.data_size)} instructions" + (
+            f" ({', '.join(extra)})" if extra else ""
+        )
         return tuned if short else f"{self.name} {tuned}"
 
     def value(self, lang: str, metric: str = "win_rate") -> float | None:
@@ -118,7 +123,9 @@ def rows_from_store(store_dir: Path) -> list[SystemRow]:
             continue
         key = meta.get("key", done.parent.name)
         labels = meta.get("system") or {"model": f"metrics:{key}"}
-        row = system_from_labels(labels, json.loads(metrics_file.read_text()), labels.get("judge_key") or key)
+        row = system_from_labels(
+            labels, json.loads(metrics_file.read_text()), labels.get("judge_key") or key
+        )
         finished = str(meta.get("finished_at", ""))
         if row.key not in rows or rows[row.key][0] <= finished:
             rows[row.key] = (finished, row)
@@ -142,13 +149,16 @@ def collect(path: Path) -> list[SystemRow]:
     """Rows from a sweep/run dir (results.json files) or, failing that, from a store dir."""
     path = Path(path)
     if not path.is_dir():
-        raise FileNotFoundError(f"report: {path} is not a directory (give a sweep dir, a run dir or a store dir)")
+        raise FileNotFoundError(
+            f"report: {path} is not a directory (give a sweep dir, a run dir or a store dir)"
+        )
     rows = rows_from_runs(path)
     if not rows and (path / "metrics").is_dir():
         rows = rows_from_store(path)
     if not rows:
         raise FileNotFoundError(
-            f"report: nothing to report in {path}: no results.json with metrics under it (run with the report stage) "
+            f"report: nothing to report in {path}: no results.json with metrics under it "
+            "(run with the report stage) "
             "and no finished metrics artifacts (metrics/<key>/metrics.json) in it"
         )
     return rows
@@ -156,8 +166,17 @@ def collect(path: Path) -> list[SystemRow]:
 
 def order_rows(rows: list[SystemRow]) -> list[SystemRow]:
     """Per system: the model as is first, then its fine-tunes by data size (Table 6)."""
-    return sorted(rows, key=lambda r: (r.name, r.data_size is not None, r.data_size or 0, r.selection or "",
-                                       r.exp or "", r.key))
+    return sorted(
+        rows,
+        key=lambda r: (
+            r.name,
+            r.data_size is not None,
+            r.data_size or 0,
+            r.selection or "",
+            r.exp or "",
+            r.key,
+        ),
+    )
 
 
 def group_tables(rows: list[SystemRow]) -> dict[str, list[SystemRow]]:
@@ -187,14 +206,21 @@ def best(values: list[float | None], column: Column) -> float | None:
 
 
 def is_best(value: Any, best_value: float | None, column: Column) -> bool:
-    if best_value is None or not isinstance(value, int | float) or isinstance(value, bool) or math.isnan(value):
+    if (
+        best_value is None
+        or not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or math.isnan(value)
+    ):
         return False
     return round(value, column.decimals) == best_value
 
 
 def best_by_lang(metrics: dict[str, dict], column: Column) -> float | None:
     """The best value of one column among a system's languages (its "avg" row aside)."""
-    return best([_number(row.get(column.key)) for lang, row in metrics.items() if lang != "avg"], column)
+    return best(
+        [_number(row.get(column.key)) for lang, row in metrics.items() if lang != "avg"], column
+    )
 
 
 def _number(value: Any) -> float | None:
@@ -208,7 +234,9 @@ def lang_order(table: dict) -> list[str]:
 
 def rubric_columns(scores: dict) -> list[str]:
     """Table 8's columns: the average over criteria, each criterion, the malformed count."""
-    criteria = [k for k in next(iter(scores.values()), {}) if k not in ("average", "n", "n_malformed")]
+    criteria = [
+        k for k in next(iter(scores.values()), {}) if k not in ("average", "n", "n_malformed")
+    ]
     return ["average", *criteria, "n_malformed"]
 
 
@@ -219,7 +247,11 @@ def rtt_deltas(rows: list[SystemRow], metric: str = "win_rate") -> list[SystemRo
     direct = {(r.model, r.data_size, r.selection, r.comparison): r for r in rows if not r.rtt}
     deltas = []
     for row in rows:
-        base = direct.get((row.model, row.data_size, row.selection, row.comparison)) if row.rtt else None
+        base = (
+            direct.get((row.model, row.data_size, row.selection, row.comparison))
+            if row.rtt
+            else None
+        )
         if base is None:
             continue
         diff = {}
@@ -227,5 +259,9 @@ def rtt_deltas(rows: list[SystemRow], metric: str = "win_rate") -> list[SystemRo
             a, b = row.value(lang, metric), base.value(lang, metric)
             if a is not None and b is not None:
                 diff[lang] = {metric: a - b}
-        deltas.append(replace(row, model=f"{row.model} ({row.rtt} - direct)", rtt=None, metrics=diff, exp=None))
+        deltas.append(
+            replace(
+                row, model=f"{row.model} ({row.rtt} - direct)", rtt=None, metrics=diff, exp=None
+            )
+        )
     return deltas

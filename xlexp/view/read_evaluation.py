@@ -39,7 +39,9 @@ def _by_id(rows: list[dict]) -> dict[str, dict]:
     return {str(r.get("id", i)): r for i, r in enumerate(rows)}
 
 
-def _metrics(store: Store, judge: Artifact, notes: list[str], key: str | None = None) -> tuple[dict, list | None]:
+def _metrics(
+    store: Store, judge: Artifact, notes: list[str], key: str | None = None
+) -> tuple[dict, list | None]:
     """The judged system's metrics table and its stored columns: from the `metrics` artifact the
     run names, else the judge artifact's own metrics.json (stores written before metrics were
     their own artifact), else the newest `metrics` artifact whose DONE names the judge artifact
@@ -52,8 +54,8 @@ def _metrics(store: Store, judge: Artifact, notes: list[str], key: str | None = 
         if art.file("metrics.json").exists():
             try:
                 table = clean(_json(art.file("metrics.json")))
-                stored = _json(art.file("columns.json")) if art.file("columns.json").exists() else None
-                return table, stored
+                listed = art.file("columns.json")
+                return table, (_json(listed) if listed.exists() else None)
             except (OSError, ValueError) as e:
                 notes.append(f"{art.file('metrics.json')} could not be read: {e}")
     notes.append(f"no metrics for judge/{judge.key} (neither its metrics.json nor a metrics artifact made from it)")
@@ -193,7 +195,9 @@ def read_sweep(path: Path, judge_runs: dict[str, list[str]]) -> dict:
             "judge": row.key or None,
             "runs": judge_runs.get(row.key, []),
         } for row in rows]
-        out["tables"].append({"title": title, "cols": cols, "column": asdict(metric), "rows": clean(table_rows)})
+        out["tables"].append(
+            {"title": title, "cols": cols, "column": asdict(metric), "rows": clean(table_rows)}
+        )
         with tempfile.TemporaryDirectory() as tmp:
             png = Path(tmp) / "scaling.png"
             if scaling_plot(rows, png, title=title):

@@ -5,10 +5,11 @@
 // Pure functions, no DOM: tests run them under node.
 "use strict";
 var XLEXP_COLUMNS = (function () {
-  const decimals = (col) => (col.format === "d" ? 0 : Number(String(col.format || ".2f").slice(1, -1)));
+  const decimals = (col) => (col.format === "d" ? 0 : Number(String(col.format).slice(1, -1)));
   const isNumber = (v) => typeof v === "number" && Number.isFinite(v);
   const shown = (v, col) => Number(v.toFixed(decimals(col)));
-  const text = (v, col) => (v === null || v === undefined ? "–" : isNumber(v) ? v.toFixed(decimals(col)) : String(v));
+  const text = (v, col) => (v === null || v === undefined ? "–"
+    : isNumber(v) ? v.toFixed(decimals(col)) : String(v));
 
   function best(values, col) {
     if (col.higher_is_better === null || col.higher_is_better === undefined) return null;
@@ -17,12 +18,14 @@ var XLEXP_COLUMNS = (function () {
     return col.higher_is_better ? Math.max(...xs) : Math.min(...xs);
   }
 
-  const isBest = (v, bestValue, col) => bestValue !== null && isNumber(v) && shown(v, col) === bestValue;
+  const isBest = (v, bestValue, col) =>
+    bestValue !== null && isNumber(v) && shown(v, col) === bestValue;
 
   // The best of each column among a system's languages (its "avg" row is not a language).
   function bestByLang(metrics, cols) {
     const langs = Object.keys(metrics || {}).filter((l) => l !== "avg");
-    return Object.fromEntries(cols.map((c) => [c.key, best(langs.map((l) => (metrics[l] || {})[c.key]), c)]));
+    const values = (key) => langs.map((l) => (metrics[l] || {})[key]);
+    return Object.fromEntries(cols.map((c) => [c.key, best(values(c.key), c)]));
   }
 
   return { decimals, text, best, isBest, bestByLang };

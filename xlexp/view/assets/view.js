@@ -230,8 +230,9 @@
       const m = metrics[lang] || {};
       return [lang, ...cols.map((c) => {
         const top = lang !== "avg" && COLS.isBest(m[c.key], best[c.key], c);
-        return h("td", { class: "num" + (top ? " best" : ""), "data-metric": `${lang}:${c.key}`, "data-best": top ? "true" : null },
-          COLS.text(m[c.key] ?? null, c));
+        const attrs = { class: "num" + (top ? " best" : ""), "data-metric": `${lang}:${c.key}` };
+        const text = COLS.text(m[c.key] ?? null, c);
+        return h("td", { ...attrs, "data-best": top ? "true" : null }, text);
       })];
     }), "metrics");
   }
@@ -257,7 +258,9 @@
   function systemTitle(labels) {
     const size = labels.data_size ? ` +${labels.data_size} instructions` + (labels.selection && labels.selection !== "best_of_k" ? ` (${labels.selection})` : "") : "";
     const rtt = labels.rtt ? ` (RTT ${labels.rtt})` : "";
-    return `${labels.model || "?"}${rtt}${size} vs ${labels.reference || "?"}, judged by ${labels.judge || "?"} on ${labels.benchmark || "?"}`;
+    const system = `${labels.model || "?"}${rtt}${size}`;
+    const judge = `judged by ${labels.judge || "?"} on ${labels.benchmark || "?"}`;
+    return `${system} vs ${labels.reference || "?"}, ${judge}`;
   }
 
   function evaluationSection(sys) {
@@ -269,7 +272,8 @@
       notes(sys.notes),
       h("div", { class: "stats" }, stat("judged prompts", sys.index.length, "eval-rows"), stat("with a malformed verdict", c.malformed || 0, "eval-malformed"),
         stat("no verdict at all", c.no_verdict || 0, "eval-no-verdict"), stat("failed or empty outputs", c.failed || 0, "eval-failed")),
-      h("h4", {}, "per language"), Object.keys(sys.metrics || {}).length ? metricsTable(sys.metrics, sys.columns || []) : h("div", { class: "note" }, "no metrics"));
+      h("h4", {}, "per language"), Object.keys(sys.metrics || {}).length
+        ? metricsTable(sys.metrics, sys.columns || []) : h("div", { class: "note" }, "no metrics"));
     if (sys.rubric) {
       const crit = Object.keys(Object.values(sys.rubric)[0] || {}).filter((k) => k !== "n");
       el.append(h("h4", {}, "fine-grained scores (1-5)"), table(["lang", ...crit], Object.entries(sys.rubric).map(([l, m]) => [l, ...crit.map((k) => h("td", { class: "num" }, fmt(m[k] ?? null, 2)))]), "rubric"));
@@ -299,7 +303,9 @@
       const best = t.cols.map((_, i) => COLS.best(t.rows.map((r) => r.values[i]), col));
       el.append(h("h3", {}, t.title), table(["Model", ...t.cols.map((c) => (c === "avg" ? "Avg" : c)), "runs"], t.rows.map((r) => [
         r.judge && inPage.has(r.judge) ? h("a", { href: "#sys-" + r.judge }, r.label) : r.label,
-        ...r.values.map((v, i) => h("td", { class: "num" + (COLS.isBest(v, best[i], col) ? " best" : "") }, COLS.text(v, col))),
+        ...r.values.map((v, i) =>
+          h("td", { class: "num" + (COLS.isBest(v, best[i], col) ? " best" : "") },
+            COLS.text(v, col))),
         h("td", {}, (r.runs || []).map(runLink)),
       ]), "paper"));
     }
