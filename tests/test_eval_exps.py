@@ -170,6 +170,7 @@ def test_offtheshelf_tiny_run_has_no_adapter_and_rtt_outputs_are_translations(tm
         args = overrides(evaluator.base_url, tiny_model_dir, store, f"eval.rtt={mode}", judged) + _api("model", evaluator.base_url)
         out = run(compose_exp("rtt", "profile=tiny", *args), tmp_path / mode)
         assert out["system"]["judge_protocol"] == protocol
+        assert out["system"]["rtt"] == mode and "RTT" not in out["system"]["model"]  # a field, not a label
         art = Store(store).get("respond", out["stages"]["evaluate"]["respond"]["key"])
         rows = json.loads(art.file("deu.json").read_text())
         assert [r["output"] for r in rows] == [expected] * 2 and rows[0]["generator"].endswith(f"+rtt-{mode}")

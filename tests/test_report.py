@@ -209,7 +209,7 @@ def test_rtt_rows_become_table_2_deltas_from_table_1(tmp_path):
     judge_artifact(store, "EuroLLM 9B Instruct (RTT one_prompt)", None, 15.66, 26.67)
     judge_artifact(store, "Gemma 2 9B IT (RTT two_step)", None, 20.0, 20.0)  # no direct row: no delta
     rows = report.rows_from_store(tmp_path / "store")
-    deltas = {r.model: r for r in report._order(report.rtt_deltas(rows))}
+    deltas = {r.model: r for r in report.order_rows(report.rtt_deltas(rows))}
     assert sorted(deltas) == ["Aya Expanse 8B (one_prompt - direct)", "EuroLLM 9B Instruct (one_prompt - direct)"]
     aya = deltas["Aya Expanse 8B (one_prompt - direct)"]
     assert aya.value("deu") == pytest.approx(21.02 - 60.27) and aya.value("zho") == pytest.approx(55.44 - 57.22)
@@ -217,9 +217,47 @@ def test_rtt_rows_become_table_2_deltas_from_table_1(tmp_path):
     paths = report.build_report(tmp_path / "store", tmp_path / "out")
     text = paths["markdown"].read_text()
     assert "Reason-then-Translate minus direct" in text
+    # Old labels, the mode in the model's name, still read.
     assert "| Aya Expanse 8B (one_prompt - direct) | -20.52 | -39.25 | -1.78 |" in text
     with paths["csv"].open() as f:
         assert any(r["model"] == "EuroLLM 9B Instruct (one_prompt - direct)" for r in csv.DictReader(f))
+
+def test_rtt_mode_is_a_field_of_the_labels_and_old_labels_still_read(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from xlexp.config import register
+    from xlexp.evaluate.stage import system_labels
+    from xlexp.view.read_evaluation import _generator
+
+    register()  # the structured config schema the root config builds on
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["eval.rtt=two_step"])
+    new = system_labels(cfg, None)
+    assert new["model"] == cfg.model.name and new["rtt"] == "two_step"  # the mode, not a label
+    # A sweep: the new labels, the same model answering directly, and an RTT job whose
+    # results.json was written before the field (its mode only in the model's label).
+    sweep = tmp_path / "sweep"
+    base = {k: new[k] for k in ("reference", "judge", "judge_protocol", "benchmark")}
+    jobs = {"new": {**base, "model": "m", "rtt": "two_step"}, "direct": {**base, "model": "m"},
+            "old": {**base, "model": "m (RTT one_prompt)"}}
+    for i, (name, system) in enumerate(jobs.items()):
+        (sweep / name).mkdir(parents=True)
+        summary = {"metrics": metrics(10.0 * (i + 1), 5.0), "system": {**system, "judge_key": name}}
+        write_json(sweep / name / "results.json", summary)
+    rows = {r.key: r for r in report.collect(sweep)}
+    assert (rows["new"].model, rows["new"].rtt) == ("m", "two_step") and rows["direct"].rtt is None
+    old = rows["old"]
+    assert (old.model, old.rtt, old.name) == ("m", "one_prompt", "m (RTT one_prompt)")
+    deltas = {r.model: r for r in report.rtt_deltas(list(rows.values()))}
+    assert sorted(deltas) == ["m (one_prompt - direct)", "m (two_step - direct)"]
+    assert deltas["m (two_step - direct)"].value("deu") == pytest.approx(10.0 - 20.0)
+    md = report.build_report(sweep, tmp_path / "out")["markdown"].read_text()
+    assert "| m (RTT two_step) | 7.50 | 10.00 | **5.00** |" in md
+    assert "| m (two_step - direct) | -5.00 | -10.00 | **0.00** |" in md
+    # The view finds an RTT system's outputs by the generator its respond artifact wrote.
+    assert _generator(report.tables.with_rtt(jobs["old"]))[0] == "m+rtt-one_prompt"
+    assert _generator({**jobs["new"], "adapter": "a1"})[0] == "m+rtt-two_step+a1"
+
 
 def test_two_judge_protocols_never_share_a_table():
     rows = [

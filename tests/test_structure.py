@@ -195,7 +195,7 @@ def test_store_explain_names_the_field_that_made_a_new_key(tmp_path, capsys):
     assert "1 field(s) differ" in capsys.readouterr().out
 
 
-def test_a_new_metric_is_computed_from_stored_verdicts(tmp_path, monkeypatch):
+def test_a_new_metric_is_computed_from_stored_verdicts(tmp_path):
     from xlexp.evaluate import metrics
     from xlexp.evaluate.stage import run_metrics
 
@@ -218,12 +218,14 @@ def test_a_new_metric_is_computed_from_stored_verdicts(tmp_path, monkeypatch):
     )[0]
     first = run_metrics(cfg, store, verdicts, system, reference)
     assert json.loads(first.file("metrics.json").read_text())["deu"]["win_rate"] == 75.0
-    monkeypatch.setitem(
-        metrics.METRICS,
+    metrics.METRICS.register(
         "max_len",
         metrics.Metric((("max_len", "max len"),), lambda d, *_: {"max_len": max(map(len, d.outputs))}, lambda rows, *_: {}),
     )
-    second = run_metrics(cfg, store, verdicts, system, reference)
+    try:
+        second = run_metrics(cfg, store, verdicts, system, reference)
+    finally:
+        metrics.METRICS.unregister("max_len")
     assert second.key != first.key
     assert json.loads(second.file("metrics.json").read_text())["deu"]["max_len"] == 34
     assert ["max_len", "max len"] in json.loads(second.file("columns.json").read_text())

@@ -22,7 +22,7 @@ from lxml import html as lxml_html
 from test_chain import Teacher, compose_cfg, overrides
 from viewstore import build_large, build_store
 
-from xlexp.stage_table import stage_table
+from xlexp.report.stage_table import stage_table
 from xlexp.store import Store
 from xlexp.view.read import read_path
 

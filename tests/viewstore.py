@@ -227,7 +227,7 @@ def build_evaluation(store: Store, n_prompts: int, codes: list[str], seed: int =
     def metrics_produce(path: Path, parts) -> dict:  # noqa: ANN001 (as run_metrics: its own artifact)
         data = [metrics.lang_data(code, i, entry) for i, (code, entry) in enumerate(per_lang.items())]
         write_json(path / "metrics.json", metrics.summarize_langs(data, n_boot=50, seed=seed))
-        write_json(path / "columns.json", metrics.columns())
+        write_json(path / "columns.json", metrics.stored_columns())
         return {"langs": len(per_lang)}
 
     key = store.key("metrics", {"synthetic": n_prompts}, [keys["judge"], *responses])

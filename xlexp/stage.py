@@ -239,7 +239,7 @@ STAGES: Registry[Stage] = Registry("stage")
 STAGES.register("generate", "xlexp.generate.declaration:STAGE")
 STAGES.register("sft", "xlexp.sft.declaration:STAGE")
 STAGES.register("evaluate", "xlexp.evaluate.declaration:STAGE")
-STAGES.register("report", "xlexp.report_stage:STAGE")
+STAGES.register("report", "xlexp.report.declaration:STAGE")
 
 
 def artifact_entry(spec: ArtifactSpec, art: Artifact) -> dict:

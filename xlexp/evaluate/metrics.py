@@ -13,6 +13,7 @@ absent (None, shown as a dash), never NaN. Counts, all in prompts:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from xlexp.evaluate import judge, langid, lc
+from xlexp.registry import Registry
 
 
 def usable(p: Any) -> bool:
@@ -106,13 +108,42 @@ class LangData:
 
 
 @dataclass(frozen=True)
+class Column:
+    """One column of the results table, declared once for results.md, the report and the view:
+    its key in a metrics row, its label, how a value is written (`".2f"`: that many decimals,
+    `"d"`: an integer) and which way is better (None: no best, as for counts and CI bounds)."""
+
+    key: str
+    label: str
+    format: str = ".2f"
+    higher_is_better: bool | None = None
+
+    def __post_init__(self) -> None:
+        # Two forms only, so the view's script writes a value exactly as results.md does.
+        if not re.fullmatch(r"\.\df|d", self.format):
+            raise ValueError(f"column {self.key}: format {self.format!r} is not '.<digit>f' or 'd'")
+
+    @property
+    def decimals(self) -> int:
+        return 0 if self.format == "d" else int(self.format[1])
+
+    def text(self, value: float) -> str:
+        return f"{round(value):d}" if self.format == "d" else format(value, self.format)
+
+
+@dataclass(frozen=True)
 class Metric:
     """Columns of the results table: `per_lang(data, n_boot, seed, alpha) -> {column: value}`
-    and `average(rows, data, n_boot, seed, alpha) -> {column: value}` for the "avg" row."""
+    and `average(rows, data, n_boot, seed, alpha) -> {column: value}` for the "avg" row.
+    A column given as a (key, label) pair is a `Column` with the default format and no best."""
 
-    columns: tuple[tuple[str, str], ...]  # (key, label)
+    columns: tuple[Column, ...]
     per_lang: Callable[..., dict]
     average: Callable[..., dict]
+
+    def __post_init__(self) -> None:
+        cols = tuple(c if isinstance(c, Column) else Column(*c) for c in self.columns)
+        object.__setattr__(self, "columns", cols)
 
 
 def _mean_if_all(rows: list[dict], key: str) -> float | None:
@@ -188,24 +219,57 @@ def _lc_avg(rows: list[dict], data: list[LangData], n_boot: int, seed: int, alph
     return {"lc_win_rate": _mean_if_all(rows, "lc_win_rate"), "lc_se": se}
 
 
-# The metrics and their columns, in table order. Adding a metric is one entry here: the metrics
-# artifact's key holds these names, so stored judgements gain the column without a judge call.
-METRICS: dict[str, Metric] = {
-    "win_rate": Metric((("win_rate", "win rate"), ("ci_low", "95% CI low"), ("ci_high", "95% CI high")), _win_rate, _win_rate_avg),
-    "lang_fidelity": Metric((("lang_fidelity", "lang fidelity"), ("n_undetermined", "lang undetermined")), _fidelity, _fidelity_avg),
-    "avg_len": Metric((("avg_len", "avg len"),), lambda d, *_: {"avg_len": avg_length(d.outputs)}, _mean_of("avg_len")),
-    "counts": Metric(
-        (("n", "n"), ("n_malformed", "malformed"), ("n_failed", "failed"), ("n_identical", "identical")),
-        _counts,
-        _sum_of("n", "n_malformed", "n_failed", "n_identical"),
-    ),
-    "lc_win_rate": Metric((("lc_win_rate", "LC win rate"), ("lc_se", "LC s.e.")), _lc, _lc_avg),
-}
+# The metrics and their columns, in table order. Adding a metric is one `register` line: the
+# metrics artifact's key holds these names, so stored judgements gain the column without a judge
+# call (and the same names in the same order keep the same key).
+METRICS: Registry[Metric] = Registry("metric")
+METRICS.register("win_rate", Metric(
+    (Column("win_rate", "win rate", ".2f", True), Column("ci_low", "95% CI low"),
+     Column("ci_high", "95% CI high")),
+    _win_rate, _win_rate_avg,
+))
+METRICS.register("lang_fidelity", Metric(
+    (Column("lang_fidelity", "lang fidelity", ".3f", True),
+     Column("n_undetermined", "lang undetermined", "d")),
+    _fidelity, _fidelity_avg,
+))
+METRICS.register("avg_len", Metric(
+    (Column("avg_len", "avg len", ".1f"),),
+    lambda d, *_: {"avg_len": avg_length(d.outputs)}, _mean_of("avg_len"),
+))
+METRICS.register("counts", Metric(
+    (Column("n", "n", "d"), Column("n_malformed", "malformed", "d"),
+     Column("n_failed", "failed", "d"), Column("n_identical", "identical", "d")),
+    _counts, _sum_of("n", "n_malformed", "n_failed", "n_identical"),
+))
+METRICS.register("lc_win_rate", Metric(
+    (Column("lc_win_rate", "LC win rate", ".2f", True), Column("lc_se", "LC s.e.")), _lc, _lc_avg,
+))
+
+def columns(names: Sequence[str] | None = None) -> list[Column]:
+    """Every column the named metrics (default: all) produce, in table order."""
+    return [col for name in (names or METRICS.names()) for col in METRICS.get(name).columns]
 
 
-def columns(names: Sequence[str] | None = None) -> list[tuple[str, str]]:
-    """(key, label) of every column the named metrics (default: all) produce, in table order."""
-    return [col for name in (names or METRICS) for col in METRICS[name].columns]
+def stored_columns(names: Sequence[str] | None = None) -> list[list[str]]:
+    """What a metrics artifact's columns.json holds: [key, label] per column (the format and
+    the direction stay in the declarations, so a stored artifact never pins them)."""
+    return [[c.key, c.label] for c in columns(names)]
+
+
+def declared_columns(stored: Sequence[Any] | None = None) -> list[Column]:
+    """The declarations of stored columns ([key, label] pairs from columns.json or a run's
+    summary; None: every declared column). A column no metric declares any more keeps its
+    label, the default format and no best."""
+    if stored is None:
+        return columns()
+    declared = {c.key: c for c in columns()}
+    return [declared.get(str(c[0])) or Column(str(c[0]), str(c[1])) for c in stored]
+
+
+def column(key: str) -> Column:
+    """The declaration of one column (an undeclared one: its key as label, no best)."""
+    return next((c for c in columns() if c.key == key), Column(key, key.replace("_", " ")))
 
 
 def summarize_langs(
@@ -216,7 +280,7 @@ def summarize_langs(
     A value is a number or None (absent), never NaN. An average is absent when a language lacks
     that value; `avg["missing"]` then names the languages per column.
     """
-    metrics = [METRICS[n] for n in (names or METRICS)]
+    metrics = [METRICS.get(n) for n in (names or METRICS.names())]
     table = {d.lang: {k: v for m in metrics for k, v in m.per_lang(d, n_boot, seed, alpha).items()} for d in data}
     rows = list(table.values())
     avg = {k: v for m in metrics for k, v in m.average(rows, list(data), n_boot, seed, alpha).items()}

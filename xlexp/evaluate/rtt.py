@@ -10,8 +10,6 @@ prompt, then a second call translates its answer.
 from __future__ import annotations
 
 import re
-from dataclasses import replace
-from typing import Any
 
 from xlexp import langs as langtable
 from xlexp.evaluate import prompt
@@ -63,28 +61,3 @@ def from_completion(comp: Completion, lang: str | None = None) -> tuple[str | No
         return extract(comp.text, lang)
     text = comp.text.strip()
     return (text, None) if text else (None, "empty answer")
-
-
-# A Reason-then-Translate system is labelled "<model> (RTT <mode>)" (stage.system_labels).
-_RTT_LABEL = re.compile(r"^(?P<model>.+) \(RTT (?P<mode>[a-z_]+)\)$")
-
-
-def rtt_deltas(rows: list[Any], metric: str = "win_rate") -> list[Any]:
-    """Table 2: each Reason-then-Translate row (a report.SystemRow) minus the same system
-    answering directly (same model, adapter size, selection and comparison), per language and
-    Avg, in points. A language either row lacks is absent (never 0); an RTT row without its
-    direct row gives no delta row."""
-    direct = {(r.model, r.data_size, r.selection, r.comparison): r for r in rows if not _RTT_LABEL.match(r.model)}
-    deltas = []
-    for row in rows:
-        m = _RTT_LABEL.match(row.model)
-        base = direct.get((m.group("model"), row.data_size, row.selection, row.comparison)) if m else None
-        if base is None:
-            continue
-        diff = {}
-        for lang in row.metrics:
-            a, b = row.value(lang, metric), base.value(lang, metric)
-            if a is not None and b is not None:
-                diff[lang] = {metric: a - b}
-        deltas.append(replace(row, model=f"{m.group('model')} ({m.group('mode')} - direct)", metrics=diff, exp=None))
-    return deltas

@@ -110,7 +110,7 @@ def run_metrics(cfg: Any, store: Store, verdicts: Artifact, system: Artifact, re
     """
     from xlexp.evaluate import lc
 
-    names = list(metrics.METRICS)
+    names = metrics.METRICS.names()
     key = store.key(
         "metrics",
         {"metrics": names, "bootstrap": cfg.eval.bootstrap, "seed": cfg.seed, "lc": lc.GLM_NAME},
@@ -131,7 +131,7 @@ def run_metrics(cfg: Any, store: Store, verdicts: Artifact, system: Artifact, re
             data.append(metrics.lang_data(code, i, entry))
         table = metrics.summarize_langs(data, names, n_boot=cfg.eval.bootstrap, seed=cfg.seed)
         write_json(work / "metrics.json", table)
-        write_json(work / "columns.json", metrics.columns(names))
+        write_json(work / "columns.json", metrics.stored_columns(names))
         return {"langs": len(data), "metrics": names}
 
     labels = {**(verdicts.meta.get("system") or {}), "judge_key": verdicts.key}
@@ -180,7 +180,8 @@ def system_labels(cfg: Any, adapter: Artifact | None) -> dict:
     judge artifact, so labels stay true when another experiment reuses it."""
     tuned = adapter is not None
     return {
-        "model": cfg.model.name + (f" (RTT {cfg.eval.rtt})" if cfg.eval.rtt else ""),
+        "model": cfg.model.name,
+        "rtt": cfg.eval.rtt or None,  # the Reason-then-Translate mode; None: answered directly
         "model_id": cfg.model.model,
         "adapter": adapter.key if tuned else None,
         "data_size": parse_data_size(cfg.data_size) if tuned else None,

@@ -71,7 +71,8 @@ def render(page: dict) -> str:
         for i, start in enumerate(range(0, len(lines), CHUNK_ROWS))
     ]
     css = (ASSETS / "view.css").read_text()
-    js = (ASSETS / "view.js").read_text()
+    # columns.js first: view.js draws the metric columns with its helpers.
+    js = (ASSETS / "columns.js").read_text() + "\n" + (ASSETS / "view.js").read_text()
     return "".join([
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",

@@ -3,9 +3,13 @@ verdicts), and the sweep's paper tables and Fig. 2 from the report."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from xlexp.evaluate.metrics import column, declared_columns
+from xlexp.report.plot import scaling_plot
+from xlexp.report.tables import collect, group_tables, languages, with_rtt
 from xlexp.store import Artifact, Store
 from xlexp.view.read_common import (
     _artifact,
@@ -35,10 +39,13 @@ def _by_id(rows: list[dict]) -> dict[str, dict]:
     return {str(r.get("id", i)): r for i, r in enumerate(rows)}
 
 
-def _metrics(store: Store, judge: Artifact, notes: list[str], key: str | None = None) -> dict:
-    """The judged system's metrics table: from the `metrics` artifact the run names, else the
-    judge artifact's own metrics.json (stores written before metrics were their own artifact),
-    else the newest `metrics` artifact whose DONE names the judge artifact among its inputs."""
+def _metrics(
+    store: Store, judge: Artifact, notes: list[str], key: str | None = None
+) -> tuple[dict, list | None]:
+    """The judged system's metrics table and its stored columns: from the `metrics` artifact the
+    run names, else the judge artifact's own metrics.json (stores written before metrics were
+    their own artifact), else the newest `metrics` artifact whose DONE names the judge artifact
+    among its inputs."""
     named = store.get("metrics", key) if key else None
     candidates = [named] if named else []
     candidates.append(judge)
@@ -46,21 +53,28 @@ def _metrics(store: Store, judge: Artifact, notes: list[str], key: str | None = 
     for art in candidates:
         if art.file("metrics.json").exists():
             try:
-                return clean(_json(art.file("metrics.json")))
+                table = clean(_json(art.file("metrics.json")))
+                listed = art.file("columns.json")
+                return table, (_json(listed) if listed.exists() else None)
             except (OSError, ValueError) as e:
                 notes.append(f"{art.file('metrics.json')} could not be read: {e}")
     notes.append(f"no metrics for judge/{judge.key} (neither its metrics.json nor a metrics artifact made from it)")
-    return {}
+    return {}, None
+
+
+def _columns(table: dict, stored: list | None) -> list[dict]:
+    """The columns the page shows, as their metrics declare them (label, format, which way is
+    better): the ones the metrics artifact lists, else every declared one its rows hold."""
+    keys = {k for row in table.values() if isinstance(row, dict) for k in row}
+    cols = declared_columns(stored) if stored else [c for c in declared_columns() if c.key in keys]
+    return [asdict(c) for c in cols]
 
 
 def _generator(labels: dict) -> tuple[str | None, str | None]:
     """The `generator` field the system's and the reference's outputs carry (see run_respond)."""
-    model = str(labels.get("model") or "")
-    rtt = None
-    if " (RTT " in model:
-        model, rtt = model.split(" (RTT ", 1)
-        rtt = rtt.rstrip(")")
-    system = model + (f"+rtt-{rtt}" if rtt else "") + (f"+{labels['adapter']}" if labels.get("adapter") else "")
+    rtt = labels.get("rtt")
+    system = str(labels.get("model") or "") + (f"+rtt-{rtt}" if rtt else "")
+    system += f"+{labels['adapter']}" if labels.get("adapter") else ""
     return (system or None), (labels.get("reference") or None)
 
 
@@ -88,14 +102,15 @@ def read_evaluation(store: Store, judge_key: str, keys: dict[str, str | None] | 
     notes: list[str] = []
     keys = dict(keys or {})
     out: dict[str, Any] = {"key": judge_key, "keys": keys, "notes": notes, "rows": [], "metrics": {}, "rubric": None,
-                           "labels": {}, "langs": [], "runs": runs or []}
+                           "labels": {}, "langs": [], "runs": runs or [], "columns": []}
     judge = _artifact(store, "judge", judge_key, notes)
     if judge is None:
         return out
     meta = _meta(judge)
-    labels = meta.get("system") or {}
+    labels = with_rtt(meta.get("system") or {})  # the RTT mode as a field, from old labels too
     out["labels"] = clean(labels)
-    out["metrics"] = _metrics(store, judge, notes, keys.get("metrics"))
+    out["metrics"], stored = _metrics(store, judge, notes, keys.get("metrics"))
+    out["columns"] = _columns(out["metrics"], stored)
     langs = list(labels.get("langs") or []) or sorted(p.stem for p in judge.path.glob("*.jsonl"))
     verdict_rows = {lang: _rows(judge, f"{lang}.jsonl", notes) or [] for lang in langs}
     if not (keys.get("respond") and keys.get("reference")):
@@ -158,40 +173,35 @@ def read_evaluation(store: Store, judge_key: str, keys: dict[str, str | None] | 
 
 
 def read_sweep(path: Path, judge_runs: dict[str, list[str]]) -> dict:
-    """The paper-layout tables (`report.group_tables`) as data, each row linked to its judged
-    system in the page and to the runs that produced it, and the Fig. 2 plot as a PNG."""
+    """The paper-layout tables (`report.tables.group_tables`) as data, each row linked to its
+    judged system in the page and to the runs that produced it, with the declaration of the
+    metric its cells hold (the page bolds the best by its direction), and Fig. 2 as a PNG."""
     import base64
     import tempfile
 
-    from xlexp import report
-
     out: dict[str, Any] = {"tables": [], "plots": [], "notes": []}
     try:
-        tables = report.group_tables(report.collect(path))
+        tables = group_tables(collect(path))
     except FileNotFoundError as e:
         out["notes"].append(str(e))
         return out
+    metric = column("win_rate")
     for title, rows in tables.items():
-        cols = ["avg", *report.languages(rows)]
-        best = {c: report._best(rows, c, "win_rate") for c in cols}
+        cols = ["avg", *languages(rows)]
         show_exp = len({r.exp for r in rows}) > 1
-        table_rows = []
-        for row in rows:
-            values = [row.value(c) for c in cols]
-            table_rows.append({
-                "label": row.label(False, show_exp),
-                "values": values,
-                "best": [v is not None and best[c] is not None and round(v, 2) == round(best[c], 2) for v, c in zip(values, cols, strict=True)],
-                "judge": row.key or None,
-                "runs": judge_runs.get(row.key, []),
-            })
-        out["tables"].append({"title": title, "cols": cols, "rows": clean(table_rows)})
+        table_rows = [{
+            "label": row.label(False, show_exp),
+            "values": [row.value(c, metric.key) for c in cols],
+            "judge": row.key or None,
+            "runs": judge_runs.get(row.key, []),
+        } for row in rows]
+        out["tables"].append(
+            {"title": title, "cols": cols, "column": asdict(metric), "rows": clean(table_rows)}
+        )
         with tempfile.TemporaryDirectory() as tmp:
             png = Path(tmp) / "scaling.png"
-            if report.scaling_plot(rows, png, title=title):
+            if scaling_plot(rows, png, title=title):
                 out["plots"].append({"title": title, "png": base64.b64encode(png.read_bytes()).decode()})
     if not out["plots"]:
         out["notes"].append("no system was fine-tuned (no data size): the Fig. 2 plot needs SFT runs")
     return out
-
-

@@ -37,7 +37,6 @@
     return el;
   }
   const fmt = (v, d = 3) => (v === null || v === undefined ? "–" : typeof v === "number" ? v.toFixed(d) : String(v));
-  const pct = (v) => (v === null || v === undefined ? "–" : v.toFixed(2));
   const notes = (list) => (list || []).map((n) => h("div", { class: "note" }, n));
   const stat = (label, value, key) => h("div", { class: "stat" }, h("b", { "data-count": key }, String(value)), label);
   const hashParams = new URLSearchParams(location.hash.replace(/^#/, ""));
@@ -221,17 +220,20 @@
 
   // ------------------------------------------------------------ evaluation
 
-  const METRIC_COLS = [["win_rate", "win rate", pct], ["ci", "95% CI", null], ["lc_win_rate", "LC win rate", pct],
-    ["lang_fidelity", "lang fidelity", (v) => fmt(v)], ["avg_len", "avg len", (v) => fmt(v, 1)], ["n", "n", (v) => fmt(v, 0)],
-    ["n_malformed", "malformed", (v) => fmt(v, 0)]];
+  // Columns, formats and the best of each come from the metric declarations in the page data.
+  const COLS = XLEXP_COLUMNS;
 
-  function metricsTable(metrics) {
+  function metricsTable(metrics, cols) {
     const langs = Object.keys(metrics || {});
-    return table(["lang", ...METRIC_COLS.map((c) => c[1])], langs.map((lang) => {
+    const best = COLS.bestByLang(metrics, cols);
+    return table(["lang", ...cols.map((c) => c.label)], langs.map((lang) => {
       const m = metrics[lang] || {};
-      return [lang, ...METRIC_COLS.map(([key, , f]) => key === "ci"
-        ? (m.ci_low === null || m.ci_low === undefined ? "–" : `${pct(m.ci_low)} – ${pct(m.ci_high)}`)
-        : h("td", { class: "num", "data-metric": `${lang}:${key}` }, f(m[key] ?? null)))];
+      return [lang, ...cols.map((c) => {
+        const top = lang !== "avg" && COLS.isBest(m[c.key], best[c.key], c);
+        const attrs = { class: "num" + (top ? " best" : ""), "data-metric": `${lang}:${c.key}` };
+        const text = COLS.text(m[c.key] ?? null, c);
+        return h("td", { ...attrs, "data-best": top ? "true" : null }, text);
+      })];
     }), "metrics");
   }
 
@@ -255,7 +257,10 @@
 
   function systemTitle(labels) {
     const size = labels.data_size ? ` +${labels.data_size} instructions` + (labels.selection && labels.selection !== "best_of_k" ? ` (${labels.selection})` : "") : "";
-    return `${labels.model || "?"}${size} vs ${labels.reference || "?"}, judged by ${labels.judge || "?"} on ${labels.benchmark || "?"}`;
+    const rtt = labels.rtt ? ` (RTT ${labels.rtt})` : "";
+    const system = `${labels.model || "?"}${rtt}${size}`;
+    const judge = `judged by ${labels.judge || "?"} on ${labels.benchmark || "?"}`;
+    return `${system} vs ${labels.reference || "?"}, ${judge}`;
   }
 
   function evaluationSection(sys) {
@@ -267,7 +272,8 @@
       notes(sys.notes),
       h("div", { class: "stats" }, stat("judged prompts", sys.index.length, "eval-rows"), stat("with a malformed verdict", c.malformed || 0, "eval-malformed"),
         stat("no verdict at all", c.no_verdict || 0, "eval-no-verdict"), stat("failed or empty outputs", c.failed || 0, "eval-failed")),
-      h("h4", {}, "per language"), Object.keys(sys.metrics || {}).length ? metricsTable(sys.metrics) : h("div", { class: "note" }, "no metrics"));
+      h("h4", {}, "per language"), Object.keys(sys.metrics || {}).length
+        ? metricsTable(sys.metrics, sys.columns || []) : h("div", { class: "note" }, "no metrics"));
     if (sys.rubric) {
       const crit = Object.keys(Object.values(sys.rubric)[0] || {}).filter((k) => k !== "n");
       el.append(h("h4", {}, "fine-grained scores (1-5)"), table(["lang", ...crit], Object.entries(sys.rubric).map(([l, m]) => [l, ...crit.map((k) => h("td", { class: "num" }, fmt(m[k] ?? null, 2)))]), "rubric"));
@@ -293,9 +299,13 @@
     const el = h("div", { class: "block" }, notes(sweep.notes));
     const inPage = new Set(DATA.evaluation.map((s) => s.key));
     for (const t of sweep.tables || []) {
+      const col = t.column;  // the declaration of the metric in the cells
+      const best = t.cols.map((_, i) => COLS.best(t.rows.map((r) => r.values[i]), col));
       el.append(h("h3", {}, t.title), table(["Model", ...t.cols.map((c) => (c === "avg" ? "Avg" : c)), "runs"], t.rows.map((r) => [
         r.judge && inPage.has(r.judge) ? h("a", { href: "#sys-" + r.judge }, r.label) : r.label,
-        ...r.values.map((v, i) => h("td", { class: "num" + (r.best[i] ? " best" : "") }, v === null ? "–" : v.toFixed(2))),
+        ...r.values.map((v, i) =>
+          h("td", { class: "num" + (COLS.isBest(v, best[i], col) ? " best" : "") },
+            COLS.text(v, col))),
         h("td", {}, (r.runs || []).map(runLink)),
       ]), "paper"));
     }

@@ -8,11 +8,11 @@ from xlexp.store import Artifact
 
 
 def run(ctx: RunContext, arts: dict[str, Artifact]) -> None:
-    from xlexp import report
+    from xlexp.report.markdown import write_results
     from xlexp.run import totals
 
     totals(ctx)
-    paths = report.write_results(ctx.run_dir, ctx.summary, ctx.cfg)
+    paths = write_results(ctx.run_dir, ctx.summary, ctx.cfg)
     ctx.summary["results"] = {k: str(v) for k, v in paths.items()}
     ctx.tracker.log_files(paths)
 

@@ -1,0 +1,184 @@
+"""The report as Markdown: a run's results.md (and results.json, and its HTML view beside them),
+the console summary, and the paper-layout tables of a sweep. Columns, formats and which value
+is best come from the metric declarations (`xlexp.evaluate.metrics.METRICS`)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from xlexp.evaluate.metrics import Column, column, declared_columns
+from xlexp.report.stage_table import stage_table
+from xlexp.report.tables import (
+    SystemRow,
+    best,
+    best_by_lang,
+    is_best,
+    judge_label,
+    lang_order,
+    languages,
+    rtt_label,
+    rubric_columns,
+)
+from xlexp.store import write_json
+
+log = logging.getLogger("xlexp")
+
+ABSENT = "–"  # a value that could not be computed (no verdicts, no outputs): shown, never NaN
+
+
+def _fmt(value: Any, col: Column | None = None) -> str:
+    """A cell as the column's declaration writes it; without one, 3 decimals below 1.5 and 2
+    above (rubric scores, rates)."""
+    if isinstance(value, float) and math.isnan(value):
+        return ABSENT
+    if col is not None and isinstance(value, int | float) and not isinstance(value, bool):
+        return col.text(value)
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 1.5 else f"{value:.2f}"
+    if isinstance(value, dict | list):
+        return ""
+    return ABSENT if value is None else str(value)
+
+
+def _cell(value: Any, col: Column, best_value: float | None) -> str:
+    text = _fmt(value, col)
+    return f"**{text}**" if is_best(value, best_value, col) else text
+
+
+def markdown_table(metrics: dict, title: str = "", columns: list | None = None) -> str:
+    """One row per language + avg; `columns` as the metrics artifact lists them (default: all
+    declared). The best language of each column with a direction is in bold."""
+    cols = declared_columns(columns or None)
+    bests = {c.key: best_by_lang(metrics, c) for c in cols}
+    lines = [f"### {title}", ""] if title else []
+    lines.append("| lang | " + " | ".join(c.label for c in cols) + " |")
+    lines.append("|---" * (len(cols) + 1) + "|")
+    for lang in lang_order(metrics):
+        row = metrics[lang]
+        # The avg row is not a language: never the best one.
+        cells = [
+            _fmt(row.get(c.key), c) if lang == "avg" else _cell(row.get(c.key), c, bests[c.key])
+            for c in cols
+        ]
+        lines.append(f"| {lang} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def rubric_table(scores: dict, title: str = "") -> str:
+    """Table 8 layout: one row per language (+ avg), the average then each criterion."""
+    cols = rubric_columns(scores)
+    lines = [f"### {title}", ""] if title else []
+    lines.append("| lang | " + " | ".join(cols) + " |")
+    lines.append("|---" * (len(cols) + 1) + "|")
+    for lang in lang_order(scores):
+        lines.append(f"| {lang} | " + " | ".join(_fmt(scores[lang].get(c)) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def view_line(run_dir: Path, paths: dict[str, Path]) -> str:
+    """Write the run's HTML view beside results.md; the line results.md gives it."""
+    from xlexp.view import write_view
+
+    try:
+        paths["view"] = write_view(run_dir)
+    except Exception as e:  # the results stand without their view; say why it is missing
+        log.warning("view of %s not written: %s", run_dir, e)
+        return (
+            f"The HTML view could not be written ({type(e).__name__}: {e}); "
+            f"`python -m xlexp.view {run_dir}` tries again.\n"
+        )
+    name = paths["view"].name
+    return (
+        f"**Browse the data**: [{name}]({name}), one self-contained HTML file (open it from disk): "
+        "every generated row with its sentence candidates and QE scores, every judged prompt with "
+        "both outputs and the verdicts. "
+        f"`python -m xlexp.view {run_dir}` rewrites it.\n"
+    )
+
+
+def write_results(run_dir: Path, summary: dict, cfg: Any) -> dict[str, Path]:
+    """results.json and results.md under the run dir, and the run's view beside them."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": run_dir / "results.json", "markdown": run_dir / "results.md"}
+    write_json(paths["json"], summary)
+    parts = ["# xlexp results", ""]
+    if summary.get("note"):
+        parts += [f"> {summary['note']}", ""]
+    for warning in summary.get("warnings") or []:  # content-reject shares over the bound
+        parts += [f"> **WARNING** {warning}", ""]
+    if summary.get("metrics"):
+        system = rtt_label(cfg.model.name, cfg.eval.get("rtt"))
+        judge = judge_label(cfg.judge.name, cfg.eval.get("judge_protocol"))
+        title = f"{system} vs {cfg.reference.name}, judged by {judge}"
+        parts.append(markdown_table(summary["metrics"], title, summary.get("columns")))
+    if summary.get("rubric"):
+        title = f"{cfg.model.name}: fine-grained scores (1-5), judged by {cfg.judge.name}"
+        parts.append(rubric_table(summary["rubric"], title))
+    parts.append(stage_table(summary))
+    parts.append(
+        f"\nbackend calls: {summary.get('backend_calls')}, wall time: {summary.get('seconds')} s\n"
+    )
+    if summary.get("cost"):
+        from xlexp.ledger import markdown_cost
+
+        parts.append(markdown_cost(summary["cost"]))
+    parts.append(view_line(run_dir, paths))
+    paths["markdown"].write_text("\n".join(parts))
+    return paths
+
+
+def console_summary(summary: dict) -> str:
+    lines = ["", "=" * 72]
+    if summary.get("note"):
+        lines.append(f"NOTE: {summary['note']}")
+    if summary.get("metrics"):
+        lines.append(markdown_table(summary["metrics"], columns=summary.get("columns")))
+    if summary.get("rubric"):
+        lines.append(rubric_table(summary["rubric"]))
+    lines.append(
+        f"backend calls: {summary.get('backend_calls')}  wall time: {summary.get('seconds')} s"
+    )
+    for name, path in (summary.get("results") or {}).items():
+        lines.append(f"results ({name}): {path}")
+    lines.append(f"store: {summary.get('store')}")
+    lines.append("=" * 72)
+    return "\n".join(lines)
+
+
+def paper_table(
+    rows: list[SystemRow], metric: str = "win_rate", title: str = "", best_per: str = "column"
+) -> str:
+    """Markdown: `| Model | Avg | <langs> |`, the metric's format, the best value of each column
+    in bold by the metric's direction (best_per="model": the best of each column among a
+    system's rows, as Table 6 highlights)."""
+    col = column(metric)
+    cols = ["avg", *languages(rows)]
+    scopes = (
+        {r.name: [x for x in rows if x.name == r.name] for r in rows} if best_per == "model" else {}
+    )
+    best_of = {
+        scope: {c: best([r.value(c, metric) for r in members], col) for c in cols}
+        for scope, members in scopes.items()
+    }
+    best_all = {c: best([r.value(c, metric) for r in rows], col) for c in cols}
+    show_exp = len({r.exp for r in rows}) > 1
+    full = [r.label(False, show_exp) for r in rows]
+    clash = {x for x in full if full.count(x) > 1}  # same labels, different judge artifacts
+    lines = [f"### {title}", ""] if title else []
+    lines.append("| Model | " + " | ".join("Avg" if c == "avg" else c for c in cols) + " |")
+    lines.append("|---|" + "---:|" * len(cols))
+    for i, row in enumerate(rows):
+        bests = best_of.get(row.name, best_all)
+        cells = [_cell(row.value(c, metric), col, bests[c]) for c in cols]
+        short = (
+            i > 0 and rows[i - 1].name == row.name
+        )  # Table 6: "+2K instructions" under its model
+        label = row.label(short, show_exp)
+        if full[i] in clash and row.key:
+            label += f" [{row.key[:8]}]"  # tell them apart by the store key of their judgement
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
