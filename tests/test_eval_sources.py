@@ -212,7 +212,7 @@ def test_m_alpacaeval_core() -> None:
 
 
 def test_benchmark_cli_applies_the_shipped_rewrites(tmp_path: Path) -> None:
-    from xlexp.build_xl import main
+    from xlexp.evaluate.build_xl import main
 
     rewrites = read_rewrites_file("paper")
     rows = [{"instruction": f"Prompt {i}", "dataset": "x"} for i in range(1, 301)]
