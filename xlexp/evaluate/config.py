@@ -64,10 +64,9 @@ def validate(cfg: Any, runs: bool) -> None:
     """Evaluation settings; with `runs`, prompt sources are resolved now (a hub download fails
     here, naming eval.path or eval.hub_repo, before any model loads)."""
     ev = cfg.eval
-    from xlexp.evaluate.judge import PROTOCOLS
+    from xlexp.evaluate.judge import judge_protocol
 
-    if ev.judge_protocol not in PROTOCOLS:
-        raise ConfigError("eval.judge_protocol", f"unknown judge protocol {ev.judge_protocol!r} ({', '.join(PROTOCOLS)})")
+    judge_protocol(ev.judge_protocol)  # ConfigError naming eval.judge_protocol and the known ones
     if ev.benchmark not in BENCHMARKS:
         raise ConfigError("eval.benchmark", f"unknown benchmark {ev.benchmark!r} ({', '.join(BENCHMARKS)})")
     if ev.prompts not in (None, "demo"):

@@ -58,7 +58,9 @@ def eval_prompt_rows(cfg: Any) -> tuple[int, bool]:
 
 def expected(cfg: Any, measured: Measured) -> Expected:
     """Answers of the system and the reference per prompt and language, judge calls per
-    comparison (two under both_orders), prompt translations and rubric scores."""
+    comparison (the protocol's calls_per_prompt), prompt translations and rubric scores."""
+    from xlexp.evaluate.judge import judge_protocol
+
     out = Expected()
     rows, exact = eval_prompt_rows(cfg)
     bench = signature(cfg.eval, cfg.langs.codes, cfg.seed)
@@ -66,7 +68,7 @@ def expected(cfg: Any, measured: Measured) -> Expected:
     two_step = cfg.eval.rtt == "two_step"
     out.calls.append(RoleCount("respond", "model", cfg.model, rows * (2 if two_step else 1), exact and not two_step, shared=system))
     out.calls.append(RoleCount("reference", "reference", cfg.reference, rows, exact, shared=signature(cfg.reference, bench)))
-    judged = rows * (2 if cfg.eval.judge_protocol == "both_orders" else 1)
+    judged = rows * judge_protocol(cfg.eval.judge_protocol).calls_per_prompt
     out.calls.append(RoleCount("judge", "judge", cfg.judge, judged, exact, shared=signature(cfg.judge, system)))
     if cfg.eval.benchmark == "m_alpacaeval":
         codes = eval_codes(cfg)

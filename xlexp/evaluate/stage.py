@@ -59,16 +59,10 @@ def run_judge(
 ) -> Artifact:
     """Per-prompt verdicts of the judge role under `eval.judge_protocol`, system vs reference,
     one `<lang>.jsonl` per language (see judge.combine for a row)."""
-    protocol = judge.check_protocol(cfg.eval.judge_protocol)
+    protocol = cfg.eval.judge_protocol
     key = store.key(
         "judge",
-        {
-            "judge": card_key(cfg.judge),
-            "protocol": protocol,
-            "prompt": digest(judge.prompt_digest_input(protocol)),
-            "sampling": judge.sampling_kwargs(protocol),
-            "parser": judge.PARSER_VERSION,
-        },
+        {"judge": card_key(cfg.judge), **judge.key_info(protocol)},
         [system.key, reference.key],
         version=3,  # 3: judge protocols; per-prompt statuses (judged, identical, failed, malformed)
     )
