@@ -12,6 +12,7 @@ from typing import Any
 
 from xlexp import langs as langtable
 from xlexp.errors import ConfigError
+from xlexp.evaluate.benchmarks import BENCHMARKS
 from xlexp.evaluate.build_xl import demo_prompts, load_prompts
 
 ALPACA_EVAL_REPO = "tatsu-lab/alpaca_eval"  # its loading script fails with current `datasets`
@@ -23,11 +24,11 @@ def prompt_source(ev: Any) -> str:
     """`path`, `demo` or `hub`: where the English prompts of `eval` come from.
 
     An explicit eval.path wins (also over the tiny profile's `prompts: demo`); then the demo
-    prompts (benchmark demo or prompts demo); else AlpacaEval's file on the hub.
+    prompts (a benchmark of the demo prompts, or prompts demo); else AlpacaEval's file on the hub.
     """
     if ev.path:
         return "path"
-    if ev.benchmark == "demo" or ev.prompts == "demo":
+    if ev.prompts == "demo" or BENCHMARKS.get(ev.benchmark, "eval.benchmark").prompts == "demo":
         return "demo"
     return "hub"
 
