@@ -149,7 +149,9 @@ class AlpacaEval(JudgeProtocol):
     def sampling(self) -> dict:
         return completion_kwargs()
 
-    def requests(self, rows: Sequence[dict], systems: Sequence[str], references: Sequence[str]) -> list[list[dict]]:
+    def requests(
+        self, rows: Sequence[dict], systems: Sequence[str], references: Sequence[str]
+    ) -> list[list[dict]]:
         prepared = prepare([r["instruction"] for r in rows], references, systems)
         # Unswitched, output_1 (slot "m", our A) is the reference: order "rs".
         return [[{"order": "sr" if req["switched"] else "rs", "switched": req["switched"],
@@ -157,7 +159,9 @@ class AlpacaEval(JudgeProtocol):
 
     def verdict(self, request: dict, text: str, logprobs: Any) -> tuple[dict | None, str | None]:
         pref, reason = parse(logprobs, bool(request["switched"]))
-        return ({"preference": pref, "source": "logprobs"}, None) if pref is not None else (None, reason)
+        if pref is None:
+            return None, reason
+        return {"preference": pref, "source": "logprobs"}, None
 
 
 PROTOCOL = AlpacaEval()  # registered in xlexp.evaluate.judge as "alpaca_eval"

@@ -85,7 +85,9 @@ class JudgeProtocol(ABC):
         """The judge call's sampling settings (in the judge artifact's key)."""
 
     @abstractmethod
-    def requests(self, rows: Sequence[dict], systems: Sequence[str], references: Sequence[str]) -> list[list[dict]]:
+    def requests(
+        self, rows: Sequence[dict], systems: Sequence[str], references: Sequence[str]
+    ) -> list[list[dict]]:
         """The judge requests of each prompt, aligned with `rows`."""
 
     @abstractmethod
@@ -99,7 +101,7 @@ JUDGE_PROTOCOLS: Registry[JudgeProtocol] = Registry("judge protocol")
 
 
 def judge_protocol(name: str) -> JudgeProtocol:
-    """The registered protocol `name`; a ConfigError naming eval.judge_protocol when there is none."""
+    """The registered protocol `name`; a ConfigError naming eval.judge_protocol if none is."""
     return JUDGE_PROTOCOLS.get(name, "eval.judge_protocol")
 
 
@@ -169,8 +171,8 @@ def plan(
     for i, requests in zip(todo, made, strict=True):
         # The cost plan counts calls_per_prompt calls per judged prompt: a protocol keeps its word.
         if len(requests) != judging.calls_per_prompt:
-            raise ValueError(f"judge protocol {protocol!r} made {len(requests)} requests for a prompt, "
-                             f"declares {judging.calls_per_prompt}")
+            raise ValueError(f"judge protocol {protocol!r} made {len(requests)} requests for a "
+                             f"prompt, declares {judging.calls_per_prompt}")
         entries[i]["requests"] = requests
     return entries
 
@@ -316,11 +318,14 @@ class BothOrders(JudgeProtocol):
     def sampling(self) -> dict:
         return {"temperature": 0.0, "max_tokens": 4, "logprobs": 20}  # greedy, a label, top-20
 
-    def requests(self, rows: Sequence[dict], systems: Sequence[str], references: Sequence[str]) -> list[list[dict]]:
+    def requests(
+        self, rows: Sequence[dict], systems: Sequence[str], references: Sequence[str]
+    ) -> list[list[dict]]:
         out = []
         for row, sys_out, ref_out in zip(rows, systems, references, strict=True):
             slots = {"sr": (sys_out, ref_out), "rs": (ref_out, sys_out)}
-            out.append([{"order": order, "conversation": pairwise_conversation(row["instruction"], *slots[order])}
+            out.append([{"order": order,
+                         "conversation": pairwise_conversation(row["instruction"], *slots[order])}
                         for order in ORDERS])
         return out
 

@@ -148,7 +148,7 @@ class XLAlpacaEval(Benchmark):
         """Exact when the English prompts are local."""
         try:
             english = sources.english_prompts(cfg.eval)
-        except Exception:  # noqa: BLE001 (the hub file, offline or not fetched yet: AlpacaEval's size)
+        except Exception:  # noqa: BLE001 (the hub file, offline or not fetched yet: an estimate)
             return super().prompts_per_lang(cfg)
         return len(build_xl.select_prompts(english, cfg.eval.exclude_ids, cfg.eval.limit)), True
 
@@ -176,7 +176,9 @@ class MAlpacaEval(XLAlpacaEval):
 
     def codes(self, cfg: Any) -> list[str]:
         codes = super().codes(cfg)
-        return codes + [mbench.ENGLISH] if cfg.eval.english and mbench.ENGLISH not in codes else codes
+        if cfg.eval.english and mbench.ENGLISH not in codes:
+            codes.append(mbench.ENGLISH)  # the English column (Table 3)
+        return codes
 
     def roles(self, cfg: Any) -> dict[str, Any]:
         return {"eval.translator": cfg.eval.translator}
@@ -184,8 +186,9 @@ class MAlpacaEval(XLAlpacaEval):
     def expected_calls(self, cfg: Any, rows: int, exact: bool, shared: str) -> list[Any]:
         codes = self.codes(cfg)
         translated = rows - (rows // len(codes) if mbench.ENGLISH in codes else 0)
-        return [RoleCount("prompt_set", "eval.translator", cfg.eval.translator, translated, exact,
-                          shared=signature(cfg.eval.translator, shared), measured_kind="mtranslate")]
+        card = cfg.eval.translator
+        return [RoleCount("prompt_set", "eval.translator", card, translated, exact,
+                          shared=signature(card, shared), measured_kind="mtranslate")]
 
     def build(self, cfg: Any, store: Any, models: Any) -> Artifact:
         return _m_alpacaeval(cfg, store, models)

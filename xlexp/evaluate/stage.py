@@ -34,7 +34,8 @@ def run_respond(
     `prompt_set`: a stored prompt set (m-AlpacaEval, the authors' release); None: built from config.
     """
     inputs = ([adapter.key] if adapter else []) + ([prompt_set.key] if prompt_set else [])
-    key = store.key("respond", {"model": card_key(card), "bench": bench_key(cfg, prompt_set)}, inputs)
+    bench = bench_key(cfg, prompt_set)
+    key = store.key("respond", {"model": card_key(card), "bench": bench}, inputs)
     generator = f"{card.name}+{adapter.key}" if adapter else card.name
 
     def produce(work: Path, parts: Any) -> dict:
