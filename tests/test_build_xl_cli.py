@@ -1,4 +1,5 @@
-"""`python -m xlexp.build_xl` on an 805-row AlpacaEval-shaped fixture, so Table 4's ids apply."""
+"""`python -m xlexp.build_xl` (main of xlexp/evaluate/build_xl.py) on an 805-row
+AlpacaEval-shaped fixture, so Table 4's ids apply."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from xlexp.build_xl import main
 from xlexp.evaluate.build_xl import (
     PAPER_EXCLUDED_IDS,
     PAPER_TEMPLATES,
     PLACEHOLDER,
+    main,
     read_rewrites_file,
 )
 
@@ -169,6 +170,12 @@ def test_bad_arguments_exit_nonzero(
     with pytest.raises(SystemExit):
         main([*base, "--langs", "deu", "--rewrites-file", str(rewrites)])
     assert "{language}" in capsys.readouterr().err
+
+    # The run's reader (eval.rewrites) reads the file; an id the source lacks is a typo here.
+    rewrites.write_text(json.dumps({"9999": "Write a poem in {language}."}))
+    with pytest.raises(SystemExit):
+        main([*base, "--langs", "deu", "--rewrites-file", str(rewrites)])
+    assert "ids not in the source: [9999]" in capsys.readouterr().err
 
 
 def test_module_entry_point_subprocess(source: Path, tmp_path: Path) -> None:

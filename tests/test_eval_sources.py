@@ -19,6 +19,7 @@ from xlexp.evaluate.build_xl import (
     load_prompts,
     read_rewrites_file,
 )
+from xlexp.langs import code_of
 from xlexp.llm import Completion
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,7 +166,9 @@ def test_release_loader_maps_split_names_to_codes(tmp_path: Path) -> None:
     assert [r["id"] for r in out["gle"]] == [1, 2, 3, 4]
     assert out["gle"][1]["instruction"] == "Question 2?\n\nAnswer in Irish." and out["gle"][1]["lang"] == "gle"
     assert out["eng"][0]["instruction"] == "Question 1?" and out["zho"][0]["dataset"] == "helpful_base"
-    assert {sources.split_code(s) for s in RELEASE_SPLITS} == {"eng", "deu", "zho", "por", "mlt", "gle", "fra", "hin", "fin", "tur", "hun", "lit"}
+    codes_of_splits = {"eng", "deu", "zho", "por", "mlt", "gle", "fra", "hin", "fin", "tur", "hun",
+                       "lit"}
+    assert {code_of(s) for s in RELEASE_SPLITS} == codes_of_splits
     with pytest.raises(ConfigError) as err:
         sources.load_release(cfg.eval, ["deu", "spa"])  # no spanish split
     assert err.value.key == "eval.langs" and "german (deu)" in str(err.value)
@@ -212,7 +215,7 @@ def test_m_alpacaeval_core() -> None:
 
 
 def test_benchmark_cli_applies_the_shipped_rewrites(tmp_path: Path) -> None:
-    from xlexp.build_xl import main
+    from xlexp.evaluate.build_xl import main
 
     rewrites = read_rewrites_file("paper")
     rows = [{"instruction": f"Prompt {i}", "dataset": "x"} for i in range(1, 301)]

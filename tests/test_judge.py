@@ -54,7 +54,7 @@ def test_plan_both_orders_puts_system_in_the_named_slot() -> None:
     assert rs.index("reference answer deu 1") < rs.index("system answer deu 1")
 
 
-@pytest.mark.parametrize("protocol", judge.PROTOCOLS)
+@pytest.mark.parametrize("protocol", judge.JUDGE_PROTOCOLS.names())
 def test_identical_and_missing_outputs_never_reach_the_judge(protocol: str) -> None:
     rows = ROWS[:4]
     sys_outs = ["same", None, "sys", float("nan")]  # None / NaN: failed responses

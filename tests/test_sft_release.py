@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from xlexp.config import ConfigError
+from xlexp.langs import code_of
 from xlexp.sft import source
 
 # The release card's `configs` block, shortened to four languages (same names and file layout).
@@ -66,7 +67,8 @@ def rel(repo: Path, config: str = "default", template: str | None = "Respond in 
 
 
 def test_split_names_map_to_codes() -> None:
-    assert [source.release_split_code(s) for s in ("german", "Chinese", "irish", "klingon")] == ["deu", "zho", "gle", None]
+    names = ("german", "Chinese", "irish", "klingon", "deu", " DE ", None)
+    assert [code_of(s) for s in names] == ["deu", "zho", "gle", None, "deu", "deu", None]
 
 
 def test_all_keeps_every_language_of_an_instruction(release: Path) -> None:

@@ -36,6 +36,17 @@ def iso639_1(code: str) -> str:
     return LANGUAGES[code][1]
 
 
+def code_of(value: object) -> str | None:
+    """The table's code for a language named by its code, English name or ISO 639-1 code, any
+    case (`deu`, `German`, `de` -> `deu`); None for one the table lacks. A release's split or
+    language column names languages these ways; the caller says which config key to fix."""
+    text = str(value or "").strip().lower()
+    for code, (english, iso1) in LANGUAGES.items():
+        if text in (code, english.lower(), iso1):
+            return code
+    return None
+
+
 @dataclass
 class LangsConfig:
     codes: list[str] = field(default_factory=lambda: ["deu", "fra"])

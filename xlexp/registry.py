@@ -1,10 +1,11 @@
 """One plug-in pattern for every kind: a name maps to a target, imported when first asked for.
 
-Stages, backends, QE scorers and sentence splitters register here (as lm-evaluation-harness
-registers its models). A target is a class, a declaration object (a stage) or a
-`"module:attr"` string, so optional dependencies (vLLM, COMET) are imported only when a config
-names them. Adding a plug-in is a file and one `register` line; a config naming an unknown one
-fails naming its key. Names keep their registration order (the stages run in it).
+Stages, backends, QE scorers, sentence splitters, judge protocols and benchmarks register here
+(as lm-evaluation-harness registers its models). A target is a class, a declaration object (a
+stage, a protocol, a benchmark) or a `"module:attr"` string, so optional dependencies (vLLM,
+COMET) are imported only when a config names them. Adding a plug-in is a file and one `register`
+line; a config naming an unknown one fails naming its key. Names keep their registration order
+(the stages run in it).
 """
 
 from __future__ import annotations

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
+from xlexp.evaluate.judge import JudgeProtocol
+
 ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
 # alpaca_eval's `PairwiseAnnotator(seed=0)` default, which `alpaca_eval evaluate` uses: it
 # seeds the slot swap, so the same seed gives the same orders as the alpaca_eval CLI.
@@ -132,3 +134,34 @@ def parse(logprobs: list[dict[str, float]] | None, switched: bool) -> tuple[floa
     if switched:
         value = 3.0 - value
     return value - 1.0, None
+
+
+class AlpacaEval(JudgeProtocol):
+    """The paper's: alpaca_eval's annotator, one judge call per prompt in the slot order its
+    switcher draws, its logprob parser (no text fallback)."""
+
+    name = "alpaca_eval"
+    calls_per_prompt = 1
+
+    def prompt_text(self) -> str:
+        return ANNOTATOR + "\n" + prompt_template()
+
+    def sampling(self) -> dict:
+        return completion_kwargs()
+
+    def requests(
+        self, rows: Sequence[dict], systems: Sequence[str], references: Sequence[str]
+    ) -> list[list[dict]]:
+        prepared = prepare([r["instruction"] for r in rows], references, systems)
+        # Unswitched, output_1 (slot "m", our A) is the reference: order "rs".
+        return [[{"order": "sr" if req["switched"] else "rs", "switched": req["switched"],
+                  "conversation": req["conversation"]}] for req in prepared]
+
+    def verdict(self, request: dict, text: str, logprobs: Any) -> tuple[dict | None, str | None]:
+        pref, reason = parse(logprobs, bool(request["switched"]))
+        if pref is None:
+            return None, reason
+        return {"preference": pref, "source": "logprobs"}, None
+
+
+PROTOCOL = AlpacaEval()  # registered in xlexp.evaluate.judge as "alpaca_eval"

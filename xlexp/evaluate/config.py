@@ -7,17 +7,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xlexp.errors import ConfigError
+from xlexp.evaluate.benchmarks import benchmark
 from xlexp.evaluate.rubric import CRITERIA
 
-# demo (shipped prompts) | xl_alpacaeval (built from an AlpacaEval file) | xl_alpacaeval_release
-# (the authors' files) | m_alpacaeval (prompts machine-translated by eval.translator)
-BENCHMARKS = ("demo", "xl_alpacaeval", "xl_alpacaeval_release", "m_alpacaeval")
 RTT_MODES = ("one_prompt", "two_step")
 
 
 @dataclass
 class EvalConfig:
-    benchmark: str = "demo"  # one of BENCHMARKS
+    # A name in xlexp.evaluate.benchmarks.BENCHMARKS: demo (shipped prompts) | xl_alpacaeval
+    # (built from an AlpacaEval file) | xl_alpacaeval_release (the authors' files) |
+    # m_alpacaeval (prompts machine-translated by eval.translator)
+    benchmark: str = "demo"
     path: str | None = None
     limit: int | None = None
     langs: list[str] | None = None  # None: langs.codes
@@ -45,31 +46,25 @@ class EvalConfig:
 
 
 def eval_codes(cfg: Any) -> list[str]:
-    """Languages evaluated: eval.langs (else langs.codes), plus `eng` for m-AlpacaEval's English column."""
-    codes = list(cfg.eval.langs or cfg.langs.codes)
-    if cfg.eval.benchmark == "m_alpacaeval" and cfg.eval.english and "eng" not in codes:
-        codes.append("eng")
-    return codes
+    """Languages evaluated: eval.langs (else langs.codes), as the benchmark takes them (plus
+    `eng` for m-AlpacaEval's English column)."""
+    return benchmark(cfg).codes(cfg)
 
 
 def roles(cfg: Any) -> dict[str, Any]:
     """Model roles evaluation calls, keyed by config path."""
-    out = {"model": cfg.model, "reference": cfg.reference, "judge": cfg.judge}
-    if cfg.eval.benchmark == "m_alpacaeval":
-        out["eval.translator"] = cfg.eval.translator
-    return out
+    roles = {"model": cfg.model, "reference": cfg.reference, "judge": cfg.judge}
+    return {**roles, **benchmark(cfg).roles(cfg)}
 
 
 def validate(cfg: Any, runs: bool) -> None:
     """Evaluation settings; with `runs`, prompt sources are resolved now (a hub download fails
     here, naming eval.path or eval.hub_repo, before any model loads)."""
     ev = cfg.eval
-    from xlexp.evaluate.judge import PROTOCOLS
+    from xlexp.evaluate.judge import judge_protocol
 
-    if ev.judge_protocol not in PROTOCOLS:
-        raise ConfigError("eval.judge_protocol", f"unknown judge protocol {ev.judge_protocol!r} ({', '.join(PROTOCOLS)})")
-    if ev.benchmark not in BENCHMARKS:
-        raise ConfigError("eval.benchmark", f"unknown benchmark {ev.benchmark!r} ({', '.join(BENCHMARKS)})")
+    judge_protocol(ev.judge_protocol)  # ConfigError naming eval.judge_protocol and the known ones
+    bench = benchmark(cfg)  # ConfigError naming eval.benchmark and the known ones
     if ev.prompts not in (None, "demo"):
         raise ConfigError("eval.prompts", f"must be demo or null (eval.path, else the hub), not {ev.prompts!r}")
     if ev.rtt not in (None, *RTT_MODES):
@@ -85,12 +80,4 @@ def validate(cfg: Any, runs: bool) -> None:
         from xlexp.evaluate.sources import check_eval_inputs
 
         check_eval_inputs(ev)  # UTF-8 JSON/JSONL prompts, each with an instruction; limit >= 1
-    if not runs or ev.benchmark == "xl_alpacaeval_release":
-        return  # the release is loaded by name when the stage runs (datasets caches it)
-    from xlexp.evaluate import build_xl, sources
-
-    try:
-        build_xl.read_rewrites_file(ev.rewrites if ev.benchmark != "m_alpacaeval" else None)
-    except (OSError, ValueError) as e:
-        raise ConfigError("eval.rewrites", str(e)) from None
-    sources.prompts_path(ev)  # ConfigError naming eval.path or eval.hub_repo
+    bench.check(ev, runs)  # its own sources (rewrites, the prompt file or the hub's)

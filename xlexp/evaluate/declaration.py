@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from xlexp.evaluate import config as evaluate_config
+from xlexp.evaluate.benchmarks import benchmark
 from xlexp.evaluate.config import eval_codes
 from xlexp.stage import (
     ArtifactSpec,
@@ -22,9 +23,6 @@ from xlexp.stage import (
     signature,
 )
 from xlexp.store import Artifact, MissingArtifact
-
-STORED_PROMPT_SETS = ("m_alpacaeval", "xl_alpacaeval_release")  # benchmarks built as an artifact
-ALPACA_EVAL_PROMPTS = 805  # prompts per language when the prompt file cannot be read here
 
 
 def run(ctx: RunContext, arts: dict[str, Artifact]) -> None:
@@ -42,23 +40,16 @@ def run(ctx: RunContext, arts: dict[str, Artifact]) -> None:
 
 
 def eval_prompt_rows(cfg: Any) -> tuple[int, bool]:
-    """Prompts times languages of the evaluation: exact when the prompts are local."""
-    from xlexp.evaluate import build_xl, sources
-
-    codes = eval_codes(cfg)
-    per = cfg.eval.limit if cfg.eval.limit is not None else ALPACA_EVAL_PROMPTS
-    if cfg.eval.benchmark == "xl_alpacaeval_release":
-        return int(per) * len(codes), False
-    try:
-        prompts = build_xl.select_prompts(sources.english_prompts(cfg.eval), cfg.eval.exclude_ids, cfg.eval.limit)
-    except Exception:  # noqa: BLE001 (the hub file, offline or not fetched yet: AlpacaEval's size)
-        return int(per) * len(codes), False
-    return len(prompts) * len(codes), True
+    """Prompts times languages of the evaluation, and whether the benchmark knows it exactly."""
+    per, exact = benchmark(cfg).prompts_per_lang(cfg)
+    return per * len(eval_codes(cfg)), exact
 
 
 def expected(cfg: Any, measured: Measured) -> Expected:
     """Answers of the system and the reference per prompt and language, judge calls per
-    comparison (two under both_orders), prompt translations and rubric scores."""
+    comparison (the protocol's calls_per_prompt), prompt translations and rubric scores."""
+    from xlexp.evaluate.judge import judge_protocol
+
     out = Expected()
     rows, exact = eval_prompt_rows(cfg)
     bench = signature(cfg.eval, cfg.langs.codes, cfg.seed)
@@ -66,13 +57,9 @@ def expected(cfg: Any, measured: Measured) -> Expected:
     two_step = cfg.eval.rtt == "two_step"
     out.calls.append(RoleCount("respond", "model", cfg.model, rows * (2 if two_step else 1), exact and not two_step, shared=system))
     out.calls.append(RoleCount("reference", "reference", cfg.reference, rows, exact, shared=signature(cfg.reference, bench)))
-    judged = rows * (2 if cfg.eval.judge_protocol == "both_orders" else 1)
+    judged = rows * judge_protocol(cfg.eval.judge_protocol).calls_per_prompt
     out.calls.append(RoleCount("judge", "judge", cfg.judge, judged, exact, shared=signature(cfg.judge, system)))
-    if cfg.eval.benchmark == "m_alpacaeval":
-        codes = eval_codes(cfg)
-        translated = rows - (rows // len(codes) if "eng" in codes else 0)
-        out.calls.append(RoleCount("prompt_set", "eval.translator", cfg.eval.translator, translated, exact,
-                                   shared=signature(cfg.eval.translator, bench), measured_kind="mtranslate"))
+    out.calls += benchmark(cfg).expected_calls(cfg, rows, exact, bench)  # building its prompts
     if cfg.eval.rubric:
         criteria = len(cfg.eval.rubric_criteria)
         out.calls.append(RoleCount("rubric", "judge", cfg.judge, rows * criteria, False,
@@ -139,7 +126,7 @@ def _read_store_view(store: Any) -> list[dict]:
 STAGE = Stage(
     name="evaluate",
     artifacts=(
-        ArtifactSpec("prompt_set", when=lambda cfg: cfg.eval.benchmark in STORED_PROMPT_SETS),
+        ArtifactSpec("prompt_set", when=lambda cfg: benchmark(cfg).stored),
         ArtifactSpec("respond", role="model"),  # the judged system's answers
         # the reference's: one model's answers are one artifact, whichever role asks
         ArtifactSpec("reference", kind="respond", role="reference"),

@@ -1,5 +1,7 @@
 """Pairwise LLM judge (paper section 3, AlpacaEval-style): which output follows the instruction
-better. Two protocols, chosen by `judge.protocol`:
+better. A protocol is an entry of `JUDGE_PROTOCOLS`, chosen by `eval.judge_protocol`; it declares
+its judge calls per prompt, the prompt text and sampling (both in the judge artifact's key), the
+requests for a prompt and the verdict of one answer. Two are built in:
 
 - `alpaca_eval` (the paper's): alpaca_eval 0.6.6's `weighted_alpaca_eval_gpt4_turbo`
   annotator (see alpaca_judge.py): its prompt, one slot order per prompt drawn as alpaca_eval
@@ -24,12 +26,14 @@ from __future__ import annotations
 
 import math
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
 from xlexp.evaluate import prompt
+from xlexp.registry import Registry
+from xlexp.store import digest
 
-PROTOCOLS = ("alpaca_eval", "both_orders")
 LABELS = ("A", "B")
 ORDERS = ("sr", "rs")
 # Everything the judge is shown but the data (for cache keys), and the verdict parser's
@@ -64,28 +68,61 @@ _VERDICTS = [
 ]
 
 
-def check_protocol(protocol: str) -> str:
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown judge protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
-    return protocol
+class JudgeProtocol(ABC):
+    """How the judge compares a system's answer with the reference's. `requests` gets only the
+    prompts that go to the judge (both outputs present and different) and gives each exactly
+    `calls_per_prompt` requests `{order, conversation, ...}`; `verdict` reads one answer."""
+
+    name: str = ""
+    calls_per_prompt: int = 1  # judge calls per judged prompt (the cost plan counts them)
+
+    @abstractmethod
+    def prompt_text(self) -> str:
+        """Everything the judge is shown but the data (for the judge artifact's key)."""
+
+    @abstractmethod
+    def sampling(self) -> dict:
+        """The judge call's sampling settings (in the judge artifact's key)."""
+
+    @abstractmethod
+    def requests(
+        self, rows: Sequence[dict], systems: Sequence[str], references: Sequence[str]
+    ) -> list[list[dict]]:
+        """The judge requests of each prompt, aligned with `rows`."""
+
+    @abstractmethod
+    def verdict(self, request: dict, text: str, logprobs: Any) -> tuple[dict | None, str | None]:
+        """(`{preference, source, ...}`, None) from one answer to `request`, or (None, reason).
+        `preference` is P(system better)."""
 
 
-def prompt_digest_input(protocol: str) -> str:
+# eval.judge_protocol -> a JudgeProtocol; alpaca_eval's is imported only when a config names it.
+JUDGE_PROTOCOLS: Registry[JudgeProtocol] = Registry("judge protocol")
+
+
+def judge_protocol(name: str) -> JudgeProtocol:
+    """The registered protocol `name`; a ConfigError naming eval.judge_protocol if none is."""
+    return JUDGE_PROTOCOLS.get(name, "eval.judge_protocol")
+
+
+def prompt_digest_input(name: str) -> str:
     """The prompt text a protocol shows the judge (for the judge artifact's key)."""
-    if check_protocol(protocol) == "alpaca_eval":
-        from xlexp.evaluate import alpaca_judge
-
-        return alpaca_judge.ANNOTATOR + "\n" + alpaca_judge.prompt_template()
-    return PROMPT
+    return judge_protocol(name).prompt_text()
 
 
-def sampling_kwargs(protocol: str) -> dict:
-    """The judge call's sampling: alpaca_eval's annotator settings, or ours (greedy, 4 tokens, top-20)."""
-    if check_protocol(protocol) == "alpaca_eval":
-        from xlexp.evaluate import alpaca_judge
+def sampling_kwargs(name: str) -> dict:
+    """The judge call's sampling under a protocol."""
+    return judge_protocol(name).sampling()
 
-        return alpaca_judge.completion_kwargs()
-    return {"temperature": 0.0, "max_tokens": 4, "logprobs": 20}
+
+def key_info(name: str) -> dict:
+    """What of a protocol determines the judge artifact (its key, beside the judge's card)."""
+    return {
+        "protocol": name,
+        "prompt": digest(prompt_digest_input(name)),
+        "sampling": sampling_kwargs(name),
+        "parser": PARSER_VERSION,
+    }
 
 
 def pairwise_conversation(instruction: str, output_a: str, output_b: str) -> list[dict]:
@@ -114,7 +151,7 @@ def plan(
     no call) and FAILED when either output is missing (with `reason`). The requests of all
     entries, in order, are what the shell sends (see `conversations`).
     """
-    check_protocol(protocol)
+    judging = judge_protocol(protocol)
     if not (len(rows) == len(system_outputs) == len(reference_outputs)):
         raise ValueError(
             f"{len(rows)} rows, {len(system_outputs)} system and {len(reference_outputs)} reference outputs"
@@ -127,22 +164,16 @@ def plan(
             entry["reason"] = "missing system output" if _missing(sys_out) else "missing reference output"
         elif sys_out == ref_out:
             entry["status"] = IDENTICAL
-        elif protocol == "both_orders":
-            for order in ORDERS:
-                a, b = (sys_out, ref_out) if order == "sr" else (ref_out, sys_out)
-                entry["requests"].append({"order": order, "conversation": pairwise_conversation(row["instruction"], a, b)})
         entries.append(entry)
-    if protocol == "alpaca_eval":
-        from xlexp.evaluate import alpaca_judge
-
-        todo = [i for i, e in enumerate(entries) if e["status"] is None]
-        prepared = alpaca_judge.prepare(
-            [rows[i]["instruction"] for i in todo], [reference_outputs[i] for i in todo], [system_outputs[i] for i in todo]
-        )
-        for i, req in zip(todo, prepared, strict=True):
-            # Unswitched, output_1 (slot "m", our A) is the reference: order "rs".
-            order = "sr" if req["switched"] else "rs"
-            entries[i]["requests"].append({"order": order, "switched": req["switched"], "conversation": req["conversation"]})
+    todo = [i for i, e in enumerate(entries) if e["status"] is None]
+    made = judging.requests([rows[i] for i in todo], [system_outputs[i] for i in todo],
+                            [reference_outputs[i] for i in todo])
+    for i, requests in zip(todo, made, strict=True):
+        # The cost plan counts calls_per_prompt calls per judged prompt: a protocol keeps its word.
+        if len(requests) != judging.calls_per_prompt:
+            raise ValueError(f"judge protocol {protocol!r} made {len(requests)} requests for a "
+                             f"prompt, declares {judging.calls_per_prompt}")
+        entries[i]["requests"] = requests
     return entries
 
 
@@ -237,7 +268,7 @@ def combine(protocol: str, entries: Sequence[dict], completions: Sequence[Any]) 
     mean over its requests that gave a verdict, 0.5 for identical outputs, and None (never a
     guess) for failed rows and rows where no request gave a verdict (status MALFORMED).
     """
-    check_protocol(protocol)
+    judging = judge_protocol(protocol)
     n_requests = sum(len(e["requests"]) for e in entries)
     if n_requests != len(completions):
         raise ValueError(f"{n_requests} judge requests but {len(completions)} completions")
@@ -260,21 +291,11 @@ def combine(protocol: str, entries: Sequence[dict], completions: Sequence[Any]) 
             if error:
                 row["malformed"].append({"order": order, "reason": f"backend error: {error}", "text": text})
                 continue
-            if protocol == "alpaca_eval":
-                from xlexp.evaluate import alpaca_judge
-
-                pref, reason = alpaca_judge.parse(_get(comp, "logprobs"), bool(req["switched"]))
-                if pref is None:
-                    row["malformed"].append({"order": order, "reason": reason, "text": text})
-                    continue
-                row["verdicts"].append({"order": order, "preference": pref, "source": "logprobs", "text": text})
+            verdict, reason = judging.verdict(req, text, _get(comp, "logprobs"))
+            if verdict is None:
+                row["malformed"].append({"order": order, "reason": reason, "text": text})
                 continue
-            p_b, how = _verdict(text, _get(comp, "logprobs"))
-            if p_b is None:
-                row["malformed"].append({"order": order, "reason": how, "text": text})
-                continue
-            pref = p_b if order == "rs" else 1.0 - p_b
-            row["verdicts"].append({"order": order, "p_b": p_b, "preference": pref, "source": how, "text": text})
+            row["verdicts"].append({"order": order, **verdict, "text": text})
         if entry["status"] is None:
             if row["verdicts"]:
                 row["status"] = JUDGED
@@ -283,3 +304,38 @@ def combine(protocol: str, entries: Sequence[dict], completions: Sequence[Any]) 
                 row["status"] = MALFORMED
         out.append(row)
     return out
+
+
+class BothOrders(JudgeProtocol):
+    """xlexp's: our A/B prompt in both slot orders, the two preferences averaged."""
+
+    name = "both_orders"
+    calls_per_prompt = 2
+
+    def prompt_text(self) -> str:
+        return PROMPT
+
+    def sampling(self) -> dict:
+        return {"temperature": 0.0, "max_tokens": 4, "logprobs": 20}  # greedy, a label, top-20
+
+    def requests(
+        self, rows: Sequence[dict], systems: Sequence[str], references: Sequence[str]
+    ) -> list[list[dict]]:
+        out = []
+        for row, sys_out, ref_out in zip(rows, systems, references, strict=True):
+            slots = {"sr": (sys_out, ref_out), "rs": (ref_out, sys_out)}
+            out.append([{"order": order,
+                         "conversation": pairwise_conversation(row["instruction"], *slots[order])}
+                        for order in ORDERS])
+        return out
+
+    def verdict(self, request: dict, text: str, logprobs: Any) -> tuple[dict | None, str | None]:
+        p_b, how = _verdict(text, logprobs)
+        if p_b is None:
+            return None, how
+        pref = p_b if request["order"] == "rs" else 1.0 - p_b
+        return {"p_b": p_b, "preference": pref, "source": how}, None
+
+
+JUDGE_PROTOCOLS.register("alpaca_eval", "xlexp.evaluate.alpaca_judge:PROTOCOL")
+JUDGE_PROTOCOLS.register("both_orders", BothOrders())

@@ -1,4 +1,5 @@
-"""The prompts each evaluated language gets, per `eval.benchmark`.
+"""The built-in benchmarks (entries of benchmarks.BENCHMARKS) and the prompts each evaluated
+language gets.
 
 XL-AlpacaEval (and the demo set) is built from the config on the fly: cheap and deterministic,
 so its config slice is part of each respond key. m-AlpacaEval (prompts machine-translated by
@@ -11,10 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from xlexp.errors import ConfigError
 from xlexp.evaluate import build_xl, mbench, sources
+from xlexp.evaluate.benchmarks import Benchmark, benchmark
 from xlexp.evaluate.config import eval_codes
 from xlexp.parallel import is_remote, together
 from xlexp.roles import Models, card_key, chat_stage, plain
+from xlexp.stage import RoleCount, signature
 from xlexp.store import Artifact, Store, digest, write_jsonl
 
 
@@ -47,8 +51,14 @@ def xl_key(cfg: Any) -> dict:
 def eval_rows(cfg: Any, prompt_set: Artifact | None) -> dict[str, list[dict]]:
     """The prompts per language: from the prompt-set artifact, else built from the config."""
     if prompt_set is None:
-        return xl_rows(cfg)
+        return benchmark(cfg).rows(cfg)
     return {code: prompt_set.rows(f"{code}.jsonl") for code in eval_codes(cfg)}
+
+
+def bench_key(cfg: Any, prompt_set: Artifact | None) -> Any:
+    """The benchmark's part of a respond key: its config slice when built on the fly (the
+    stored prompt set's key is an input of the respond key instead)."""
+    return benchmark(cfg).key(cfg) if prompt_set is None else "artifact"
 
 
 def run_mtranslate(cfg: Any, store: Store, models: Models, prompts: list[dict], lang: str) -> Artifact:
@@ -112,11 +122,87 @@ def _release(cfg: Any, store: Store, models: Models) -> Artifact:
     return store.build("prompt_set", key, produce)[0]
 
 
-# eval.benchmark -> the builder of its stored prompt set; the others are built from the config.
-STORED = {"m_alpacaeval": _m_alpacaeval, "xl_alpacaeval_release": _release}
-
-
 def run_prompt_set(cfg: Any, store: Store, models: Models) -> Artifact | None:
     """The stored prompt set of `eval.benchmark`; None when prompts are built from the config."""
-    build = STORED.get(cfg.eval.benchmark)
-    return build(cfg, store, models) if build else None
+    bench = benchmark(cfg)
+    return bench.build(cfg, store, models) if bench.stored else None
+
+
+class XLAlpacaEval(Benchmark):
+    """XL-AlpacaEval built from an AlpacaEval prompt file (eval.path, else the hub's)."""
+
+    name = "xl_alpacaeval"
+    rewrites = True  # applies eval.rewrites (appendix A.1)
+
+    def check(self, ev: Any, runs: bool) -> None:
+        if not runs:
+            return
+        if self.rewrites:
+            try:
+                build_xl.read_rewrites_file(ev.rewrites)
+            except (OSError, ValueError) as e:
+                raise ConfigError("eval.rewrites", str(e)) from None
+        sources.prompts_path(ev)  # ConfigError naming eval.path or eval.hub_repo
+
+    def prompts_per_lang(self, cfg: Any) -> tuple[int, bool]:
+        """Exact when the English prompts are local."""
+        try:
+            english = sources.english_prompts(cfg.eval)
+        except Exception:  # noqa: BLE001 (the hub file, offline or not fetched yet: an estimate)
+            return super().prompts_per_lang(cfg)
+        return len(build_xl.select_prompts(english, cfg.eval.exclude_ids, cfg.eval.limit)), True
+
+    def rows(self, cfg: Any) -> dict[str, list[dict]]:
+        return xl_rows(cfg)
+
+    def key(self, cfg: Any) -> Any:
+        return xl_key(cfg)
+
+
+class Demo(XLAlpacaEval):
+    """The shipped demo prompts, made cross-lingual like XL-AlpacaEval (the tiny profile's)."""
+
+    name = "demo"
+    prompts = "demo"
+
+
+class MAlpacaEval(XLAlpacaEval):
+    """m-AlpacaEval (section 6): the XL-AlpacaEval English set machine translated by
+    eval.translator, plus the English column; stored, a translation costs a call."""
+
+    name = "m_alpacaeval"
+    stored = True
+    rewrites = False  # monolingual prompts: no {language} request to rewrite
+
+    def codes(self, cfg: Any) -> list[str]:
+        codes = super().codes(cfg)
+        if cfg.eval.english and mbench.ENGLISH not in codes:
+            codes.append(mbench.ENGLISH)  # the English column (Table 3)
+        return codes
+
+    def roles(self, cfg: Any) -> dict[str, Any]:
+        return {"eval.translator": cfg.eval.translator}
+
+    def expected_calls(self, cfg: Any, rows: int, exact: bool, shared: str) -> list[Any]:
+        codes = self.codes(cfg)
+        translated = rows - (rows // len(codes) if mbench.ENGLISH in codes else 0)
+        card = cfg.eval.translator
+        return [RoleCount("prompt_set", "eval.translator", card, translated, exact,
+                          shared=signature(card, shared), measured_kind="mtranslate")]
+
+    def build(self, cfg: Any, store: Any, models: Any) -> Artifact:
+        return _m_alpacaeval(cfg, store, models)
+
+
+class Release(Benchmark):
+    """The XL-AlpacaEval authors' release, loaded by name when the stage runs (datasets caches
+    it): its size is not known before."""
+
+    name = "xl_alpacaeval_release"
+    stored = True
+
+    def build(self, cfg: Any, store: Any, models: Any) -> Artifact:
+        return _release(cfg, store, models)
+
+
+DEMO, XL_ALPACAEVAL, M_ALPACAEVAL, RELEASE = Demo(), XLAlpacaEval(), MAlpacaEval(), Release()

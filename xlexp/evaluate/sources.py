@@ -12,6 +12,7 @@ from typing import Any
 
 from xlexp import langs as langtable
 from xlexp.errors import ConfigError
+from xlexp.evaluate.benchmarks import BENCHMARKS
 from xlexp.evaluate.build_xl import demo_prompts, load_prompts
 
 ALPACA_EVAL_REPO = "tatsu-lab/alpaca_eval"  # its loading script fails with current `datasets`
@@ -23,11 +24,11 @@ def prompt_source(ev: Any) -> str:
     """`path`, `demo` or `hub`: where the English prompts of `eval` come from.
 
     An explicit eval.path wins (also over the tiny profile's `prompts: demo`); then the demo
-    prompts (benchmark demo or prompts demo); else AlpacaEval's file on the hub.
+    prompts (a benchmark of the demo prompts, or prompts demo); else AlpacaEval's file on the hub.
     """
     if ev.path:
         return "path"
-    if ev.benchmark == "demo" or ev.prompts == "demo":
+    if ev.prompts == "demo" or BENCHMARKS.get(ev.benchmark, "eval.benchmark").prompts == "demo":
         return "demo"
     return "hub"
 
@@ -65,20 +66,6 @@ def english_prompts(ev: Any) -> list[dict]:
     return demo_prompts() if path is None else load_prompts(path)
 
 
-def _lang_code(value: Any) -> str | None:
-    text = str(value or "").strip()
-    if text in langtable.LANGUAGES:
-        return text
-    by_name = {name.lower(): code for code, (name, iso1) in langtable.LANGUAGES.items()}
-    by_iso1 = {iso1: code for code, (_, iso1) in langtable.LANGUAGES.items()}
-    return by_name.get(text.lower()) or by_iso1.get(text.lower())
-
-
-def split_code(split: str) -> str | None:
-    """The language code of a release split named by its English name ("german" -> deu)."""
-    return _lang_code(split)
-
-
 def release_rows(splits: dict[str, list[dict]], codes: list[str], where: str) -> dict[str, list[dict]]:
     """Benchmark rows per language from the release's splits (pure).
 
@@ -90,7 +77,7 @@ def release_rows(splits: dict[str, list[dict]], codes: list[str], where: str) ->
     """
     by_code: dict[str, str] = {}
     for split in splits:
-        code = split_code(split)
+        code = langtable.code_of(split)
         if code is not None:
             by_code.setdefault(code, split)
     records_by_code: dict[str, list[dict]] = {}
@@ -108,7 +95,7 @@ def release_rows(splits: dict[str, list[dict]], codes: list[str], where: str) ->
                     f"{where}: split {next(iter(splits))!r} is not named by a language and has no language column "
                     f"(lang/language/target_lang) in {sorted(rec)}",
                 )
-            code = _lang_code(rec[lang_col])
+            code = langtable.code_of(rec[lang_col])
             if code in codes:
                 records_by_code.setdefault(code, []).append(rec)
     else:

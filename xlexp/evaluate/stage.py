@@ -11,7 +11,7 @@ from typing import Any
 
 from xlexp.evaluate import build_xl, judge, metrics, rtt, rubric
 from xlexp.evaluate.config import eval_codes
-from xlexp.evaluate.prompt_sets import eval_rows, run_prompt_set, xl_key
+from xlexp.evaluate.prompt_sets import bench_key, eval_rows, run_prompt_set
 from xlexp.llm import ChatModel
 from xlexp.parallel import batches_in_flight, can_run_together, together
 from xlexp.roles import Models, card_key, reasons
@@ -34,7 +34,8 @@ def run_respond(
     `prompt_set`: a stored prompt set (m-AlpacaEval, the authors' release); None: built from config.
     """
     inputs = ([adapter.key] if adapter else []) + ([prompt_set.key] if prompt_set else [])
-    key = store.key("respond", {"model": card_key(card), "bench": xl_key(cfg) if prompt_set is None else "artifact"}, inputs)
+    bench = bench_key(cfg, prompt_set)
+    key = store.key("respond", {"model": card_key(card), "bench": bench}, inputs)
     generator = f"{card.name}+{adapter.key}" if adapter else card.name
 
     def produce(work: Path, parts: Any) -> dict:
@@ -59,16 +60,10 @@ def run_judge(
 ) -> Artifact:
     """Per-prompt verdicts of the judge role under `eval.judge_protocol`, system vs reference,
     one `<lang>.jsonl` per language (see judge.combine for a row)."""
-    protocol = judge.check_protocol(cfg.eval.judge_protocol)
+    protocol = cfg.eval.judge_protocol
     key = store.key(
         "judge",
-        {
-            "judge": card_key(cfg.judge),
-            "protocol": protocol,
-            "prompt": digest(judge.prompt_digest_input(protocol)),
-            "sampling": judge.sampling_kwargs(protocol),
-            "parser": judge.PARSER_VERSION,
-        },
+        {"judge": card_key(cfg.judge), **judge.key_info(protocol)},
         [system.key, reference.key],
         version=3,  # 3: judge protocols; per-prompt statuses (judged, identical, failed, malformed)
     )
@@ -205,7 +200,7 @@ def run_respond_rtt(cfg: Any, store: Store, models: Models, card: Any, adapter: 
         "respond",
         {
             "model": card_key(card),
-            "bench": xl_key(cfg) if prompt_set is None else "artifact",
+            "bench": bench_key(cfg, prompt_set),
             "rtt": mode,
             "rtt_max_tokens": cfg.eval.rtt_max_tokens,
             "prompts": digest(prompts),

@@ -20,6 +20,7 @@ from typing import Any
 
 from xlexp.errors import ConfigError
 from xlexp.integrity import hash_file_into
+from xlexp.langs import code_of
 from xlexp.plain import plain
 
 LOCAL_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -263,14 +264,6 @@ _SCORE_FIELDS = ("qe_score", "score", "cometkiwi", "comet", "qe")
 _ID_FIELDS = ("id", "uid", "idx")
 
 
-def release_split_code(split: str) -> str | None:
-    """ISO 639-3 code of a release split (`german` -> `deu`), None for a split the table lacks."""
-    from xlexp.langs import LANGUAGES
-
-    by_name = {name.lower(): code for code, (name, _) in LANGUAGES.items()}
-    return by_name.get(str(split).strip().lower())
-
-
 def release_fields(columns: Sequence[str]) -> dict[str, str | None]:
     """The field mapping of a release table from its column names (first known name wins)."""
 
@@ -368,7 +361,7 @@ def load_release(rel: Any, codes: Sequence[str]) -> dict[str, list[dict]]:
         offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True", "YES", "ON")
         hint = " (HF_HUB_OFFLINE is set: the release must already be in the local cache)" if offline else ""
         raise ConfigError("sft.release.repo", f"cannot load {rel.repo!r} config {rel.config!r}: {type(e).__name__}: {e}{hint}") from e
-    splits = {release_split_code(name): name for name in loaded}
+    splits = {code_of(name): name for name in loaded}  # a split the table lacks: None
     missing = [c for c in codes if c not in splits]
     if missing:
         have = ", ".join(sorted(c for c in splits if c))
