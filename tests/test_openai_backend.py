@@ -12,7 +12,7 @@ from fakeserver import FakeOpenAI, Reply
 from omegaconf import OmegaConf
 
 import xlexp.llm
-import xlexp.llm.openai as oa
+import xlexp.llm.wire as wire
 from xlexp.config import LLMConfig
 from xlexp.failures import BackendFailure
 from xlexp.llm import Sampling
@@ -21,7 +21,7 @@ from xlexp.llm.openai import OpenAIBackend
 
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch):
-    monkeypatch.setattr(oa, "BASE_WAIT_S", 0.001)
+    monkeypatch.setattr(wire, "BASE_WAIT_S", 0.001)
 
 
 def card(base_url: str, **kw) -> LLMConfig:

@@ -227,7 +227,7 @@ def test_rtt_mode_is_a_field_of_the_labels_and_old_labels_still_read(tmp_path):
 
     from xlexp.config import register
     from xlexp.evaluate.stage import system_labels
-    from xlexp.view.read_evaluation import _generator
+    from xlexp.evaluate.view import _generator
 
     register()  # the structured config schema the root config builds on
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

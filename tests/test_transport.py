@@ -19,7 +19,7 @@ import pytest
 from fakeserver import FakeOpenAI, Reply
 from omegaconf import OmegaConf
 
-import xlexp.llm.openai as oa
+import xlexp.llm.wire as wire
 from xlexp.config import LLMConfig
 from xlexp.failures import BackendFailure
 from xlexp.llm import ResponseCache, Sampling, load
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch):
-    monkeypatch.setattr(oa, "BASE_WAIT_S", 0.001)
+    monkeypatch.setattr(wire, "BASE_WAIT_S", 0.001)
 
 
 def card(base_url: str, **kw) -> LLMConfig:

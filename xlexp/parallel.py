@@ -15,13 +15,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from xlexp.failures import BackendFailure
+from xlexp.llm.backends import backend_class
 
 T = TypeVar("T")
 
 
 def is_remote(card: Any) -> bool:
-    """A role whose model runs behind a server (the openai backend, Batch API included)."""
-    return str(card.backend) == "openai"
+    """A role whose model runs behind a server (its backend class declares `remote`)."""
+    return backend_class(card).remote
 
 
 def together(tasks: dict[str, Callable[[], T]], parallel: bool) -> dict[str, T]:
@@ -72,6 +73,7 @@ def batches_in_flight(card: Any, batch_size: int) -> int:
     """Batches of `batch_size` a stage should keep running for one role: for a remote role,
     enough to hold twice its window (so the window refills while a batch finishes); 1 for a
     local engine, which batches by itself."""
-    if not is_remote(card):
+    cls = backend_class(card)
+    if not cls.remote:
         return 1
-    return max(1, math.ceil(2 * int(card.max_concurrency) / max(1, batch_size)))
+    return max(1, math.ceil(2 * cls.window(card) / max(1, batch_size)))

@@ -111,14 +111,14 @@ def table_rows(entry: dict, summary: dict) -> list[TableRow]:
 
 
 def _read_view(store: Any, keys: dict[str, str | None], runs: list[str]) -> dict:
-    from xlexp.view.read_evaluation import read_evaluation
+    from xlexp.evaluate.view import read_evaluation
 
     return read_evaluation(store, str(keys["judge"]), keys, runs)
 
 
 def _read_store_view(store: Any) -> list[dict]:
+    from xlexp.evaluate.view import read_evaluation
     from xlexp.view.read_common import _finished
-    from xlexp.view.read_evaluation import read_evaluation
 
     return [read_evaluation(store, judge.key) for judge in _finished(store, "judge")]
 

@@ -114,14 +114,14 @@ def table_rows(entry: dict, summary: dict) -> list[TableRow]:
 
 
 def _read_view(store: Any, keys: dict[str, str | None], runs: list[str]) -> dict:
-    from xlexp.view.read_generation import read_generation
+    from xlexp.generate.view import read_generation
 
     return {**read_generation(store, keys), "runs": runs}
 
 
 def _read_store_view(store: Any) -> list[dict]:
+    from xlexp.generate.view import _generation_inputs, read_generation
     from xlexp.view.read_common import _finished
-    from xlexp.view.read_generation import _generation_inputs, read_generation
 
     return [read_generation(store, _generation_inputs(store, sel)) for sel in _finished(store, "select")]
 

@@ -1,8 +1,9 @@
 """Model roles: `load(card, store_root)` gives a cached ChatModel whatever the backend.
 
-Backends are found by name in `BACKENDS` (a card's `backend`); each is imported only when a
-card names it, so vLLM and its CUDA stack stay optional. A new backend is one file with a
-`Backend` subclass and one `BACKENDS.register` line here (or in the caller's own code).
+Backends are found by name in `BACKENDS` (`xlexp/llm/backends.py`; a card's `backend`); each
+is imported only when a card names it, so vLLM and its CUDA stack stay optional. A new backend
+is one file with a `Backend` subclass declaring what it can do, and one `BACKENDS.register`
+line (in backends.py, or in the caller's own code).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from xlexp.llm.backends import BACKENDS, backend_class
 from xlexp.llm.base import (
     Backend,
     Completion,
@@ -20,21 +22,16 @@ from xlexp.llm.base import (
     identity_of,
 )
 from xlexp.llm.chat import ChatModel
-from xlexp.registry import Registry
 
-__all__ = ["BACKENDS", "Backend", "ChatModel", "Completion", "Conversation", "ResponseCache", "Sampling", "load"]
+__all__ = ["BACKENDS", "Backend", "backend_class", "ChatModel", "Completion", "Conversation", "ResponseCache", "Sampling", "load"]
 
-BACKENDS: Registry[Backend] = Registry("backend")
 _POOL_LOCK = threading.Lock()
 _LOAD_LOCKS: dict[str, threading.Lock] = {}
-BACKENDS.register("hf", "xlexp.llm.hf:HFBackend")
-BACKENDS.register("openai", "xlexp.llm.openai:OpenAIBackend")
-BACKENDS.register("vllm", "xlexp.llm.vllm:VLLMBackend")
 
 
 def open_backend(card: Any, store_root: Path, pool: dict[str, Backend] | None = None) -> Backend:
     """The card's backend; with a `pool`, roles played by the same model share one copy."""
-    cls = BACKENDS.get(card.backend)
+    cls = backend_class(card)
     if pool is None:
         return cls.open(card, store_root)
     key = cls.pool_key(card)

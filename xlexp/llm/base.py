@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from filelock import FileLock
 
@@ -68,8 +68,33 @@ class Backend:
 
     Subclasses register by name in `xlexp.llm.BACKENDS`; a card's `backend` picks one. The
     classmethods let the rest of xlexp treat every backend alike: validation asks `check_card`,
-    the cache wrapper asks `chunk_size`, the role pool asks `pool_key` and `open`.
+    the cache wrapper asks `chunk_size`, the role pool asks `pool_key` and `open`. The class
+    flags say what it can do, so no caller compares backend names.
     """
+
+    # Its requests go to a server: roles on it run beside others and keep several batches in
+    # flight (`window`); a local engine uses the whole machine from one thread.
+    remote: ClassVar[bool] = False
+    # SFT can train a LoRA adapter on its model (a local model's weights).
+    trainable: ClassVar[bool] = False
+    # Preflight asks its server (`check_server`) before any stage runs.
+    preflight: ClassVar[bool] = False
+
+    @classmethod
+    def window(cls, card: Any) -> int:
+        """Requests the role's server takes at once (1 for a local engine)."""
+        return int(card.max_concurrency) if cls.remote else 1
+
+    @classmethod
+    def endpoint(cls, card: Any) -> str:
+        """Where the role's calls go, for messages."""
+        return f"{card.backend} {card.model}"
+
+    @classmethod
+    def check_server(cls, role: str, card: Any) -> list[str]:
+        """Problems with the role's server, one line each naming the role (empty: it serves
+        the card's model). Asked by preflight when `preflight` is set."""
+        return []
 
     def generate(
         self, conversations: list[Conversation], sampling: Sampling, sample_index: int = 0, adapter: str | None = None
@@ -257,11 +282,3 @@ def identity_of(card: Any) -> str:
             "chat_template": card.chat_template,
         }
     )
-
-
-def endpoint_of(card: Any) -> str:
-    """Where a role's calls go, for messages: the server URL, or the local backend and model."""
-    base_url = getattr(card, "base_url", None)
-    if card.backend == "openai":
-        return f"{base_url or 'api.openai.com'} model {card.model}"
-    return f"{card.backend} {card.model}"

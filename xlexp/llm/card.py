@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 
+from xlexp.errors import ConfigError
+from xlexp.llm.backends import backend_class
 from xlexp.llm.base import identity_of
 from xlexp.plain import plain
 
@@ -67,10 +70,17 @@ def card_key(card: Any) -> dict:
 
 def check_card(key: str, card: Any, cuda: Any) -> None:
     """The card's backend exists and accepts it; errors name `key.<field>`."""
-    from xlexp.llm import BACKENDS
-
     if card is None:
-        from xlexp.errors import ConfigError
-
         raise ConfigError(key, "is not set")
-    BACKENDS.get(card.backend, f"{key}.backend").check_card(key, card, cuda)
+    backend_class(card, f"{key}.backend").check_card(key, card, cuda)
+
+
+def api_key(card: Any) -> tuple[str, str | None]:
+    """(the key to send, the secret to redact from messages): from the env var the card names;
+    without one, "EMPTY" (local servers such as vLLM and llama.cpp accept any key), nothing secret."""
+    if not card.api_key_env:
+        return "EMPTY", None
+    key = os.environ.get(card.api_key_env)
+    if not key:
+        raise ValueError(f"api_key_env: environment variable {card.api_key_env} is not set")
+    return key, key

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xlexp.failures import BackendFailure, RoleFailures
+from xlexp.llm.backends import backend_class, endpoint_of
 from xlexp.llm.base import (
     COMPLETION_FIELDS,
     Backend,
@@ -20,7 +21,6 @@ from xlexp.llm.base import (
     Conversation,
     ResponseCache,
     Sampling,
-    endpoint_of,
     price_factor,
     request_key,
 )
@@ -173,9 +173,7 @@ class ChatModel:
 
     def chunk_size(self) -> int:
         """Items per backend call between cache writes (the backend class decides)."""
-        from xlexp.llm import BACKENDS
-
-        return max(1, BACKENDS.get(self.card.backend).chunk_size(self.card))
+        return max(1, backend_class(self.card).chunk_size(self.card))
 
     def close(self) -> None:
         close = getattr(self._backend, "close", None)

@@ -141,6 +141,8 @@ def check_local_model(key: str, card: Any) -> None:
 class HFBackend(Backend):
     """One transformers model (plus any LoRA adapters asked for) behind the Backend protocol."""
 
+    trainable = True  # a local model: SFT trains a LoRA adapter on its weights
+
     @classmethod
     def open(cls, card: Any, store_root: Path) -> HFBackend:
         return cls(card, models_dir=Path(store_root) / "models")

@@ -24,53 +24,46 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import xlexp.llm.wire as wire
 from xlexp.errors import ConfigError
 from xlexp.llm.base import Backend, Completion, Conversation, Sampling
 from xlexp.llm.breaker import Breaker
+from xlexp.llm.card import api_key
+from xlexp.llm.preflight import served_models
 from xlexp.llm.transport import Transport
 from xlexp.llm.wire import TransportError
 
 log = logging.getLogger(__name__)
-
-BASE_WAIT_S = 0.05  # first backoff; doubles per retry (tests lower it)
-MAX_WAIT_S = 20.0  # cap on one backoff, Retry-After included
-
-
-def request_body(model: str, conversation: Conversation, sampling: Sampling, sample_index: int) -> dict:
-    """The chat/completions JSON body of one request."""
-    body: dict[str, Any] = {
-        "model": model,
-        "messages": conversation,
-        "temperature": sampling.temperature,
-        "top_p": sampling.top_p,
-        "max_tokens": sampling.max_tokens,
-    }
-    if sampling.seed is not None:
-        body["seed"] = sampling.seed + sample_index
-    elif sample_index > 0:
-        body["seed"] = sample_index  # k samples differ, reproducibly
-    if sampling.logprobs is not None:
-        body["logprobs"] = True
-        body["top_logprobs"] = sampling.logprobs
-    return body
-
-
-def api_key(card: Any) -> tuple[str, str | None]:
-    """(the key to send, the secret to redact from messages): from the env var the card names;
-    without one, "EMPTY" (local servers such as vLLM and llama.cpp accept any key), nothing secret."""
-    if not card.api_key_env:
-        return "EMPTY", None
-    key = os.environ.get(card.api_key_env)
-    if not key:
-        raise ValueError(f"api_key_env: environment variable {card.api_key_env} is not set")
-    return key, key
-
 
 BATCH_API_MAX_REQUESTS = 50_000  # OpenAI's limit on requests in one batch file
 
 
 class OpenAIBackend(Backend):
     """Batched chat completions against an OpenAI-compatible endpoint."""
+
+    remote = True
+    preflight = True  # GET /models: a wrong key or model id fails before any stage
+
+    @classmethod
+    def endpoint(cls, card: Any) -> str:
+        return f"{card.base_url or 'api.openai.com'} model {card.model}"
+
+    @classmethod
+    def check_server(cls, role: str, card: Any) -> list[str]:
+        env = card.api_key_env
+        key = os.environ.get(env) if env else None
+        if env and not key:
+            return [f"{role}: {role}.api_key_env: environment variable {env} is not set"]
+        base_url = card.base_url or "https://api.openai.com/v1"
+        served, problem = served_models(base_url, key)
+        if problem:
+            keyed = " (key from $" + env + ")" if "key" in problem and env else ""
+            return [f"{role}: {problem}{keyed}"]
+        if served is not None and str(card.model) not in served:
+            listed = ", ".join(served[:10]) + (" ..." if len(served) > 10 else "")
+            return [f"{role}: {base_url} does not serve {role}.model {str(card.model)!r} "
+                    f"(it serves: {listed or 'nothing'})"]
+        return []
 
     @classmethod
     def open(cls, card: Any, store_root: Path) -> Backend:
@@ -129,8 +122,8 @@ class OpenAIBackend(Backend):
             max_retries=int(card.max_retries),
             requests_per_minute=getattr(card, "requests_per_minute", None),
             tokens_per_minute=getattr(card, "tokens_per_minute", None),
-            base_wait_s=BASE_WAIT_S,
-            max_wait_s=MAX_WAIT_S,
+            base_wait_s=wire.BASE_WAIT_S,
+            max_wait_s=wire.MAX_WAIT_S,
             redact=self._redact,
             breaker=self.breaker,
         )
@@ -167,7 +160,7 @@ class OpenAIBackend(Backend):
     ) -> Iterator[list[tuple[int, Completion]]]:
         """(index, Completion) per conversation, in groups as they arrive."""
         model = self.model if adapter is None else self.served_adapter(adapter)
-        bodies = [request_body(model, c, sampling, sample_index) for c in conversations]
+        bodies = [wire.request_body(model, c, sampling, sample_index) for c in conversations]
         return self._transport.stream(bodies)
 
     def served_adapter(self, adapter: str) -> str:

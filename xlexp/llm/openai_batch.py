@@ -34,8 +34,9 @@ from filelock import FileLock
 from openai.types.chat import ChatCompletion
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
-from xlexp.llm import openai as openai_backend
+import xlexp.llm.wire as wire
 from xlexp.llm.base import Backend, Completion, Conversation, Sampling, identity_of, request_key
+from xlexp.llm.card import api_key
 from xlexp.llm.wire import retry_after
 from xlexp.store import digest, write_json
 
@@ -106,9 +107,9 @@ class OpenAIBatchBackend(Backend):
         self.base_url = card.base_url
         self.api_key_env = card.api_key_env
         self.max_retries = max(0, int(card.max_retries))
-        self.base_wait_s = openai_backend.BASE_WAIT_S
-        self.max_wait_s = openai_backend.MAX_WAIT_S
-        key, self._secret = openai_backend.api_key(card)  # the secret only for redaction
+        self.base_wait_s = wire.BASE_WAIT_S
+        self.max_wait_s = wire.MAX_WAIT_S
+        key, self._secret = api_key(card)  # the secret only for redaction
         self._client = openai.OpenAI(
             base_url=card.base_url,
             api_key=key,
@@ -269,7 +270,7 @@ class OpenAIBatchBackend(Backend):
                     return record
         else:
             lines = [
-                json.dumps({"custom_id": key, "method": "POST", "url": ENDPOINT, "body": openai_backend.request_body(self.model, conv, sampling, sample_index)}, ensure_ascii=False)
+                json.dumps({"custom_id": key, "method": "POST", "url": ENDPOINT, "body": wire.request_body(self.model, conv, sampling, sample_index)}, ensure_ascii=False)
                 for key, conv in requests.items()
             ]
             data = ("\n".join(lines) + "\n").encode()

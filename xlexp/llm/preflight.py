@@ -1,18 +1,21 @@
-"""Preflight, before the first stage: every role on an OpenAI-compatible endpoint has its key,
-its server answers, and the server serves the model the role's card names (`GET /v1/models`).
-A wrong key or model id fails in seconds with one line per role, instead of a stage of
+"""Preflight, before the first stage: every role whose backend declares `preflight` (an
+OpenAI-compatible endpoint) has its key, its server answers, and the server serves the model
+the role's card names (`GET /v1/models`). A wrong key or model id fails in seconds with one line per role, instead of a stage of
 "model does not exist" answers. The key is sent, never printed.
 """
 
 from __future__ import annotations
 
-import os
+import contextvars
 from typing import Any
 
+from xlexp.llm.backends import backend_class
 from xlexp.llm.transport import Transport
 from xlexp.llm.wire import TransportError
 
 TIMEOUT_S = 10.0
+# Server listings already asked for in the running preflight: (base_url, key) -> answer.
+_SEEN: contextvars.ContextVar[dict | None] = contextvars.ContextVar("preflight_seen", default=None)
 
 
 class PreflightError(Exception):
@@ -46,27 +49,31 @@ def _served_models(base_url: str, key: str | None) -> tuple[list[str] | None, st
         return None, f"{url} answered something that is not a model list"
 
 
+def served_models(base_url: str, key: str | None) -> tuple[list[str] | None, str | None]:
+    """(model ids the server lists or None when it has no listing, problem or None); asked
+    once per server and key in one preflight, however many roles it serves."""
+    seen = _SEEN.get()
+    if seen is None:
+        return _served_models(base_url, key)
+    if (base_url, key) not in seen:
+        seen[(base_url, key)] = _served_models(base_url, key)
+    return seen[(base_url, key)]
+
+
 def check_roles(roles: dict[str, Any]) -> None:
     """`roles`: role name (as the config spells it, e.g. `teacher`) -> model card. Checks the
-    cards with `backend: openai`; raises PreflightError naming each role that cannot work."""
+    cards whose backend declares `preflight`; raises PreflightError naming each role that
+    cannot work."""
     lines: list[str] = []
-    seen: dict[tuple[str, str | None], tuple[list[str] | None, str | None]] = {}
-    for role, card in roles.items():
-        if card is None or card.backend != "openai":
-            continue
-        env = card.api_key_env
-        key = os.environ.get(env) if env else None
-        if env and not key:
-            lines.append(f"{role}: {role}.api_key_env: environment variable {env} is not set")
-            continue
-        base_url = card.base_url or "https://api.openai.com/v1"
-        if (base_url, key) not in seen:
-            seen[(base_url, key)] = _served_models(base_url, key)
-        served, problem = seen[(base_url, key)]
-        if problem:
-            lines.append(f"{role}: {problem}" + (f" (key from ${env})" if "key" in problem and env else ""))
-        elif served is not None and str(card.model) not in served:
-            listed = ", ".join(served[:10]) + (" ..." if len(served) > 10 else "")
-            lines.append(f"{role}: {base_url} does not serve {role}.model {str(card.model)!r} (it serves: {listed or 'nothing'})")
+    token = _SEEN.set({})
+    try:
+        for role, card in roles.items():
+            if card is None:
+                continue
+            cls = backend_class(card, f"{role}.backend")
+            if cls.preflight:
+                lines += cls.check_server(role, card)
+    finally:
+        _SEEN.reset(token)
     if lines:
         raise PreflightError(lines)

@@ -49,6 +49,8 @@ def installed_build() -> str | None:
 class VLLMBackend(Backend):
     """One `vllm.LLM` engine; LoRA adapters are attached per request, not merged."""
 
+    trainable = True  # a local model: SFT trains a LoRA adapter on its weights
+
     @classmethod
     def open(cls, card: Any, store_root: Path) -> VLLMBackend:
         return cls(card, models_dir=Path(store_root) / "models")

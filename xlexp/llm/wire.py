@@ -12,7 +12,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from xlexp.llm.base import Completion
+from xlexp.llm.base import Completion, Conversation, Sampling
 
 # What went wrong, for callers that treat failures differently (retry later, stop the run, ...):
 #   connection: the server could not be reached (refused, reset, DNS); timeout: no answer in
@@ -159,3 +159,26 @@ def parse_completion(data: Any, want_logprobs: bool) -> Completion:
         )
     except (AttributeError, KeyError, TypeError, ValueError) as exc:  # not shaped like a completion
         raise TransportError("bad_response", "InvalidResponse", f"malformed chat completion: {exc!r}"[:200]) from None
+
+
+BASE_WAIT_S = 0.05  # first backoff; doubles per retry (tests lower it)
+MAX_WAIT_S = 20.0  # cap on one backoff, Retry-After included
+
+
+def request_body(model: str, conversation: Conversation, sampling: Sampling, sample_index: int) -> dict:
+    """The chat/completions JSON body of one request."""
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": conversation,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "max_tokens": sampling.max_tokens,
+    }
+    if sampling.seed is not None:
+        body["seed"] = sampling.seed + sample_index
+    elif sample_index > 0:
+        body["seed"] = sample_index  # k samples differ, reproducibly
+    if sampling.logprobs is not None:
+        body["logprobs"] = True
+        body["top_logprobs"] = sampling.logprobs
+    return body

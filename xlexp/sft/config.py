@@ -10,6 +10,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from xlexp.errors import ConfigError
+from xlexp.llm.backends import BACKENDS, backend_class
 
 SOURCES = ("generated", "external", "release")
 SUBSETS = ("top", "random")
@@ -94,8 +95,10 @@ def validate(cfg: Any, runs: bool) -> None:
         return
     from xlexp.sft.launch import parse_num_processes
 
-    if cfg.model.backend == "openai":
-        raise ConfigError("model.backend", "SFT trains a local LoRA adapter: the student model needs backend hf or vllm")
+    if not backend_class(cfg.model, "model.backend").trainable:
+        trainable = [name for name in BACKENDS.names() if BACKENDS.get(name).trainable]
+        raise ConfigError("model.backend", "SFT trains a local LoRA adapter: the student model "
+                          f"needs a trainable backend ({', '.join(trainable)}), not {cfg.model.backend!r}")
     try:
         parse_num_processes(sft.num_processes)
     except ValueError as e:

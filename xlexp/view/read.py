@@ -1,7 +1,7 @@
-"""What the view shows, read from a run dir, a sweep dir or a store. The reading lives in
-`read_*.py` (the only modules that know where the stages put their files and which fields
-their rows carry): `read_common` (artifacts, DONE, rows), `read_generation` (datasets),
-`read_evaluation` (judged systems, the sweep's tables). The result is plain JSON-able data;
+"""What the view shows, read from a run dir, a sweep dir or a store. Each stage's reader lives
+in its package and is named by its declaration's `ViewSpec` (`xlexp/generate/view.py`: datasets;
+`xlexp/evaluate/view.py`: judged systems, the sweep's tables); `read_common` holds what they
+share (artifacts, DONE, rows). The result is plain JSON-able data;
 `page.py` turns it into HTML.
 """
 
@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from xlexp.evaluate.view import read_evaluation, read_sweep
+from xlexp.generate.view import read_generation
 from xlexp.stage import STAGES
 from xlexp.store import Store
 from xlexp.view.read_common import _JSONL_CACHE, _json, clean
-from xlexp.view.read_evaluation import read_evaluation, read_sweep
-from xlexp.view.read_generation import read_generation
 
 __all__ = ["clean", "read_evaluation", "read_generation", "read_path", "read_sweep"]
 

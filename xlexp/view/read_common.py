@@ -14,8 +14,6 @@ from typing import Any
 
 from xlexp.store import Artifact, Store, read_jsonl
 
-GENERATE_STAGES = ("seed", "reverse", "refine", "translate", "qe", "select")
-
 
 def clean(value: Any) -> Any:
     """NaN and infinities as None (JSON has no NaN; a table cell shows them as absent)."""

@@ -12,7 +12,6 @@ from xlexp.generate import stats as gen_stats
 from xlexp.generate.qe import triple_key
 from xlexp.store import Artifact, Store
 from xlexp.view.read_common import (
-    GENERATE_STAGES,
     _artifact,
     _finished,
     _json,
@@ -24,6 +23,9 @@ from xlexp.view.read_common import (
 )
 
 EXAMPLES_PER_REASON = 5
+
+# The generate chain in build order (as the declaration lists its artifacts).
+GENERATE_STAGES = ("seed", "reverse", "refine", "translate", "qe", "select")
 
 
 def _translator_names(stats: dict, k: int) -> list[str]:
