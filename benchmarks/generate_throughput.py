@@ -66,11 +66,15 @@ def demo_sentences(n: int) -> list[str]:
                 out.setdefault(s.strip(), None)
     sentences = list(out)
     while len(sentences) < n:  # a small corpus: vary the copies so they stay unique
-        sentences += [f"{s} ({len(sentences) + i})" for i, s in enumerate(sentences[: n - len(sentences)])]
+        sentences += [
+            f"{s} ({len(sentences) + i})" for i, s in enumerate(sentences[: n - len(sentences)])
+        ]
     return sentences[:n]
 
 
-def qe_items(sentences: list[str], k: int, dup_rate: float, seed_value: int = 0) -> tuple[list[dict], int, int]:
+def qe_items(
+    sentences: list[str], k: int, dup_rate: float, seed_value: int = 0
+) -> tuple[list[dict], int, int]:
     """Candidate (source, translation) pairs, `k` per sentence, a share `dup_rate` of them a
     repeat of an earlier pair (the same sentence in another passage, or two translators agreeing),
     as translate-stage rows (one pair each: QE does not care how pairs group into responses).
@@ -78,26 +82,46 @@ def qe_items(sentences: list[str], k: int, dup_rate: float, seed_value: int = 0)
     Returns (rows, candidate pairs, unique pairs)."""
     rng = random.Random(seed_value)
     total = len(sentences) * k
-    dup_slots = set(rng.sample(range(1, total), round(total * dup_rate)))  # slot 0 has nothing to repeat
+    dup_slots = set(
+        rng.sample(range(1, total), round(total * dup_rate))
+    )  # slot 0 has nothing to repeat
     pairs: list[tuple[str, str]] = []
     fresh: list[tuple[str, str]] = []
     for slot in range(total):
         src, t = sentences[slot // k], slot % k
-        pair = rng.choice(fresh) if slot in dup_slots else (src, f"{' '.join(reversed(src.split()))} [{t}]")
+        pair = (
+            rng.choice(fresh)
+            if slot in dup_slots
+            else (src, f"{' '.join(reversed(src.split()))} [{t}]")
+        )
         if slot not in dup_slots:
             fresh.append(pair)
         pairs.append(pair)
-    rows = [{"id": f"c{i}", "lang": "deu", "sentences": [s], "candidates": [[mt]]} for i, (s, mt) in enumerate(pairs)]
+    rows = [
+        {"id": f"c{i}", "lang": "deu", "sentences": [s], "candidates": [[mt]]}
+        for i, (s, mt) in enumerate(pairs)
+    ]
     return rows, total, len(qe.unique_triples(rows))
 
 
 def all_triples(items: list[dict]) -> list[tuple[str, str, str]]:
-    return [(s, mt, it["lang"]) for it in items for s, cands in zip(it["sentences"], it["candidates"], strict=True) for mt in cands]
+    return [
+        (s, mt, it["lang"])
+        for it in items
+        for s, cands in zip(it["sentences"], it["candidates"], strict=True)
+        for mt in cands
+    ]
 
 
 def tiny_card(model_dir: Path, batch: int, max_tokens: int) -> LLMConfig:
     return OmegaConf.structured(
-        LLMConfig(name="tiny", backend="hf", model=str(model_dir), batch_size=batch, sampling=SamplingConfig(max_tokens=max_tokens))
+        LLMConfig(
+            name="tiny",
+            backend="hf",
+            model=str(model_dir),
+            batch_size=batch,
+            sampling=SamplingConfig(max_tokens=max_tokens),
+        )
     )
 
 
@@ -151,16 +175,29 @@ def bench_llm_qe(model_dir: Path, items: list[dict], batch: int, tmp: Path, repe
 
     best = best_of(repeats, {"raw": without_dedup, "dedup": with_dedup})
     (raw, t_raw, w_raw), (dedup, t_dedup, w_dedup) = best["raw"], best["dedup"]
-    same = sum(a.text == b.text and close_logprobs(a.logprobs, b.logprobs) for a, b in zip(raw, dedup, strict=True))
-    return {"pairs": len(triples), "t_raw": t_raw, "t_dedup": t_dedup, "w_raw": w_raw, "w_dedup": w_dedup,
-            "scored_dedup": calls[-1], "same": same}
+    same = sum(
+        a.text == b.text and close_logprobs(a.logprobs, b.logprobs)
+        for a, b in zip(raw, dedup, strict=True)
+    )
+    return {
+        "pairs": len(triples),
+        "t_raw": t_raw,
+        "t_dedup": t_dedup,
+        "w_raw": w_raw,
+        "w_dedup": w_dedup,
+        "scored_dedup": calls[-1],
+        "same": same,
+    }
 
 
 def close_logprobs(a: list[dict] | None, b: list[dict] | None, tol: float = 1e-3) -> bool:
     """Same top tokens with logprobs within `tol` (batch padding moves the last digits)."""
     if not a or not b:
         return a == b
-    return all(set(x) == set(y) and all(abs(x[t] - y[t]) <= tol for t in x) for x, y in zip(a, b, strict=True))
+    return all(
+        set(x) == set(y) and all(abs(x[t] - y[t]) <= tol for t in x)
+        for x, y in zip(a, b, strict=True)
+    )
 
 
 def bench_comet_qe(items: list[dict], batch: int, tmp: Path, repeats: int) -> dict:
@@ -171,17 +208,28 @@ def bench_comet_qe(items: list[dict], batch: int, tmp: Path, repeats: int) -> di
     scorer.score_pairs(pairs[:2])  # warm up
 
     def without_dedup():
-        out = scorer.model.predict([{"src": s, "mt": t} for s, t in pairs], batch_size=batch, gpus=0, progress_bar=False)
+        out = scorer.model.predict(
+            [{"src": s, "mt": t} for s, t in pairs], batch_size=batch, gpus=0, progress_bar=False
+        )
         return [float(x) for x in out.scores]
 
     best = best_of(repeats, {"raw": without_dedup, "dedup": lambda: scorer.score_pairs(pairs)})
     (raw, t_raw, w_raw), (dedup, t_dedup, w_dedup) = best["raw"], best["dedup"]
     close = sum(abs(a - b) < 1e-5 for a, b in zip(raw, dedup, strict=True))
-    return {"pairs": len(pairs), "t_raw": t_raw, "t_dedup": t_dedup, "w_raw": w_raw, "w_dedup": w_dedup,
-            "scored_dedup": len(set(pairs)), "same": close}
+    return {
+        "pairs": len(pairs),
+        "t_raw": t_raw,
+        "t_dedup": t_dedup,
+        "w_raw": w_raw,
+        "w_dedup": w_dedup,
+        "scored_dedup": len(set(pairs)),
+        "same": close,
+    }
 
 
-def bench_translation(model_dir: Path, sentences: list[str], batch: int, max_tokens: int, tmp: Path, repeats: int) -> dict:
+def bench_translation(
+    model_dir: Path, sentences: list[str], batch: int, max_tokens: int, tmp: Path, repeats: int
+) -> dict:
     prompts = translate.build_prompts([(s, "deu") for s in sentences])
     card = tiny_card(model_dir, batch, max_tokens)
     pool: dict = {}
@@ -201,20 +249,42 @@ def bench_translation(model_dir: Path, sentences: list[str], batch: int, max_tok
 
     best = best_of(repeats, {"batched": batched, "single": one_at_a_time})
     (out_b, t_b, w_b), (out_1, t_1, w_1) = best["batched"], best["single"]
-    return {"n": len(prompts), "t_b": t_b, "t_1": t_1, "w_b": w_b, "w_1": w_1, "same": sum(a.text == b.text for a, b in zip(out_b, out_1, strict=True)),
-            "tok_b": sum(c.completion_tokens for c in out_b), "tok_1": sum(c.completion_tokens for c in out_1)}
+    return {
+        "n": len(prompts),
+        "t_b": t_b,
+        "t_1": t_1,
+        "w_b": w_b,
+        "w_1": w_1,
+        "same": sum(a.text == b.text for a, b in zip(out_b, out_1, strict=True)),
+        "tok_b": sum(c.completion_tokens for c in out_b),
+        "tok_1": sum(c.completion_tokens for c in out_1),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dup-rate", type=float, default=0.25, help="share of QE candidate pairs that repeat one seen before")
+    parser.add_argument(
+        "--dup-rate",
+        type=float,
+        default=0.25,
+        help="share of QE candidate pairs that repeat one seen before",
+    )
     parser.add_argument("--sentences", type=int, default=80, help="source sentences for QE")
-    parser.add_argument("--k", type=int, default=3, help="candidate translations per sentence (best-of-k)")
+    parser.add_argument(
+        "--k", type=int, default=3, help="candidate translations per sentence (best-of-k)"
+    )
     parser.add_argument("--translate", type=int, default=48, help="sentences to translate")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=16, help="new tokens per translation")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per mode (interleaved); the fastest counts")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: CPU time measures the work)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="timed runs per mode (interleaved); the fastest counts",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (1: CPU time measures the work)"
+    )
     parser.add_argument("--skip-comet", action="store_true")
     args = parser.parse_args()
 
@@ -232,29 +302,52 @@ def main() -> None:
         items, total, unique = qe_items(demo_sentences(args.sentences), args.k, args.dup_rate)
         llm = bench_llm_qe(model_dir, items, args.batch, tmp, args.repeats)
         comet = None if args.skip_comet else bench_comet_qe(items, args.batch, tmp, args.repeats)
-        tr = bench_translation(model_dir, demo_sentences(args.translate), args.batch, args.max_tokens, tmp, args.repeats)
+        tr = bench_translation(
+            model_dir,
+            demo_sentences(args.translate),
+            args.batch,
+            args.max_tokens,
+            tmp,
+            args.repeats,
+        )
 
-    print(f"\ntorch {torch.__version__}, timed with {THREADS} torch thread(s) on {os.cpu_count()} cores, no GPU, "
-          f"best of {args.repeats} interleaved runs")
-    print(f"(a) QE: {args.sentences} sentences x k={args.k} = {total} candidate pairs, {unique} unique "
-          f"(duplicate rate {1 - unique / total:.1%}; ideal speedup {total / unique:.2f}x), batch {args.batch}")
-    header = (f"{'scorer':<22}{'no dedup pairs/s':>18}{'dedup pairs/s':>15}{'speedup':>9}{'wall speedup':>14}"
-              f"{'scored':>12}{'same result':>13}")
+    print(
+        f"\ntorch {torch.__version__}, timed with {THREADS} torch thread(s) on {os.cpu_count()} cores, no GPU, "
+        f"best of {args.repeats} interleaved runs"
+    )
+    print(
+        f"(a) QE: {args.sentences} sentences x k={args.k} = {total} candidate pairs, {unique} unique "
+        f"(duplicate rate {1 - unique / total:.1%}; ideal speedup {total / unique:.2f}x), batch {args.batch}"
+    )
+    header = (
+        f"{'scorer':<22}{'no dedup pairs/s':>18}{'dedup pairs/s':>15}{'speedup':>9}{'wall speedup':>14}"
+        f"{'scored':>12}{'same result':>13}"
+    )
     print(header)
     print("-" * len(header))
     for name, r in (("LLM QE (tiny Llama)", llm), ("CometKiwi (tiny ckpt)", comet)):
         if r is None:
             continue
-        print(f"{name:<22}{r['pairs'] / r['t_raw']:>18.1f}{r['pairs'] / r['t_dedup']:>15.1f}{r['t_raw'] / r['t_dedup']:>8.2f}x"
-              f"{r['w_raw'] / r['w_dedup']:>13.2f}x"
-              f"{r['pairs']:>6}->{r['scored_dedup']:<5}{r['same']:>9}/{r['pairs']}")
-    print(f"\n(b) translation: {tr['n']} sentences, tiny Llama via the hf backend, greedy, max {args.max_tokens} new tokens")
+        print(
+            f"{name:<22}{r['pairs'] / r['t_raw']:>18.1f}{r['pairs'] / r['t_dedup']:>15.1f}{r['t_raw'] / r['t_dedup']:>8.2f}x"
+            f"{r['w_raw'] / r['w_dedup']:>13.2f}x"
+            f"{r['pairs']:>6}->{r['scored_dedup']:<5}{r['same']:>9}/{r['pairs']}"
+        )
+    print(
+        f"\n(b) translation: {tr['n']} sentences, tiny Llama via the hf backend, greedy, max {args.max_tokens} new tokens"
+    )
     header = f"{'mode':<22}{'CPU s':>9}{'sentences/s':>13}{'wall s':>9}{'new tokens':>12}"
     print(header)
     print("-" * len(header))
-    print(f"{'batched (' + str(args.batch) + ')':<22}{tr['t_b']:>9.2f}{tr['n'] / tr['t_b']:>13.2f}{tr['w_b']:>9.2f}{tr['tok_b']:>12}")
-    print(f"{'one at a time':<22}{tr['t_1']:>9.2f}{tr['n'] / tr['t_1']:>13.2f}{tr['w_1']:>9.2f}{tr['tok_1']:>12}")
-    print(f"batched / one at a time: {tr['t_1'] / tr['t_b']:.2f}x CPU time, {tr['w_1'] / tr['w_b']:.2f}x wall; identical outputs in both modes: {tr['same']}/{tr['n']}")
+    print(
+        f"{'batched (' + str(args.batch) + ')':<22}{tr['t_b']:>9.2f}{tr['n'] / tr['t_b']:>13.2f}{tr['w_b']:>9.2f}{tr['tok_b']:>12}"
+    )
+    print(
+        f"{'one at a time':<22}{tr['t_1']:>9.2f}{tr['n'] / tr['t_1']:>13.2f}{tr['w_1']:>9.2f}{tr['tok_1']:>12}"
+    )
+    print(
+        f"batched / one at a time: {tr['t_1'] / tr['t_b']:.2f}x CPU time, {tr['w_1'] / tr['w_b']:.2f}x wall; identical outputs in both modes: {tr['same']}/{tr['n']}"
+    )
     print(f"total wall time {time.perf_counter() - started:.0f} s")
 
 

@@ -53,7 +53,9 @@ def sft_check(model_dir: Path, out: Path, steps: int, batch: int, cuda: bool) ->
     from xlexp.config import SFTConfig
     from xlexp.sft import build_trainer
 
-    sft = SFTConfig(batch_size=batch, epochs=1.0, save_steps=10_000, bf16="auto" if cuda else "false")
+    sft = SFTConfig(
+        batch_size=batch, epochs=1.0, save_steps=10_000, bf16="auto" if cuda else "false"
+    )
     trainer = build_trainer(rows(steps * batch), model_dir, sft, out, seed=1)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -76,7 +78,9 @@ def sft_check(model_dir: Path, out: Path, steps: int, batch: int, cuda: bool) ->
     }
 
 
-def generation_check(model_dir: Path, models: Path, n: int, batch: int, max_tokens: int, cuda: bool) -> dict:
+def generation_check(
+    model_dir: Path, models: Path, n: int, batch: int, max_tokens: int, cuda: bool
+) -> dict:
     import torch
     from omegaconf import OmegaConf
 
@@ -171,7 +175,12 @@ def main() -> None:
         started = time.perf_counter()
         sft = sft_check(model_dir, Path(tmp) / "sft", size["steps"], size["batch"], cuda)
         gen = generation_check(
-            model_dir, Path(tmp) / "models", size["prompts"], size["batch"], size["max_tokens"], cuda
+            model_dir,
+            Path(tmp) / "models",
+            size["prompts"],
+            size["batch"],
+            size["max_tokens"],
+            cuda,
         )
         total = time.perf_counter() - started
     summary = {

@@ -133,7 +133,9 @@ class Server:
     def stats(self, reset: bool = False) -> dict:
         import urllib.request
 
-        request = urllib.request.Request(self.root + ("/reset" if reset else "/stats"), method="POST" if reset else "GET")
+        request = urllib.request.Request(
+            self.root + ("/reset" if reset else "/stats"), method="POST" if reset else "GET"
+        )
         with urllib.request.urlopen(request) as response:
             return json.loads(response.read())
 
@@ -148,7 +150,22 @@ class Server:
 
 def conversations(n: int, tag: str) -> list[list[dict]]:
     """n distinct translation chats of ordinary length (a sentence of ~25 words)."""
-    words = ["the", "committee", "agreed", "that", "the", "river", "crossing", "should", "be", "rebuilt", "before", "the", "winter", "rains"]
+    words = [
+        "the",
+        "committee",
+        "agreed",
+        "that",
+        "the",
+        "river",
+        "crossing",
+        "should",
+        "be",
+        "rebuilt",
+        "before",
+        "the",
+        "winter",
+        "rains",
+    ]
     out = []
     for i in range(n):
         sentence = " ".join(words[(i + j) % len(words)] for j in range(25)) + f" ({tag} {i})."
@@ -164,11 +181,15 @@ def xlexp_card(base_url: str, window: int):
         from xlexp.config import LLMConfig
     except ImportError:  # the card may live elsewhere in another checkout
         from xlexp.llm.card import LLMConfig  # type: ignore[no-redef]
-    card = LLMConfig(name="bench", backend="openai", model="fake", base_url=base_url, max_concurrency=window)
+    card = LLMConfig(
+        name="bench", backend="openai", model="fake", base_url=base_url, max_concurrency=window
+    )
     return OmegaConf.structured(card)
 
 
-def run_xlexp(base_url: str, convs: list[list[dict]], window: int, cache_dir: Path) -> tuple[float, float, int]:
+def run_xlexp(
+    base_url: str, convs: list[list[dict]], window: int, cache_dir: Path
+) -> tuple[float, float, int]:
     """(wall s, CPU s, ok answers) of one ChatModel.chat over all convs, cache fresh."""
     from xlexp.llm import load
 
@@ -194,30 +215,61 @@ def run_minimal(base_url: str, convs: list[list[dict]], window: int) -> tuple[fl
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=window)) as session:
 
             async def one(conv: list[dict]) -> str:
-                body = {"model": "fake", "messages": conv, "temperature": 0.0, "top_p": 1.0, "max_tokens": 256}
-                async with slots, session.post(url, data=json.dumps(body), headers=headers) as response:
+                body = {
+                    "model": "fake",
+                    "messages": conv,
+                    "temperature": 0.0,
+                    "top_p": 1.0,
+                    "max_tokens": 256,
+                }
+                async with (
+                    slots,
+                    session.post(url, data=json.dumps(body), headers=headers) as response,
+                ):
                     data = json.loads(await response.read())
                 return data["choices"][0]["message"]["content"]
 
             await asyncio.gather(*(one(c) for c in convs[:window]))  # warm up, as above
             cpu, wall = time.process_time(), time.perf_counter()
             texts = await asyncio.gather(*(one(c) for c in convs[window:]))
-            return time.perf_counter() - wall, time.process_time() - cpu, sum(bool(t) for t in texts)
+            return (
+                time.perf_counter() - wall,
+                time.process_time() - cpu,
+                sum(bool(t) for t in texts),
+            )
 
     return asyncio.run(main())
 
 
-def tiny_generate(root: Path, base_url: str, store: Path, run_dir: Path, window: int) -> tuple[float, float]:
+def tiny_generate(
+    root: Path, base_url: str, store: Path, run_dir: Path, window: int
+) -> tuple[float, float]:
     """(wall s, CPU s of the child) of the tiny profile's generate stage against the fake server."""
-    api = ["backend=openai", "model=fake", f"base_url={base_url}", "gguf_file=null", f"max_concurrency={window}"]
+    api = [
+        "backend=openai",
+        "model=fake",
+        f"base_url={base_url}",
+        "gguf_file=null",
+        f"max_concurrency={window}",
+    ]
     args = [f"teacher.{a}" for a in api] + [f"judge.{a}" for a in api]
     for name in ("smollm2-greedy", "smollm2-sampled"):
         args += [f"translators.{name}.{a}" for a in api]
-    args += [f"store_dir={store}", "stages=[generate]", "seed_data.n=24", f"hydra.run.dir={run_dir}"]
+    args += [
+        f"store_dir={store}",
+        "stages=[generate]",
+        "seed_data.n=24",
+        f"hydra.run.dir={run_dir}",
+    ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "xlexp", *args], cwd=root, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(root)})
+    done = subprocess.run(
+        [sys.executable, "-m", "xlexp", *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
@@ -230,12 +282,18 @@ def tiny_generate(root: Path, base_url: str, store: Path, run_dir: Path, window:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=3000)
-    parser.add_argument("--latency", type=float, default=0.25, help="seconds per request on the server")
+    parser.add_argument(
+        "--latency", type=float, default=0.25, help="seconds per request on the server"
+    )
     parser.add_argument("--cap", type=int, default=32, help="requests the server serves at once")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved xlexp / minimal rounds")
-    parser.add_argument("--parts", default="window,tiny", help="comma list: window (parts 1+2), tiny")
+    parser.add_argument(
+        "--parts", default="window,tiny", help="comma list: window (parts 1+2), tiny"
+    )
     parser.add_argument("--tiny-window", type=int, default=32)
     parser.add_argument("--xlexp-root", type=Path, default=Path.cwd())
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -250,50 +308,76 @@ def main() -> None:
 
     parts = set(args.parts.split(","))
     print(f"# openai transport benchmark: xlexp from {Path(xlexp.__file__).parent}")
-    git = subprocess.run(["git", "-C", str(root), "log", "-1", "--format=%h %s"], capture_output=True, text=True)
+    git = subprocess.run(
+        ["git", "-C", str(root), "log", "-1", "--format=%h %s"], capture_output=True, text=True
+    )
     print(f"commit: {git.stdout.strip() or 'unknown'}")
     server = Server(args.latency, args.cap)
     try:
         if "window" in parts:
             n = args.requests
             ideal = n * args.latency / args.cap
-            print(f"\n## window and CPU: {n} requests, latency {args.latency}s, server cap {args.cap}, "
-                  f"window {args.cap}; ideal wall {ideal:.2f}s")
-            print("| round | client | wall s | wall / ideal | CPU ms / request | ok | server peak in flight |")
+            print(
+                f"\n## window and CPU: {n} requests, latency {args.latency}s, server cap {args.cap}, "
+                f"window {args.cap}; ideal wall {ideal:.2f}s"
+            )
+            print(
+                "| round | client | wall s | wall / ideal | CPU ms / request | ok | server peak in flight |"
+            )
             print("|---|---|---|---|---|---|---|")
             xl_cpu, min_cpu, xl_ratio, min_ratio = [], [], [], []
             with tempfile.TemporaryDirectory() as tmp:
                 for r in range(args.rounds):
                     convs = conversations(n + args.cap, f"r{r}")
                     server.stats(reset=True)
-                    wall, cpu, ok = run_xlexp(server.base_url, convs, args.cap, Path(tmp) / f"cache{r}")
+                    wall, cpu, ok = run_xlexp(
+                        server.base_url, convs, args.cap, Path(tmp) / f"cache{r}"
+                    )
                     peak = server.stats()["max_in_flight"]
                     xl_cpu.append(cpu / n * 1e3)
                     xl_ratio.append(wall / ideal)
-                    print(f"| {r} | xlexp ChatModel | {wall:.2f} | {wall / ideal:.2f} | {cpu / n * 1e3:.3f} | {ok} | {peak} |")
+                    print(
+                        f"| {r} | xlexp ChatModel | {wall:.2f} | {wall / ideal:.2f} | {cpu / n * 1e3:.3f} | {ok} | {peak} |"
+                    )
                     server.stats(reset=True)
                     wall, cpu, ok = run_minimal(server.base_url, convs, args.cap)
                     peak = server.stats()["max_in_flight"]
                     min_cpu.append(cpu / n * 1e3)
                     min_ratio.append(wall / ideal)
-                    print(f"| {r} | minimal aiohttp | {wall:.2f} | {wall / ideal:.2f} | {cpu / n * 1e3:.3f} | {ok} | {peak} |")
-            print(f"\nmedian wall / ideal: xlexp {statistics.median(xl_ratio):.2f} (target <= 1.10), minimal aiohttp "
-                  f"{statistics.median(min_ratio):.2f} (what this machine allows now)")
+                    print(
+                        f"| {r} | minimal aiohttp | {wall:.2f} | {wall / ideal:.2f} | {cpu / n * 1e3:.3f} | {ok} | {peak} |"
+                    )
+            print(
+                f"\nmedian wall / ideal: xlexp {statistics.median(xl_ratio):.2f} (target <= 1.10), minimal aiohttp "
+                f"{statistics.median(min_ratio):.2f} (what this machine allows now)"
+            )
             ratio = statistics.median(xl_cpu) / statistics.median(min_cpu)
-            print(f"median CPU per request: xlexp {statistics.median(xl_cpu):.3f} ms, minimal aiohttp "
-                  f"{statistics.median(min_cpu):.3f} ms, ratio {ratio:.2f}  (target <= 2.0)")
+            print(
+                f"median CPU per request: xlexp {statistics.median(xl_cpu):.3f} ms, minimal aiohttp "
+                f"{statistics.median(min_cpu):.3f} ms, ratio {ratio:.2f}  (target <= 2.0)"
+            )
         if "tiny" in parts:
-            print(f"\n## tiny profile, stages=[generate], every model role at the fake server "
-                  f"(latency {args.latency}s, cap {args.cap}, card window {args.tiny_window}, seed_data.n=24)")
+            print(
+                f"\n## tiny profile, stages=[generate], every model role at the fake server "
+                f"(latency {args.latency}s, cap {args.cap}, card window {args.tiny_window}, seed_data.n=24)"
+            )
             with tempfile.TemporaryDirectory() as tmp:
                 server.stats(reset=True)
-                wall, cpu = tiny_generate(root, server.base_url, Path(tmp) / "store", Path(tmp) / "run", args.tiny_window)
+                wall, cpu = tiny_generate(
+                    root, server.base_url, Path(tmp) / "store", Path(tmp) / "run", args.tiny_window
+                )
                 stats = server.stats()
-                print(f"first run: wall {wall:.2f}s, CPU {cpu:.2f}s (whole process, startup included), "
-                      f"{stats['calls']} requests served, server peak in flight {stats['max_in_flight']}")
+                print(
+                    f"first run: wall {wall:.2f}s, CPU {cpu:.2f}s (whole process, startup included), "
+                    f"{stats['calls']} requests served, server peak in flight {stats['max_in_flight']}"
+                )
                 server.stats(reset=True)
-                wall, cpu = tiny_generate(root, server.base_url, Path(tmp) / "store", Path(tmp) / "run2", args.tiny_window)
-                print(f"rerun (all cached): wall {wall:.2f}s, CPU {cpu:.2f}s, {server.stats()['calls']} requests served")
+                wall, cpu = tiny_generate(
+                    root, server.base_url, Path(tmp) / "store", Path(tmp) / "run2", args.tiny_window
+                )
+                print(
+                    f"rerun (all cached): wall {wall:.2f}s, CPU {cpu:.2f}s, {server.stats()['calls']} requests served"
+                )
     finally:
         server.close()
 

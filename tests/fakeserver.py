@@ -72,7 +72,16 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["FakeOpenAI", "Handler", "Reply", "dead_url", "echo", "error_body", "failing_first", "sequence"]
+__all__ = [
+    "FakeOpenAI",
+    "Handler",
+    "Reply",
+    "dead_url",
+    "echo",
+    "error_body",
+    "failing_first",
+    "sequence",
+]
 
 
 @dataclass
@@ -147,7 +156,12 @@ def dead_url() -> str:
 def error_body(status: int, message: str = "") -> dict:
     """OpenAI's error JSON; the client raises the exception class that matches `status`."""
     kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    error = {"message": message or HTTPStatus(status).phrase, "type": kind, "param": None, "code": None}
+    error = {
+        "message": message or HTTPStatus(status).phrase,
+        "type": kind,
+        "param": None,
+        "code": None,
+    }
     return {"error": error}
 
 
@@ -163,13 +177,17 @@ def _token_logprobs(logprobs: list[dict[str, float]], top_n: int) -> list[dict]:
     for alternatives in logprobs:
         chosen, chosen_lp = next(iter(alternatives.items()))
         best = sorted(alternatives.items(), key=lambda kv: -kv[1])[:top_n]
-        content.append({**entry(chosen, chosen_lp), "top_logprobs": [entry(t, lp) for t, lp in best]})
+        content.append(
+            {**entry(chosen, chosen_lp), "top_logprobs": [entry(t, lp) for t, lp in best]}
+        )
     return content
 
 
 def _multipart(content_type: str, raw: bytes) -> dict[str, Any]:
     """multipart/form-data fields: name -> str, or (filename, bytes) for a file."""
-    message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + raw)
+    message = BytesParser(policy=HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + raw
+    )
     fields: dict[str, Any] = {}
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
@@ -244,7 +262,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
             names = fake.served if fake.served is not None else [fake.model]
             models = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in names]
             loras = [
-                {"id": name, "object": "model", "created": 0, "owned_by": "fake", "root": path, "parent": fake.model}
+                {
+                    "id": name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "fake",
+                    "root": path,
+                    "parent": fake.model,
+                }
                 for name, path in fake.lora_modules.items()
             ]
             self._send(200, {"object": "list", "data": [*models, *loras]})
@@ -256,7 +281,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         route = self.path.split("?")[0].rstrip("/")
         if route in ("/v1/files", "/v1/batches"):
-            body: Any = _multipart(self.headers.get("Content-Type", ""), raw) if route == "/v1/files" else json.loads(raw or b"{}")
+            body: Any = (
+                _multipart(self.headers.get("Content-Type", ""), raw)
+                if route == "/v1/files"
+                else json.loads(raw or b"{}")
+            )
             self._send(*self.server.fake._serve_batch_api("POST", route, body))
             return
         if route == "/v1/load_lora_adapter" and self.server.fake.lora_loading:
@@ -395,9 +424,14 @@ class FakeOpenAI:
             per_token = reply.logprobs
             if per_token is None:
                 per_token = [{token: 0.0} for token in (reply.text or "").split()]
-            logprobs = {"content": _token_logprobs(per_token, int(body.get("top_logprobs") or 0)), "refusal": None}
+            logprobs = {
+                "content": _token_logprobs(per_token, int(body.get("top_logprobs") or 0)),
+                "refusal": None,
+            }
         prompt = sum(_ntokens(m.get("content") or "") for m in body.get("messages", []))
-        completion = len(reply.logprobs) if reply.logprobs is not None else _ntokens(reply.text or "")
+        completion = (
+            len(reply.logprobs) if reply.logprobs is not None else _ntokens(reply.text or "")
+        )
         return {
             "id": f"chatcmpl-fake-{n}",
             "object": "chat.completion",
@@ -429,18 +463,30 @@ class FakeOpenAI:
                 return 200, self._file_json(file_id, filename, body.get("purpose", "")), None
             if method == "GET" and route.startswith("/v1/files/") and route.endswith("/content"):
                 file_id = route.removeprefix("/v1/files/").removesuffix("/content")
-                return self.files[file_id] if file_id in self.files else (404, error_body(404, f"no file {file_id}"), None)
+                return (
+                    self.files[file_id]
+                    if file_id in self.files
+                    else (404, error_body(404, f"no file {file_id}"), None)
+                )
             if method == "POST" and route == "/v1/batches":
                 if body.get("input_file_id") not in self.files:
                     return 400, error_body(400, f"no file {body.get('input_file_id')}"), None
                 self.batch_creations += 1
                 batch_id = f"batch_{self.batch_creations}"
                 self.batches[batch_id] = {
-                    "id": batch_id, "object": "batch", "endpoint": body["endpoint"], "errors": None,
-                    "input_file_id": body["input_file_id"], "completion_window": body["completion_window"],
-                    "status": "validating", "output_file_id": None, "error_file_id": None,
-                    "created_at": int(time.time()), "metadata": body.get("metadata"),
-                    "request_counts": {"total": 0, "completed": 0, "failed": 0}, "_polls": 0,
+                    "id": batch_id,
+                    "object": "batch",
+                    "endpoint": body["endpoint"],
+                    "errors": None,
+                    "input_file_id": body["input_file_id"],
+                    "completion_window": body["completion_window"],
+                    "status": "validating",
+                    "output_file_id": None,
+                    "error_file_id": None,
+                    "created_at": int(time.time()),
+                    "metadata": body.get("metadata"),
+                    "request_counts": {"total": 0, "completed": 0, "failed": 0},
+                    "_polls": 0,
                 }
                 return 200, self._public(self.batches[batch_id]), None
             if method == "GET" and route == "/v1/batches":
@@ -470,10 +516,26 @@ class FakeOpenAI:
 
     def _finish(self, batch: dict) -> None:
         """Answer a batch's lines with the handler (called under self._lock)."""
-        lines = [json.loads(x) for x in self.files[batch["input_file_id"]].decode().splitlines() if x.strip()]
+        lines = [
+            json.loads(x)
+            for x in self.files[batch["input_file_id"]].decode().splitlines()
+            if x.strip()
+        ]
         if self.batch_outcome == "failed":
-            batch.update(status="failed", errors={"object": "list", "data": [
-                {"code": "invalid_request", "message": "fake: this batch failed", "param": None, "line": None}]})
+            batch.update(
+                status="failed",
+                errors={
+                    "object": "list",
+                    "data": [
+                        {
+                            "code": "invalid_request",
+                            "message": "fake: this batch failed",
+                            "param": None,
+                            "line": None,
+                        }
+                    ],
+                },
+            )
             return
         if self.batch_outcome == "expired":
             lines = lines[: len(lines) // 2]
@@ -484,8 +546,16 @@ class FakeOpenAI:
             if isinstance(reply, str):
                 reply = Reply(text=reply)
             payload = self._payload(reply, line["body"], i)
-            result = {"id": f"batch_req_{i}", "custom_id": line["custom_id"], "error": None,
-                      "response": {"status_code": reply.status, "request_id": f"req_{i}", "body": payload}}
+            result = {
+                "id": f"batch_req_{i}",
+                "custom_id": line["custom_id"],
+                "error": None,
+                "response": {
+                    "status_code": reply.status,
+                    "request_id": f"req_{i}",
+                    "body": payload,
+                },
+            }
             (err if reply.status >= 400 else out).append(json.dumps(result))
         for kind, rows in (("output_file_id", out), ("error_file_id", err)):
             if rows:

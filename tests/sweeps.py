@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def sweep_command(base_url: str, tiny_dir: Path, tmp: Path, sizes: str, *extra: str) -> list[str]:
     """The tiny scaling sweep over data_size=`sizes`, its store and sweep dir under `tmp`."""
-    job = [o for o in overrides(base_url, tiny_dir, tmp / "store") if not o.startswith("data_size=")]
+    job = [
+        o for o in overrides(base_url, tiny_dir, tmp / "store") if not o.startswith("data_size=")
+    ]
     return [
         sys.executable, "-m", "xlexp", "+exp=scaling", "profile=tiny", "-m", f"data_size={sizes}",
         *job, f"hydra.sweep.dir={tmp / 'sweep'}", *extra,
@@ -31,8 +33,12 @@ def sweep_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_DISABLED": "true", **extra}
 
 
-def run_sweep(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=ROOT, env=env or sweep_env(), capture_output=True, text=True, timeout=timeout)
+def run_sweep(
+    cmd: list[str], timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=env or sweep_env(), capture_output=True, text=True, timeout=timeout
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc
 
@@ -44,4 +50,8 @@ def job_results(sweep_dir: Path) -> dict[int, dict]:
 
 def artifact_keys(store: Path, stage: str) -> list[str]:
     """Finished artifacts of a stage in the store (unfinished ones are hidden .partial-* dirs)."""
-    return sorted(p.name for p in (store / stage).iterdir() if not p.name.startswith(".")) if (store / stage).exists() else []
+    return (
+        sorted(p.name for p in (store / stage).iterdir() if not p.name.startswith("."))
+        if (store / stage).exists()
+        else []
+    )

@@ -93,11 +93,18 @@ def test_built_in_backends_declare_what_they_can_do():
 
 def test_preflight_checks_a_registered_remote_backend(plugins, tmp_path):
     with FakeOpenAI(served=["served-model"]) as srv:
-        args = ["stages=[generate]", f"store_dir={tmp_path / 'store'}", "teacher.backend=plain_http",
-                f"teacher.base_url={srv.base_url}", "teacher.gguf_file=null"]
+        args = [
+            "stages=[generate]",
+            f"store_dir={tmp_path / 'store'}",
+            "teacher.backend=plain_http",
+            f"teacher.base_url={srv.base_url}",
+            "teacher.gguf_file=null",
+        ]
         with pytest.raises(PreflightError) as err:
             preflight(_cfg(*args, "teacher.model=not-served"))
-        assert err.value.lines == [f"teacher: {srv.base_url} does not serve teacher.model 'not-served'"]
+        assert err.value.lines == [
+            f"teacher: {srv.base_url} does not serve teacher.model 'not-served'"
+        ]
         preflight(_cfg(*args, "teacher.model=served-model"))  # served: passes
         assert srv.calls == 0  # the listing only, no chat call
 
@@ -116,8 +123,13 @@ def test_a_registered_remote_backend_has_several_batches_in_flight(plugins, tmp_
         return "answer to " + body["messages"][-1]["content"]
 
     with FakeOpenAI(slow) as srv:
-        card = _cfg(f"teacher.base_url={srv.base_url}", "teacher.backend=plain_http",
-                    "teacher.model=m", "teacher.gguf_file=null", "teacher.max_concurrency=4").teacher
+        card = _cfg(
+            f"teacher.base_url={srv.base_url}",
+            "teacher.backend=plain_http",
+            "teacher.model=m",
+            "teacher.gguf_file=null",
+            "teacher.max_concurrency=4",
+        ).teacher
         assert is_remote(card) and batches_in_flight(card, 2) == 4
         assert endpoint_of(card) == f"plain-http {srv.base_url}"
         store = Store(tmp_path / "store")
@@ -125,9 +137,15 @@ def test_a_registered_remote_backend_has_several_batches_in_flight(plugins, tmp_
         inputs = [{"id": i, "q": f"question {i}"} for i in range(8)]
         started = time.time()
         art = chat_stage(
-            store, "probe", "k1", inputs, models.role("teacher", card),
+            store,
+            "probe",
+            "k1",
+            inputs,
+            models.role("teacher", card),
             build=lambda batch: [[{"role": "user", "content": r["q"]}] for r in batch],
-            parse=lambda batch, outs: [{"id": r["id"], "a": o.text} for r, o in zip(batch, outs, strict=True)],
+            parse=lambda batch, outs: [
+                {"id": r["id"], "a": o.text} for r, o in zip(batch, outs, strict=True)
+            ],
             batch_size=2,
         )
         elapsed = time.time() - started

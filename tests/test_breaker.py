@@ -33,14 +33,29 @@ def test_a_dead_endpoint_gets_a_bounded_number_of_requests(tmp_path):
     from xlexp.llm import load
 
     with FakeOpenAI(lambda body: Reply(503, text="down")) as srv:
-        card = OmegaConf.create({
-            "name": "t", "backend": "openai", "model": "fake-model", "base_url": srv.base_url, "api_key_env": None,
-            "max_concurrency": 1, "max_retries": 2, "timeout_s": 5, "revision": None, "gguf_file": None,
-            "dtype": "auto", "chat_template": None, "batch_api": False, "breaker_after": 4,
-            "sampling": {"temperature": 0.0, "top_p": 1.0, "max_tokens": 8, "seed": None},
-        })
+        card = OmegaConf.create(
+            {
+                "name": "t",
+                "backend": "openai",
+                "model": "fake-model",
+                "base_url": srv.base_url,
+                "api_key_env": None,
+                "max_concurrency": 1,
+                "max_retries": 2,
+                "timeout_s": 5,
+                "revision": None,
+                "gguf_file": None,
+                "dtype": "auto",
+                "chat_template": None,
+                "batch_api": False,
+                "breaker_after": 4,
+                "sampling": {"temperature": 0.0, "top_p": 1.0, "max_tokens": 8, "seed": None},
+            }
+        )
         model = load(card, tmp_path)
-        with pytest.raises(BackendFailure, match="breaker open after 4 consecutive failed calls") as err:
+        with pytest.raises(
+            BackendFailure, match="breaker open after 4 consecutive failed calls"
+        ) as err:
             model.chat([[{"role": "user", "content": f"q{i}"}] for i in range(40)])
         assert srv.calls == 4 * 3  # four items, each with its retries; the other 36 not sent
         assert sum(f.errors.total() for f in err.value.failures) == 40
@@ -57,14 +72,28 @@ def test_calls_in_the_window_stop_retrying_once_the_breaker_opens(tmp_path):
         return Reply(503, text="down", delay=1.5 if slow else 0.0)
 
     with FakeOpenAI(down) as srv:
-        card = OmegaConf.create({
-            "name": "t", "backend": "openai", "model": "fake-model", "base_url": srv.base_url, "api_key_env": None,
-            "max_concurrency": 2, "max_retries": 3, "timeout_s": 5, "breaker_after": 1,
-            "sampling": {"temperature": 0.0, "top_p": 1.0, "max_tokens": 8, "seed": None},
-        })
+        card = OmegaConf.create(
+            {
+                "name": "t",
+                "backend": "openai",
+                "model": "fake-model",
+                "base_url": srv.base_url,
+                "api_key_env": None,
+                "max_concurrency": 2,
+                "max_retries": 3,
+                "timeout_s": 5,
+                "breaker_after": 1,
+                "sampling": {"temperature": 0.0, "top_p": 1.0, "max_tokens": 8, "seed": None},
+            }
+        )
         backend = OpenAIBackend(card)
-        fast, slow = backend.generate([[{"role": "user", "content": "fast"}], [{"role": "user", "content": "slow"}]], Sampling())
+        fast, slow = backend.generate(
+            [[{"role": "user", "content": "fast"}], [{"role": "user", "content": "slow"}]],
+            Sampling(),
+        )
         backend.close()
     assert fast.failure == "server" and "gave up after 3 retries" in fast.error
-    assert slow.failure == "breaker" and "breaker open after 1 consecutive failed calls" in slow.error
+    assert (
+        slow.failure == "breaker" and "breaker open after 1 consecutive failed calls" in slow.error
+    )
     assert srv.calls == 4 + 1

@@ -22,7 +22,12 @@ N = 40  # a prompt set bigger than the template list, so templates must vary
 @pytest.fixture
 def alpaca_rows() -> list[dict]:
     rows = [
-        {"instruction": f"Question number {i}?", "output": f"ref {i}", "generator": "gpt4", "dataset": "vicuna"}
+        {
+            "instruction": f"Question number {i}?",
+            "output": f"ref {i}",
+            "generator": "gpt4",
+            "dataset": "vicuna",
+        }
         for i in range(1, N + 1)
     ]
     rows[4]["instruction"] = "Explain recursion in English, with code like def f(): return {}"
@@ -40,13 +45,19 @@ def test_load_json_list_gives_one_based_ids(alpaca_json: Path) -> None:
     prompts = load_prompts(alpaca_json)
     assert [p["id"] for p in prompts] == list(range(1, N + 1))
     assert prompts[0] == {
-        "id": 1, "instruction": "Question number 1?", "dataset": "vicuna", "output": "ref 1", "generator": "gpt4",
+        "id": 1,
+        "instruction": "Question number 1?",
+        "dataset": "vicuna",
+        "output": "ref 1",
+        "generator": "gpt4",
     }
 
 
 def test_load_jsonl_keeps_given_ids(tmp_path: Path) -> None:
     path = tmp_path / "p.jsonl"
-    path.write_text('{"id": 7, "instruction": "a", "dataset": "x"}\n\n{"id": 9, "instruction": "b", "dataset": "x"}\n')
+    path.write_text(
+        '{"id": 7, "instruction": "a", "dataset": "x"}\n\n{"id": 9, "instruction": "b", "dataset": "x"}\n'
+    )
     assert [(p["id"], p["instruction"]) for p in load_prompts(path)] == [(7, "a"), (9, "b")]
 
 
@@ -70,7 +81,9 @@ def test_build_excludes_substitutes_and_counts(alpaca_json: Path) -> None:
         assert all("{language}" not in r["instruction"] for r in rows)
     row5 = {r["id"]: r for r in xl["deu"]}[5]
     # The rewrite replaced the English request; braces in code survive; the template is appended.
-    assert row5["instruction"].startswith("Explain recursion in German, with code like def f(): return {}\n\n")
+    assert row5["instruction"].startswith(
+        "Explain recursion in German, with code like def f(): return {}\n\n"
+    )
     assert row5["instruction"].endswith(row5["template"].replace("{language}", "German"))
     assert {r["id"]: r for r in xl["hin"]}[1]["instruction"].endswith(" in Hindi.")
     assert {r["template"] for r in xl["deu"]} <= set(PAPER_TEMPLATES)
@@ -80,7 +93,10 @@ def test_templates_parallel_reproducible_and_seeded(alpaca_json: Path) -> None:
     prompts = load_prompts(alpaca_json)
 
     def templates(seed: int, lang: str = "deu", **kw) -> dict[int, str]:
-        return {r["id"]: r["template"] for r in build_xl(prompts, ["deu", "fra"], PAPER_TEMPLATES, seed=seed, **kw)[lang]}
+        return {
+            r["id"]: r["template"]
+            for r in build_xl(prompts, ["deu", "fra"], PAPER_TEMPLATES, seed=seed, **kw)[lang]
+        }
 
     first = templates(1)
     assert first == templates(1)  # reproducible
@@ -95,10 +111,16 @@ def test_templates_parallel_reproducible_and_seeded(alpaca_json: Path) -> None:
 
 def test_paper_constants() -> None:
     # Table 4 lists 10 ids (805 - 10 = 795, while the paper's text says 797 prompts remain).
-    assert tuple(sorted(set(PAPER_EXCLUDED_IDS))) == PAPER_EXCLUDED_IDS and len(PAPER_EXCLUDED_IDS) == 10
+    assert (
+        tuple(sorted(set(PAPER_EXCLUDED_IDS))) == PAPER_EXCLUDED_IDS
+        and len(PAPER_EXCLUDED_IDS) == 10
+    )
     # Table 5, six templates, with the word "language" removed (appendix A.2).
     assert len(PAPER_TEMPLATES) == 6
-    assert all(t.count("{language}") == 1 and "language" not in t.replace("{language}", "") for t in PAPER_TEMPLATES)
+    assert all(
+        t.count("{language}") == 1 and "language" not in t.replace("{language}", "")
+        for t in PAPER_TEMPLATES
+    )
 
 
 def test_bad_template_and_unknown_language_fail_early() -> None:

@@ -1,4 +1,4 @@
-"""`python -m xlexp.build_xl` (main of xlexp/evaluate/build_xl.py) on an 805-row
+"""`python -m xlexp.build_xl` (main of xlexp/evaluate/build_xl_command.py) on an 805-row
 AlpacaEval-shaped fixture, so Table 4's ids apply."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from xlexp.evaluate.build_xl import (
     PAPER_EXCLUDED_IDS,
     PAPER_TEMPLATES,
     PLACEHOLDER,
-    main,
     read_rewrites_file,
 )
+from xlexp.evaluate.build_xl_command import main
 
 N = 805  # AlpacaEval's eval set size
 LANG_NAMES = {"deu": "German", "por": "Portuguese"}
@@ -30,7 +30,9 @@ def source(tmp_path: Path) -> Path:
     path = tmp_path / "alpaca_eval.json"
     rows = [{"instruction": f"Prompt {i}", "dataset": "x"} for i in range(1, N + 1)]
     rows[6]["instruction"] = "Write a poem in English about {x}."  # id 7: braces must survive
-    for pid, text in read_rewrites_file("paper").items():  # the real prompts the shipped list rewrites
+    for pid, text in read_rewrites_file(
+        "paper"
+    ).items():  # the real prompts the shipped list rewrites
         rows[pid - 1]["instruction"] = text.replace(PLACEHOLDER, "English")
     path.write_text(json.dumps(rows))
     return path
@@ -77,8 +79,12 @@ def test_builds_parallel_files_with_paper_exclusions(
         assert by_id[7]["instruction"].startswith(
             "Write a poem in English about {x}.\n\n"
         )  # not in the reviewed list
-        assert "Answer in English." not in by_id[249]["instruction"]  # the reviewed rewrites, by default
-        assert by_id[249]["instruction"].split("\n\n")[-2].endswith(f"Answer in {LANG_NAMES[code]}.")
+        assert (
+            "Answer in English." not in by_id[249]["instruction"]
+        )  # the reviewed rewrites, by default
+        assert (
+            by_id[249]["instruction"].split("\n\n")[-2].endswith(f"Answer in {LANG_NAMES[code]}.")
+        )
         templates[code] = {r["id"]: _template_of(r["instruction"], LANG_NAMES[code]) for r in rows}
     assert templates["deu"] == templates["por"]  # same prompt, same template, every language
     assert len(set(templates["deu"].values())) == len(PAPER_TEMPLATES)  # all six get drawn
@@ -87,7 +93,10 @@ def test_builds_parallel_files_with_paper_exclusions(
     assert manifest["source"]["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
     assert manifest["source"]["path"] == str(source.resolve())
     assert manifest["langs"] == ["deu", "por"] and manifest["seed"] == 3
-    assert manifest["excluded_ids"] == list(PAPER_EXCLUDED_IDS) and manifest["exclusion_list"] == "paper"
+    assert (
+        manifest["excluded_ids"] == list(PAPER_EXCLUDED_IDS)
+        and manifest["exclusion_list"] == "paper"
+    )
     assert manifest["prompts_remaining"] == 795 and manifest["warnings"] == []
     assert manifest["rewrites"] == "paper" and manifest["rewritten_ids"] == [139, 249, 274]
     assert manifest["templates"] == list(PAPER_TEMPLATES)
@@ -124,7 +133,9 @@ def test_options_exclude_none_limit_rewrites_templates(source: Path, tmp_path: P
 
     # --rewrites-file none: prompt 249 keeps its request for English (and gets a template).
     assert main([*argv, "--rewrites-file", "none"]) == 0
-    assert {r["id"]: r for r in _load(out / "por.json")}[249]["instruction"].endswith("Answer in English.\n\n" + _tail(out))
+    assert {r["id"]: r for r in _load(out / "por.json")}[249]["instruction"].endswith(
+        "Answer in English.\n\n" + _tail(out)
+    )
 
     assert main([*argv, "--exclude-ids", "1,3", "--limit", "4"]) == 0
     assert [r["id"] for r in _load(out / "por.json")] == [2, 4, 5, 6]
@@ -134,16 +145,33 @@ def _tail(out: Path) -> str:
     return {r["id"]: r for r in _load(out / "por.json")}[249]["instruction"].rsplit("\n\n", 1)[1]
 
 
-def test_release_english_split_as_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_release_english_split_as_source(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The authors' english split (797 prompts, already filtered) gives their exact set with
     --exclude-ids none; the default Table 4 list on it is flagged in the manifest."""
     english = tmp_path / "english.json"
-    english.write_text(json.dumps([{"instruction": f"Released prompt {i}", "dataset": "x"} for i in range(1, 798)]))
+    english.write_text(
+        json.dumps([{"instruction": f"Released prompt {i}", "dataset": "x"} for i in range(1, 798)])
+    )
     out = tmp_path / "xl"
-    base = ["--source", str(english), "--langs", "gle", "--out", str(out), "--rewrites-file", "none"]
+    base = [
+        "--source",
+        str(english),
+        "--langs",
+        "gle",
+        "--out",
+        str(out),
+        "--rewrites-file",
+        "none",
+    ]
     assert main([*base, "--exclude-ids", "none"]) == 0
     manifest = _load(out / "manifest.json")
-    assert manifest["prompts_remaining"] == 797 and manifest["exclusion_list"] == "none" and manifest["warnings"] == []
+    assert (
+        manifest["prompts_remaining"] == 797
+        and manifest["exclusion_list"] == "none"
+        and manifest["warnings"] == []
+    )
     assert main(base) == 0
     manifest = _load(out / "manifest.json")
     assert manifest["prompts_remaining"] == 787 and "--exclude-ids none" in manifest["warnings"][0]

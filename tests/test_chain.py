@@ -45,7 +45,9 @@ class Teacher:
         if "Write the question" in text:
             stage = "reverse"
             passage = text.split("\n\n")[1]
-            reply: str | Reply = Reply(text=f"Can you explain why {' '.join(passage.split()[:4])}?", delay=self.delay)
+            reply: str | Reply = Reply(
+                text=f"Can you explain why {' '.join(passage.split()[:4])}?", delay=self.delay
+            )
         elif "Improve the question" in text:
             stage = "refine"
             q = re.search(r"\nQuestion: (.*)\nResponse: ", text).group(1)
@@ -63,12 +65,27 @@ class Teacher:
 
 
 def overrides(base_url: str, tiny_dir: Path, store: Path, **extra: str) -> list[str]:
-    api = ["backend=openai", "model=fake-teacher", f"base_url={base_url}", "gguf_file=null", "max_retries=1"]
+    api = [
+        "backend=openai",
+        "model=fake-teacher",
+        f"base_url={base_url}",
+        "gguf_file=null",
+        "max_retries=1",
+    ]
     out = [f"teacher.{a}" for a in api] + [f"judge.{a}" for a in api]
     for role in ("model", "reference"):
-        out += [f"{role}.model={tiny_dir}", f"{role}.gguf_file=null", f"{role}.sampling.max_tokens=8", f"{role}.batch_size=8"]
+        out += [
+            f"{role}.model={tiny_dir}",
+            f"{role}.gguf_file=null",
+            f"{role}.sampling.max_tokens=8",
+            f"{role}.batch_size=8",
+        ]
     for name in ("smollm2-greedy", "smollm2-sampled"):
-        out += [f"translators.{name}.model={tiny_dir}", f"translators.{name}.gguf_file=null", f"translators.{name}.batch_size=16"]
+        out += [
+            f"translators.{name}.model={tiny_dir}",
+            f"translators.{name}.gguf_file=null",
+            f"translators.{name}.batch_size=16",
+        ]
     out += [
         f"store_dir={store}",
         "seed_data.n=8",
@@ -101,7 +118,12 @@ def teacher_server():
 
 def test_whole_chain_then_rerun_makes_zero_backend_calls(tmp_path, tiny_model_dir, teacher_server):
     # The fake judge answers a pairwise label with logprobs: the both-orders protocol.
-    args = overrides(teacher_server.base_url, tiny_model_dir, tmp_path / "store", **{"eval.judge_protocol": "both_orders"})
+    args = overrides(
+        teacher_server.base_url,
+        tiny_model_dir,
+        tmp_path / "store",
+        **{"eval.judge_protocol": "both_orders"},
+    )
     cfg = compose_cfg(args)
     summary = run(cfg, tmp_path / "run1")
 
@@ -112,10 +134,15 @@ def test_whole_chain_then_rerun_makes_zero_backend_calls(tmp_path, tiny_model_di
     store = Store(tmp_path / "store")
     dataset = store.get("select", gen["select"]["key"]).rows("dataset.jsonl")
     assert {"messages", "lang", "qe_score", "seed_id", "translators"} <= set(dataset[0])
-    assert all(r["messages"][0]["content"].endswith(("Respond in German.", "Respond in French.")) for r in dataset)
+    assert all(
+        r["messages"][0]["content"].endswith(("Respond in German.", "Respond in French."))
+        for r in dataset
+    )
 
     adapter = store.get("sft", summary["stages"]["sft"]["adapter"]["key"]).file("adapter")
-    assert (adapter / "adapter_config.json").exists() and (adapter / "adapter_model.safetensors").exists()
+    assert (adapter / "adapter_config.json").exists() and (
+        adapter / "adapter_model.safetensors"
+    ).exists()
 
     metrics = summary["metrics"]
     assert set(metrics) == {"deu", "fra", "avg"}
@@ -135,10 +162,20 @@ def test_whole_chain_then_rerun_makes_zero_backend_calls(tmp_path, tiny_model_di
 
 
 def test_a_changed_stage_reuses_everything_upstream(tmp_path, tiny_model_dir, teacher_server):
-    base = overrides(teacher_server.base_url, tiny_model_dir, tmp_path / "store", stages="[generate]")
+    base = overrides(
+        teacher_server.base_url, tiny_model_dir, tmp_path / "store", stages="[generate]"
+    )
     first = run(compose_cfg(base), tmp_path / "a")
     stats = first["generation_stats"]  # also stats.json beside the select artifact
-    assert stats == json.loads((tmp_path / "store" / "select" / first["stages"]["generate"]["select"]["key"] / "stats.json").read_text())
+    assert stats == json.loads(
+        (
+            tmp_path
+            / "store"
+            / "select"
+            / first["stages"]["generate"]["select"]["key"]
+            / "stats.json"
+        ).read_text()
+    )
     assert stats["stages"]["seed"]["out"] == 8 == stats["stages"]["reverse"]["in"]
     assert stats["stages"]["select"]["out"] == first["stages"]["generate"]["select"]["rows"]
     assert set(stats["translator_wins"]) == {"smollm2-greedy", "smollm2-sampled"}
@@ -148,7 +185,10 @@ def test_a_changed_stage_reuses_everything_upstream(tmp_path, tiny_model_dir, te
     assert teacher_server.teacher.counts == counts  # no teacher or QE call repeated
     assert second["backend_calls"] == 0
     assert second["stages"]["generate"]["qe"]["key"] == first["stages"]["generate"]["qe"]["key"]
-    assert second["stages"]["generate"]["select"]["key"] != first["stages"]["generate"]["select"]["key"]
+    assert (
+        second["stages"]["generate"]["select"]["key"]
+        != first["stages"]["generate"]["select"]["key"]
+    )
 
 
 def _cli(args: list[str], run_dir: Path) -> list[str]:
@@ -164,8 +204,19 @@ def test_killed_run_resumes_redoing_at_most_one_batch(tmp_path, tiny_model_dir):
     with FakeOpenAI(teacher) as srv:
         # One request in flight: the stage runs one batch at a time, so the kill lands mid-stage.
         # (A wider window is killed mid-window: tests/test_transport.py.)
-        args = overrides(srv.base_url, tiny_model_dir, tmp_path / "store", stages="[generate]", **{"teacher.max_concurrency": "1"})
-        proc = subprocess.Popen(_cli(args, tmp_path / "killed"), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        args = overrides(
+            srv.base_url,
+            tiny_model_dir,
+            tmp_path / "store",
+            stages="[generate]",
+            **{"teacher.max_concurrency": "1"},
+        )
+        proc = subprocess.Popen(
+            _cli(args, tmp_path / "killed"),
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         parts = tmp_path / "store" / "reverse"
         deadline = time.time() + 120
         while time.time() < deadline and not list(parts.glob(".partial-*/parts/batch-*.jsonl")):
@@ -191,7 +242,12 @@ def test_two_processes_produce_an_artifact_once(tmp_path, tiny_model_dir):
     with FakeOpenAI(teacher) as srv:
         args = overrides(srv.base_url, tiny_model_dir, tmp_path / "store", stages="[generate]")
         procs = [
-            subprocess.Popen(_cli(args, tmp_path / f"p{i}"), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            subprocess.Popen(
+                _cli(args, tmp_path / f"p{i}"),
+                env=_env(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
             for i in range(2)
         ]
         for p in procs:
@@ -209,10 +265,18 @@ def test_models_share_one_backend_per_model(tmp_path, tiny_card):
     models.close()
 
 
-def test_data_size_beyond_the_dataset_fails_before_training(tmp_path, tiny_model_dir, teacher_server):
+def test_data_size_beyond_the_dataset_fails_before_training(
+    tmp_path, tiny_model_dir, teacher_server
+):
     from xlexp.config import ConfigError
 
-    args = overrides(teacher_server.base_url, tiny_model_dir, tmp_path / "store", stages="[generate,sft]", data_size="1k")
+    args = overrides(
+        teacher_server.base_url,
+        tiny_model_dir,
+        tmp_path / "store",
+        stages="[generate,sft]",
+        data_size="1k",
+    )
     with pytest.raises(ConfigError) as err:
         run(compose_cfg(args), tmp_path / "run")
     assert err.value.key == "data_size" and "1000" in str(err.value)

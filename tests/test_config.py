@@ -16,7 +16,9 @@ def make(*overrides: str):
         return compose("config", overrides=list(overrides))
 
 
-@pytest.mark.parametrize("value,expected", [(32, 32), ("256", 256), ("2k", 2000), ("8k", 8000), ("32K", 32000)])
+@pytest.mark.parametrize(
+    "value,expected", [(32, 32), ("256", 256), ("2k", 2000), ("8k", 8000), ("32K", 32000)]
+)
 def test_data_size_parsing(value, expected):
     assert parse_data_size(value) == expected
 
@@ -30,7 +32,10 @@ def test_data_size_rejects(value):
 def test_default_tiny_profile_is_valid():
     cfg = make()
     validate(cfg, cuda=False)
-    assert cfg.model.backend == "hf" and list(cfg.translators) == ["smollm2-greedy", "smollm2-sampled"]
+    assert cfg.model.backend == "hf" and list(cfg.translators) == [
+        "smollm2-greedy",
+        "smollm2-sampled",
+    ]
     assert cfg.qe.llm.model == cfg.judge.model  # LLM QE defaults to the judge's model
 
 
@@ -38,10 +43,23 @@ def test_paper_profile_has_paper_settings():
     cfg = make("profile=paper")
     assert cfg.teacher.model == "Qwen/Qwen2.5-72B-Instruct"
     assert [c.model for c in cfg.translators.values()] == [
-        "utter-project/EuroLLM-9B-Instruct", "mistralai/Mistral-Small-24B-Instruct-2501", "google/gemma-2-27b-it"]
-    assert cfg.k == 3 and cfg.judge.model.startswith("gpt-4o-") and cfg.reference.model.startswith("gpt-4o-mini")
-    assert (cfg.sft.r, list(cfg.sft.target_modules), cfg.sft.lr, cfg.sft.warmup_ratio, cfg.sft.batch_size, cfg.seed) == (
-        8, ["q_proj", "v_proj"], 1e-4, 0.03, 8, 1)
+        "utter-project/EuroLLM-9B-Instruct",
+        "mistralai/Mistral-Small-24B-Instruct-2501",
+        "google/gemma-2-27b-it",
+    ]
+    assert (
+        cfg.k == 3
+        and cfg.judge.model.startswith("gpt-4o-")
+        and cfg.reference.model.startswith("gpt-4o-mini")
+    )
+    assert (
+        cfg.sft.r,
+        list(cfg.sft.target_modules),
+        cfg.sft.lr,
+        cfg.sft.warmup_ratio,
+        cfg.sft.batch_size,
+        cfg.seed,
+    ) == (8, ["q_proj", "v_proj"], 1e-4, 0.03, 8, 1)
     assert cfg.model.sampling.temperature == 0.7 and cfg.model.sampling.max_tokens == 2048
     assert cfg.generate.keep == 0.8 and cfg.qe.model == "Unbabel/wmt23-cometkiwi-da-xl"
 
@@ -68,7 +86,10 @@ def test_profile_tiny_brings_an_experiment_down_to_cpu():
         (["seed_data=jsonl", "seed_data.path=/nonexistent.jsonl"], "seed_data.path"),
         (["model.backend=openai", "model.api_key_env=null"], "model.backend"),
         (["teacher.backend=openai", "teacher.max_concurrency=0"], "teacher.max_concurrency"),
-        (["teacher.backend=openai", "teacher.requests_per_minute=0"], "teacher.requests_per_minute"),
+        (
+            ["teacher.backend=openai", "teacher.requests_per_minute=0"],
+            "teacher.requests_per_minute",
+        ),
         (["teacher.backend=openai", "teacher.tokens_per_minute=-5"], "teacher.tokens_per_minute"),
     ],
 )
@@ -132,4 +153,8 @@ def test_missing_mandatory_value_names_the_key():
     cfg = make("profile=paper")
     with pytest.raises(ConfigError) as err:
         validate(cfg, cuda=True)
-    assert err.value.key in ("seed_data.path", "seed_data.name", "eval.path")  # seed_data.name: gated CulturaX, no token
+    assert err.value.key in (
+        "seed_data.path",
+        "seed_data.name",
+        "eval.path",
+    )  # seed_data.name: gated CulturaX, no token

@@ -34,7 +34,10 @@ ABOUT_ENGLISH = "I need to learn English could you help me and make a exercise"
 
 @pytest.fixture
 def alpaca_file(tmp_path: Path) -> Path:
-    rows = [{"id": i, "dataset": "helpful_base", "instruction": f"Question number {i}?"} for i in range(1, 6)]
+    rows = [
+        {"id": i, "dataset": "helpful_base", "instruction": f"Question number {i}?"}
+        for i in range(1, 6)
+    ]
     rows += [
         {"id": 192, "dataset": "oasst", "instruction": ABOUT_ENGLISH},
         {"id": 249, "dataset": "koala", "instruction": PROMPT_249},
@@ -55,7 +58,9 @@ def _rewrites_for_fixture() -> dict[int, str]:
 def test_shipped_rewrites_are_the_reviewed_ids_with_placeholders() -> None:
     rewrites = read_rewrites_file("paper")
     assert sorted(rewrites) == [139, 249, 274]
-    assert all(PLACEHOLDER in t and "English" not in t and "english" not in t for t in rewrites.values())
+    assert all(
+        PLACEHOLDER in t and "English" not in t and "english" not in t for t in rewrites.values()
+    )
     assert rewrites[249].endswith("Answer in {language}.")
     assert rewrites[274].endswith("Please write in {language} language.")
     assert read_rewrites_file(None) == {} and read_rewrites_file("none") == {}
@@ -67,11 +72,18 @@ def test_rewrites_applied_by_the_builder(alpaca_file: Path) -> None:
     xl = build_xl(prompts, ["deu", "hin"], ["Respond in {language}."], rewrites=rewrites)
     by_id = {r["id"]: r for r in xl["deu"]}
     assert by_id[249]["instruction"].startswith(PROMPT_249.replace("English", "German"))
-    assert by_id[274]["instruction"].startswith("Give me a brief scenario of a persona.\n\nPlease write in German language.")
-    assert "English" not in by_id[249]["instruction"] and "Hindi" in {r["id"]: r for r in xl["hin"]}[249]["instruction"]
+    assert by_id[274]["instruction"].startswith(
+        "Give me a brief scenario of a persona.\n\nPlease write in German language."
+    )
+    assert (
+        "English" not in by_id[249]["instruction"]
+        and "Hindi" in {r["id"]: r for r in xl["hin"]}[249]["instruction"]
+    )
     # A prompt about English keeps its wording; only the template is appended.
     assert by_id[192]["instruction"] == ABOUT_ENGLISH + "\n\nRespond in German."
-    assert by_id[249]["english"] == PROMPT_249  # the original English prompt (for reason-then-translate)
+    assert (
+        by_id[249]["english"] == PROMPT_249
+    )  # the original English prompt (for reason-then-translate)
     assert len(xl["deu"]) == 8
 
 
@@ -80,7 +92,10 @@ def test_rewrites_for_another_prompt_file_fail(alpaca_file: Path) -> None:
     with pytest.raises(ValueError, match="prompt 249"):
         check_rewrites(prompts, {249: "Something else entirely in {language}."})
     # The shipped 139 is absent from this subset: skipped, not an error.
-    assert sorted(check_rewrites(prompts, {139: "x {language}", **_rewrites_for_fixture()})) == [249, 274]
+    assert sorted(check_rewrites(prompts, {139: "x {language}", **_rewrites_for_fixture()})) == [
+        249,
+        274,
+    ]
 
 
 def test_custom_rewrites_file_and_bad_file(tmp_path: Path) -> None:
@@ -108,9 +123,29 @@ def test_xl_prompts_apply_rewrites_unless_disabled(alpaca_file: Path) -> None:
         benchmark_rows(cfg)
     rw = alpaca_file.parent / "rw.json"
     rw.write_text(json.dumps({str(k): v for k, v in _rewrites_for_fixture().items()}))
-    rows = {r["id"]: r for r in benchmark_rows(_cfg("eval=xl_alpacaeval", f"eval.path={alpaca_file}", "eval.langs=[por]", f"eval.rewrites={rw}"))["por"]}
+    rows = {
+        r["id"]: r
+        for r in benchmark_rows(
+            _cfg(
+                "eval=xl_alpacaeval",
+                f"eval.path={alpaca_file}",
+                "eval.langs=[por]",
+                f"eval.rewrites={rw}",
+            )
+        )["por"]
+    }
     assert "Answer in Portuguese." in rows[249]["instruction"]
-    plain = {r["id"]: r for r in benchmark_rows(_cfg("eval=xl_alpacaeval", f"eval.path={alpaca_file}", "eval.langs=[por]", "eval.rewrites=null"))["por"]}
+    plain = {
+        r["id"]: r
+        for r in benchmark_rows(
+            _cfg(
+                "eval=xl_alpacaeval",
+                f"eval.path={alpaca_file}",
+                "eval.langs=[por]",
+                "eval.rewrites=null",
+            )
+        )["por"]
+    }
     assert "Answer in English." in plain[249]["instruction"]
 
 
@@ -121,12 +156,18 @@ def test_local_path_missing_names_eval_path(tmp_path: Path) -> None:
 
 
 def test_hub_download_offline_names_eval_hub_repo() -> None:
-    cfg = _cfg("eval=xl_alpacaeval", "profile=paper", "seed_data.source=demo")  # no eval.path: the hub file
+    cfg = _cfg(
+        "eval=xl_alpacaeval", "profile=paper", "seed_data.source=demo"
+    )  # no eval.path: the hub file
     assert sources.prompt_source(cfg.eval) == "hub"
     started = time.time()
     with pytest.raises(ConfigError) as err:
         validate(cfg, cuda=False)
-    assert err.value.key == "eval.hub_repo" and "tatsu-lab/alpaca_eval" in str(err.value) and "eval.path" in str(err.value)
+    assert (
+        err.value.key == "eval.hub_repo"
+        and "tatsu-lab/alpaca_eval" in str(err.value)
+        and "eval.path" in str(err.value)
+    )
     assert time.time() - started < 30  # offline mode fails fast, no network wait
 
 
@@ -137,7 +178,20 @@ def test_release_offline_names_eval_release_repo() -> None:
     assert err.value.key == "eval.release_repo" and "viyer98/XL-AlpacaEval" in str(err.value)
 
 
-RELEASE_SPLITS = ("english", "german", "chinese", "portuguese", "maltese", "irish", "french", "hindi", "finnish", "turkish", "hungarian", "lithuanian")
+RELEASE_SPLITS = (
+    "english",
+    "german",
+    "chinese",
+    "portuguese",
+    "maltese",
+    "irish",
+    "french",
+    "hindi",
+    "finnish",
+    "turkish",
+    "hungarian",
+    "lithuanian",
+)
 
 
 def _release_fixture(root: Path, n: int = 4) -> Path:
@@ -148,12 +202,20 @@ def _release_fixture(root: Path, n: int = 4) -> Path:
     for split in RELEASE_SPLITS:
         lang = split.capitalize()
         rows = [
-            {"instruction": f"Question {i}?" + ("" if split == "english" else f"\n\nAnswer in {lang}."), "output": f"ref {i}", "generator": "gpt-4o-mini", "dataset": "helpful_base"}
+            {
+                "instruction": f"Question {i}?"
+                + ("" if split == "english" else f"\n\nAnswer in {lang}."),
+                "output": f"ref {i}",
+                "generator": "gpt-4o-mini",
+                "dataset": "helpful_base",
+            }
             for i in range(1, n + 1)
         ]
         (root / "data" / f"{split}.json").write_text(json.dumps(rows))
         lines += [f"  - split: {split}", f"    path: data/{split}.json"]
-    (root / "README.md").write_text("\n".join([*lines, "---", "", "# XL-AlpacaEval (test copy)", ""]))
+    (root / "README.md").write_text(
+        "\n".join([*lines, "---", "", "# XL-AlpacaEval (test copy)", ""])
+    )
     return root
 
 
@@ -164,8 +226,13 @@ def test_release_loader_maps_split_names_to_codes(tmp_path: Path) -> None:
     out = sources.load_release(cfg.eval, codes)
     assert list(out) == codes
     assert [r["id"] for r in out["gle"]] == [1, 2, 3, 4]
-    assert out["gle"][1]["instruction"] == "Question 2?\n\nAnswer in Irish." and out["gle"][1]["lang"] == "gle"
-    assert out["eng"][0]["instruction"] == "Question 1?" and out["zho"][0]["dataset"] == "helpful_base"
+    assert (
+        out["gle"][1]["instruction"] == "Question 2?\n\nAnswer in Irish."
+        and out["gle"][1]["lang"] == "gle"
+    )
+    assert (
+        out["eng"][0]["instruction"] == "Question 1?" and out["zho"][0]["dataset"] == "helpful_base"
+    )
     codes_of_splits = {"eng", "deu", "zho", "por", "mlt", "gle", "fra", "hin", "fin", "tur", "hun",
                        "lit"}
     assert {code_of(s) for s in RELEASE_SPLITS} == codes_of_splits
@@ -181,7 +248,9 @@ def test_release_rows_single_split_with_language_column() -> None:
         {"instruction": "Q2 Answer in German.", "language": "deu", "id": 2},
     ]
     out = sources.release_rows({"train": records}, ["deu", "hin"], "repo")
-    assert [r["id"] for r in out["deu"]] == [1, 2] and out["hin"][0]["instruction"] == "Q1 Answer in Hindi."
+    assert [r["id"] for r in out["deu"]] == [1, 2] and out["hin"][0][
+        "instruction"
+    ] == "Q1 Answer in Hindi."
     with pytest.raises(ConfigError) as err:
         sources.release_rows({"train": records}, ["deu", "mlt"], "repo")
     assert err.value.key == "eval.langs"
@@ -200,22 +269,38 @@ def test_m_alpacaeval_translates_the_xl_english_set(alpaca_file: Path) -> None:
     alpaca_file.write_text(json.dumps(rows))
     from xlexp.evaluate.build_xl import select_prompts
 
-    english = select_prompts(sources.english_prompts(cfg.eval), cfg.eval.exclude_ids, cfg.eval.limit)
+    english = select_prompts(
+        sources.english_prompts(cfg.eval), cfg.eval.exclude_ids, cfg.eval.limit
+    )
     assert len(english) == 795 and not {r["id"] for r in english} & set(PAPER_EXCLUDED_IDS)
 
 
 def test_m_alpacaeval_core() -> None:
-    prompts = [{"id": 3, "instruction": "Name a {placeholder} fruit.", "dataset": "d"}, {"id": 4, "instruction": "Why?", "dataset": "d"}]
+    prompts = [
+        {"id": 3, "instruction": "Name a {placeholder} fruit.", "dataset": "d"},
+        {"id": 4, "instruction": "Why?", "dataset": "d"},
+    ]
     convs = mbench.build_prompts(prompts, "hun")
-    assert "into Hungarian" in convs[0][0]["content"] and "Name a {placeholder} fruit." in convs[0][0]["content"]
-    rows = mbench.parse(prompts, [Completion(text=" Nevezz meg egy gyümölcsöt. "), Completion(text="  ")], "hun")
-    assert rows[0] == {"id": 3, "lang": "hun", "english": prompts[0]["instruction"], "dataset": "d", "instruction": "Nevezz meg egy gyümölcsöt."}
+    assert (
+        "into Hungarian" in convs[0][0]["content"]
+        and "Name a {placeholder} fruit." in convs[0][0]["content"]
+    )
+    rows = mbench.parse(
+        prompts, [Completion(text=" Nevezz meg egy gyümölcsöt. "), Completion(text="  ")], "hun"
+    )
+    assert rows[0] == {
+        "id": 3,
+        "lang": "hun",
+        "english": prompts[0]["instruction"],
+        "dataset": "d",
+        "instruction": "Nevezz meg egy gyümölcsöt.",
+    }
     assert rows[1]["reject"] == "empty translation" and "instruction" not in rows[1]
     assert [r["lang"] for r in mbench.english_rows(prompts)] == ["eng", "eng"]
 
 
 def test_benchmark_cli_applies_the_shipped_rewrites(tmp_path: Path) -> None:
-    from xlexp.evaluate.build_xl import main
+    from xlexp.evaluate.build_xl_command import main
 
     rewrites = read_rewrites_file("paper")
     rows = [{"instruction": f"Prompt {i}", "dataset": "x"} for i in range(1, 301)]
@@ -224,21 +309,54 @@ def test_benchmark_cli_applies_the_shipped_rewrites(tmp_path: Path) -> None:
     source = tmp_path / "alpaca_eval.json"
     source.write_text(json.dumps(rows))
     out = tmp_path / "xl"
-    assert main(["--source", str(source), "--langs", "mlt", "--out", str(out), "--rewrites-file", "paper"]) == 0
+    assert (
+        main(
+            [
+                "--source",
+                str(source),
+                "--langs",
+                "mlt",
+                "--out",
+                str(out),
+                "--rewrites-file",
+                "paper",
+            ]
+        )
+        == 0
+    )
     by_id = {r["id"]: r for r in json.loads((out / "mlt.json").read_text())}
-    assert "Answer in Maltese." in by_id[249]["instruction"] and "Please write in Maltese language." in by_id[274]["instruction"]
+    assert (
+        "Answer in Maltese." in by_id[249]["instruction"]
+        and "Please write in Maltese language." in by_id[274]["instruction"]
+    )
     assert json.loads((out / "manifest.json").read_text())["rewritten_ids"] == [139, 249, 274]
-    rows[248]["instruction"] = "Prompt 249"  # a file the list does not belong to: an error, not a silent skip
+    rows[248]["instruction"] = (
+        "Prompt 249"  # a file the list does not belong to: an error, not a silent skip
+    )
     source.write_text(json.dumps(rows))
     with pytest.raises(SystemExit):
-        main(["--source", str(source), "--langs", "mlt", "--out", str(out), "--rewrites-file", "paper"])
+        main(
+            [
+                "--source",
+                str(source),
+                "--langs",
+                "mlt",
+                "--out",
+                str(out),
+                "--rewrites-file",
+                "paper",
+            ]
+        )
 
 
 @pytest.mark.parametrize(
     "overrides, key",
     [
         (["eval.rtt=three_step"], "eval.rtt"),
-        (["eval.rubric=true", "eval.rubric_criteria=[precision,fluency]"], "eval.rubric_criteria[1]"),
+        (
+            ["eval.rubric=true", "eval.rubric_criteria=[precision,fluency]"],
+            "eval.rubric_criteria[1]",
+        ),
         (["eval.prompts=web"], "eval.prompts"),
         (["eval=m_alpacaeval", "eval.translator=null"], "eval.translator"),
         (["eval=m_alpacaeval", "eval.langs=[deu,xx]"], "eval.langs[1]"),

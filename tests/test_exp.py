@@ -19,7 +19,9 @@ from xlexp.config import parse_data_size, register, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPS = sorted(p.stem for p in (ROOT / "conf" / "exp").glob("*.yaml"))
-SCALING_COMMAND = "python -m xlexp +exp=scaling -m data_size=32,256,2k,8k"  # the paper's command, verbatim
+SCALING_COMMAND = (
+    "python -m xlexp +exp=scaling -m data_size=32,256,2k,8k"  # the paper's command, verbatim
+)
 register()
 
 
@@ -57,8 +59,12 @@ def test_there_are_experiments():
 @pytest.mark.parametrize("exp", EXPS)
 def test_experiment_file_is_global_and_says_what_it_reproduces(exp):
     lines = (ROOT / "conf" / "exp" / f"{exp}.yaml").read_text().splitlines()
-    header = lines[: next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))]
-    assert "# @package _global_" in header, f"conf/exp/{exp}.yaml: its header must say '# @package _global_'"
+    header = lines[
+        : next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))
+    ]
+    assert "# @package _global_" in header, (
+        f"conf/exp/{exp}.yaml: its header must say '# @package _global_'"
+    )
     assert any(("Table" in line or "Fig" in line) for line in header), (
         f"conf/exp/{exp}.yaml: its header needs a comment line naming the paper's table/figure"
     )
@@ -89,10 +95,15 @@ def test_the_verbatim_scaling_command_is_documented_and_expands_to_four_jobs():
     assert [parse_data_size(c.data_size) for c in cfgs] == [32, 256, 2000, 8000]
     for cfg in cfgs:  # the paper's models, only data_size differs
         assert cfg.hydra.runtime.choices.profile == "paper"
-        assert cfg.teacher.model == "Qwen/Qwen2.5-72B-Instruct" and cfg.model.model == "utter-project/EuroLLM-9B"
+        assert (
+            cfg.teacher.model == "Qwen/Qwen2.5-72B-Instruct"
+            and cfg.model.model == "utter-project/EuroLLM-9B"
+        )
         assert cfg.logger.group == "scaling"
     first = {k: v for k, v in cfgs[0].items() if k not in ("data_size", "hydra")}
-    assert all({k: v for k, v in c.items() if k not in ("data_size", "hydra")} == first for c in cfgs[1:])
+    assert all(
+        {k: v for k, v in c.items() if k not in ("data_size", "hydra")} == first for c in cfgs[1:]
+    )
 
 
 def test_the_tiny_scaling_sweep_expands_on_the_tiny_profile():

@@ -71,14 +71,19 @@ def test_fig2_base_grid_is_two_models_by_three_sizes() -> None:
         (m, n) for m in ("eurollm-9b", "qwen2.5-7b") for n in (2000, 8000, 32000)
     )
     as_is = jobs_of("python -m xlexp +exp=grid_base stages=[evaluate,report] -m data_size=8k")
-    assert sorted((system(j) for j in as_is), key=str) == [("eurollm-9b", None), ("qwen2.5-7b", None)]
+    assert sorted((system(j) for j in as_is), key=str) == [
+        ("eurollm-9b", None),
+        ("qwen2.5-7b", None),
+    ]
     assert {compose_job(j).hydra.runtime.choices.profile for j in jobs} == {"paper"}
 
 
 def test_fig2_instruct_grid_is_three_models_by_four_sizes() -> None:
     jobs = jobs_of("python -m xlexp +exp=grid_instruct -m")
     models = ("eurollm-9b-instruct", "qwen2.5-7b-instruct", "aya-expanse-8b")
-    assert sorted(system(j) for j in jobs) == sorted((m, n) for m in models for n in (32, 256, 2000, 8000))
+    assert sorted(system(j) for j in jobs) == sorted(
+        (m, n) for m in models for n in (32, 256, 2000, 8000)
+    )
     # The seed corpus does not depend on the size: one generated dataset serves every job.
     assert len({str(compose_job(j).seed_data) for j in jobs}) == 1
 
@@ -98,7 +103,9 @@ def test_table10_instruct_row_sweeps_the_strategies_at_32() -> None:
     jobs = jobs_of("python -m xlexp +exp=selection_instruct -m")
     cfgs = [compose_job(j) for j in jobs]
     assert sorted(c.generate.selection for c in cfgs) == ["best_of_k", "naive", "random"]
-    assert {(c.model.name, parse_data_size(c.data_size)) for c in cfgs} == {("eurollm-9b-instruct", 32)}
+    assert {(c.model.name, parse_data_size(c.data_size)) for c in cfgs} == {
+        ("eurollm-9b-instruct", 32)
+    }
 
 
 def test_the_command_line_wins_over_the_grid_on_the_tiny_profile() -> None:
@@ -111,7 +118,11 @@ def test_tiny_instruct_grid_sweep_runs_end_to_end(tmp_path: Path, tiny_model_dir
 
     teacher = Teacher()
     with FakeOpenAI(teacher) as srv:
-        job = [o for o in overrides(srv.base_url, tiny_model_dir, tmp_path / "store") if not o.startswith("data_size=")]
+        job = [
+            o
+            for o in overrides(srv.base_url, tiny_model_dir, tmp_path / "store")
+            if not o.startswith("data_size=")
+        ]
         cmd = [sys.executable, "-m", "xlexp", "+exp=grid_instruct", "profile=tiny", "-m", "model=smollm2", "data_size=2,4",
                *job, f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
         run_sweep(cmd, timeout=1500)
@@ -120,5 +131,7 @@ def test_tiny_instruct_grid_sweep_runs_end_to_end(tmp_path: Path, tiny_model_dir
     assert [results[n]["stages"]["sft"]["adapter"]["rows"] for n in (0, 1)] == [2, 4]
     assert all(results[n]["metrics"]["avg"]["win_rate"] is not None for n in (0, 1))
     assert {results[n]["system"]["model"] for n in (0, 1)} == {"smollm2-135m"}
-    report = (tmp_path / "sweep" / "report" / "tables.md").read_text()  # the sweep's report callback
+    report = (
+        tmp_path / "sweep" / "report" / "tables.md"
+    ).read_text()  # the sweep's report callback
     assert "+2 instructions" in report and "+4 instructions" in report

@@ -22,14 +22,19 @@ register()
 
 def compose_exp(*overrides: str, hydra_cfg: bool = False):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=["+exp=selection", *overrides], return_hydra_config=hydra_cfg)
+        return compose(
+            "config", overrides=["+exp=selection", *overrides], return_hydra_config=hydra_cfg
+        )
 
 
 def test_sweep_params_name_the_three_strategies():
     cfg = compose_exp("profile=tiny", hydra_cfg=True)
     params = cfg.hydra.sweeper.params
     (sweep,) = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
-    assert sweep.key_or_group == "generate.selection" and list(sweep.sweep_string_iterator()) == STRATEGIES
+    assert (
+        sweep.key_or_group == "generate.selection"
+        and list(sweep.sweep_string_iterator()) == STRATEGIES
+    )
     assert cfg.logger.group == "selection"
 
 
@@ -53,5 +58,8 @@ def test_multirun_launches_one_job_per_strategy(tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     jobs = sorted(p for p in (tmp_path / "multi").iterdir() if p.is_dir())
-    chosen = [yaml.safe_load((j / ".hydra" / "config.yaml").read_text())["generate"]["selection"] for j in jobs]
+    chosen = [
+        yaml.safe_load((j / ".hydra" / "config.yaml").read_text())["generate"]["selection"]
+        for j in jobs
+    ]
     assert chosen == STRATEGIES

@@ -101,7 +101,11 @@ def test_a_fault_finishes_nothing_and_a_healthy_rerun_matches_a_clean_run(tmp_pa
                     "unknown_model": "does not exist", "content_null": "content is null"}[fault]
             assert want in str(failure.value), str(failure.value)
             # The seed artifact needs no model; nothing after it is finished with a failure.
-            assert finished(store, "seed") and not finished(store, "reverse") and not finished(store, "refine")
+            assert (
+                finished(store, "seed")
+                and not finished(store, "reverse")
+                and not finished(store, "refine")
+            )
             if fault == "503":
                 # The breaker: a dead endpoint does not get every item's retries.
                 assert srv.calls < N_SEEDS * 2, srv.calls
@@ -171,11 +175,16 @@ def test_an_outage_during_evaluation_leaves_no_judge_artifact_and_a_rerun_matche
         clean_summary = run(eval_cfg(srv.base_url, tmp_path / "clean"), tmp_path / "run-clean")
 
     def judge_down(body: dict) -> str | Reply:
-        return Reply(503, text="judge overloaded") if body["model"] == "fake-judge" else answer(body)
+        return (
+            Reply(503, text="judge overloaded") if body["model"] == "fake-judge" else answer(body)
+        )
 
     with FakeOpenAI(judge_down) as srv:
         # Both languages' judge calls are in one window: 3 prompts x 2 orders x 2 languages.
-        with pytest.raises(BackendFailure, match=r"judge \(http://127.0.0.1:\d+/v1 model fake-judge\): 12 failed calls: 12x .*503 judge overloaded"):
+        with pytest.raises(
+            BackendFailure,
+            match=r"judge \(http://127.0.0.1:\d+/v1 model fake-judge\): 12 failed calls: 12x .*503 judge overloaded",
+        ):
             run(eval_cfg(srv.base_url, tmp_path / "faulty"), tmp_path / "run-faulty")
         assert not finished(tmp_path / "faulty", "judge")
         assert not (tmp_path / "run-faulty" / "results.md").exists()
@@ -183,4 +192,7 @@ def test_an_outage_during_evaluation_leaves_no_judge_artifact_and_a_rerun_matche
         summary = run(eval_cfg(srv.base_url, tmp_path / "faulty"), tmp_path / "run-healed")
     assert summary["metrics"] == clean_summary["metrics"]
     assert artifact_bytes(tmp_path / "faulty") == artifact_bytes(tmp_path / "clean")
-    assert json.loads((tmp_path / "run-healed" / "results.json").read_text())["metrics"] == clean_summary["metrics"]
+    assert (
+        json.loads((tmp_path / "run-healed" / "results.json").read_text())["metrics"]
+        == clean_summary["metrics"]
+    )

@@ -19,8 +19,18 @@ NAMES = ["A", "B"]
 STAGE_COUNTS = {
     "seed": {"read": 10, "too_short": 2, "too_long": 1, "duplicate": 1, "out": 6},
     "reverse": {"in": 6, "out": 5, "rejects": 1, "reject_reasons": {"empty instruction": 1}},
-    "refine": {"in": 5, "out": 3, "rejects": 2, "reject_reasons": {"no 'Question:' / 'Response:' fields": 2}},
-    "translate": {"items": 3, "sentence_jobs": 4, "translations": 8, "rejected_translations": {"B: empty translation": 2}},
+    "refine": {
+        "in": 5,
+        "out": 3,
+        "rejects": 2,
+        "reject_reasons": {"no 'Question:' / 'Response:' fields": 2},
+    },
+    "translate": {
+        "items": 3,
+        "sentence_jobs": 4,
+        "translations": 8,
+        "rejected_translations": {"B: empty translation": 2},
+    },
     "qe": {"scored_pairs": 6, "failed": 1, "reject_reasons": {"no 1-5 rating in QE answer": 1}},
 }
 
@@ -28,9 +38,20 @@ STAGE_COUNTS = {
 def item(item_id: str, lang: str, sentences: list[str], candidates: list[list[str | None]]) -> dict:
     segs = []
     for i, s in enumerate(sentences):
-        segs += ([{"text": " ", "translate": False}] if i else []) + [{"text": s, "translate": True}]
-    return {"id": item_id, "seed_id": item_id, "lang": lang, "instruction": "Q? Respond in X.", "question": "Q?",
-            "response": " ".join(sentences), "segments": segs, "sentences": sentences, "candidates": candidates}
+        segs += ([{"text": " ", "translate": False}] if i else []) + [
+            {"text": s, "translate": True}
+        ]
+    return {
+        "id": item_id,
+        "seed_id": item_id,
+        "lang": lang,
+        "instruction": "Q? Respond in X.",
+        "question": "Q?",
+        "response": " ".join(sentences),
+        "segments": segs,
+        "sentences": sentences,
+        "candidates": candidates,
+    }
 
 
 @pytest.fixture
@@ -58,32 +79,66 @@ def test_stats_on_hand_made_rows(case):
     assert [r["id"] for r in kept] == ["one"]
     assert stats["rows"] == 1 and stats["rows_by_lang"] == {"deu": 1}
     assert stats["mean_qe_by_lang"] == {"deu": pytest.approx(0.85)}
-    assert stats["mean_qe_by_lang_before_filter"] == {"deu": pytest.approx(0.85), "fra": pytest.approx(0.5)}
+    assert stats["mean_qe_by_lang_before_filter"] == {
+        "deu": pytest.approx(0.85),
+        "fra": pytest.approx(0.5),
+    }
     # Every scored candidate counts: A = (0.2 + 0.8 + 0.5) / 3, B = (0.9 + 0.3) / 2.
     assert stats["mean_qe_by_translator"] == {"A": pytest.approx(0.5), "B": pytest.approx(0.6)}
-    assert stats["mean_qe_by_translator_lang"] == {"A": {"deu": pytest.approx(0.5), "fra": pytest.approx(0.5)},
-                                                   "B": {"deu": pytest.approx(0.6)}}
+    assert stats["mean_qe_by_translator_lang"] == {
+        "A": {"deu": pytest.approx(0.5), "fra": pytest.approx(0.5)},
+        "B": {"deu": pytest.approx(0.6)},
+    }
     assert stats["translator_wins"] == {"A": 2, "B": 1}  # a2 and c1; b1
     assert stats["translator_win_share"] == {"A": pytest.approx(2 / 3), "B": pytest.approx(1 / 3)}
     assert stats["translator_wins_kept"] == {"A": 1, "B": 1}
 
     stages = stats["stages"]
     assert list(stages) == ["seed", "reverse", "refine", "translate", "qe", "select"]
-    assert stages["seed"] == {"in": 10, "out": 6, "rejects": 4, "reject_reasons": {"too_short": 2, "too_long": 1, "duplicate": 1}}
-    assert stages["reverse"] == {"in": 6, "out": 5, "rejects": 1, "reject_reasons": {"empty instruction": 1}}
+    assert stages["seed"] == {
+        "in": 10,
+        "out": 6,
+        "rejects": 4,
+        "reject_reasons": {"too_short": 2, "too_long": 1, "duplicate": 1},
+    }
+    assert stages["reverse"] == {
+        "in": 6,
+        "out": 5,
+        "rejects": 1,
+        "reject_reasons": {"empty instruction": 1},
+    }
     assert stages["refine"]["rejects"] == 2 and stages["refine"]["out"] == 3
-    assert stages["translate"]["reject_reasons"] == {"B: empty translation": 2} and stages["translate"]["rejects"] == 2
-    assert stages["qe"] == {"in": 6, "out": 5, "rejects": 1, "reject_reasons": {"no 1-5 rating in QE answer": 1}}
-    assert stages["select"] == {"in": 3, "out": 1, "before_filter": 2, "dropped_by_qe_filter": 1, "rejects": 1,
-                                "reject_reasons": {"no valid translation": 1}}
+    assert (
+        stages["translate"]["reject_reasons"] == {"B: empty translation": 2}
+        and stages["translate"]["rejects"] == 2
+    )
+    assert stages["qe"] == {
+        "in": 6,
+        "out": 5,
+        "rejects": 1,
+        "reject_reasons": {"no 1-5 rating in QE answer": 1},
+    }
+    assert stages["select"] == {
+        "in": 3,
+        "out": 1,
+        "before_filter": 2,
+        "dropped_by_qe_filter": 1,
+        "rejects": 1,
+        "reject_reasons": {"no valid translation": 1},
+    }
 
 
 def test_naive_selection_credits_only_the_first_translator(case):
     translations, scores, _, _ = case
     chosen = [select.choose(t, scores, NAMES, "naive") for t in translations]
-    stats = generation_stats({}, translations, scores, chosen, [r for r in chosen if "reject" not in r], NAMES)
+    stats = generation_stats(
+        {}, translations, scores, chosen, [r for r in chosen if "reject" not in r], NAMES
+    )
     assert stats["translator_wins"] == {"A": 3, "B": 0}
-    assert stats["mean_qe_by_lang"] == {"deu": pytest.approx(0.5), "fra": pytest.approx(0.5)}  # (0.2 + 0.8) / 2
+    assert stats["mean_qe_by_lang"] == {
+        "deu": pytest.approx(0.5),
+        "fra": pytest.approx(0.5),
+    }  # (0.2 + 0.8) / 2
     assert list(stats["stages"]) == ["select"]  # no upstream counts given: only what select saw
 
 

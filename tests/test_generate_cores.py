@@ -22,31 +22,58 @@ def test_reverse_parses_and_rejects_with_reasons():
 
 def test_refine_parses_fields_and_records_garbage():
     pair = {"id": "p1", "seed_id": "p1", "question": "Bees?", "response": PASSAGE["text"]}
-    out = refine.parse_one(pair, Completion(text="**Question:** How is honey made?\n**Response:** Bees make honey. It keeps."))
-    assert out["question"] == "How is honey made?" and out["response"] == "Bees make honey. It keeps."
+    out = refine.parse_one(
+        pair,
+        Completion(
+            text="**Question:** How is honey made?\n**Response:** Bees make honey. It keeps."
+        ),
+    )
+    assert (
+        out["question"] == "How is honey made?" and out["response"] == "Bees make honey. It keeps."
+    )
     assert out["original_question"] == "Bees?"
     bad = refine.parse_one(pair, Completion(text="I cannot help with that."))
     assert bad["reject"] == "no 'Question:' / 'Response:' fields" and bad["raw"]
     short = refine.parse_one(pair, Completion(text="Question: Q?\nResponse: Hi."))
     assert "lost" in short["reject"]
-    for criterion in ("self-sufficiency", "naturalness", "precision", "informativeness", "do not add knowledge"):
+    for criterion in (
+        "self-sufficiency",
+        "naturalness",
+        "precision",
+        "informativeness",
+        "do not add knowledge",
+    ):
         assert criterion in refine.build_prompts([pair])[0][0]["content"]
 
 
 def test_language_assignment_is_balanced_seeded_and_suffixed():
     pairs = [{"id": f"p{i}", "question": f"Q{i}?", "response": "R."} for i in range(10)]
-    items = translate.assign_languages(pairs, ["deu", "fra"], "one", ["Respond in {language}."], seed=1)
+    items = translate.assign_languages(
+        pairs, ["deu", "fra"], "one", ["Respond in {language}."], seed=1
+    )
     assert [i["lang"] for i in items].count("deu") == 5
-    assert items == translate.assign_languages(pairs, ["deu", "fra"], "one", ["Respond in {language}."], seed=1)
-    assert items[0]["instruction"].endswith("Respond in German.") or items[0]["instruction"].endswith("Respond in French.")
-    every = translate.assign_languages(pairs, ["deu", "fra"], "all", ["Respond in {language}."], seed=1)
+    assert items == translate.assign_languages(
+        pairs, ["deu", "fra"], "one", ["Respond in {language}."], seed=1
+    )
+    assert items[0]["instruction"].endswith("Respond in German.") or items[0][
+        "instruction"
+    ].endswith("Respond in French.")
+    every = translate.assign_languages(
+        pairs, ["deu", "fra"], "all", ["Respond in {language}."], seed=1
+    )
     assert len(every) == 20 and {i["id"] for i in every} >= {"p0-deu", "p0-fra"}
 
 
 def test_translation_jobs_are_unique_and_parse_strips_labels():
     items = translate.assign_languages(
-        [{"id": "a", "question": "Q", "response": "Same one. Same two."}, {"id": "b", "question": "Q", "response": "Same one."}],
-        ["deu"], "one", ["Respond in {language}."], seed=1,
+        [
+            {"id": "a", "question": "Q", "response": "Same one. Same two."},
+            {"id": "b", "question": "Q", "response": "Same one."},
+        ],
+        ["deu"],
+        "one",
+        ["Respond in {language}."],
+        seed=1,
     )
     translate.add_segments(items, PysbdSplitter())
     assert translate.jobs(items) == [("Same one.", "deu"), ("Same two.", "deu")]
@@ -64,9 +91,19 @@ def test_qe_score_from_logprobs_and_text():
 
 def _item(cands, sentences=("S1.", "S2.")):
     return {
-        "id": "x-deu", "seed_id": "x", "lang": "deu", "instruction": "Q? Respond in German.", "question": "Q?",
-        "response": "S1. S2.", "segments": [{"text": "S1.", "translate": True}, {"text": " ", "translate": False}, {"text": "S2.", "translate": True}],
-        "sentences": list(sentences), "candidates": cands,
+        "id": "x-deu",
+        "seed_id": "x",
+        "lang": "deu",
+        "instruction": "Q? Respond in German.",
+        "question": "Q?",
+        "response": "S1. S2.",
+        "segments": [
+            {"text": "S1.", "translate": True},
+            {"text": " ", "translate": False},
+            {"text": "S2.", "translate": True},
+        ],
+        "sentences": list(sentences),
+        "candidates": cands,
     }
 
 
@@ -96,12 +133,19 @@ def test_filter_keeps_exactly_top_share_and_random_ignores_qe():
 def test_unique_triples_dedup():
     items = [_item([["a1", "a1"], ["a2", None]]), _item([["a1", "b1"], ["a2", "b2"]])]
     triples = qe.unique_triples(items)
-    assert sorted(triples) == sorted([("S1.", "a1", "deu"), ("S2.", "a2", "deu"), ("S1.", "b1", "deu"), ("S2.", "b2", "deu")])
+    assert sorted(triples) == sorted(
+        [("S1.", "a1", "deu"), ("S2.", "a2", "deu"), ("S1.", "b1", "deu"), ("S2.", "b2", "deu")]
+    )
 
 
 def test_streamed_jobs_equal_the_job_list_and_are_yielded_before_all_items_are_split():
-    pairs = [{"id": f"p{i}", "question": "Q", "response": f"First {i % 3}. Second {i}. Third."} for i in range(8)]
-    items = translate.assign_languages(pairs, ["deu", "fra"], "all", ["Respond in {language}."], seed=1)
+    pairs = [
+        {"id": f"p{i}", "question": "Q", "response": f"First {i % 3}. Second {i}. Third."}
+        for i in range(8)
+    ]
+    items = translate.assign_languages(
+        pairs, ["deu", "fra"], "all", ["Respond in {language}."], seed=1
+    )
 
     class CountingSplitter(PysbdSplitter):
         calls = 0

@@ -35,7 +35,11 @@ def test_a_bad_prompts_file_is_one_line_naming_eval_path(tmp_path, content, mess
     path = tmp_path / "prompts.json"
     path.write_bytes(content)
     with pytest.raises(ConfigError) as err:
-        check_eval_inputs(OmegaConf.create({"path": str(path), "limit": None, "benchmark": "xl_alpacaeval", "prompts": "hub"}))
+        check_eval_inputs(
+            OmegaConf.create(
+                {"path": str(path), "limit": None, "benchmark": "xl_alpacaeval", "prompts": "hub"}
+            )
+        )
     text = str(err.value)
     assert text.startswith("eval.path: ") and message in text and "\n" not in text, text
 
@@ -43,7 +47,10 @@ def test_a_bad_prompts_file_is_one_line_naming_eval_path(tmp_path, content, mess
 def test_good_prompts_files_pass(tmp_path):
     (tmp_path / "a.json").write_text(json.dumps(GOOD))
     (tmp_path / "b.jsonl").write_text("\n".join(json.dumps(r) for r in GOOD) + "\n\n")
-    assert check_prompts_file(tmp_path / "a.json") == 2 and check_prompts_file(tmp_path / "b.jsonl") == 2
+    assert (
+        check_prompts_file(tmp_path / "a.json") == 2
+        and check_prompts_file(tmp_path / "b.jsonl") == 2
+    )
 
 
 @pytest.mark.parametrize("limit", [0, -1, 2.5, True])
@@ -60,15 +67,23 @@ def seed_cfg(path) -> object:
 
 @pytest.mark.parametrize(
     "content, message",
-    [(b"", "is empty"), (b"\n  \n", "is empty"), (b'{"text": "\xff\xfe"}\n', "is not UTF-8 (byte 10)"),
-     (b'{"text": "caf\xc3', "is not UTF-8 (it ends mid-character)")],
+    [
+        (b"", "is empty"),
+        (b"\n  \n", "is empty"),
+        (b'{"text": "\xff\xfe"}\n', "is not UTF-8 (byte 10)"),
+        (b'{"text": "caf\xc3', "is not UTF-8 (it ends mid-character)"),
+    ],
 )
-def test_an_empty_or_non_utf8_seed_file_is_one_line_naming_seed_data_path(tmp_path, content, message):
+def test_an_empty_or_non_utf8_seed_file_is_one_line_naming_seed_data_path(
+    tmp_path, content, message
+):
     path = tmp_path / "seeds.jsonl"
     path.write_bytes(content)
     with pytest.raises(ConfigError) as err:
         seed.check_local(seed_cfg(path))
-    assert str(err.value).startswith("seed_data.path: ") and message in str(err.value), str(err.value)
+    assert str(err.value).startswith("seed_data.path: ") and message in str(err.value), str(
+        err.value
+    )
 
 
 def test_a_missing_seed_file_is_named(tmp_path):
@@ -80,8 +95,12 @@ def test_a_seed_path_with_glob_characters_that_exists_is_read(tmp_path):
     folder = tmp_path / "seeds v[1]"
     folder.mkdir()
     path = folder / "seeds.jsonl"
-    path.write_text(json.dumps({"text": "A passage about rivers and the sea, long enough to keep."}) + "\n")
-    cfg = OmegaConf.create({"source": "jsonl", "path": str(path), "shuffle_buffer": 10, "name": None})
+    path.write_text(
+        json.dumps({"text": "A passage about rivers and the sea, long enough to keep."}) + "\n"
+    )
+    cfg = OmegaConf.create(
+        {"source": "jsonl", "path": str(path), "shuffle_buffer": 10, "name": None}
+    )
     assert seed.local_files(str(path)) == [str(path)]
     seed.check_local(cfg)
     rows = list(seed.stream(cfg, seed=1))

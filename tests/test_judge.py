@@ -48,7 +48,10 @@ def test_conversation_has_both_outputs_in_slots() -> None:
 def test_plan_both_orders_puts_system_in_the_named_slot() -> None:
     reqs = requests(plan(ROWS, SYS, REF))
     assert len(reqs) == 2 * len(ROWS)
-    assert [(r["lang"], r["id"], r["order"]) for r in reqs[:2]] == [("deu", 1, "sr"), ("deu", 1, "rs")]
+    assert [(r["lang"], r["id"], r["order"]) for r in reqs[:2]] == [
+        ("deu", 1, "sr"),
+        ("deu", 1, "rs"),
+    ]
     sr, rs = reqs[0]["conversation"][1]["content"], reqs[1]["conversation"][1]["content"]
     assert sr.index("system answer deu 1") < sr.index("reference answer deu 1")
     assert rs.index("reference answer deu 1") < rs.index("system answer deu 1")
@@ -61,10 +64,19 @@ def test_identical_and_missing_outputs_never_reach_the_judge(protocol: str) -> N
     ref_outs = ["same", "ref", None, "ref"]
     entries = plan(rows, sys_outs, ref_outs, protocol)
     assert [e["status"] for e in entries] == ["identical", "failed", "failed", "failed"]
-    assert [e.get("reason") for e in entries[1:]] == ["missing system output", "missing reference output", "missing system output"]
+    assert [e.get("reason") for e in entries[1:]] == [
+        "missing system output",
+        "missing reference output",
+        "missing system output",
+    ]
     assert judge.conversations(entries) == []
     out = combine(entries, [], protocol)
-    assert [(r["status"], r["preference"]) for r in out] == [("identical", 0.5), ("failed", None), ("failed", None), ("failed", None)]
+    assert [(r["status"], r["preference"]) for r in out] == [
+        ("identical", 0.5),
+        ("failed", None),
+        ("failed", None),
+        ("failed", None),
+    ]
     with pytest.raises(ValueError, match="unknown judge protocol"):
         judge.plan("one_order", rows, sys_outs, ref_outs)
 
@@ -91,7 +103,10 @@ def test_parse_text_only() -> None:
     assert parse_verdict("Answer: **b**", None) == (1.0, None)
     assert parse_verdict("<think>A or B? B is in German.</think>\nOutput B", None) == (1.0, None)
     # Logprobs whose top token is not a label defer to the text.
-    assert parse_verdict("Output A", [{"Output": lp(0.9), "B": lp(0.05)}, {" A": lp(0.99)}]) == (0.0, None)
+    assert parse_verdict("Output A", [{"Output": lp(0.9), "B": lp(0.05)}, {" A": lp(0.99)}]) == (
+        0.0,
+        None,
+    )
 
 
 @pytest.mark.parametrize(
@@ -131,13 +146,20 @@ def test_combine_flips_orders() -> None:
     # A judge that always says "A" (pure position bias) gives every row a 0.5 preference.
     always_a = combine(entries, [Completion(text="A") for _ in reqs])
     assert len(always_a) == len(ROWS)
-    assert all(r["preference"] == 0.5 and not r["malformed"] and r["status"] == "judged" for r in always_a)
+    assert all(
+        r["preference"] == 0.5 and not r["malformed"] and r["status"] == "judged" for r in always_a
+    )
     # A judge that always picks the system output, whatever its slot.
     prefers_system = [Completion(text="A" if r["order"] == "sr" else "B") for r in reqs]
     assert all(r["preference"] == 1.0 for r in combine(entries, prefers_system))
     # Logprob-based soft verdicts, flipped per order and averaged: (1 - 0.2 + 0.6) / 2 = 0.7.
     soft = [
-        Completion(text="B", logprobs=[{"B": lp(0.2), "A": lp(0.8)} if r["order"] == "sr" else {"B": lp(0.6), "A": lp(0.4)}])
+        Completion(
+            text="B",
+            logprobs=[
+                {"B": lp(0.2), "A": lp(0.8)} if r["order"] == "sr" else {"B": lp(0.6), "A": lp(0.4)}
+            ],
+        )
         for r in reqs
     ]
     row = combine(entries, soft)[0]
@@ -155,8 +177,13 @@ def test_combine_records_malformed_and_never_guesses() -> None:
     ]
     first, second = combine(entries, comps)
     assert first["preference"] == 0.0 and first["status"] == "judged"
-    assert first["malformed"] == [{"order": "rs", "reason": "no verdict in text", "text": "I cannot decide."}]
+    assert first["malformed"] == [
+        {"order": "rs", "reason": "no verdict in text", "text": "I cannot decide."}
+    ]
     assert second["preference"] is None and second["status"] == "malformed"
-    assert [m["reason"] for m in second["malformed"]] == ["backend error: HTTP 500", "empty verdict"]
+    assert [m["reason"] for m in second["malformed"]] == [
+        "backend error: HTTP 500",
+        "empty verdict",
+    ]
     with pytest.raises(ValueError):
         combine(entries, comps[:3])

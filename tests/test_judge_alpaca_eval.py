@@ -34,7 +34,14 @@ def fake_judge_top_logprobs(messages: list[dict]) -> dict[str, float]:
 
 
 def _fixture(n: int = 60) -> tuple[list[dict], list[str], list[str]]:
-    rows = [{"id": i, "lang": "deu", "instruction": f"Frage {i}: erkläre Thema {i * 7 % 11}.\n\nAnswer in German."} for i in range(n)]
+    rows = [
+        {
+            "id": i,
+            "lang": "deu",
+            "instruction": f"Frage {i}: erkläre Thema {i * 7 % 11}.\n\nAnswer in German.",
+        }
+        for i in range(n)
+    ]
     systems = [("good " if i % 3 else "plain ") + f"Antwort {i}" for i in range(n)]
     references = [("good " if i % 4 == 0 else "meh ") + f"Reference {i}" for i in range(n)]
     for i in (5, 17, 33):  # identical outputs: a tie without a judge call
@@ -42,7 +49,9 @@ def _fixture(n: int = 60) -> tuple[list[dict], list[str], list[str]]:
     return rows, systems, references
 
 
-def _alpaca_eval_win_rate(rows: list[dict], systems: list[str], references: list[str]) -> tuple[float, int, list[str]]:
+def _alpaca_eval_win_rate(
+    rows: list[dict], systems: list[str], references: list[str]
+) -> tuple[float, int, list[str]]:
     """alpaca_eval's own pipeline on the same fixture, its judge call replaced by the fake judge."""
     import pandas as pd
 
@@ -52,7 +61,11 @@ def _alpaca_eval_win_rate(rows: list[dict], systems: list[str], references: list
         from alpaca_eval.annotators import PairwiseAnnotator
         from alpaca_eval.metrics import get_winrate
 
-        annotator = PairwiseAnnotator(annotators_config=alpaca_judge.ANNOTATOR, caching_path=None, is_avoid_reannotations=False)
+        annotator = PairwiseAnnotator(
+            annotators_config=alpaca_judge.ANNOTATOR,
+            caching_path=None,
+            is_avoid_reannotations=False,
+        )
         sent: list[str] = []
 
         def fake_completions(prompts: list[str], **kwargs) -> dict:
@@ -60,23 +73,49 @@ def _alpaca_eval_win_rate(rows: list[dict], systems: list[str], references: list
             completions = []
             for prompt in prompts:
                 top = fake_judge_top_logprobs(utils.prompt_to_chatml(prompt))
-                completions.append({"logprobs": {"content": [{"token": max(top, key=lambda t: top[t] if top[t] == top[t] else -1e9),
-                                                               "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top.items()]}]}})
+                completions.append(
+                    {
+                        "logprobs": {
+                            "content": [
+                                {
+                                    "token": max(
+                                        top, key=lambda t: top[t] if top[t] == top[t] else -1e9
+                                    ),
+                                    "top_logprobs": [
+                                        {"token": t, "logprob": lp} for t, lp in top.items()
+                                    ],
+                                }
+                            ]
+                        }
+                    }
+                )
             n = len(prompts)
-            return {"completions": ["x"] * n, "completions_all": completions, "price_per_example": [0.0] * n, "time_per_example": [0.0] * n}
+            return {
+                "completions": ["x"] * n,
+                "completions_all": completions,
+                "price_per_example": [0.0] * n,
+                "time_per_example": [0.0] * n,
+            }
 
         (single,) = annotator.annotators.values()
         single.fn_completions = fake_completions
         df = pd.DataFrame(
-            {"instruction": [r["instruction"] for r in rows], "output_1": references, "output_2": systems,
-             "generator_1": "reference", "generator_2": "system"}
+            {
+                "instruction": [r["instruction"] for r in rows],
+                "output_1": references,
+                "output_2": systems,
+                "generator_1": "reference",
+                "generator_2": "system",
+            }
         )
         annotations = annotator.annotate_pairs(df)
         result = get_winrate(annotations)
     return float(result["win_rate"]), int(result["n_total"]), sent
 
 
-def _xlexp_rows(rows: list[dict], systems: list, references: list) -> tuple[list[dict], list[list[dict]]]:
+def _xlexp_rows(
+    rows: list[dict], systems: list, references: list
+) -> tuple[list[dict], list[list[dict]]]:
     entries = judge.plan("alpaca_eval", rows, systems, references)
     convs = judge.conversations(entries)
     comps = [Completion(text="m", logprobs=[fake_judge_top_logprobs(c)]) for c in convs]
@@ -108,14 +147,20 @@ def test_one_order_per_prompt_drawn_as_alpaca_eval_draws_it() -> None:
     assert all(len(e["requests"]) <= 1 for e in entries)
     # The draw follows the instruction text (and alpaca_eval's seed), not the row's position.
     again = judge.plan("alpaca_eval", rows[::-1], systems[::-1], references[::-1])
-    assert [e["requests"] and e["requests"][0]["order"] for e in again][::-1] == [e["requests"] and e["requests"][0]["order"] for e in entries]
+    assert [e["requests"] and e["requests"][0]["order"] for e in again][::-1] == [
+        e["requests"] and e["requests"][0]["order"] for e in entries
+    ]
     sr = next(e for e in entries if e["requests"] and e["requests"][0]["order"] == "sr")
     user = sr["requests"][0]["conversation"][-1]["content"]
     assert _SLOT_M.search(user).group(1) == systems[sr["id"]]  # "sr": the system in slot m
 
 
 def test_sampling_and_prompt_come_from_the_installed_config() -> None:
-    assert judge.sampling_kwargs("alpaca_eval") == {"max_tokens": 1, "temperature": 1.0, "logprobs": 5}
+    assert judge.sampling_kwargs("alpaca_eval") == {
+        "max_tokens": 1,
+        "temperature": 1.0,
+        "logprobs": 5,
+    }
     assert "model_identifier" in judge.prompt_digest_input("alpaca_eval")
     assert judge.prompt_digest_input("both_orders") == judge.PROMPT
 

@@ -33,7 +33,10 @@ TABLE: list[tuple[str, str | None]] = [
     ("人工智能是计算机科学的一个分支，它研究如何让机器像人一样思考。", "zho"),
     ("人工智慧是電腦科學的一個分支，它研究如何讓機器像人一樣思考。", "zho"),
     # Romanised Hindi counts as Hindi.
-    ("Mera naam Rahul hai aur main Delhi mein rehta hoon. Mujhe cricket khelna bahut accha lagta hai.", "hin"),
+    (
+        "Mera naam Rahul hai aur main Delhi mein rehta hoon. Mujhe cricket khelna bahut accha lagta hai.",
+        "hin",
+    ),
     ("Aap kaise hain? Main theek hoon, lekin aaj bahut kaam hai aur mujhe office jana hai.", "hin"),
     # Code only, data only, numbers, formulas: undetermined (not English, not Chinese).
     (CODE_PY, None),
@@ -54,25 +57,71 @@ TABLE: list[tuple[str, str | None]] = [
     ("是的。", None),
     ("हाँ।", None),
     # Code with prose around it: the prose decides.
-    ("Hier ist eine Funktion, die zwei Zahlen addiert und das Ergebnis zurückgibt:\n\n" + CODE_PY, "deu"),
-    ("Voici une fonction qui additionne deux nombres et renvoie le résultat :\n\n" + CODE_PY, "fra"),
-    ("Bu fonksiyon iki sayıyı toplar ve sonucu döndürür. Örnek: `add(2, 3)` sonucu verir.\n\n" + CODE_PY, "tur"),
-    ("Tämä kysely hakee kaikki yli kolmekymmentä vuotta vanhat käyttäjät nimen mukaan:\n\n" + SQL_ONLY, "fin"),
-    ("Lisätietoja löydät osoitteesta https://example.com/docs ja dokumentaatiosta, joka on hyvin kattava.", "fin"),
+    (
+        "Hier ist eine Funktion, die zwei Zahlen addiert und das Ergebnis zurückgibt:\n\n"
+        + CODE_PY,
+        "deu",
+    ),
+    (
+        "Voici une fonction qui additionne deux nombres et renvoie le résultat :\n\n" + CODE_PY,
+        "fra",
+    ),
+    (
+        "Bu fonksiyon iki sayıyı toplar ve sonucu döndürür. Örnek: `add(2, 3)` sonucu verir.\n\n"
+        + CODE_PY,
+        "tur",
+    ),
+    (
+        "Tämä kysely hakee kaikki yli kolmekymmentä vuotta vanhat käyttäjät nimen mukaan:\n\n"
+        + SQL_ONLY,
+        "fin",
+    ),
+    (
+        "Lisätietoja löydät osoitteesta https://example.com/docs ja dokumentaatiosta, joka on hyvin kattava.",
+        "fin",
+    ),
     # An English preamble before a target-language answer: the answer's language.
-    (PREAMBLE.format(lang="German") + "Der Hund schläft im Garten, weil es heute sehr warm ist. Er liegt im Schatten unter dem großen Baum.", "deu"),
-    (PREAMBLE.format(lang="Hungarian") + "A kutya a kertben alszik, mert ma nagyon meleg van. A nagy fa árnyékában fekszik egész délután.", "hun"),
-    (PREAMBLE.format(lang="Portuguese") + "O cão está a dormir no jardim porque hoje está muito calor. Está deitado à sombra da grande árvore.", "por"),
-    (PREAMBLE.format(lang="Chinese") + "我今天很高兴，因为天气很好，我们去公园散步了，还吃了冰淇淋。", "zho"),
+    (
+        PREAMBLE.format(lang="German")
+        + "Der Hund schläft im Garten, weil es heute sehr warm ist. Er liegt im Schatten unter dem großen Baum.",
+        "deu",
+    ),
+    (
+        PREAMBLE.format(lang="Hungarian")
+        + "A kutya a kertben alszik, mert ma nagyon meleg van. A nagy fa árnyékában fekszik egész délután.",
+        "hun",
+    ),
+    (
+        PREAMBLE.format(lang="Portuguese")
+        + "O cão está a dormir no jardim porque hoje está muito calor. Está deitado à sombra da grande árvore.",
+        "por",
+    ),
+    (
+        PREAMBLE.format(lang="Chinese")
+        + "我今天很高兴，因为天气很好，我们去公园散步了，还吃了冰淇淋。",
+        "zho",
+    ),
     # Mixed: most of the prose decides.
-    ("The dog is sleeping in the garden because it is very warm today and the sun is shining brightly.\n\n"
-     "It will wake up in the evening when it is cooler, and then it will want its dinner and a long walk.\n\n"
-     "Der Hund schläft.", "eng"),
-    ("Il-kelb qed jorqod fil-ġnien għax illum sħun ħafna u x-xemx tiddi fuq il-ħajt.\n\n"
-     "Se jqum filgħaxija meta jkun iktar frisk, u mbagħad irid jiekol.\n\nThe dog sleeps.", "mlt"),
+    (
+        "The dog is sleeping in the garden because it is very warm today and the sun is shining brightly.\n\n"
+        "It will wake up in the evening when it is cooler, and then it will want its dinner and a long walk.\n\n"
+        "Der Hund schläft.",
+        "eng",
+    ),
+    (
+        "Il-kelb qed jorqod fil-ġnien għax illum sħun ħafna u x-xemx tiddi fuq il-ħajt.\n\n"
+        "Se jqum filgħaxija meta jkun iktar frisk, u mbagħad irid jiekol.\n\nThe dog sleeps.",
+        "mlt",
+    ),
     # Markdown around the prose does not change it.
-    ("## Vastaus\n\n- **Koira** nukkuu puutarhassa.\n- Tänään on *todella* lämmin ja aurinkoinen päivä.", "fin"),
-    ("| Nome | Idade |\n|---|---|\n| Ana | 30 |\n\nA Ana tem trinta anos e mora em Lisboa com a família dela.", "por"),
+    (
+        "## Vastaus\n\n- **Koira** nukkuu puutarhassa.\n- Tänään on *todella* lämmin ja aurinkoinen päivä.",
+        "fin",
+    ),
+    (
+        "| Nome | Idade |\n|---|---|\n| Ana | 30 |\n\nA Ana tem trinta anos e mora em Lisboa com a família dela.",
+        "por",
+    ),
 ]
 
 
@@ -82,7 +131,9 @@ def test_table_covers_the_eleven_languages_and_the_hard_cases() -> None:
     assert targets <= {code for _, code in TABLE}
 
 
-@pytest.mark.parametrize("text, expected", TABLE, ids=[f"{i}-{c}" for i, (_, c) in enumerate(TABLE)])
+@pytest.mark.parametrize(
+    "text, expected", TABLE, ids=[f"{i}-{c}" for i, (_, c) in enumerate(TABLE)]
+)
 def test_identified_language(text: str, expected: str | None) -> None:
     assert langid.detect(text) == expected
 
@@ -97,7 +148,13 @@ def test_fidelity_reports_undetermined_beside_the_rate() -> None:
         None,  # a failed response: counted apart
     ]
     fid = langid.fidelity(outputs, "deu")
-    assert fid == {"rate": 1 / 3, "n_matched": 1, "n_determined": 3, "n_undetermined": 2, "n_missing": 1}
+    assert fid == {
+        "rate": 1 / 3,
+        "n_matched": 1,
+        "n_determined": 3,
+        "n_undetermined": 2,
+        "n_missing": 1,
+    }
     assert langid.fidelity([CODE_PY], "deu")["rate"] is None
     assert langid.fidelity([], "deu")["rate"] is None
 

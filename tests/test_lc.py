@@ -41,9 +41,13 @@ def test_winning_only_by_length_gets_lc_below_raw() -> None:
 def test_missing_verdicts_are_left_out_and_tiny_inputs_give_nan() -> None:
     prefs, outputs, refs = _length_gamed(n=60)
     # A row without a verdict is left out of the fit; a failed output leaves its row out entirely.
-    assert lc_win_rate([*prefs, None], [*outputs, None], [*refs, "z"]) == pytest.approx(lc_win_rate(prefs, outputs, refs))
+    assert lc_win_rate([*prefs, None], [*outputs, None], [*refs, "z"]) == pytest.approx(
+        lc_win_rate(prefs, outputs, refs)
+    )
     assert lc_win_rate([1.0, None], ["a", "b"], ["c", "d"]) is None
-    assert lc_win_rate([float("nan"), 1.0, 0.0], ["a", None, "bb"], ["c", "d", "e"]) is None  # one usable row
+    assert (
+        lc_win_rate([float("nan"), 1.0, 0.0], ["a", None, "bb"], ["c", "d", "e"]) is None
+    )  # one usable row
     assert length_controlled([], [], []) == {"lc_win_rate": None, "lc_se": None}
     assert lc_win_rate([1.0] * 6, ["long" * 50] * 6, ["short"] * 6) == 100.0  # nothing to explain
     with pytest.raises(ValueError, match="reference outputs"):
@@ -55,7 +59,11 @@ def test_summarize_reports_lc_per_language_and_average() -> None:
     table = summarize(
         {
             "deu": {"prefs": prefs, "outputs": outputs, "ref_outputs": refs, "lang_fidelity": 1.0},
-            "fra": {"prefs": prefs, "outputs": outputs, "lang_fidelity": 1.0},  # no reference outputs
+            "fra": {
+                "prefs": prefs,
+                "outputs": outputs,
+                "lang_fidelity": 1.0,
+            },  # no reference outputs
         },
         n_boot=50,
     )
@@ -65,7 +73,9 @@ def test_summarize_reports_lc_per_language_and_average() -> None:
     assert table["avg"]["lc_win_rate"] is None and table["avg"]["missing"]["lc_win_rate"] == ["fra"]
 
 
-def test_same_number_as_alpaca_evals_own_entry_point(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_same_number_as_alpaca_evals_own_entry_point(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`get_length_controlled_winrate(glm_name="length_controlled_minimal")` downloads a table
     from the hub it then does not use for that GLM; served a local stand-in, it must agree."""
     import warnings
@@ -80,17 +90,30 @@ def test_same_number_as_alpaca_evals_own_entry_point(tmp_path, monkeypatch: pyte
     # Rows without a verdict: alpaca_eval keeps them in the length scale, drops them from the fit.
     prefs = [None if i % 11 == 3 else p for i, p in enumerate(prefs)]
     gamed = tmp_path / "df_gamed.csv"
-    pd.DataFrame({"model": "x", "index": range(120), "instruction_difficulty": 0.0}).to_csv(gamed, index=False)
+    pd.DataFrame({"model": "x", "index": range(120), "instruction_difficulty": 0.0}).to_csv(
+        gamed, index=False
+    )
     monkeypatch.setattr(glm_winrate, "hf_hub_download", lambda **kwargs: str(gamed))
     annotations = [
-        {"instruction": str(i), "output_1": r, "output_2": o, "preference": float("nan") if p is None else 1 + p,  # 1: baseline, 2: model
-         "generator_1": "reference", "generator_2": "system", "annotator": "judge", "index": i}
+        {
+            "instruction": str(i),
+            "output_1": r,
+            "output_2": o,
+            "preference": float("nan") if p is None else 1 + p,  # 1: baseline, 2: model
+            "generator_1": "reference",
+            "generator_2": "system",
+            "annotator": "judge",
+            "index": i,
+        }
         for i, (p, o, r) in enumerate(zip(prefs, outputs, refs, strict=True))
     ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         theirs = glm_winrate.get_length_controlled_winrate(
-            annotations, glm_name="length_controlled_minimal", save_weights_dir=None, is_warn_extreme_changes=False
+            annotations,
+            glm_name="length_controlled_minimal",
+            save_weights_dir=None,
+            is_warn_extreme_changes=False,
         )
     assert theirs["win_rate"] == pytest.approx(win_rate(prefs))
     ours = length_controlled(prefs, outputs, refs)

@@ -17,7 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 register()
 
 # role -> (served model name, USD per 1M prompt tokens, per 1M completion tokens)
-CARDS = {"model": ("fake-sys", 1.0, 2.0), "reference": ("fake-ref", 0.15, 0.6), "judge": ("fake-judge", 2.5, 10.0)}
+CARDS = {
+    "model": ("fake-sys", 1.0, 2.0),
+    "reference": ("fake-ref", 0.15, 0.6),
+    "judge": ("fake-judge", 2.5, 10.0),
+}
 
 
 def answer(body: dict) -> str | Reply:
@@ -30,11 +34,22 @@ def answer(body: dict) -> str | Reply:
 
 def compose_cfg(base_url: str, store: Path):
     # The fake judge answers a pairwise label with logprobs: the both-orders protocol.
-    args = ["stages=[evaluate,report]", f"store_dir={store}", "eval.limit=3", "eval.bootstrap=20", "eval.judge_protocol=both_orders"]
+    args = [
+        "stages=[evaluate,report]",
+        f"store_dir={store}",
+        "eval.limit=3",
+        "eval.bootstrap=20",
+        "eval.judge_protocol=both_orders",
+    ]
     for role, (name, price_in, price_out) in CARDS.items():
         args += [
-            f"{role}.backend=openai", f"{role}.model={name}", f"{role}.base_url={base_url}", f"{role}.gguf_file=null",
-            f"{role}.max_retries=0", f"{role}.price_in_per_mtok={price_in}", f"{role}.price_out_per_mtok={price_out}",
+            f"{role}.backend=openai",
+            f"{role}.model={name}",
+            f"{role}.base_url={base_url}",
+            f"{role}.gguf_file=null",
+            f"{role}.max_retries=0",
+            f"{role}.price_in_per_mtok={price_in}",
+            f"{role}.price_out_per_mtok={price_out}",
         ]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose("config", overrides=args)
@@ -57,7 +72,10 @@ def test_dollars_per_stage_are_exact_and_a_rerun_costs_nothing(tmp_path: Path) -
         cost = summary["cost"]
         # metrics is an artifact too, computed from the verdicts without a model call: $0.
         assert set(cost["stages"]) == {"respond", "reference", "judge", "metrics"}
-        assert cost["stages"]["metrics"]["total"]["calls"] == 0 and cost["stages"]["metrics"]["total"]["usd"] == 0
+        assert (
+            cost["stages"]["metrics"]["total"]["calls"] == 0
+            and cost["stages"]["metrics"]["total"]["usd"] == 0
+        )
         for stage, role in (("respond", "model"), ("reference", "reference"), ("judge", "judge")):
             want = expected(srv.requests, *CARDS[role])
             got = cost["stages"][stage]["roles"][role]
@@ -67,17 +85,28 @@ def test_dollars_per_stage_are_exact_and_a_rerun_costs_nothing(tmp_path: Path) -
             }
             assert got["usd"] == pytest.approx(want["usd"], abs=1e-9)
             assert cost["stages"][stage]["total"]["usd"] == pytest.approx(want["usd"], abs=1e-9)
-            assert set(cost["stages"][stage]["roles"]) == {role}  # no stage is charged for another's calls
+            assert set(cost["stages"][stage]["roles"]) == {
+                role
+            }  # no stage is charged for another's calls
             # The artifact that stage built carries the same cost in its meta.
             (art,) = cost["stages"][stage]["artifacts"]
-            meta = Store(tmp_path / "store").get("judge" if stage == "judge" else "respond", art["key"]).meta
+            meta = (
+                Store(tmp_path / "store")
+                .get("judge" if stage == "judge" else "respond", art["key"])
+                .meta
+            )
             assert meta["cost"]["total"]["usd"] == pytest.approx(want["usd"], abs=1e-9)
         grand = sum(expected(srv.requests, *c)["usd"] for c in CARDS.values())
         assert cost["total"]["usd"] == pytest.approx(grand, abs=1e-9) and grand > 0
         assert cost["total"]["calls"] == srv.calls
-        assert json.loads((tmp_path / "run1" / "results.json").read_text())["cost"] == json.loads(json.dumps(cost))
+        assert json.loads((tmp_path / "run1" / "results.json").read_text())["cost"] == json.loads(
+            json.dumps(cost)
+        )
         markdown = (tmp_path / "run1" / "results.md").read_text()
-        assert f"| judge | judge | {cost['stages']['judge']['roles']['judge']['calls']} | 0 | 0 |" in markdown
+        assert (
+            f"| judge | judge | {cost['stages']['judge']['roles']['judge']['calls']} | 0 | 0 |"
+            in markdown
+        )
         assert f"| **total** |  | {srv.calls} |" in markdown
 
         # Same config again: every artifact is reused, nothing reaches the server, $0.
@@ -107,7 +136,9 @@ def test_cache_hits_cost_nothing_and_are_counted(tmp_path: Path) -> None:
             assert got["calls"] == want["calls"] == n_langs * per_prompt
             assert got["cache_hits"] == 3 * n_langs * per_prompt
             assert got["usd"] == pytest.approx(want["usd"], abs=1e-9)
-        assert cost["total"]["usd"] == pytest.approx(sum(expected(fresh, *c)["usd"] for c in CARDS.values()), abs=1e-9)
+        assert cost["total"]["usd"] == pytest.approx(
+            sum(expected(fresh, *c)["usd"] for c in CARDS.values()), abs=1e-9
+        )
 
 
 def test_nested_build_is_charged_to_the_inner_stage_only(tmp_path: Path) -> None:
@@ -121,12 +152,25 @@ def test_nested_build_is_charged_to_the_inner_stage_only(tmp_path: Path) -> None
         store = LedgerStore(tmp_path / "store")
         models = Models(store)
         store.ledger.models = models
-        card = OmegaConf.structured(LLMConfig(name="sys", backend="openai", model="fake-sys", base_url=srv.base_url,
-                                              price_in_per_mtok=1.0, price_out_per_mtok=2.0))
+        card = OmegaConf.structured(
+            LLMConfig(
+                name="sys",
+                backend="openai",
+                model="fake-sys",
+                base_url=srv.base_url,
+                price_in_per_mtok=1.0,
+                price_out_per_mtok=2.0,
+            )
+        )
         model = models.role("model", card)
 
         def inner(work: Path, parts) -> dict:
-            model.chat([[{"role": "user", "content": "two words"}], [{"role": "user", "content": "three more words"}]])
+            model.chat(
+                [
+                    [{"role": "user", "content": "two words"}],
+                    [{"role": "user", "content": "three more words"}],
+                ]
+            )
             return {}
 
         def outer(work: Path, parts) -> dict:
@@ -142,7 +186,11 @@ def test_nested_build_is_charged_to_the_inner_stage_only(tmp_path: Path) -> None
         assert cost["stages"]["outer"]["roles"]["model"]["prompt_tokens"] == 1
         assert cost["total"]["calls"] == 3 == srv.calls
         # Entries in finishing order (inner, then outer): the stage log line sums those since a mark.
-        assert store.ledger.total_since(0)["calls"] == 3 and store.ledger.total_since(1)["calls"] == 1
-        assert store.ledger.total_since(2) == dict.fromkeys(("calls", "cache_hits", "errors", "prompt_tokens", "completion_tokens"), 0) | {"usd": 0.0}
+        assert (
+            store.ledger.total_since(0)["calls"] == 3 and store.ledger.total_since(1)["calls"] == 1
+        )
+        assert store.ledger.total_since(2) == dict.fromkeys(
+            ("calls", "cache_hits", "errors", "prompt_tokens", "completion_tokens"), 0
+        ) | {"usd": 0.0}
         assert cost["total"]["usd"] == pytest.approx((6 * 1.0 + 3 * 4 * 2.0) / 1e6)
         models.close()

@@ -94,7 +94,9 @@ def test_summarize_rows_and_macro_average() -> None:
 
 
 def _has_nan(table: dict) -> bool:
-    return any(isinstance(v, float) and math.isnan(v) for row in table.values() for v in row.values())
+    return any(
+        isinstance(v, float) and math.isnan(v) for row in table.values() for v in row.values()
+    )
 
 
 def test_bad_inputs_give_numbers_or_counted_exclusions() -> None:
@@ -105,18 +107,31 @@ def test_bad_inputs_give_numbers_or_counted_exclusions() -> None:
     comps = [
         Completion(text="A", logprobs=[{"A": float("nan"), "B": -1.0}]),  # NaN as the top candidate
         Completion(text="B", logprobs=[{"A": -0.2, "B": -1.5}]),
-        Completion(text="", logprobs=[{"A": float("-inf"), "B": float("-inf")}]),  # all -inf, no text
+        Completion(
+            text="", logprobs=[{"A": float("-inf"), "B": float("-inf")}]
+        ),  # all -inf, no text
         Completion(text="", logprobs=[{"A": float("-inf"), "B": float("-inf")}]),
         Completion(text="Output A is worse than Output B"),  # a mention, no verdict
         Completion(text="Response A is vague; verdict: B"),
     ]
     assert len(judge.conversations(entries)) == len(comps)  # 3 judged rows, 2 failed, 1 identical
     stored = judge.combine("both_orders", entries, comps)
-    assert [r["status"] for r in stored] == ["judged", "malformed", "judged", "failed", "failed", "identical"]
+    assert [r["status"] for r in stored] == [
+        "judged",
+        "malformed",
+        "judged",
+        "failed",
+        "failed",
+        "identical",
+    ]
     table = summarize({"deu": entry_from_rows(stored, sys_outs, ref_outs)}, n_boot=50)
     deu = table["deu"]
     assert (deu["n"], deu["n_malformed"], deu["n_failed"], deu["n_identical"]) == (3, 1, 2, 1)
-    assert deu["win_rate"] is not None and deu["avg_len"] is not None and deu["lc_win_rate"] is not None
+    assert (
+        deu["win_rate"] is not None
+        and deu["avg_len"] is not None
+        and deu["lc_win_rate"] is not None
+    )
     assert not _has_nan(table)
 
 
@@ -126,8 +141,16 @@ def test_degenerate_tables_are_defined() -> None:
         {
             "deu": {"prefs": [], "outputs": [], "ref_outputs": []},
             "fra": {"prefs": [0.5] * 4, "outputs": ["abc"] * 4, "ref_outputs": ["xyz"] * 4},
-            "hun": {"prefs": [1.0, 0.0, 1.0, 0.5], "outputs": ["abc"] * 4, "ref_outputs": ["xyz"] * 4},
-            "fin": {"prefs": [None, float("nan")], "outputs": ["a", "b"], "ref_outputs": ["c", "d"]},
+            "hun": {
+                "prefs": [1.0, 0.0, 1.0, 0.5],
+                "outputs": ["abc"] * 4,
+                "ref_outputs": ["xyz"] * 4,
+            },
+            "fin": {
+                "prefs": [None, float("nan")],
+                "outputs": ["a", "b"],
+                "ref_outputs": ["c", "d"],
+            },
         },
         n_boot=50,
     )
@@ -138,5 +161,8 @@ def test_degenerate_tables_are_defined() -> None:
     assert table["hun"]["win_rate"] == 62.5 and table["hun"]["lc_win_rate"] is not None
     assert table["fin"]["n_malformed"] == 2 and table["fin"]["win_rate"] is None
     # The average does not silently drop the languages without a number: it is absent, and says why.
-    assert table["avg"]["win_rate"] is None and table["avg"]["missing"]["win_rate"] == ["deu", "fin"]
+    assert table["avg"]["win_rate"] is None and table["avg"]["missing"]["win_rate"] == [
+        "deu",
+        "fin",
+    ]
     assert table["avg"]["n"] == 8

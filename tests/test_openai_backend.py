@@ -202,7 +202,9 @@ def test_api_key_never_leaks(monkeypatch, caplog):
         out = backend.generate([conv("retry"), conv("auth")], Sampling())
     assert srv.headers[0]["authorization"] == f"Bearer {secret}"  # the key was used
     assert out[0].error.startswith("RateLimitError: 429")
-    assert out[1].error.startswith("AuthenticationError: 401 Incorrect API key provided: Bearer ***")
+    assert out[1].error.startswith(
+        "AuthenticationError: 401 Incorrect API key provided: Bearer ***"
+    )
     assert "retry 1/1" in caplog.text  # retries were logged ...
     for text in (caplog.text, repr(backend), str(backend), out[0].error, out[1].error):
         assert secret not in text  # ... without the key

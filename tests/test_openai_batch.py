@@ -30,8 +30,17 @@ def answer(body: dict) -> str | Reply:
 
 
 def batch_card(base_url: str, **overrides):
-    fields = dict(name="judge", backend="openai", model="fake-judge", base_url=base_url, batch_api=True,
-                  batch_poll_s=0.01, max_retries=0, price_in_per_mtok=2.5, price_out_per_mtok=10.0)
+    fields = dict(
+        name="judge",
+        backend="openai",
+        model="fake-judge",
+        base_url=base_url,
+        batch_api=True,
+        batch_poll_s=0.01,
+        max_retries=0,
+        price_in_per_mtok=2.5,
+        price_out_per_mtok=10.0,
+    )
     fields.update(overrides)
     return OmegaConf.structured(LLMConfig(sampling=SamplingConfig(max_tokens=16), **fields))
 
@@ -41,21 +50,33 @@ def submitted_lines(srv: FakeOpenAI, batch_id: str) -> list[dict]:
     return [json.loads(line) for line in data.decode().splitlines()]
 
 
-def test_one_batch_for_all_misses_then_cache_hits_and_only_new_requests_submitted(tmp_path: Path) -> None:
+def test_one_batch_for_all_misses_then_cache_hits_and_only_new_requests_submitted(
+    tmp_path: Path,
+) -> None:
     with FakeOpenAI(answer) as srv:
         card = batch_card(srv.base_url)
         model = load(card, tmp_path)
         comps = model.chat([*CONVS, CONVS[0]])  # a duplicate is asked once
-        assert [c.text for c in comps] == [f"answer to question number {i}" for i in (0, 1, 2, 3, 0)]
+        assert [c.text for c in comps] == [
+            f"answer to question number {i}" for i in (0, 1, 2, 3, 0)
+        ]
         assert srv.calls == 0 and srv.batch_creations == 1  # no synchronous request at all
         lines = submitted_lines(srv, "batch_1")
         sampling = model.sampling()
-        assert [line["custom_id"] for line in lines] == [model.cache_key(c, sampling, 0, None) for c in CONVS]
+        assert [line["custom_id"] for line in lines] == [
+            model.cache_key(c, sampling, 0, None) for c in CONVS
+        ]
         assert {line["url"] for line in lines} == {"/v1/chat/completions"}
         assert lines[0]["body"]["model"] == "fake-judge" and lines[0]["body"]["max_tokens"] == 16
         (record,) = [json.loads(p.read_text()) for p in (tmp_path / "batches").glob("*.json")]
-        assert record["batch_id"] == "batch_1" and record["status"] == "completed" and record["n_requests"] == 4
-        (kept,) = (tmp_path / "batches").glob("*.batch_1.output.jsonl")  # raw results kept in the store
+        assert (
+            record["batch_id"] == "batch_1"
+            and record["status"] == "completed"
+            and record["n_requests"] == 4
+        )
+        (kept,) = (tmp_path / "batches").glob(
+            "*.batch_1.output.jsonl"
+        )  # raw results kept in the store
         assert len(kept.read_text().splitlines()) == 4
         # Usage is counted; the Batch API bills half the card price.
         u = model.usage
@@ -68,7 +89,9 @@ def test_one_batch_for_all_misses_then_cache_hits_and_only_new_requests_submitte
         # Two cached + one new request: only the new one is submitted.
         more = [CONVS[0], [{"role": "user", "content": "question number 9"}], CONVS[1]]
         comps = load(card, tmp_path).chat(more)
-        assert [c.cached for c in comps] == [True, False, True] and comps[1].text == "answer to question number 9"
+        assert [c.cached for c in comps] == [True, False, True] and comps[
+            1
+        ].text == "answer to question number 9"
         assert srv.batch_creations == 2 and len(submitted_lines(srv, "batch_2")) == 1
 
 
@@ -89,7 +112,9 @@ load(card, store).chat(convs)
 def test_restart_mid_poll_resumes_the_same_batch(tmp_path: Path) -> None:
     with FakeOpenAI(answer) as srv:
         srv.hold_batches = True  # the batch stays in_progress while the first job polls
-        child = subprocess.Popen([sys.executable, "-c", CHILD, srv.base_url, str(tmp_path)], cwd=ROOT)
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, srv.base_url, str(tmp_path)], cwd=ROOT
+        )
         try:
             deadline = time.time() + 60
             while srv.batch_retrievals < 3 and time.time() < deadline and child.poll() is None:
@@ -122,7 +147,10 @@ def test_killed_between_create_and_record_finds_the_batch_by_metadata(tmp_path: 
         keys = {backend_model.cache_key(c, sampling, 0, None): c for c in CONVS}
         from xlexp.store import digest
 
-        name = digest({"model": "fake-judge", "endpoint": "/v1/chat/completions", "requests": sorted(keys)}, n=24)
+        name = digest(
+            {"model": "fake-judge", "endpoint": "/v1/chat/completions", "requests": sorted(keys)},
+            n=24,
+        )
         path = backend.record_path(name)
         record = backend._submit({"name": name, "model": "fake-judge"}, path, keys, sampling, 0)
         assert record["batch_id"] == "batch_1"
@@ -148,13 +176,19 @@ def test_errored_request_line_becomes_a_recorded_error_and_is_retried_later(tmp_
         assert srv.batch_creations == 2 and len(submitted_lines(srv, "batch_2")) == 1
 
 
-def test_failed_and_expired_batches_give_errors_and_a_later_run_resubmits_the_rest(tmp_path: Path) -> None:
+def test_failed_and_expired_batches_give_errors_and_a_later_run_resubmits_the_rest(
+    tmp_path: Path,
+) -> None:
     with FakeOpenAI(answer) as srv:
         srv.batch_outcome = "failed"
         # A failed batch is no answer: the call raises (nothing cached), naming the batch's error.
-        with pytest.raises(BackendFailure, match="4x .*batch_1 failed: invalid_request: fake: this batch failed"):
+        with pytest.raises(
+            BackendFailure, match="4x .*batch_1 failed: invalid_request: fake: this batch failed"
+        ):
             load(batch_card(srv.base_url), tmp_path).chat(CONVS)
-        assert list((tmp_path / "batches").glob("*.batch_1.failed.json"))  # set aside, kept for audit
+        assert list(
+            (tmp_path / "batches").glob("*.batch_1.failed.json")
+        )  # set aside, kept for audit
 
         srv.batch_outcome = "expired"  # answers the first half, then expires
         with pytest.raises(BackendFailure, match="2x .*batch_2 expired"):
@@ -202,7 +236,9 @@ def test_run_with_judge_and_reference_on_the_batch_api(tmp_path: Path) -> None:
             assert summary["cost"]["stages"][stage]["total"]["usd"] > 0
 
 
-def test_completed_batch_whose_results_never_reached_the_cache_is_read_back_not_resubmitted(tmp_path: Path) -> None:
+def test_completed_batch_whose_results_never_reached_the_cache_is_read_back_not_resubmitted(
+    tmp_path: Path,
+) -> None:
     with FakeOpenAI(answer) as srv:
         load(batch_card(srv.base_url), tmp_path).chat(CONVS)
         # Killed after the download, before the cache write; meanwhile the provider dropped the file.
@@ -232,7 +268,9 @@ def test_two_jobs_needing_the_same_batch_submit_it_once(tmp_path: Path) -> None:
         for t in threads:
             t.join(timeout=60)
         assert results[0] == results[1] == [f"answer to question number {i}" for i in range(4)]
-        assert not any(cached[0] + cached[1])  # both jobs went to the Batch API, neither via the cache
+        assert not any(
+            cached[0] + cached[1]
+        )  # both jobs went to the Batch API, neither via the cache
         assert srv.batch_creations == 1 and len(srv.batch_requests) == 4
 
 

@@ -12,18 +12,26 @@ from xlexp.parallel import batches_in_flight, can_run_together, is_remote, toget
 
 
 def _card(backend: str, window: int = 8):
-    return OmegaConf.structured(LLMConfig(name="c", backend=backend, model="m", max_concurrency=window))
+    return OmegaConf.structured(
+        LLMConfig(name="c", backend=backend, model="m", max_concurrency=window)
+    )
 
 
 def test_together_runs_at_once_when_parallel():
     meet = threading.Barrier(3, timeout=10)  # would time out if the tasks ran one by one
-    out = together({name: (lambda name=name: (meet.wait(), name)[1]) for name in "abc"}, parallel=True)
+    out = together(
+        {name: (lambda name=name: (meet.wait(), name)[1]) for name in "abc"}, parallel=True
+    )
     assert out == {"a": "a", "b": "b", "c": "c"}
 
 
 def test_together_in_order_when_not_parallel_and_failures_surface():
     order: list[str] = []
-    assert together({n: (lambda n=n: order.append(n) or n) for n in "xyz"}, parallel=False) == {"x": "x", "y": "y", "z": "z"}
+    assert together({n: (lambda n=n: order.append(n) or n) for n in "xyz"}, parallel=False) == {
+        "x": "x",
+        "y": "y",
+        "z": "z",
+    }
     assert order == ["x", "y", "z"]
 
     def boom():

@@ -35,17 +35,32 @@ def test_plan_counts_equal_the_tiny_runs_calls(tmp_path: Path, tiny_model_dir: P
     with FakeOpenAI(teacher) as srv:
         args = overrides(srv.base_url, tiny_model_dir, tmp_path / "store")
         (cold,) = plan.plan(args)
-        assert cold.present == [] and {"seed", "adapter", "reference", "judge"} <= set(cold.to_build)
+        assert cold.present == [] and {"seed", "adapter", "reference", "judge"} <= set(
+            cold.to_build
+        )
         assert not (tmp_path / "store").exists()  # planning wrote nothing, not even the store dir
         first = run(compose_cfg(args), tmp_path / "run1")
         made = requests_made(first)
         # Counts the config and local inputs decide are exact and equal what the run made.
-        exact = {k: v for k, v in planned(cold).items() if next(r for r in cold.counts if (r.artifact, r.role) == k).exact}
-        assert {("reverse", "teacher"), ("respond", "model"), ("reference", "reference"), ("judge", "judge")} <= set(exact)
+        exact = {
+            k: v
+            for k, v in planned(cold).items()
+            if next(r for r in cold.counts if (r.artifact, r.role) == k).exact
+        }
+        assert {
+            ("reverse", "teacher"),
+            ("respond", "model"),
+            ("reference", "reference"),
+            ("judge", "judge"),
+        } <= set(exact)
         for k, v in exact.items():
             assert made[k] == v, (k, made[k], v)
         # The rest were estimates; with the first run measured, the same plan is exact.
-        (measured,) = [plan.plan_job(compose_cfg(args), args, plan.Measured(tmp_path / "store"), probe_store=False)]
+        (measured,) = [
+            plan.plan_job(
+                compose_cfg(args), args, plan.Measured(tmp_path / "store"), probe_store=False
+            )
+        ]
         for k, v in planned(measured).items():
             assert made[k] == round(v), (k, made[k], v)
 
@@ -57,13 +72,18 @@ def test_plan_counts_equal_the_tiny_runs_calls(tmp_path: Path, tiny_model_dir: P
         # A new data size reuses the generation and the reference answers; the plan says which.
         bigger = [a for a in args if not a.startswith("data_size=")] + ["data_size=2"]
         (job,) = plan.plan(bigger)
-        assert {"seed", "reverse", "refine", "translate", "qe", "select", "reference"} <= set(job.present)
+        assert {"seed", "reverse", "refine", "translate", "qe", "select", "reference"} <= set(
+            job.present
+        )
         assert set(job.to_build) == {"adapter", "respond", "judge", "metrics"}
         second = run(compose_cfg(bigger), tmp_path / "run2")
         made = requests_made(second)
         for (stage, role), calls in planned(job).items():
             assert made.get((stage, role), 0) == calls, (stage, role)
-        assert made.get(("reverse", "teacher"), 0) == 0 and made.get(("reference", "reference"), 0) == 0
+        assert (
+            made.get(("reverse", "teacher"), 0) == 0
+            and made.get(("reference", "reference"), 0) == 0
+        )
 
 
 def test_cli_prints_per_job_and_total(tmp_path: Path) -> None:
@@ -73,10 +93,19 @@ def test_cli_prints_per_job_and_total(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     text = out.stdout
     assert text.count("## job ") == 2 and "## total" in text
-    assert "| reverse | teacher |" in text and "| judge | judge |" in text and "GPU-hours:" in text and "at 3.0/h" in text
+    assert (
+        "| reverse | teacher |" in text
+        and "| judge | judge |" in text
+        and "GPU-hours:" in text
+        and "at 3.0/h" in text
+    )
     # The generation is shared by both jobs: its calls appear once in the total.
     total = text.split("## total")[1]
-    per_job = [line for line in text.split("## total")[0].splitlines() if line.startswith("| reverse | teacher |")]
+    per_job = [
+        line
+        for line in text.split("## total")[0].splitlines()
+        if line.startswith("| reverse | teacher |")
+    ]
     assert len(per_job) == 2 and per_job[0].split("|")[4] == next(
         line for line in total.splitlines() if line.startswith("| reverse | teacher |")
     ).split("|")[4]
@@ -88,14 +117,27 @@ def test_gpu_hours_use_the_cards_throughput_where_it_names_one() -> None:
     from xlexp.llm.card import LLMConfig
 
     def card(**kw):
-        return OmegaConf.merge(OmegaConf.structured(LLMConfig), {"name": "m", "backend": "hf", "model": "m", **kw})
+        return OmegaConf.merge(
+            OmegaConf.structured(LLMConfig), {"name": "m", "backend": "hf", "model": "m", **kw}
+        )
 
-    rows = [plan.RoleCount("reverse", "teacher", card(), 10, prompt_tokens=3e6, completion_tokens=6e5),
-            plan.RoleCount("respond", "model", card(tokens_per_s=100.0), 10, prompt_tokens=3e5, completion_tokens=6e4),
-            plan.RoleCount("judge", "judge", card(backend="openai"), 10, prompt_tokens=9e6)]  # an API: no GPU
+    rows = [
+        plan.RoleCount("reverse", "teacher", card(), 10, prompt_tokens=3e6, completion_tokens=6e5),
+        plan.RoleCount(
+            "respond",
+            "model",
+            card(tokens_per_s=100.0),
+            10,
+            prompt_tokens=3e5,
+            completion_tokens=6e4,
+        ),
+        plan.RoleCount("judge", "judge", card(backend="openai"), 10, prompt_tokens=9e6),
+    ]  # an API: no GPU
     job = plan.JobPlan(overrides=[], stages=["generate", "evaluate"], counts=rows, sft_tokens=7.2e6)
     _, seconds = plan.totals([job], generate_tps=1200.0)
-    assert seconds == 3.6e6 / 1200 + 3.6e5 / 100  # the teacher at the flag's rate, the model at its card's
+    assert (
+        seconds == 3.6e6 / 1200 + 3.6e5 / 100
+    )  # the teacher at the flag's rate, the model at its card's
     assert plan.sft_hours(job, train_tps=3600.0) == 7.2e6 / 3600 / 3600
     job.sft_tokens_per_s = 7200.0  # the student card's train_tokens_per_s
     assert plan.sft_hours(job, train_tps=3600.0) == 7.2e6 / 7200 / 3600

@@ -14,14 +14,21 @@ from xlexp.llm.preflight import PreflightError, check_roles
 
 
 def card(base_url: str, model: str = "served-model", env: str | None = None):
-    return OmegaConf.create({"backend": "openai", "model": model, "base_url": base_url, "api_key_env": env})
+    return OmegaConf.create(
+        {"backend": "openai", "model": model, "base_url": base_url, "api_key_env": env}
+    )
 
 
 def test_healthy_roles_pass(monkeypatch):
     monkeypatch.setenv("XLEXP_PF_KEY", "k1")
     with FakeOpenAI(api_key="k1", served=["served-model", "other"]) as srv:
-        check_roles({"teacher": card(srv.base_url, env="XLEXP_PF_KEY"), "judge": card(srv.base_url, "other", "XLEXP_PF_KEY"),
-                     "model": OmegaConf.create({"backend": "hf", "model": "x"})})
+        check_roles(
+            {
+                "teacher": card(srv.base_url, env="XLEXP_PF_KEY"),
+                "judge": card(srv.base_url, "other", "XLEXP_PF_KEY"),
+                "model": OmegaConf.create({"backend": "hf", "model": "x"}),
+            }
+        )
         assert srv.calls == 0  # /v1/models only, no chat call
 
 
@@ -43,7 +50,10 @@ def test_each_broken_role_is_one_line_naming_it(monkeypatch):
     lines = err.value.lines
     assert len(lines) == 4, lines
     by_role = {line.split(":", 1)[0]: line for line in lines}
-    assert "does not serve teacher.model 'no-such-model' (it serves: served-model)" in by_role["teacher"]
+    assert (
+        "does not serve teacher.model 'no-such-model' (it serves: served-model)"
+        in by_role["teacher"]
+    )
     assert "rejected the key (401)" in by_role["judge"] and "XLEXP_PF_WRONG" in by_role["judge"]
     assert "cannot reach" in by_role["reference"]
     assert "XLEXP_PF_UNSET is not set" in by_role["qe.llm"]

@@ -32,7 +32,9 @@ def test_bars_are_off_when_asked_and_off_a_terminal(tmp_path, monkeypatch, capsy
         monkeypatch.delenv("XLEXP_PROGRESS", raising=False)  # capsys' stderr is no terminal
     else:
         monkeypatch.setenv("XLEXP_PROGRESS", setting)
-    Parts(tmp_path).map_batches("batch", list(range(6)), 2, lambda b: [{} for _ in b], desc="reverse")
+    Parts(tmp_path).map_batches(
+        "batch", list(range(6)), 2, lambda b: [{} for _ in b], desc="reverse"
+    )
     assert "reverse" not in capsys.readouterr().err
 
 
@@ -50,13 +52,32 @@ def test_stage_line_counts_rejects_time_calls_and_cost(tmp_path):
     store = Store(tmp_path)
     arts = {
         "seed": _artifact(store, "seed", {"out": 8}),
-        "reverse": _artifact(store, "reverse", {"in": 8, "out": 7, "rejects": 1, "reject_reasons": {"no question": 1}}),
-        "translate": _artifact(store, "translate", {"items": 7, "rejected_translations": {"a: empty": 2, "b: empty": 1}}),
+        "reverse": _artifact(
+            store,
+            "reverse",
+            {"in": 8, "out": 7, "rejects": 1, "reject_reasons": {"no question": 1}},
+        ),
+        "translate": _artifact(
+            store,
+            "translate",
+            {"items": 7, "rejected_translations": {"a: empty": 2, "b: empty": 1}},
+        ),
         "qe": _artifact(store, "qe", {"scored_pairs": 20, "failed": 0}),
-        "respond": _artifact(store, "respond", {"langs": {"deu": {"rows": 3, "errors": 1}, "fra": {"rows": 3, "errors": 0}}}),
+        "respond": _artifact(
+            store,
+            "respond",
+            {"langs": {"deu": {"rows": 3, "errors": 1}, "fra": {"rows": 3, "errors": 0}}},
+        ),
         "judge": _artifact(store, "judge", {"langs": 2, "rows": 6, "malformed": 2}),
     }
-    usage = {"calls": 20, "cache_hits": 3, "errors": 0, "prompt_tokens": 100, "completion_tokens": 0, "usd": 0.2625}
+    usage = {
+        "calls": 20,
+        "cache_hits": 3,
+        "errors": 0,
+        "prompt_tokens": 100,
+        "completion_tokens": 0,
+        "usd": 0.2625,
+    }
     line = progress.stage_line("generate", arts, 12.34, usage)
     assert line == (
         "stage generate: seed out 8 | reverse 8->7 rejects 1 | translate items 7 rejected 3 | qe scored_pairs 20"
@@ -87,7 +108,12 @@ def test_a_stage_with_mostly_content_rejects_says_so_loudly(tmp_path):
         "WARNING judge: 4 of 6 items are content rejects (67%), over the 50% bound",
     ]
     assert progress.stage_line("generate", arts, 1.0, {}, reject_bound=0.7).count("WARNING") == 0
-    summary = {"stages": {}, "warnings": progress.reject_warnings({"reverse": {"in": 16, "rejects": 9}})}
+    summary = {
+        "stages": {},
+        "warnings": progress.reject_warnings({"reverse": {"in": 16, "rejects": 9}}),
+    }
     cfg = type("Cfg", (), {})()
     text = write_results(tmp_path / "run", summary, cfg)["markdown"].read_text()
-    assert "> **WARNING** reverse: 9 of 16 items are content rejects (56%), over the 50% bound" in text
+    assert (
+        "> **WARNING** reverse: 9 of 16 items are content rejects (56%), over the 50% bound" in text
+    )

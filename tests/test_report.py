@@ -57,7 +57,9 @@ def labels(model: str, n: int | None, reference: str = "gpt-4o-mini") -> dict:
     }
 
 
-def judge_artifact(store: Store, model: str, n: int | None, deu: float, zho: float, reference: str = "gpt-4o-mini") -> str:
+def judge_artifact(
+    store: Store, model: str, n: int | None, deu: float, zho: float, reference: str = "gpt-4o-mini"
+) -> str:
     """The metrics of a judged system as run_metrics writes them: metrics.json + the judged
     system's labels and judge key in DONE. Returns the judge key."""
     judge_key = store.key("judge", {"model": model, "n": n, "reference": reference})
@@ -91,7 +93,11 @@ def test_store_alone_rebuilds_the_paper_table_csv_and_plot(tmp_path):
     with paths["csv"].open() as f:
         rows = list(csv.DictReader(f))
     assert [r["system"] for r in rows] == [
-        "EuroLLM 9B", "EuroLLM 9B +32 instructions", "EuroLLM 9B +2K instructions", "Qwen 2.5 7B", "Qwen 2.5 7B +32 instructions"
+        "EuroLLM 9B",
+        "EuroLLM 9B +32 instructions",
+        "EuroLLM 9B +2K instructions",
+        "Qwen 2.5 7B",
+        "Qwen 2.5 7B +32 instructions",
     ]
     assert rows[2]["data_size"] == "2000" and float(rows[2]["avg"]) == pytest.approx(24.0)
     assert float(rows[3]["zho"]) == pytest.approx(34.29) and rows[0]["data_size"] == ""
@@ -124,23 +130,39 @@ def test_sweep_dir_results_json_and_missing_cells(tmp_path):
         if n == 256:
             del m["zho"]  # a language this job did not evaluate: an empty cell, not a crash
             m["avg"]["win_rate"] = deu
-        summary = {"metrics": m, "system": {**labels(model, n), "exp": "scaling", "judge_key": f"k{i}"}}
+        summary = {
+            "metrics": m,
+            "system": {**labels(model, n), "exp": "scaling", "judge_key": f"k{i}"},
+        }
         write_json(sweep / str(i) / "results.json", summary)
     # A rerun of job 0 in the same dir tree finds the same judge artifact: one row, not two.
     (sweep / "rerun").mkdir()
-    write_json(sweep / "rerun" / "results.json", json.loads((sweep / "0" / "results.json").read_text()))
+    write_json(
+        sweep / "rerun" / "results.json", json.loads((sweep / "0" / "results.json").read_text())
+    )
 
     rows = report.collect(sweep)
     assert sorted(r.data_size for r in rows) == [32, 256]
-    md = report.paper_table(report.group_tables(rows)["vs gpt-4o-mini, judged by gpt-4o on xl_alpacaeval"])
+    md = report.paper_table(
+        report.group_tables(rows)["vs gpt-4o-mini, judged by gpt-4o on xl_alpacaeval"]
+    )
     assert "| EuroLLM 9B +32 instructions | 19.00 | 20.00 | **18.00** |" in md
     assert "| +256 instructions | **25.00** | **25.00** | – |" in md
 
     # A second experiment with a naive-selection system: rows now say which experiment and selection.
     (sweep / "other").mkdir()
-    other = {**labels("EuroLLM 9B", 32), "selection": "naive", "exp": "selection", "judge_key": "k9"}
+    other = {
+        **labels("EuroLLM 9B", 32),
+        "selection": "naive",
+        "exp": "selection",
+        "judge_key": "k9",
+    }
     write_json(sweep / "other" / "results.json", {"metrics": metrics(1.0, 2.0), "system": other})
-    md = report.paper_table(report.group_tables(report.collect(sweep))["vs gpt-4o-mini, judged by gpt-4o on xl_alpacaeval"])
+    md = report.paper_table(
+        report.group_tables(report.collect(sweep))[
+            "vs gpt-4o-mini, judged by gpt-4o on xl_alpacaeval"
+        ]
+    )
     assert "| EuroLLM 9B +32 instructions (scaling) | 19.00 | 20.00 | **18.00** |" in md
     assert "| +32 instructions (naive, selection) | 1.50 | 1.00 | 2.00 |" in md
 
@@ -150,19 +172,34 @@ def test_cli_writes_report_and_fails_clearly_on_an_empty_dir(tmp_path):
     for system in SYSTEMS[:3]:
         judge_artifact(store, *system)
     env_cmd = [sys.executable, "-m", "xlexp.report"]
-    done = subprocess.run([*env_cmd, str(tmp_path / "store")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [*env_cmd, str(tmp_path / "store")], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert "| +2K instructions | **24.00** | **26.76** | **21.24** |" in done.stdout
     out = tmp_path / "store" / "report"
-    assert (out / "tables.md").exists() and (out / "tables.csv").exists() and png_size(out / "scaling.png")
+    assert (
+        (out / "tables.md").exists()
+        and (out / "tables.csv").exists()
+        and png_size(out / "scaling.png")
+    )
 
     (tmp_path / "empty").mkdir()
-    bad = subprocess.run([*env_cmd, str(tmp_path / "empty")], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "nothing to report" in bad.stderr and str(tmp_path / "empty") in bad.stderr
+    bad = subprocess.run(
+        [*env_cmd, str(tmp_path / "empty")], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert (
+        bad.returncode == 2
+        and "nothing to report" in bad.stderr
+        and str(tmp_path / "empty") in bad.stderr
+    )
 
 
 def test_plot_one_line_per_language(tmp_path):
-    rows = [report.system_from_labels(labels("EuroLLM 9B", n), metrics(d, z)) for _, n, d, z in SYSTEMS[:3]]
+    rows = [
+        report.system_from_labels(labels("EuroLLM 9B", n), metrics(d, z))
+        for _, n, d, z in SYSTEMS[:3]
+    ]
     assert report.scaling_plot(rows, tmp_path / "langs.png", lines="lang")
     assert png_size(tmp_path / "langs.png")
     # Only untuned models: there is no scaling curve to draw.
@@ -175,9 +212,16 @@ def test_sweep_callback_writes_the_report_into_the_sweep_dir(tmp_path):
 
     sweep = tmp_path / "sweep"
     (sweep / "0").mkdir(parents=True)
-    write_json(sweep / "0" / "results.json", {"metrics": metrics(1.0, 2.0), "system": labels("m", 8)})
-    report.SweepReport().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
-    assert "| m +8 instructions | **1.50** | **1.00** | **2.00** |" in (sweep / "report" / "tables.md").read_text()
+    write_json(
+        sweep / "0" / "results.json", {"metrics": metrics(1.0, 2.0), "system": labels("m", 8)}
+    )
+    report.SweepReport().on_multirun_end(
+        OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
+    )
+    assert (
+        "| m +8 instructions | **1.50** | **1.00** | **2.00** |"
+        in (sweep / "report" / "tables.md").read_text()
+    )
 
 
 def test_same_label_twice_is_told_apart_by_judge_key(tmp_path):
@@ -191,7 +235,10 @@ def test_same_label_twice_is_told_apart_by_judge_key(tmp_path):
 
 def test_best_per_model_bolds_within_each_model_as_table_6(tmp_path):
     rows = [report.system_from_labels(labels(m, n), metrics(d, z)) for m, n, d, z in SYSTEMS]
-    md = report.paper_table(report.group_tables(rows)["vs gpt-4o-mini, judged by gpt-4o on xl_alpacaeval"], best_per="model")
+    md = report.paper_table(
+        report.group_tables(rows)["vs gpt-4o-mini, judged by gpt-4o on xl_alpacaeval"],
+        best_per="model",
+    )
     assert md.splitlines()[2:] == [
         "| EuroLLM 9B | 9.46 | 9.96 | 8.97 |",
         "| +32 instructions | 19.25 | 20.00 | 18.50 |",
@@ -207,12 +254,19 @@ def test_rtt_rows_become_table_2_deltas_from_table_1(tmp_path):
     judge_artifact(store, "Aya Expanse 8B (RTT one_prompt)", None, 21.02, 55.44)
     judge_artifact(store, "EuroLLM 9B Instruct", None, 16.49, 14.82)
     judge_artifact(store, "EuroLLM 9B Instruct (RTT one_prompt)", None, 15.66, 26.67)
-    judge_artifact(store, "Gemma 2 9B IT (RTT two_step)", None, 20.0, 20.0)  # no direct row: no delta
+    judge_artifact(
+        store, "Gemma 2 9B IT (RTT two_step)", None, 20.0, 20.0
+    )  # no direct row: no delta
     rows = report.rows_from_store(tmp_path / "store")
     deltas = {r.model: r for r in report.order_rows(report.rtt_deltas(rows))}
-    assert sorted(deltas) == ["Aya Expanse 8B (one_prompt - direct)", "EuroLLM 9B Instruct (one_prompt - direct)"]
+    assert sorted(deltas) == [
+        "Aya Expanse 8B (one_prompt - direct)",
+        "EuroLLM 9B Instruct (one_prompt - direct)",
+    ]
     aya = deltas["Aya Expanse 8B (one_prompt - direct)"]
-    assert aya.value("deu") == pytest.approx(21.02 - 60.27) and aya.value("zho") == pytest.approx(55.44 - 57.22)
+    assert aya.value("deu") == pytest.approx(21.02 - 60.27) and aya.value("zho") == pytest.approx(
+        55.44 - 57.22
+    )
     assert aya.value("avg") == pytest.approx((21.02 + 55.44) / 2 - (60.27 + 57.22) / 2)
     paths = report.build_report(tmp_path / "store", tmp_path / "out")
     text = paths["markdown"].read_text()
@@ -220,7 +274,10 @@ def test_rtt_rows_become_table_2_deltas_from_table_1(tmp_path):
     # Old labels, the mode in the model's name, still read.
     assert "| Aya Expanse 8B (one_prompt - direct) | -20.52 | -39.25 | -1.78 |" in text
     with paths["csv"].open() as f:
-        assert any(r["model"] == "EuroLLM 9B Instruct (one_prompt - direct)" for r in csv.DictReader(f))
+        assert any(
+            r["model"] == "EuroLLM 9B Instruct (one_prompt - direct)" for r in csv.DictReader(f)
+        )
+
 
 def test_rtt_mode_is_a_field_of_the_labels_and_old_labels_still_read(tmp_path):
     from hydra import compose, initialize_config_dir
@@ -261,7 +318,11 @@ def test_rtt_mode_is_a_field_of_the_labels_and_old_labels_still_read(tmp_path):
 
 def test_two_judge_protocols_never_share_a_table():
     rows = [
-        report.system_from_labels({**labels("EuroLLM 9B", None), "judge_protocol": protocol}, metrics(10.0 + i, 20.0), key=protocol)
+        report.system_from_labels(
+            {**labels("EuroLLM 9B", None), "judge_protocol": protocol},
+            metrics(10.0 + i, 20.0),
+            key=protocol,
+        )
         for i, protocol in enumerate(("alpaca_eval", "both_orders"))
     ]
     tables = report.group_tables(rows)
@@ -270,5 +331,7 @@ def test_two_judge_protocols_never_share_a_table():
         "vs gpt-4o-mini, judged by gpt-4o (both_orders protocol) on xl_alpacaeval",
     ]
     # An absent value is shown as a dash, never as "nan".
-    md = report.markdown_table({"deu": {"win_rate": None, "n": 0}, "avg": {"win_rate": float("nan"), "n": 0}})
+    md = report.markdown_table(
+        {"deu": {"win_rate": None, "n": 0}, "avg": {"win_rate": float("nan"), "n": 0}}
+    )
     assert "nan" not in md.lower() and f"| deu | {report.ABSENT} |" in md

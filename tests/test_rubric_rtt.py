@@ -40,26 +40,55 @@ def test_rubric_score_from_logprobs_text_and_malformed() -> None:
 
 
 def test_rubric_combine_records_malformed_and_summarizes() -> None:
-    rows = [{"id": 1, "lang": "deu", "instruction": "q1", "output": "a1"}, {"id": 2, "lang": "deu", "instruction": "q2", "output": "a2"}]
+    rows = [
+        {"id": 1, "lang": "deu", "instruction": "q1", "output": "a1"},
+        {"id": 2, "lang": "deu", "instruction": "q2", "output": "a2"},
+    ]
     plan = rubric.plan(rows, ["precision", "objectivity"])
-    assert [(p["id"], p["criterion"]) for p in plan] == [(1, "precision"), (1, "objectivity"), (2, "precision"), (2, "objectivity")]
-    comps = [Completion(text="4"), Completion(text="no idea"), Completion(text="2"), Completion(error="HTTP 500")]
+    assert [(p["id"], p["criterion"]) for p in plan] == [
+        (1, "precision"),
+        (1, "objectivity"),
+        (2, "precision"),
+        (2, "objectivity"),
+    ]
+    comps = [
+        Completion(text="4"),
+        Completion(text="no idea"),
+        Completion(text="2"),
+        Completion(error="HTTP 500"),
+    ]
     out = rubric.combine(plan, comps)
     assert [r["score"] for r in out] == [4.0, None, 2.0, None]
-    assert out[1]["reason"] == "no 1-5 score in answer" and out[3]["reason"] == "backend error: HTTP 500"
+    assert (
+        out[1]["reason"] == "no 1-5 score in answer"
+        and out[3]["reason"] == "backend error: HTTP 500"
+    )
     hand = out + [
         {"id": 1, "lang": "hin", "criterion": "precision", "score": 5.0},
         {"id": 1, "lang": "hin", "criterion": "objectivity", "score": 3.0},
     ]
     table = rubric.summarize(hand, ["precision", "objectivity"])
     assert table["deu"]["precision"] == 3.0 and math.isnan(table["deu"]["objectivity"])
-    assert table["deu"]["average"] == 3.0 and table["deu"]["n_malformed"] == 2 and table["deu"]["n"] == 2
+    assert (
+        table["deu"]["average"] == 3.0
+        and table["deu"]["n_malformed"] == 2
+        and table["deu"]["n"] == 2
+    )
     assert table["hin"]["average"] == 4.0
-    assert table["avg"]["precision"] == 4.0 and table["avg"]["objectivity"] == 3.0 and table["avg"]["average"] == 3.5
+    assert (
+        table["avg"]["precision"] == 4.0
+        and table["avg"]["objectivity"] == 3.0
+        and table["avg"]["average"] == 3.5
+    )
     assert table["avg"]["n_malformed"] == 2
 
 
-ROW = {"id": 7, "lang": "deu", "instruction": "Name a fruit.\n\nAnswer in German.", "english": "Name a fruit."}
+ROW = {
+    "id": 7,
+    "lang": "deu",
+    "instruction": "Name a fruit.\n\nAnswer in German.",
+    "english": "Name a fruit.",
+}
 
 
 def test_rtt_prompts_use_the_english_prompt() -> None:
@@ -76,10 +105,16 @@ def test_rtt_prompts_use_the_english_prompt() -> None:
     "text, expected",
     [
         ("English answer:\nAn apple.\n\nGerman translation:\nEin Apfel.", "Ein Apfel."),
-        ("**English answer:** An apple.\n\n**German translation:** Ein Apfel.\nSehr lecker.", "Ein Apfel.\nSehr lecker."),
+        (
+            "**English answer:** An apple.\n\n**German translation:** Ein Apfel.\nSehr lecker.",
+            "Ein Apfel.\nSehr lecker.",
+        ),
         ("English answer: x\n### Translation into German\nEin Apfel.", "Ein Apfel."),
         # The model repeats the format line first: the last marker holds the answer.
-        ("German translation: <...>\nEnglish answer: An apple.\nGerman translation:\nEin Apfel.", "Ein Apfel."),
+        (
+            "German translation: <...>\nEnglish answer: An apple.\nGerman translation:\nEin Apfel.",
+            "Ein Apfel.",
+        ),
     ],
 )
 def test_rtt_extracts_the_translation(text: str, expected: str) -> None:
@@ -88,13 +123,22 @@ def test_rtt_extracts_the_translation(text: str, expected: str) -> None:
 
 def test_rtt_malformed_one_prompt_answers_are_rejects() -> None:
     assert rtt.extract("An apple is a fruit.", "deu") == (None, "no translation section")
-    assert rtt.extract("English answer: An apple.\nGerman translation:\n  ", "deu") == (None, "empty translation")
-    assert rtt.from_completion(Completion(error="timeout"), "deu") == (None, "backend error: timeout")
+    assert rtt.extract("English answer: An apple.\nGerman translation:\n  ", "deu") == (
+        None,
+        "empty translation",
+    )
+    assert rtt.from_completion(Completion(error="timeout"), "deu") == (
+        None,
+        "backend error: timeout",
+    )
     assert rtt.from_completion(Completion(text="  "), None) == (None, "empty answer")
     assert rtt.from_completion(Completion(text=" Ein Apfel. "), None) == ("Ein Apfel.", None)
 
 
 def test_rubric_never_scores_a_failed_response() -> None:
-    rows = [{"id": 1, "lang": "deu", "instruction": "q", "output": "Eine Antwort."}, {"id": 2, "lang": "deu", "instruction": "q", "output": None}]
+    rows = [
+        {"id": 1, "lang": "deu", "instruction": "q", "output": "Eine Antwort."},
+        {"id": 2, "lang": "deu", "instruction": "q", "output": None},
+    ]
     reqs = rubric.plan(rows, ["precision", "naturalness"])
     assert [(r["id"], r["criterion"]) for r in reqs] == [(1, "precision"), (1, "naturalness")]

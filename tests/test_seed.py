@@ -20,7 +20,10 @@ from xlexp.store import Store
 
 
 def passages(n: int, start: int = 0) -> list[str]:
-    return [f"Passage number {i} says that bees make honey from nectar." for i in range(start, start + n)]
+    return [
+        f"Passage number {i} says that bees make honey from nectar."
+        for i in range(start, start + n)
+    ]
 
 
 def corpus_rows() -> list[dict]:
@@ -34,7 +37,14 @@ def corpus_rows() -> list[dict]:
 
 
 def cfg_for(source: str, path: Path | str | None, **kw) -> SeedDataConfig:
-    fields = {"source": source, "path": str(path) if path else None, "n": 12, "min_chars": 40, "max_chars": 120, "shuffle_buffer": 16}
+    fields = {
+        "source": source,
+        "path": str(path) if path else None,
+        "n": 12,
+        "min_chars": 40,
+        "max_chars": 120,
+        "shuffle_buffer": 16,
+    }
     return OmegaConf.structured(SeedDataConfig(**{**fields, **kw}))
 
 
@@ -62,7 +72,13 @@ def test_take_counts_bounds_and_dedup_on_known_rows():
     ]
     kept, counts = seed.take(rows, cfg_for("demo", None, n=2))
     assert [r["id"] for r in kept] == ["a", "e"]
-    assert counts == {"read": 5, "too_short": 1, "too_long": 1, "duplicate": 1, "out": 2}  # stops once n pass
+    assert counts == {
+        "read": 5,
+        "too_short": 1,
+        "too_long": 1,
+        "duplicate": 1,
+        "out": 2,
+    }  # stops once n pass
     kept, counts = seed.take(rows, cfg_for("demo", None, n=10, max_read=3))
     assert [r["id"] for r in kept] == ["a"] and counts["read"] == 3
 
@@ -98,7 +114,9 @@ def test_jsonl_through_datasets_and_ids_from_text(tmp_path: Path):
 
 def test_run_seed_records_counts_and_rereads_an_edited_file(tmp_path: Path):
     path = write_parquet(tmp_path / "seeds.parquet", corpus_rows())
-    cfg = OmegaConf.create({"seed_data": OmegaConf.to_container(cfg_for("parquet", path)), "seed": 1})
+    cfg = OmegaConf.create(
+        {"seed_data": OmegaConf.to_container(cfg_for("parquet", path)), "seed": 1}
+    )
     store = Store(tmp_path / "store")
     art = run_seed(cfg, store)
     assert art.meta["counts"]["out"] == 12 and len(art.rows()) == 12
@@ -123,7 +141,11 @@ def test_gated_hub_dataset_without_token_names_the_key(no_hf_token: None):
     assert seed.hf_token() is None
     with pytest.raises(ConfigError) as err:
         validate(make("seed_data=culturax"), cuda=False)
-    assert err.value.key == "seed_data.name" and "HF_TOKEN" in str(err.value) and "uonlp/CulturaX" in str(err.value)
+    assert (
+        err.value.key == "seed_data.name"
+        and "HF_TOKEN" in str(err.value)
+        and "uonlp/CulturaX" in str(err.value)
+    )
     # Without generation in the stages the seed corpus is not needed.
     validate(make("seed_data=culturax", "stages=[evaluate]"), cuda=False)
 
@@ -135,7 +157,9 @@ def test_hub_unreachable_is_a_clear_error(monkeypatch: pytest.MonkeyPatch):
     cfg = make("seed_data=culturax")
     validate_seed(cfg.seed_data)  # a token is there: validation passes
     assert cfg.seed_data.name == "uonlp/CulturaX" and cfg.seed_data.config == "en"
-    with pytest.raises(RuntimeError, match=r"^seed_data\.name: cannot stream 'uonlp/CulturaX'.*HF_TOKEN"):
+    with pytest.raises(
+        RuntimeError, match=r"^seed_data\.name: cannot stream 'uonlp/CulturaX'.*HF_TOKEN"
+    ):
         seed.stream(cfg.seed_data, seed=1)  # the tests run with HF_HUB_OFFLINE=1
 
 
@@ -169,8 +193,16 @@ def test_unreadable_local_files_name_the_key(tmp_path: Path):
 
 def test_malformed_jsonl_lines_are_counted_rejects_with_their_line_numbers(tmp_path: Path):
     texts = passages(4)
-    lines = [json.dumps({"text": texts[0]}), "{not json", json.dumps({"text": texts[1]}), "[1, 2]", "",
-             json.dumps({"text": texts[2]}), '"just a string"', json.dumps({"text": texts[3]})]
+    lines = [
+        json.dumps({"text": texts[0]}),
+        "{not json",
+        json.dumps({"text": texts[1]}),
+        "[1, 2]",
+        "",
+        json.dumps({"text": texts[2]}),
+        '"just a string"',
+        json.dumps({"text": texts[3]}),
+    ]
     path = tmp_path / "seeds.jsonl"
     path.write_text("\n".join(lines) + "\n")
     cfg = cfg_for("jsonl", path, n=10)

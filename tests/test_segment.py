@@ -75,12 +75,25 @@ TABLE = (
 
 def test_table_cells_are_translated_and_the_grid_stays(splitter):
     segs = segment(TABLE, splitter)
-    assert sentences(segs) == ["Metals:", "Metal", "What it is used for", "Iron", "Tools.", "Bridges too.", "Gold", "That is all."]
+    assert sentences(segs) == [
+        "Metals:",
+        "Metal",
+        "What it is used for",
+        "Iron",
+        "Tools.",
+        "Bridges too.",
+        "Gold",
+        "That is all.",
+    ]
     translated = reassemble(segs, [f"T{i}" for i, _ in enumerate(sentences(segs))])
     lines = translated.split("\n")
     source = TABLE.split("\n")
-    assert lines[3] == source[3] == "|:------|:-------------------:|"  # the alignment row, untouched
-    assert lines[2] == "| T1 | T2 |" and lines[4] == "| T3  | T4 T5 |" and lines[5] == "| T6  | 79 |"
+    assert (
+        lines[3] == source[3] == "|:------|:-------------------:|"
+    )  # the alignment row, untouched
+    assert (
+        lines[2] == "| T1 | T2 |" and lines[4] == "| T3  | T4 T5 |" and lines[5] == "| T6  | 79 |"
+    )
     for out, src in zip(lines, source, strict=True):
         assert out.count("|") == src.count("|")  # every pipe where it was, no column added or lost
 

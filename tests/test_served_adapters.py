@@ -21,7 +21,9 @@ from xlexp.llm.openai import OpenAIBackend
 
 def card(base_url: str) -> LLMConfig:
     return OmegaConf.structured(
-        LLMConfig(name="student", backend="openai", model="base-model", base_url=base_url, timeout_s=5.0)
+        LLMConfig(
+            name="student", backend="openai", model="base-model", base_url=base_url, timeout_s=5.0
+        )
     )
 
 

@@ -247,9 +247,13 @@ def test_base_model_without_template_trains_with_the_card_template(tmp_path, tin
     tok.chat_template = None
     tok.save_pretrained(bare)
     (bare / "chat_template.jinja").unlink(missing_ok=True)
-    rows = [{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hallo"}]}]
+    rows = [
+        {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hallo"}]}
+    ]
     with pytest.raises(ValueError, match="chat_template"):
         build_trainer(rows, bare, SFTConfig(batch_size=1), tmp_path / "a")
     template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
-    trainer = build_trainer(rows, bare, SFTConfig(batch_size=1), tmp_path / "b", chat_template=template)
+    trainer = build_trainer(
+        rows, bare, SFTConfig(batch_size=1), tmp_path / "b", chat_template=template
+    )
     assert trainer.processing_class.chat_template == template

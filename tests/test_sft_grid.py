@@ -78,7 +78,9 @@ UNKEYED = [
 ]
 
 
-def test_sft_key_moves_with_every_input_and_only_those(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_sft_key_moves_with_every_input_and_only_those(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
     cfg = make_cfg(tiny_model_dir, tmp_path)
     store = Store(cfg.store_dir)
     dataset = make_dataset(store, make_rows(8))
@@ -109,7 +111,9 @@ def test_a_finished_adapter_is_never_retrained(tiny_model_dir: Path, tmp_path: P
     assert first.meta["counts"]["rows"] == 4 and first.meta["counts"]["steps"] == 2
     assert not (first.path / "checkpoints").exists() and not (first.path / "launch").exists()
     state = json.loads((first.path / "trainer_state.json").read_text())  # kept beside the adapter
-    assert state["global_step"] == 2 and [h["step"] for h in state["log_history"] if "loss" in h] == [1, 2]
+    assert state["global_step"] == 2 and [
+        h["step"] for h in state["log_history"] if "loss" in h
+    ] == [1, 2]
     # A rerun, and a run differing only in what the adapter does not depend on, reuse it.
     for path, value in [(None, None), ("sft.save_steps", 3), ("model.sampling.temperature", 0.7)]:
         again_cfg = copy.deepcopy(cfg)
@@ -133,7 +137,9 @@ def test_report_to_follows_the_logger(tiny_model_dir: Path, tmp_path: Path) -> N
     assert report_to(cfg) == "wandb"
 
     def callbacks(where: str) -> set[type]:
-        trainer = build_trainer(make_rows(2), tiny_model_dir, SFTConfig(batch_size=2), tmp_path / where, report_to=where)
+        trainer = build_trainer(
+            make_rows(2), tiny_model_dir, SFTConfig(batch_size=2), tmp_path / where, report_to=where
+        )
         return {type(cb) for cb in trainer.callback_handler.callbacks}
 
     assert WandbCallback in callbacks("wandb")
@@ -150,7 +156,9 @@ def test_training_metrics_land_in_the_offline_wandb_run(
     run_dir = tmp_path / "run"
     tracker = track.start(cfg, run_dir)
     sft = SFTConfig(batch_size=2, save_steps=1000)
-    metrics = train_lora(make_rows(4), tiny_model_dir, sft, tmp_path / "sft", report_to=report_to(cfg))
+    metrics = train_lora(
+        make_rows(4), tiny_model_dir, sft, tmp_path / "sft", report_to=report_to(cfg)
+    )
     tracker.finish({"seconds": 1.0})
     import wandb
 
@@ -180,11 +188,27 @@ def test_paper_sft_defaults_reach_the_trainer(tiny_model_dir: Path, tmp_path: Pa
     tok.chat_template = None
     tok.save_pretrained(bare)
     (bare / "chat_template.jinja").unlink(missing_ok=True)
-    trainer = build_trainer(make_rows(8), bare, cfg.sft, tmp_path / "t", seed=cfg.seed, chat_template=cfg.model.chat_template)
+    trainer = build_trainer(
+        make_rows(8),
+        bare,
+        cfg.sft,
+        tmp_path / "t",
+        seed=cfg.seed,
+        chat_template=cfg.model.chat_template,
+    )
     args = trainer.args
     # transformers 5: the warmup ratio travels as a float warmup_steps below 1.
-    assert (args.num_train_epochs, args.learning_rate, args.lr_scheduler_type, args.warmup_steps) == (1.0, 1e-4, "cosine", 0.03)
-    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.seed) == (8, 1, 1)
+    assert (
+        args.num_train_epochs,
+        args.learning_rate,
+        args.lr_scheduler_type,
+        args.warmup_steps,
+    ) == (1.0, 1e-4, "cosine", 0.03)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.seed) == (
+        8,
+        1,
+        1,
+    )
     assert args.bf16 is use_bf16("auto") and not args.fp16  # bf16 on a CUDA GPU, fp32 on CPU
     assert args.completion_only_loss is True
     lora = trainer.model.peft_config["default"]

@@ -21,16 +21,28 @@ from xlexp.sft.launch import (
 )
 
 
-@pytest.mark.parametrize("value,gpus,expected", [("auto", 0, 1), ("auto", 1, 1), ("auto", 4, 4), ("2", 0, 2), (3, 8, 3)])
+@pytest.mark.parametrize(
+    "value,gpus,expected", [("auto", 0, 1), ("auto", 1, 1), ("auto", 4, 4), ("2", 0, 2), (3, 8, 3)]
+)
 def test_process_count(value, gpus: int, expected: int) -> None:
     assert process_count(value, cuda_devices=gpus) == expected
 
 
 @pytest.mark.parametrize(
     "batch_size,grad_accum,world,per_device,accum",
-    [(8, 1, 1, 8, 1), (8, 1, 2, 4, 1), (8, 1, 8, 1, 1), (2, 4, 1, 2, 4), (2, 4, 2, 2, 2), (4, 2, 4, 2, 1), (3, 4, 2, 3, 2)],
+    [
+        (8, 1, 1, 8, 1),
+        (8, 1, 2, 4, 1),
+        (8, 1, 8, 1, 1),
+        (2, 4, 1, 2, 4),
+        (2, 4, 2, 2, 2),
+        (4, 2, 4, 2, 1),
+        (3, 4, 2, 3, 2),
+    ],
 )
-def test_batch_plan_keeps_the_global_batch(batch_size: int, grad_accum: int, world: int, per_device: int, accum: int) -> None:
+def test_batch_plan_keeps_the_global_batch(
+    batch_size: int, grad_accum: int, world: int, per_device: int, accum: int
+) -> None:
     plan = batch_plan(batch_size, grad_accum, world)
     assert (plan.per_device, plan.grad_accum) == (per_device, accum)
     assert plan.per_device * plan.grad_accum * world == batch_size * grad_accum == plan.global_batch
@@ -39,7 +51,9 @@ def test_batch_plan_keeps_the_global_batch(batch_size: int, grad_accum: int, wor
 
 @pytest.mark.parametrize("batch_size,grad_accum,world", [(8, 1, 3), (3, 1, 2), (2, 3, 4)])
 def test_batch_plan_refuses_an_uneven_split(batch_size: int, grad_accum: int, world: int) -> None:
-    with pytest.raises(ValueError, match=r"sft.num_processes: the global batch .* cannot be split evenly"):
+    with pytest.raises(
+        ValueError, match=r"sft.num_processes: the global batch .* cannot be split evenly"
+    ):
         batch_plan(batch_size, grad_accum, world)
 
 
@@ -99,7 +113,11 @@ def test_two_cpu_processes_train_with_ddp_and_the_adapter_reloads(
     log = (out / "launch" / "launch.log").read_text()
     assert metrics["world_size"] == 2, log[-3000:]
     assert metrics["steps"] == 2  # 8 rows / global batch 4 (2 per rank x 2 ranks)
-    assert (metrics["global_batch"], metrics["per_device_batch"], metrics["grad_accum"]) == (4, 2, 1)
+    assert (metrics["global_batch"], metrics["per_device_batch"], metrics["grad_accum"]) == (
+        4,
+        2,
+        1,
+    )
     assert metrics["train_rows"] == 8 and metrics["tokens_seen"] > 0
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert log.count("'loss':") == 2  # rank 0 alone logs, once per step
@@ -125,7 +143,9 @@ def test_two_cpu_processes_train_with_ddp_and_the_adapter_reloads(
     assert not (out / "launch" / "launch.log").exists()
 
 
-def test_one_and_two_processes_take_the_same_optimiser_steps(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_one_and_two_processes_take_the_same_optimiser_steps(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
     """Global batch 4 (batch_size 2 x grad_accum 2): one process accumulates 2 micro-batches of 2,
     two processes take 2 each. Same steps, same examples (tokens) in each step, same losses and
     the same trained weights, so one adapter key serves both."""
@@ -135,7 +155,9 @@ def test_one_and_two_processes_take_the_same_optimiser_steps(tiny_model_dir: Pat
     runs = {}
     for n in ("1", "2"):
         # dropout 0: LoRA dropout draws differ per rank and would blur the comparison.
-        sft = SFTConfig(batch_size=2, grad_accum=2, dropout=0.0, lr=1e-2, save_steps=1000, num_processes=n)
+        sft = SFTConfig(
+            batch_size=2, grad_accum=2, dropout=0.0, lr=1e-2, save_steps=1000, num_processes=n
+        )
         runs[n] = train(rows, tiny_model_dir, sft, tmp_path / n, cuda_devices=0)
     one, two = runs["1"], runs["2"]
     assert (one["world_size"], two["world_size"]) == (1, 2)
@@ -148,7 +170,9 @@ def test_one_and_two_processes_take_the_same_optimiser_steps(tiny_model_dir: Pat
     assert seen["1"] == seen["2"] and len(set(seen["1"])) == 3
     losses = {n: [h["loss"] for h in runs[n]["loss_history"]] for n in runs}
     assert losses["1"] == pytest.approx(losses["2"], rel=1e-3)
-    weights = {n: load_file(str(tmp_path / n / "adapter" / "adapter_model.safetensors")) for n in runs}
+    weights = {
+        n: load_file(str(tmp_path / n / "adapter" / "adapter_model.safetensors")) for n in runs
+    }
     assert weights["1"].keys() == weights["2"].keys()
     for name, w in weights["1"].items():
         assert torch.allclose(w, weights["2"][name], atol=1e-5), name

@@ -13,7 +13,7 @@ import pytest
 
 from xlexp.config import ConfigError
 from xlexp.langs import code_of
-from xlexp.sft import source
+from xlexp.sft import release as release_reader
 
 # The release card's `configs` block, shortened to four languages (same names and file layout).
 README = """---
@@ -48,7 +48,11 @@ N = 12
 def records(lang: str, tag: str = "") -> list[dict]:
     """The same English instructions in every file; the response in the file's language."""
     return [
-        {"instruction": f"Explain topic {i}.", "output": f"[{lang}{tag}] answer {i}." if i != 5 else "", "score": i / N}
+        {
+            "instruction": f"Explain topic {i}.",
+            "output": f"[{lang}{tag}] answer {i}." if i != 5 else "",
+            "score": i / N,
+        }
         for i in range(N)
     ]
 
@@ -57,12 +61,22 @@ def records(lang: str, tag: str = "") -> list[dict]:
 def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("xl-instruct")
     (root / "README.md").write_text(README)
-    for file, lang, tag in [("en", "en", ""), ("de", "de", ""), ("zh", "zh", ""), ("fi", "fi", ""), ("de_bestof3", "de", "*"), ("zh_bestof3", "zh", "*"), ("en_scored", "en", "")]:
+    for file, lang, tag in [
+        ("en", "en", ""),
+        ("de", "de", ""),
+        ("zh", "zh", ""),
+        ("fi", "fi", ""),
+        ("de_bestof3", "de", "*"),
+        ("zh_bestof3", "zh", "*"),
+        ("en_scored", "en", ""),
+    ]:
         (root / f"{file}.json").write_text(json.dumps(records(lang, tag), ensure_ascii=False))
     return root
 
 
-def rel(repo: Path, config: str = "default", template: str | None = "Respond in {language}.") -> SimpleNamespace:
+def rel(
+    repo: Path, config: str = "default", template: str | None = "Respond in {language}."
+) -> SimpleNamespace:
     return SimpleNamespace(repo=str(repo), config=config, revision=None, suffix_template=template)
 
 
@@ -72,8 +86,10 @@ def test_split_names_map_to_codes() -> None:
 
 
 def test_all_keeps_every_language_of_an_instruction(release: Path) -> None:
-    rows, rejects, stats = source.read_release(rel(release), ["deu", "zho"], "all", seed=1)
-    assert len(rows) == 2 * (N - 1) and len(rejects) == 2  # row 5 has an empty response in each file
+    rows, rejects, stats = release_reader.read_release(rel(release), ["deu", "zho"], "all", seed=1)
+    assert (
+        len(rows) == 2 * (N - 1) and len(rejects) == 2
+    )  # row 5 has an empty response in each file
     assert {r["reason"] for r in rejects} == {"empty_response"}
     assert stats["langs"] == {"deu": N - 1, "zho": N - 1}
     row = next(r for r in rows if r["id"] == "deu:3")
@@ -88,12 +104,12 @@ def test_all_keeps_every_language_of_an_instruction(release: Path) -> None:
 
 def test_one_gives_each_instruction_one_language_balanced_and_seeded(release: Path) -> None:
     codes = ["deu", "zho", "fin"]
-    rows, _, _ = source.read_release(rel(release), codes, "one", seed=1)
+    rows, _, _ = release_reader.read_release(rel(release), codes, "one", seed=1)
     assert len(rows) == N - 1 and len({r["seed_id"] for r in rows}) == N - 1
     counts = Counter(r["lang"] for r in rows)
     assert set(counts) == set(codes) and max(counts.values()) - min(counts.values()) <= 1
-    again, _, _ = source.read_release(rel(release), codes, "one", seed=1)
-    other, _, _ = source.read_release(rel(release), codes, "one", seed=2)
+    again, _, _ = release_reader.read_release(rel(release), codes, "one", seed=1)
+    other, _, _ = release_reader.read_release(rel(release), codes, "one", seed=2)
     def lang_of(found: list[dict]) -> dict:
         return {r["seed_id"]: r["lang"] for r in found}
 
@@ -101,33 +117,43 @@ def test_one_gives_each_instruction_one_language_balanced_and_seeded(release: Pa
 
 
 def test_bestof3_config_is_read_by_name(release: Path) -> None:
-    rows, _, _ = source.read_release(rel(release, "bestof3", template=None), ["deu"], "all", seed=1)
+    rows, _, _ = release_reader.read_release(
+        rel(release, "bestof3", template=None), ["deu"], "all", seed=1
+    )
     assert rows[0]["messages"][1]["content"].startswith("[de*]")
-    assert rows[0]["messages"][0]["content"] == "Explain topic 0."  # no suffix template: as released
+    assert (
+        rows[0]["messages"][0]["content"] == "Explain topic 0."
+    )  # no suffix template: as released
 
 
 def test_a_language_the_config_lacks_names_the_key(release: Path) -> None:
     with pytest.raises(ConfigError) as err:
-        source.read_release(rel(release, "bestof3"), ["deu", "fin"], "all", seed=1)
-    assert err.value.key == "sft.release.langs" and "fin" in str(err.value) and "deu, zho" in str(err.value)
+        release_reader.read_release(rel(release, "bestof3"), ["deu", "fin"], "all", seed=1)
+    assert (
+        err.value.key == "sft.release.langs"
+        and "fin" in str(err.value)
+        and "deu, zho" in str(err.value)
+    )
 
 
 def test_unknown_config_and_missing_repo_name_their_keys(release: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
-        source.read_release(rel(release, "best"), ["deu"], "all", seed=1)
+        release_reader.read_release(rel(release, "best"), ["deu"], "all", seed=1)
     assert err.value.key == "sft.release.config"
     with pytest.raises(ConfigError) as err:
-        source.read_release(rel(tmp_path / "nowhere"), ["deu"], "all", seed=1)
+        release_reader.read_release(rel(tmp_path / "nowhere"), ["deu"], "all", seed=1)
     assert err.value.key == "sft.release.repo"
 
 
 def test_unknown_fields_name_the_key() -> None:
     with pytest.raises(ConfigError) as err:
-        source.release_rows({"deu": [{"q": "x", "a": "y"}]}, ["deu"], "all", 1, None)
+        release_reader.release_rows({"deu": [{"q": "x", "a": "y"}]}, ["deu"], "all", 1, None)
     assert err.value.key == "sft.release.config" and "q, a" in str(err.value)
 
 
-def test_sft_on_the_release_by_name_through_the_pipeline(release: Path, tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_sft_on_the_release_by_name_through_the_pipeline(
+    release: Path, tmp_path: Path, tiny_model_dir: Path
+) -> None:
     """`python -m xlexp stages=[sft] sft.source=release ...`: no generation; the release's rows
     (German and Chinese, one language per instruction as langs.assign=one) feed SFT."""
     from test_sft_source import compose_cfg
@@ -146,7 +172,10 @@ def test_sft_on_the_release_by_name_through_the_pipeline(release: Path, tmp_path
     assert "generate" not in summary["stages"] and summary["stages"]["sft"]["adapter"]["rows"] == 4
     (data,) = [p for p in (store / "release_data").iterdir() if not p.name.startswith(".")]
     rows = [json.loads(line) for line in (data / "dataset.jsonl").read_text().splitlines()]
-    assert len(rows) == N - 1 and {r["lang"] for r in rows} == {"deu", "zho"}  # one language per instruction
+    assert len(rows) == N - 1 and {r["lang"] for r in rows} == {
+        "deu",
+        "zho",
+    }  # one language per instruction
     with pytest.raises(ConfigError) as err:
         validate(compose_cfg(*args, "sft.release.config=best"), cuda=False)
     assert err.value.key == "sft.release.config"

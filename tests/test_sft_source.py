@@ -70,11 +70,22 @@ def test_to_messages_maps_fields_and_rejects_malformed() -> None:
     assert source.to_messages({"q": "Why?", "a": "  "}, pairs) == "empty_response"
     assert source.to_messages({"q": None, "a": "x"}, pairs) == "empty_instruction"
     chat = ext(messages_field="conversations")
-    sharegpt = {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Moi"}]}
-    assert source.to_messages(sharegpt, chat) == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Moi"}]
-    assert source.to_messages({"conversations": [{"role": "user", "content": "Hi"}]}, chat) == "no_final_assistant_turn"
+    sharegpt = {
+        "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Moi"}]
+    }
+    assert source.to_messages(sharegpt, chat) == [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Moi"},
+    ]
+    assert (
+        source.to_messages({"conversations": [{"role": "user", "content": "Hi"}]}, chat)
+        == "no_final_assistant_turn"
+    )
     assert source.to_messages({"conversations": "text"}, chat) == "no_messages"
-    assert source.to_messages({"conversations": [{"role": "robot", "content": "x"}]}, chat) == "bad_turn"
+    assert (
+        source.to_messages({"conversations": [{"role": "robot", "content": "x"}]}, chat)
+        == "bad_turn"
+    )
 
 
 # ---------------------------------------------------------------- reading real files
@@ -82,7 +93,14 @@ def test_to_messages_maps_fields_and_rejects_malformed() -> None:
 
 def test_jsonl_with_lang_filter_and_seeded_subset(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "x.jsonl", alpaca_rows(60))
-    cfg = ext(dataset=str(path), lang_field="language", langs=["fi", "tr"], id_field="uid", input_field="input", n=20)
+    cfg = ext(
+        dataset=str(path),
+        lang_field="language",
+        langs=["fi", "tr"],
+        id_field="uid",
+        input_field="input",
+        n=20,
+    )
     rows, rejects, stats = source.read(cfg, seed=1)
     assert len(rows) == 20 and {r["lang"] for r in rows} <= {"fi", "tr"}
     assert stats["matching_lang"] == 40 and stats["rows"] == 20
@@ -98,7 +116,9 @@ def test_jsonl_with_lang_filter_and_seeded_subset(tmp_path: Path) -> None:
     assert again == rows  # same seed, same rows
     other, _, _ = source.read(ext(**{**OmegaConf.to_container(cfg), "n": 20}), seed=2)
     assert [r["id"] for r in other] != [r["id"] for r in rows]
-    everything, rejects_all, _ = source.read(ext(dataset=str(path), lang_field="language", langs=["fi", "tr"]), seed=1)
+    everything, rejects_all, _ = source.read(
+        ext(dataset=str(path), lang_field="language", langs=["fi", "tr"]), seed=1
+    )
     assert len(everything) + len(rejects_all) == 40  # n=None: every matching row
 
 
@@ -110,8 +130,15 @@ def test_parquet_and_per_language_files(tmp_path: Path) -> None:
     folder.mkdir()
     rows = alpaca_rows(30)
     for code in ("fi", "hi", "tr"):
-        pd.DataFrame([r for r in rows if r["language"] == code]).drop(columns="language").to_parquet(folder / f"{code}.parquet")
-    cfg = ext(dataset=str(folder), data_files={"fin": "fi.parquet", "tur": "tr.parquet", "hin": "hi.parquet"}, langs=["fin", "tur"], n=12)
+        pd.DataFrame([r for r in rows if r["language"] == code]).drop(
+            columns="language"
+        ).to_parquet(folder / f"{code}.parquet")
+    cfg = ext(
+        dataset=str(folder),
+        data_files={"fin": "fi.parquet", "tur": "tr.parquet", "hin": "hi.parquet"},
+        langs=["fin", "tur"],
+        n=12,
+    )
     out, rejects, stats = source.read(cfg, seed=1)
     assert len(out) == 12 and {r["lang"] for r in out} == {"fin", "tur"}
     assert stats["matching_lang"] == 20
@@ -138,7 +165,9 @@ def test_hub_dataset_offline_names_the_key(monkeypatch: pytest.MonkeyPatch, tmp_
     with pytest.raises(ConfigError) as err:
         source.read(ext(dataset="no-such-org/no-such-dataset-xlexp"), seed=1)
     assert err.value.key == "sft.external.dataset"
-    assert "no-such-org/no-such-dataset-xlexp" in str(err.value) and "HF_HUB_OFFLINE" in str(err.value)
+    assert "no-such-org/no-such-dataset-xlexp" in str(err.value) and "HF_HUB_OFFLINE" in str(
+        err.value
+    )
 
 
 # ---------------------------------------------------------------- store artifact
@@ -148,7 +177,9 @@ def _cfg(tmp_path: Path, path: Path, **external):
     card = LLMConfig(name="t", model="m")
     cfg = OmegaConf.structured(Config(teacher=card, model=card, judge=card, reference=card))
     cfg.sft.source, cfg.sft.subset = "external", "random"
-    cfg.sft.external = OmegaConf.merge(cfg.sft.external, {"dataset": str(path), "lang_field": "language", **external})
+    cfg.sft.external = OmegaConf.merge(
+        cfg.sft.external, {"dataset": str(path), "lang_field": "language", **external}
+    )
     return cfg
 
 
@@ -177,7 +208,11 @@ def test_xinstruction_experiment_composes_with_profile_tiny() -> None:
     cfg = compose_cfg("+exp=xinstruction", "profile=tiny")
     assert cfg.sft.source == "external" and cfg.sft.subset == "random"
     assert cfg.sft.external.dataset == "James-WYang/X-Instruction"
-    assert dict(cfg.sft.external.data_files) == {"fin": "fi.json", "hin": "hi.json", "tur": "tr.json"}
+    assert dict(cfg.sft.external.data_files) == {
+        "fin": "fi.json",
+        "hin": "hi.json",
+        "tur": "tr.json",
+    }
     assert cfg.sft.external.n == 40000 and cfg.data_size == "40k"
     assert list(cfg.langs.codes) == ["fin", "hin", "tur"] and "generate" not in cfg.stages
     assert cfg.model.backend == "hf"  # tiny profile: the student runs on CPU
@@ -191,11 +226,29 @@ def test_xinstruction_experiment_composes_with_profile_tiny() -> None:
     [
         (["sft.source=somewhere"], "sft.source"),
         (["sft.source=external"], "sft.external.dataset"),
-        (["sft.source=external", "sft.external.dataset=/nonexistent/x.jsonl"], "sft.external.dataset"),
+        (
+            ["sft.source=external", "sft.external.dataset=/nonexistent/x.jsonl"],
+            "sft.external.dataset",
+        ),
         (["sft.source=external", "sft.external.dataset=org/name", "sft.subset=top"], "sft.subset"),
-        (["sft.source=external", "sft.external.dataset=org/name", "sft.subset=random", "sft.external.n=0"], "sft.external.n"),
-        (["sft.source=external", "sft.external.dataset=org/name", "sft.subset=random", "sft.external.langs=[fi]"],
-         "sft.external.lang_field"),
+        (
+            [
+                "sft.source=external",
+                "sft.external.dataset=org/name",
+                "sft.subset=random",
+                "sft.external.n=0",
+            ],
+            "sft.external.n",
+        ),
+        (
+            [
+                "sft.source=external",
+                "sft.external.dataset=org/name",
+                "sft.subset=random",
+                "sft.external.langs=[fi]",
+            ],
+            "sft.external.lang_field",
+        ),
         (["sft.num_processes=zero"], "sft.num_processes"),
     ],
 )
@@ -215,21 +268,49 @@ def test_run_with_an_external_source_skips_generation(tmp_path: Path, tiny_model
     path = write_jsonl(tmp_path / "x.jsonl", alpaca_rows(30))
     store = tmp_path / "store"
     args = [
-        "stages=[sft]", f"store_dir={store}", f"model.model={tiny_model_dir}", "model.gguf_file=null",
-        "sft.source=external", f"sft.external.dataset={path}", "sft.external.lang_field=language",
-        "sft.external.langs=[fi,tr]", "sft.external.n=8", "sft.subset=random", "data_size=4",
-        "sft.batch_size=2", "sft.max_seq_len=256",
+        "stages=[sft]",
+        f"store_dir={store}",
+        f"model.model={tiny_model_dir}",
+        "model.gguf_file=null",
+        "sft.source=external",
+        f"sft.external.dataset={path}",
+        "sft.external.lang_field=language",
+        "sft.external.langs=[fi,tr]",
+        "sft.external.n=8",
+        "sft.subset=random",
+        "data_size=4",
+        "sft.batch_size=2",
+        "sft.max_seq_len=256",
     ]
     summary = run(compose_cfg(*args), tmp_path / "run")
     assert "generate" not in summary["stages"] and summary["stages"]["sft"]["adapter"]["rows"] == 4
     stages = {p.name for p in store.iterdir() if p.is_dir()}
-    assert {"external_data", "sft"} <= stages and not stages & {"seed", "reverse", "refine", "translate", "qe", "select"}
+    assert {"external_data", "sft"} <= stages and not stages & {
+        "seed",
+        "reverse",
+        "refine",
+        "translate",
+        "qe",
+        "select",
+    }
     (external,) = [p for p in (store / "external_data").iterdir() if not p.name.startswith(".")]
     assert len((external / "dataset.jsonl").read_text().splitlines()) == 8
-    adapter = store / "sft" / summary["stages"]["sft"]["adapter"]["key"] / "adapter" / "adapter_model.safetensors"
+    adapter = (
+        store
+        / "sft"
+        / summary["stages"]["sft"]["adapter"]["key"]
+        / "adapter"
+        / "adapter_model.safetensors"
+    )
     stamp = adapter.stat().st_mtime_ns
     again = run(compose_cfg(*args), tmp_path / "run2")
-    assert again["stages"]["sft"]["adapter"]["key"] == summary["stages"]["sft"]["adapter"]["key"] and adapter.stat().st_mtime_ns == stamp
+    assert (
+        again["stages"]["sft"]["adapter"]["key"] == summary["stages"]["sft"]["adapter"]["key"]
+        and adapter.stat().st_mtime_ns == stamp
+    )
     with pytest.raises(ConfigError) as err:  # more than the external artifact holds
-        run(compose_cfg(*[a for a in args if not a.startswith("data_size")], "data_size=9"), tmp_path / "run3")
+        run(
+            compose_cfg(*[a for a in args if not a.startswith("data_size")], "data_size=9"),
+            tmp_path / "run3",
+        )
     assert err.value.key == "data_size"

@@ -28,7 +28,12 @@ pytestmark = [
     ),
 ]
 # Tiny jobs: no GPU, one CPU each so both array tasks run at once on a 2-CPU node.
-SLURM_ENV = {"XLEXP_SLURM_GPUS": "null", "XLEXP_SLURM_CPUS": "1", "XLEXP_SLURM_MEM_GB": "3", "XLEXP_SLURM_TIMEOUT_MIN": "30"}
+SLURM_ENV = {
+    "XLEXP_SLURM_GPUS": "null",
+    "XLEXP_SLURM_CPUS": "1",
+    "XLEXP_SLURM_MEM_GB": "3",
+    "XLEXP_SLURM_TIMEOUT_MIN": "30",
+}
 TIMEOUT_S = 900
 
 
@@ -44,11 +49,17 @@ def _controller_up() -> bool:
 def slurm() -> None:
     if os.environ.get("XLEXP_SLURM_TEST") != "1":
         if not _controller_up():  # Slurm's client is installed, but no cluster runs here
-            pytest.skip("sbatch is on PATH but no slurmctld answers: launchers/local_slurm.sh start, or XLEXP_SLURM_TEST=1")
+            pytest.skip(
+                "sbatch is on PATH but no slurmctld answers: launchers/local_slurm.sh start, or XLEXP_SLURM_TEST=1"
+            )
         return
     if not _controller_up():
-        subprocess.run(["bash", str(ROOT / "launchers" / "local_slurm.sh"), "start"], check=True, timeout=600)
-    assert _controller_up(), "XLEXP_SLURM_TEST=1 but no slurmctld answers after launchers/local_slurm.sh start"
+        subprocess.run(
+            ["bash", str(ROOT / "launchers" / "local_slurm.sh"), "start"], check=True, timeout=600
+        )
+    assert _controller_up(), (
+        "XLEXP_SLURM_TEST=1 but no slurmctld answers after launchers/local_slurm.sh start"
+    )
 
 
 def submitit_logs(sweep_dir: Path) -> dict[str, str]:
@@ -68,7 +79,9 @@ def test_tiny_sweep_runs_as_one_slurm_array_job(tmp_path, tiny_model_dir, slurm)
     assert all(set(r["metrics"]) == {"deu", "fra", "avg"} for r in results.values())
     logs = submitit_logs(tmp_path / "sweep")
     array_ids = {job.split("_")[0] for job in logs}
-    assert len(logs) == 2 and len(array_ids) == 1, f"expected one array job with 2 tasks, got {sorted(logs)}"
+    assert len(logs) == 2 and len(array_ids) == 1, (
+        f"expected one array job with 2 tasks, got {sorted(logs)}"
+    )
     assert len(artifact_keys(tmp_path / "store", "select")) == 1
     assert teacher.counts["reverse"] == 8 and teacher.counts["refine"] == 8
 
@@ -91,16 +104,32 @@ def test_preempted_job_is_requeued_and_resumes_from_the_store(tmp_path, tiny_mod
     # default window all 8 are in flight at once and the stage is done before it can be killed).
     teacher = SlowTeacher(delay=1.0)
     with FakeOpenAI(teacher) as srv:
-        cmd = sweep_command(srv.base_url, tiny_model_dir, tmp_path, "2", "hydra/launcher=slurm", "stages=[generate,report]",
-                            "teacher.max_concurrency=2")
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=sweep_env(**SLURM_ENV), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cmd = sweep_command(
+            srv.base_url,
+            tiny_model_dir,
+            tmp_path,
+            "2",
+            "hydra/launcher=slurm",
+            "stages=[generate,report]",
+            "teacher.max_concurrency=2",
+        )
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=sweep_env(**SLURM_ENV),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         try:
             parts = tmp_path / "store" / "reverse"
             deadline = time.time() + 300
             while time.time() < deadline and not list(parts.glob(".partial-*/parts/batch-*.jsonl")):
                 assert proc.poll() is None, proc.stdout.read()[-3000:]
                 time.sleep(0.1)
-            assert list(parts.glob(".partial-*/parts/batch-*.jsonl")), "the job never started the reverse stage"
+            assert list(parts.glob(".partial-*/parts/batch-*.jsonl")), (
+                "the job never started the reverse stage"
+            )
             (job_id,) = submitit_logs(tmp_path / "sweep")
             if how == "usr2":
                 subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=30)

@@ -26,7 +26,9 @@ QUESTION = "Say something kind."
 
 
 def _run_echo(ctx: RunContext, arts: dict[str, Artifact]) -> None:
-    key = ctx.store.key("echo", {"judge": ctx.cfg.judge.model, "question": QUESTION, "seed": ctx.cfg.seed})
+    key = ctx.store.key(
+        "echo", {"judge": ctx.cfg.judge.model, "question": QUESTION, "seed": ctx.cfg.seed}
+    )
 
     def produce(work: Path, parts: Any) -> dict:
         model = ctx.models.role("judge", ctx.cfg.judge)
@@ -44,7 +46,9 @@ def _validate_echo(cfg: Any, runs: bool) -> None:
 
 ECHO = Stage(
     name="echo",
-    artifacts=(ArtifactSpec("echoes", kind="echo", logged_as="echo-rows", files=("rows.jsonl", "DONE")),),
+    artifacts=(
+        ArtifactSpec("echoes", kind="echo", logged_as="echo-rows", files=("rows.jsonl", "DONE")),
+    ),
     run=_run_echo,
     roles=lambda cfg: {"judge": cfg.judge},
     validate=_validate_echo,
@@ -60,13 +64,23 @@ def echo_stage():
 
 
 def _cfg(base_url: str, store: Path, *extra: str) -> Any:
-    args = ["stages=[echo,report]", f"store_dir={store}", "judge.backend=openai", "judge.model=fake",
-            f"judge.base_url={base_url}", "judge.gguf_file=null", "judge.max_retries=1", *extra]
+    args = [
+        "stages=[echo,report]",
+        f"store_dir={store}",
+        "judge.backend=openai",
+        "judge.model=fake",
+        f"judge.base_url={base_url}",
+        "judge.gguf_file=null",
+        "judge.max_retries=1",
+        *extra,
+    ]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose("config", overrides=args), args
 
 
-def test_registered_stage_runs_plans_and_reports_with_no_other_edit(tmp_path, echo_stage, monkeypatch):
+def test_registered_stage_runs_plans_and_reports_with_no_other_edit(
+    tmp_path, echo_stage, monkeypatch
+):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
     assert STAGES.names().index("echo") == STAGES.names().index("report") - 1
@@ -100,7 +114,9 @@ def test_registered_stage_runs_plans_and_reports_with_no_other_edit(tmp_path, ec
     assert f"| echo | echoes | `{entry['key']}` | 1 | 1 | 0 |" in results_md
 
     page = read_path(tmp_path / "run")
-    assert {"run": ".", "stage": "echo", "artifact": "echoes", "key": entry["key"]}.items() <= page["stages"][0].items()
+    assert {"run": ".", "stage": "echo", "artifact": "echoes", "key": entry["key"]}.items() <= page[
+        "stages"
+    ][0].items()
     html = (tmp_path / "run" / "view.html").read_text()
     assert entry["key"] in html and '"stage":"echo"' in html.replace(" ", "")
 

@@ -23,7 +23,11 @@ from xlexp.__main__ import run
 
 ROOT = Path(__file__).resolve().parents[1]
 
-MARKERS = {"Write the question": "reverse", "Improve the question": "refine", "Rate the translation": "qe"}
+MARKERS = {
+    "Write the question": "reverse",
+    "Improve the question": "refine",
+    "Rate the translation": "qe",
+}
 
 
 class Peaks:
@@ -56,12 +60,23 @@ class Peaks:
 
 
 def overrides(base_url: str, store: Path) -> list[str]:
-    api = ["backend=openai", f"base_url={base_url}", "gguf_file=null", "max_retries=1", "max_concurrency=8"]
+    api = [
+        "backend=openai",
+        f"base_url={base_url}",
+        "gguf_file=null",
+        "max_retries=1",
+        "max_concurrency=8",
+    ]
     out = [f"teacher.{a}" for a in api] + ["teacher.model=teacher"]
     out += [f"judge.{a}" for a in api] + ["judge.model=judge"]
     for name, model in (("smollm2-greedy", "tr-a"), ("smollm2-sampled", "tr-b")):
         out += [f"translators.{name}.{a}" for a in api] + [f"translators.{name}.model={model}"]
-    return out + [f"store_dir={store}", "stages=[generate]", "seed_data.n=16", "generate.batch_size=2"]
+    return out + [
+        f"store_dir={store}",
+        "stages=[generate]",
+        "seed_data.n=16",
+        "generate.batch_size=2",
+    ]
 
 
 def test_generate_keeps_the_window_full_and_translators_run_together(tmp_path):
@@ -96,7 +111,14 @@ print("torch imported:", "torch" in sys.modules)
 def test_no_torch_import_when_every_role_is_remote(tmp_path):
     """Startup and the generate stages with remote roles only never import torch (seconds)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
-    done = subprocess.run([sys.executable, "-c", NO_TORCH, str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", NO_TORCH, str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "torch imported: False" in done.stdout
 
@@ -143,8 +165,22 @@ def test_evaluation_keeps_languages_and_roles_in_flight_together(tmp_path):
     with FakeOpenAI(peaks) as srv:
         roles = []
         for role, model in (("model", "sys"), ("reference", "ref"), ("judge", "judge")):
-            roles += [f"{role}.{a}" for a in ("backend=openai", f"model={model}", f"base_url={srv.base_url}", "gguf_file=null")]
-        common = [*roles, f"store_dir={tmp_path / 'store'}", "eval.limit=4", "eval.bootstrap=20", "stages=[evaluate,report]"]
+            roles += [
+                f"{role}.{a}"
+                for a in (
+                    "backend=openai",
+                    f"model={model}",
+                    f"base_url={srv.base_url}",
+                    "gguf_file=null",
+                )
+            ]
+        common = [
+            *roles,
+            f"store_dir={tmp_path / 'store'}",
+            "eval.limit=4",
+            "eval.bootstrap=20",
+            "stages=[evaluate,report]",
+        ]
         run(compose_exp("mtransfer", "profile=tiny", *common), tmp_path / "m")
         assert peaks.overlapped(("mtranslate", "German"), ("mtranslate", "French"))
         assert peaks.overlapped(("answer", "sys"), ("answer", "ref"))
@@ -163,16 +199,34 @@ def test_a_language_whose_translation_fails_is_asked_again_alone(tmp_path):
 
     def handler(body: dict) -> object:
         text = body["messages"][-1]["content"]
-        if down["French"] and "Translate the following instruction" in text and "into French" in text:
+        if (
+            down["French"]
+            and "Translate the following instruction" in text
+            and "into French" in text
+        ):
             return Reply(503, text="translator overloaded")
         return evaluator(body)
 
     with FakeOpenAI(handler) as srv:
         roles = []
         for role, model in (("model", "sys"), ("reference", "ref"), ("judge", "judge")):
-            roles += [f"{role}.{a}" for a in ("backend=openai", f"model={model}", f"base_url={srv.base_url}", "gguf_file=null",
-                                              "max_retries=0")]
-        args = [*roles, f"store_dir={tmp_path / 'store'}", "eval.limit=4", "eval.bootstrap=20", "stages=[evaluate,report]"]
+            roles += [
+                f"{role}.{a}"
+                for a in (
+                    "backend=openai",
+                    f"model={model}",
+                    f"base_url={srv.base_url}",
+                    "gguf_file=null",
+                    "max_retries=0",
+                )
+            ]
+        args = [
+            *roles,
+            f"store_dir={tmp_path / 'store'}",
+            "eval.limit=4",
+            "eval.bootstrap=20",
+            "stages=[evaluate,report]",
+        ]
         with pytest.raises(BackendFailure, match="4 failed calls"):
             run(compose_exp("mtransfer", "profile=tiny", *args), tmp_path / "a")
         finished = {p.parent.name for p in (tmp_path / "store").glob("mtranslate/*/DONE")}
@@ -180,4 +234,9 @@ def test_a_language_whose_translation_fails_is_asked_again_alone(tmp_path):
         assert evaluator.counts["mtranslate"] == 4  # German's four; French's 503s are not answers
         down["French"] = False
         summary = run(compose_exp("mtransfer", "profile=tiny", *args), tmp_path / "b")
-    assert evaluator.counts["mtranslate"] == 8 and set(summary["metrics"]) == {"deu", "fra", "eng", "avg"}
+    assert evaluator.counts["mtranslate"] == 8 and set(summary["metrics"]) == {
+        "deu",
+        "fra",
+        "eng",
+        "avg",
+    }

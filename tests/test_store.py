@@ -27,7 +27,10 @@ def test_concurrent_builders_produce_once(tmp_path):
         return {"out": 1}
 
     results = []
-    threads = [threading.Thread(target=lambda: results.append(store.build("s", "k", produce))) for _ in range(4)]
+    threads = [
+        threading.Thread(target=lambda: results.append(store.build("s", "k", produce)))
+        for _ in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -55,7 +58,13 @@ def test_failed_build_leaves_no_artifact_and_keeps_finished_parts(tmp_path):
         store.build("s", "k", produce)
     assert store.get("s", "k") is None and not (tmp_path / "s" / "k").exists()
     seen.clear()
-    art, built = store.build("s", "k", lambda w, p: {"rows": len(p.map_batches("b", list(range(6)), 2, lambda b: [{"x": x} for x in b]))})
+    art, built = store.build(
+        "s",
+        "k",
+        lambda w, p: {
+            "rows": len(p.map_batches("b", list(range(6)), 2, lambda b: [{"x": x} for x in b]))
+        },
+    )
     assert built and art.meta["counts"] == {"rows": 6}
     assert not (art.path / "parts").exists()
 
@@ -78,7 +87,9 @@ def test_processes_opening_a_new_response_cache_at_once_all_succeed(tmp_path):
 
     ctx = mp.get_context("fork")
     start, errors = ctx.Barrier(4), ctx.Queue()
-    procs = [ctx.Process(target=_open_caches, args=(str(tmp_path), 20, start, errors)) for _ in range(4)]
+    procs = [
+        ctx.Process(target=_open_caches, args=(str(tmp_path), 20, start, errors)) for _ in range(4)
+    ]
     for p in procs:
         p.start()
     for p in procs:

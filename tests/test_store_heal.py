@@ -78,7 +78,9 @@ def test_a_damaged_artifact_is_moved_aside_and_rebuilt(tmp_path, damage, caplog)
     aside = list((tmp_path / ".damaged" / "stage").iterdir())
     assert len(aside) == 1 and aside[0].name.startswith("k-")
     if damage != "DONE deleted":  # the warning names the file
-        assert any(str(art.path) in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+        assert any(
+            str(art.path) in r.getMessage() for r in caplog.records if r.levelname == "WARNING"
+        )
     # Healed: the next reuse is a plain reuse.
     _, built = build(Store(tmp_path), calls)
     assert not built and len(calls) == 2
@@ -94,7 +96,9 @@ def test_done_records_each_files_size_and_sha256(tmp_path):
     assert files["rows.jsonl"] == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
-@pytest.mark.parametrize("damage", ["cut mid-line", "cut at a line boundary", "checksum lost", "emptied"])
+@pytest.mark.parametrize(
+    "damage", ["cut mid-line", "cut at a line boundary", "checksum lost", "emptied"]
+)
 def test_a_bad_part_is_dropped_and_its_batch_redone(tmp_path, damage):
     store = Store(tmp_path)
     seen: list[list[int]] = []
@@ -147,7 +151,9 @@ def test_an_undecodable_cache_value_is_a_miss(tmp_path):
     _cache_with_two(path)
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE responses SET value = ? WHERE key = 'a'", ('{"text": "ans\x00',))
-        conn.execute("UPDATE responses SET value = ? WHERE key = 'b'", (json.dumps({"text": None}),))
+        conn.execute(
+            "UPDATE responses SET value = ? WHERE key = 'b'", (json.dumps({"text": None}),)
+        )
     cache = ResponseCache(path)
     assert cache.get_many(["a", "b"]) == {}
     cache.put_many({"a": {"text": "again"}})
@@ -189,7 +195,9 @@ def _unshare_available() -> bool:
     return subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode == 0
 
 
-needs_unshare = pytest.mark.skipif(not _unshare_available(), reason="needs unprivileged user+mount namespaces (unshare -rm)")
+needs_unshare = pytest.mark.skipif(
+    not _unshare_available(), reason="needs unprivileged user+mount namespaces (unshare -rm)"
+)
 
 
 def _in_namespace(script: str, tmp_path: Path) -> subprocess.CompletedProcess:
@@ -198,7 +206,14 @@ def _in_namespace(script: str, tmp_path: Path) -> subprocess.CompletedProcess:
     sh.write_text(script)
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{root / 'tests'}"}
-    return subprocess.run(["unshare", "-rm", "sh", str(sh)], capture_output=True, text=True, timeout=300, cwd=root, env=env)
+    return subprocess.run(
+        ["unshare", "-rm", "sh", str(sh)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=root,
+        env=env,
+    )
 
 
 @needs_unshare
@@ -209,7 +224,9 @@ def test_a_finished_store_on_a_read_only_filesystem_is_reused(tmp_path):
 
     def files() -> list[Path]:
         # Less SQLite's -wal/-shm files, which exist while this process's connection is open.
-        return sorted(p.relative_to(store) for p in store.rglob("*") if not p.name.endswith(("-wal", "-shm")))
+        return sorted(
+            p.relative_to(store) for p in store.rglob("*") if not p.name.endswith(("-wal", "-shm"))
+        )
 
     before = files()
     probe = textwrap.dedent(f"""
@@ -276,8 +293,14 @@ def test_a_full_disk_names_the_path_and_a_rerun_after_freeing_space_completes(tm
         print("DONE", built, len(art.rows()))
     """)
     (tmp_path / "probe.py").write_text(probe)
-    done = _in_namespace(f"mount -t tmpfs -o size=96k tmpfs {store} && {sys.executable} {tmp_path / 'probe.py'}", tmp_path)
+    done = _in_namespace(
+        f"mount -t tmpfs -o size=96k tmpfs {store} && {sys.executable} {tmp_path / 'probe.py'}",
+        tmp_path,
+    )
     errors = [x for x in done.stdout.splitlines() if x.startswith("ERROR")]
-    assert errors and str(store) in errors[0] and "no space left" in errors[0], (done.stdout, done.stderr)
+    assert errors and str(store) in errors[0] and "no space left" in errors[0], (
+        done.stdout,
+        done.stderr,
+    )
     assert "DONE True 40" in done.stdout, (done.stdout, done.stderr)
 

@@ -13,8 +13,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from xlexp.config import ConfigError, register, validate
+from xlexp.explain import explain
 from xlexp.llm import BACKENDS, Backend, Completion, load
-from xlexp.store import Store, explain, write_json, write_jsonl
+from xlexp.store import Store, write_json, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "xlexp"
@@ -80,12 +81,18 @@ def test_module_map_has_no_import_cycle():
 
 def test_cycle_finder_sees_imports_inside_functions(tmp_path):
     source = tmp_path / "mod.py"
-    source.write_text("def f():\n    from xlexp.report import write_results\n    import xlexp.view\n")
+    source.write_text(
+        "def f():\n    from xlexp.report import write_results\n    import xlexp.view\n"
+    )
     assert {"xlexp.report", "xlexp.report.write_results", "xlexp.view"} <= _imports(source)
 
 
 def test_no_module_over_400_lines():
-    big = {str(p.relative_to(ROOT)): n for p in PKG.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400}
+    big = {
+        str(p.relative_to(ROOT)): n
+        for p in PKG.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > 400
+    }
     assert not big, f"split these rooms: {big}"
 
 
@@ -105,7 +112,10 @@ class EchoBackend(Backend):
             raise ConfigError(f"{key}.model", "the echo backend serves model 'echo' only")
 
     def generate(self, conversations, sampling, sample_index=0, adapter=None):
-        return [Completion(text=c[-1]["content"][::-1], prompt_tokens=1, completion_tokens=1) for c in conversations]
+        return [
+            Completion(text=c[-1]["content"][::-1], prompt_tokens=1, completion_tokens=1)
+            for c in conversations
+        ]
 
 
 @pytest.fixture
@@ -120,14 +130,20 @@ def test_a_backend_registered_by_a_test_serves_roles_and_is_validated(echo_backe
     validate(cfg, cuda=False)  # the registry knows it; its check_card accepted the card
     model = load(cfg.teacher, tmp_path)
     assert [c.text for c in model.chat([[{"role": "user", "content": "abc"}]])] == ["cba"]
-    assert model.chat([[{"role": "user", "content": "abc"}]])[0].cached  # the response cache in front
+    assert model.chat([[{"role": "user", "content": "abc"}]])[
+        0
+    ].cached  # the response cache in front
     assert echo_backend.opened == 1
     with pytest.raises(ConfigError) as err:
-        validate(make("teacher.backend=echo", "teacher.model=other", "stages=[generate]"), cuda=False)
+        validate(
+            make("teacher.backend=echo", "teacher.model=other", "stages=[generate]"), cuda=False
+        )
     assert err.value.key == "teacher.model"
     BACKENDS.unregister("echo")
     with pytest.raises(ConfigError) as err:
-        validate(make("teacher.backend=echo", "teacher.model=echo-1", "stages=[generate]"), cuda=False)
+        validate(
+            make("teacher.backend=echo", "teacher.model=echo-1", "stages=[generate]"), cuda=False
+        )
     assert err.value.key == "teacher.backend" and "known: hf, openai, vllm" in str(err.value)
 
 
@@ -164,31 +180,57 @@ def test_console_script_takes_the_sweep_command_verbatim(tmp_path):
     only the report stage runs, so each job validates its config and writes results.json."""
     script = Path(sys.executable).with_name("xlexp")
     out = _cli(
-        str(script), "+exp=scaling", "profile=tiny", "-m", "data_size=2,4", "seed=1,2", "stages=[report]",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}", f"store_dir={tmp_path / 'store'}", cwd=tmp_path,
+        str(script),
+        "+exp=scaling",
+        "profile=tiny",
+        "-m",
+        "data_size=2,4",
+        "seed=1,2",
+        "stages=[report]",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"store_dir={tmp_path / 'store'}",
+        cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr
     jobs = sorted((tmp_path / "sweep").glob("*/.hydra/overrides.yaml"))
     assert len(jobs) == 4 and all((j.parent.parent / "results.json").exists() for j in jobs)
-    made = sorted(tuple(sorted(o for o in OmegaConf.load(j) if o.startswith(("data_size", "seed=")))) for j in jobs)
-    assert made == [("data_size=2", "seed=1"), ("data_size=2", "seed=2"), ("data_size=4", "seed=1"), ("data_size=4", "seed=2")]
+    made = sorted(
+        tuple(sorted(o for o in OmegaConf.load(j) if o.startswith(("data_size", "seed="))))
+        for j in jobs
+    )
+    assert made == [
+        ("data_size=2", "seed=1"),
+        ("data_size=2", "seed=2"),
+        ("data_size=4", "seed=1"),
+        ("data_size=4", "seed=2"),
+    ]
 
 
 def test_translator_group_key_is_refused_naming_the_per_translator_key(tmp_path):
     out = _cli(sys.executable, "-m", "xlexp", "translator.max_concurrency=16", cwd=tmp_path)
     assert out.returncode != 0
     assert "translators.<name>.max_concurrency" in out.stderr, out.stderr
-    ok = _cli(sys.executable, "-m", "xlexp", "translators.smollm2-greedy.max_concurrency=16", "--cfg", "job", cwd=tmp_path)
+    ok = _cli(
+        sys.executable,
+        "-m",
+        "xlexp",
+        "translators.smollm2-greedy.max_concurrency=16",
+        "--cfg",
+        "job",
+        cwd=tmp_path,
+    )
     assert ok.returncode == 0, ok.stderr
     assert OmegaConf.create(ok.stdout).translators["smollm2-greedy"].max_concurrency == 16
 
 
 def test_store_explain_names_the_field_that_made_a_new_key(tmp_path, capsys):
-    from xlexp.store import main
+    from xlexp.explain import main
 
     store = Store(tmp_path)
     for temperature in (0.0, 0.7):
-        key = store.key("respond", {"model": {"sampling": {"temperature": temperature}}, "limit": 5}, ["abc"])
+        key = store.key(
+            "respond", {"model": {"sampling": {"temperature": temperature}}, "limit": 5}, ["abc"]
+        )
         store.build("respond", key, lambda work, parts: {})
     assert "model.sampling.temperature: 0.7  (there: 0.0)" in explain(tmp_path, key)
     assert main(["explain", str(store.path("respond", key))]) == 0
@@ -199,28 +241,49 @@ def test_a_new_metric_is_computed_from_stored_verdicts(tmp_path):
     from xlexp.evaluate import metrics
     from xlexp.evaluate.stage import run_metrics
 
-    cfg = OmegaConf.create({"eval": {"langs": ["deu"], "benchmark": "demo", "english": False, "bootstrap": 10}, "langs": {"codes": ["deu"]}, "seed": 1})
+    cfg = OmegaConf.create(
+        {
+            "eval": {"langs": ["deu"], "benchmark": "demo", "english": False, "bootstrap": 10},
+            "langs": {"codes": ["deu"]},
+            "seed": 1,
+        }
+    )
     store = Store(tmp_path)
 
     def respond(name: str, outputs: list[str]):
         def produce(work, parts):
-            write_json(work / "deu.json", [{"id": i, "output": o, "lang": "deu"} for i, o in enumerate(outputs)])
+            write_json(
+                work / "deu.json",
+                [{"id": i, "output": o, "lang": "deu"} for i, o in enumerate(outputs)],
+            )
             return {}
 
         return store.build("respond", store.key("respond", name), produce)[0]
 
-    system, reference = respond("sys", ["Hallo Welt, wie geht es dir heute?", "Ja"]), respond("ref", ["Hallo", "Nein"])
+    system, reference = (
+        respond("sys", ["Hallo Welt, wie geht es dir heute?", "Ja"]),
+        respond("ref", ["Hallo", "Nein"]),
+    )
     verdicts = store.build(
         "judge",
         store.key("judge", "j"),
-        lambda work, parts: write_jsonl(work / "deu.jsonl", [{"id": 0, "preference": 1.0}, {"id": 1, "preference": 0.5}]) and {},
+        lambda work, parts: (
+            write_jsonl(
+                work / "deu.jsonl", [{"id": 0, "preference": 1.0}, {"id": 1, "preference": 0.5}]
+            )
+            and {}
+        ),
         info={"system": {"model": "m"}},
     )[0]
     first = run_metrics(cfg, store, verdicts, system, reference)
     assert json.loads(first.file("metrics.json").read_text())["deu"]["win_rate"] == 75.0
     metrics.METRICS.register(
         "max_len",
-        metrics.Metric((("max_len", "max len"),), lambda d, *_: {"max_len": max(map(len, d.outputs))}, lambda rows, *_: {}),
+        metrics.Metric(
+            (("max_len", "max len"),),
+            lambda d, *_: {"max_len": max(map(len, d.outputs))},
+            lambda rows, *_: {},
+        ),
     )
     try:
         second = run_metrics(cfg, store, verdicts, system, reference)

@@ -72,7 +72,12 @@ def test_generate_to_target_draws_fresh_seeds_until_the_filter_keeps_the_target(
     def chain(n: int) -> dict:
         calls.append(n)
         candidates = sum(1 for i in range(n) if i % 5 != 3)
-        return {"seed": FakeArtifact({"out": n}), "select": FakeArtifact({"before_filter": candidates, "rows": kept_after_filter(candidates, 0.8)})}
+        return {
+            "seed": FakeArtifact({"out": n}),
+            "select": FakeArtifact(
+                {"before_filter": candidates, "rows": kept_after_filter(candidates, 0.8)}
+            ),
+        }
 
     arts = generate_to_target(chain, first_seeds=100, target=100, keep=0.8)
     assert arts["select"].meta["counts"]["rows"] >= 100
@@ -89,7 +94,10 @@ def test_generate_to_target_draws_fresh_seeds_until_the_filter_keeps_the_target(
 def test_generate_to_target_stops_when_the_seed_source_runs_dry() -> None:
     def chain(n: int) -> dict:
         got = min(n, 120)  # the corpus has 120 passages
-        return {"seed": FakeArtifact({"out": got}), "select": FakeArtifact({"before_filter": got // 2})}
+        return {
+            "seed": FakeArtifact({"out": got}),
+            "select": FakeArtifact({"before_filter": got // 2}),
+        }
 
     with pytest.raises(ValueError, match="seed source gave 120"):
         generate_to_target(chain, first_seeds=100, target=100, keep=0.8)

@@ -21,18 +21,25 @@ class RejectingTeacher(Teacher):
 
     def __call__(self, body: dict):
         text = body["messages"][-1]["content"]
-        if "Write the question" in text and int(hashlib.sha256(text.encode()).hexdigest(), 16) % 3 == 0:
+        if (
+            "Write the question" in text
+            and int(hashlib.sha256(text.encode()).hexdigest(), 16) % 3 == 0
+        ):
             with self.lock:
                 self.counts["reverse"] = self.counts.get("reverse", 0) + 1
             return '""'
         return super().__call__(body)
 
 
-def test_a_target_of_kept_rows_is_reached_despite_rejects(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_a_target_of_kept_rows_is_reached_despite_rejects(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
     teacher = RejectingTeacher()
     with FakeOpenAI(teacher) as srv:
         # 8 seeds x 0.8 would keep at most 6 rows; the target is 8 (10 candidates before the filter).
-        args = overrides(srv.base_url, tiny_model_dir, tmp_path / "store", stages="[generate]") + ["generate.target_rows=8"]
+        args = overrides(srv.base_url, tiny_model_dir, tmp_path / "store", stages="[generate]") + [
+            "generate.target_rows=8"
+        ]
         first = run(compose_cfg(args), tmp_path / "a")
         gen = first["stages"]["generate"]
         assert gen["reverse"]["rejects"] > 0  # the teacher did reject some
@@ -46,7 +53,9 @@ def test_a_target_of_kept_rows_is_reached_despite_rejects(tmp_path: Path, tiny_m
         assert kept == sorted(kept)
         served = dict(teacher.counts)
         again = run(compose_cfg(args), tmp_path / "b")
-        assert again["stages"]["generate"]["select"]["key"] == gen["select"]["key"]  # stable for the target
+        assert (
+            again["stages"]["generate"]["select"]["key"] == gen["select"]["key"]
+        )  # stable for the target
         assert teacher.counts == served and again["backend_calls"] == 0
     with pytest.raises(ConfigError) as err:
         validate(compose_cfg([*args, "stages=[generate,sft]", "data_size=9"]), cuda=False)

@@ -67,16 +67,44 @@ def layout(text: str) -> list[tuple[str, str]]:
 def translated(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> list[dict]:
     """Two tricky responses, every language (assign=all), translated by the tiny Llama."""
     tmp = tmp_path_factory.mktemp("translate-real")
-    card = {"name": "tiny", "backend": "hf", "model": str(tiny_model_dir), "batch_size": 32, "sampling": {"max_tokens": 6}}
+    card = {
+        "name": "tiny",
+        "backend": "hf",
+        "model": str(tiny_model_dir),
+        "batch_size": 32,
+        "sampling": {"max_tokens": 6},
+    }
     cfg = OmegaConf.merge(
         OmegaConf.structured(Config),
-        {"teacher": card, "model": card, "judge": card, "reference": card, "translators": {"tiny": card}, "k": 1,
-         "langs": {"codes": ["deu", "fra"], "assign": "all"}, "splitter": {"kind": "pysbd"}},
+        {
+            "teacher": card,
+            "model": card,
+            "judge": card,
+            "reference": card,
+            "translators": {"tiny": card},
+            "k": 1,
+            "langs": {"codes": ["deu", "fra"], "assign": "all"},
+            "splitter": {"kind": "pysbd"},
+        },
     )
     store = Store(tmp / "store")
-    pairs = [{"id": "cast-iron", "seed_id": "cast-iron", "question": "How do I care for a cast-iron pan?", "response": CAST_IRON},
-             {"id": "mixed", "seed_id": "mixed", "question": "Show me some markdown.", "response": TRICKY["mixed"]}]
-    refined, _ = store.build("refine", "handmade", lambda work, parts: {"out": write_jsonl(work / "rows.jsonl", pairs)})
+    pairs = [
+        {
+            "id": "cast-iron",
+            "seed_id": "cast-iron",
+            "question": "How do I care for a cast-iron pan?",
+            "response": CAST_IRON,
+        },
+        {
+            "id": "mixed",
+            "seed_id": "mixed",
+            "question": "Show me some markdown.",
+            "response": TRICKY["mixed"],
+        },
+    ]
+    refined, _ = store.build(
+        "refine", "handmade", lambda work, parts: {"out": write_jsonl(work / "rows.jsonl", pairs)}
+    )
     models = Models(store)
     try:
         art = run_translate(cfg, store, models, refined)
@@ -84,7 +112,9 @@ def translated(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -
     finally:
         models.close()
     rows = art.rows()
-    assert art.meta["counts"]["sentence_jobs"] == sum(len(r["sentences"]) for r in rows)  # one call per sentence and language
+    assert art.meta["counts"]["sentence_jobs"] == sum(
+        len(r["sentences"]) for r in rows
+    )  # one call per sentence and language
     assert calls == art.meta["counts"]["sentence_jobs"]
     return rows
 
@@ -93,7 +123,9 @@ def test_every_language_of_every_pair_is_translated(translated):
     assert sorted((r["seed_id"], r["lang"]) for r in translated) == [
         ("cast-iron", "deu"), ("cast-iron", "fra"), ("mixed", "deu"), ("mixed", "fra")]
     for row in translated:
-        assert row["instruction"].endswith({"deu": "Respond in German.", "fra": "Respond in French."}[row["lang"]])
+        assert row["instruction"].endswith(
+            {"deu": "Respond in German.", "fra": "Respond in French."}[row["lang"]]
+        )
 
 
 @pytest.mark.parametrize("index", range(4))
@@ -104,9 +136,13 @@ def test_layout_survives_the_tiny_llama(translated, index):
     source = row["response"]
     out = reassemble(row["segments"], mt)
     assert out != source
-    assert layout(out) == layout(source)  # same lines, prefixes, blank lines; code and URLs byte-identical
+    assert layout(out) == layout(
+        source
+    )  # same lines, prefixes, blank lines; code and URLs byte-identical
     if row["seed_id"] == "cast-iron":
-        block = source[source.index("```python"): source.index("```\n", source.index("```python") + 3) + 4]
+        block = source[
+            source.index("```python") : source.index("```\n", source.index("```python") + 3) + 4
+        ]
         assert block in out  # the code block, untranslated, byte for byte
         assert "\n1. " in out and "\n10. " in out and "\n   - " in out and out.startswith("# ")
         assert "\n\n" in out and out.count("\n\n") == source.count("\n\n")

@@ -39,14 +39,18 @@ def fast_backoff(monkeypatch):
 
 def card(base_url: str, **kw) -> LLMConfig:
     kw.setdefault("timeout_s", 5.0)
-    return OmegaConf.structured(LLMConfig(name="fake", backend="openai", model="fake-model", base_url=base_url, **kw))
+    return OmegaConf.structured(
+        LLMConfig(name="fake", backend="openai", model="fake-model", base_url=base_url, **kw)
+    )
 
 
 def conv(text: str) -> list[dict]:
     return [{"role": "user", "content": text}]
 
 
-def test_a_slow_request_holds_one_slot_not_the_batch_and_answers_are_cached_as_they_arrive(tmp_path):
+def test_a_slow_request_holds_one_slot_not_the_batch_and_answers_are_cached_as_they_arrive(
+    tmp_path,
+):
     """While one request hangs, the other 40 go through the remaining slots and are already in
     the cache: no chunk waits for its slowest member, and a kill now would lose only the one."""
     release = threading.Event()
@@ -103,8 +107,11 @@ def test_a_killed_process_loses_only_the_requests_in_flight(tmp_path):
         return f"re: {text}"
 
     with FakeOpenAI(handler) as srv:
-        child = subprocess.Popen([sys.executable, "-c", CHILD, srv.base_url, str(tmp_path)], cwd=ROOT,
-                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, srv.base_url, str(tmp_path)],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
         try:
             deadline = time.time() + 60
             while srv.in_flight < 3 and time.time() < deadline and child.poll() is None:
@@ -117,7 +124,12 @@ def test_a_killed_process_loses_only_the_requests_in_flight(tmp_path):
             release.set()
         stored = len(ResponseCache(tmp_path / "cache.sqlite"))
         calls = srv.calls
-        model = load(OmegaConf.structured(LLMConfig(name="t", backend="openai", model="m", base_url=srv.base_url)), tmp_path)
+        model = load(
+            OmegaConf.structured(
+                LLMConfig(name="t", backend="openai", model="m", base_url=srv.base_url)
+            ),
+            tmp_path,
+        )
         again = model.chat([conv(f"q{i}") for i in range(20)])
         model.close()
     assert stored == 12  # every answer the child got was in the cache when it died
@@ -130,7 +142,11 @@ def test_concurrent_callers_share_one_window():
         backend = OpenAIBackend(card(srv.base_url, max_concurrency=5))
         outs: list = []
         threads = [
-            threading.Thread(target=lambda n=n: outs.append(backend.generate([conv(f"{n}-{i}") for i in range(20)], Sampling())))
+            threading.Thread(
+                target=lambda n=n: outs.append(
+                    backend.generate([conv(f"{n}-{i}") for i in range(20)], Sampling())
+                )
+            )
             for n in range(3)
         ]
         for t in threads:
@@ -176,7 +192,11 @@ def test_a_429_pauses_the_whole_endpoint_for_its_retry_after():
             first = len(arrivals) == 1
         # The others answer late, so the client has read the 429 before any slot frees (on a
         # loaded machine an instant "ok" could be read first and let the next request out).
-        return Reply(429, "slow down", headers={"Retry-After": "0.5"}) if first else Reply(text="ok", delay=0.2)
+        return (
+            Reply(429, "slow down", headers={"Retry-After": "0.5"})
+            if first
+            else Reply(text="ok", delay=0.2)
+        )
 
     with FakeOpenAI(handler) as srv:
         backend = OpenAIBackend(card(srv.base_url, max_concurrency=2, max_retries=2))
@@ -253,7 +273,16 @@ def test_failures_are_not_cached_and_a_rerun_asks_again(tmp_path):
 def test_cache_keys_did_not_change():
     """Answers cached by earlier versions are still found: the key is the same hash."""
     sampling = Sampling(temperature=0.7, max_tokens=9, seed=3)
-    old = digest({"identity": "i", "messages": conv("x"), "sampling": asdict(sampling), "sample": 1, "adapter": None}, n=32)
+    old = digest(
+        {
+            "identity": "i",
+            "messages": conv("x"),
+            "sampling": asdict(sampling),
+            "sample": 1,
+            "adapter": None,
+        },
+        n=32,
+    )
     assert request_key("i", conv("x"), sampling, 1, None) == old
 
 
@@ -288,7 +317,16 @@ def test_a_closed_transport_can_be_used_again():
 def test_proxy_from_the_environment_unless_no_proxy(monkeypatch):
     from xlexp.llm.wire import env_proxy
 
-    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+    for name in (
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ):
         monkeypatch.delenv(name, raising=False)
     assert env_proxy("https://api.example.com/v1/chat/completions") is None
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.local:3128")

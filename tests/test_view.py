@@ -37,7 +37,14 @@ needs_browser = pytest.mark.skipif(
 )
 
 
-def chromium(page: Path, profile: Path, *, fragment: str = "", screenshot: Path | None = None, height: int = 2400) -> str:
+def chromium(
+    page: Path,
+    profile: Path,
+    *,
+    fragment: str = "",
+    screenshot: Path | None = None,
+    height: int = 2400,
+) -> str:
     """The DOM of `page` after its scripts ran (or a PNG of it), from headless Chromium with
     every background fetch turned off: the page must render from the file alone."""
     assert CHROMIUM, "XLEXP_BROWSER_TEST=1 but no chromium on PATH (apt-get install chromium)"
@@ -46,8 +53,14 @@ def chromium(page: Path, profile: Path, *, fragment: str = "", screenshot: Path 
         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
         "--hide-scrollbars", f"--user-data-dir={profile}",
     ]
-    args += [f"--window-size=1280,{height}", f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
-    proc = subprocess.run([*args, page.resolve().as_uri() + fragment], capture_output=True, timeout=300)
+    args += (
+        [f"--window-size=1280,{height}", f"--screenshot={screenshot}"]
+        if screenshot
+        else ["--dump-dom"]
+    )
+    proc = subprocess.run(
+        [*args, page.resolve().as_uri() + fragment], capture_output=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-2000:]
     return proc.stdout.decode("utf-8", errors="replace")
 
@@ -79,16 +92,30 @@ def test_store_alone_gives_every_row_its_candidates_scores_and_status(tmp_path: 
     items = store.get("translate", keys["generation"]["translate"]).rows()
     rows = {r["id"]: r for r in ds["rows"]}
     assert set(rows) == {i["id"] for i in items}
-    assert ds["counts"] == {"kept": len(kept), "dropped": len(items) - len(kept) - len(rejected), "rejected": len(rejected)}
+    assert ds["counts"] == {
+        "kept": len(kept),
+        "dropped": len(items) - len(kept) - len(rejected),
+        "rejected": len(rejected),
+    }
     assert ds["cut"] == min(r["qe_score"] for r in kept.values())
     assert all(r["qe"] <= ds["cut"] for r in ds["rows"] if r["status"] == "dropped")
-    scores = {(q["source"], q["translation"], q["lang"]): q["score"] for q in store.get("qe", keys["generation"]["qe"]).rows()}
+    scores = {
+        (q["source"], q["translation"], q["lang"]): q["score"]
+        for q in store.get("qe", keys["generation"]["qe"]).rows()
+    }
     for row_id, ds_row in kept.items():
         row = rows[row_id]
-        assert row["status"] == "kept" and row["qe"] == ds_row["qe_score"] and row["final"] == ds_row["messages"][1]["content"]
+        assert (
+            row["status"] == "kept"
+            and row["qe"] == ds_row["qe_score"]
+            and row["final"] == ds_row["messages"][1]["content"]
+        )
         assert [ds["translators"][s["chosen"]] for s in row["sentences"]] == ds_row["translators"]
         for s in row["sentences"]:
-            assert s["scores"] == [scores.get((s["src"], c, row["lang"])) if c is not None else None for c in s["cands"]]
+            assert s["scores"] == [
+                scores.get((s["src"], c, row["lang"])) if c is not None else None
+                for c in s["cands"]
+            ]
     for row_id, reason in rejected.items():
         assert rows[row_id]["status"] == "rejected" and rows[row_id]["reason"] == reason
     by_stage = {(r["stage"], r["reason"]): r for r in ds["rejects"]}
@@ -97,16 +124,33 @@ def test_store_alone_gives_every_row_its_candidates_scores_and_status(tmp_path: 
     assert by_stage[("select", "no valid translation")]["examples"][0]["id"] == next(iter(rejected))
 
     (system,) = page["evaluation"]
-    assert system["keys"]["respond"] == keys["evaluation"]["respond"] and system["keys"]["reference"] == keys["evaluation"]["reference"]
+    assert (
+        system["keys"]["respond"] == keys["evaluation"]["respond"]
+        and system["keys"]["reference"] == keys["evaluation"]["reference"]
+    )
     judge = store.get("judge", keys["evaluation"]["judge"])
     verdicts = [v for lang in ("deu", "fra") for v in judge.rows(f"{lang}.jsonl")]
-    assert len(system["rows"]) == len(verdicts) and system["counts"]["malformed"] == sum(1 for v in verdicts if v["malformed"])
-    outputs = json.loads(store.get("respond", keys["evaluation"]["respond"]).file("deu.json").read_text())
-    first = next(r for r in system["rows"] if r["lang"] == "deu" and r["id"] == str(outputs[0]["id"]))
-    assert first["output"] == outputs[0]["output"] and first["instruction"] == outputs[0]["instruction"]
+    assert len(system["rows"]) == len(verdicts) and system["counts"]["malformed"] == sum(
+        1 for v in verdicts if v["malformed"]
+    )
+    outputs = json.loads(
+        store.get("respond", keys["evaluation"]["respond"]).file("deu.json").read_text()
+    )
+    first = next(
+        r for r in system["rows"] if r["lang"] == "deu" and r["id"] == str(outputs[0]["id"])
+    )
+    assert (
+        first["output"] == outputs[0]["output"]
+        and first["instruction"] == outputs[0]["instruction"]
+    )
     # Metrics come from their own artifact, which the reader found by its recorded input.
-    table = json.loads(store.get("metrics", keys["evaluation"]["metrics"]).file("metrics.json").read_text())
-    assert system["metrics"]["deu"]["win_rate"] == pytest.approx(table["deu"]["win_rate"]) and system["notes"] == []
+    table = json.loads(
+        store.get("metrics", keys["evaluation"]["metrics"]).file("metrics.json").read_text()
+    )
+    assert (
+        system["metrics"]["deu"]["win_rate"] == pytest.approx(table["deu"]["win_rate"])
+        and system["notes"] == []
+    )
     assert page["sweep"]["tables"][0]["rows"][0]["judge"] == keys["evaluation"]["judge"]
 
 
@@ -134,23 +178,54 @@ def test_missing_files_become_notes_not_errors(tmp_path: Path) -> None:
 
 def test_cli_names_a_path_with_nothing_to_show(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "xlexp.view", str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 2 and str(tmp_path) in proc.stderr and "no results.json" in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "xlexp.view", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert (
+        proc.returncode == 2 and str(tmp_path) in proc.stderr and "no results.json" in proc.stderr
+    )
 
 
 def test_results_md_stage_table_is_readable(tmp_path: Path) -> None:
     summary = {
         "store": str(tmp_path / "nowhere"),
         "stages": {
-            "generate": {"reverse": {"key": "k1", "in": 8, "out": 7, "rejects": 1, "reject_reasons": {"empty instruction": 1}},
-                         "select": {"key": "k2", "rows": 6, "before_filter": 7, "rejects": 0}, "seconds": 1.5},
+            "generate": {
+                "reverse": {
+                    "key": "k1",
+                    "in": 8,
+                    "out": 7,
+                    "rejects": 1,
+                    "reject_reasons": {"empty instruction": 1},
+                },
+                "select": {"key": "k2", "rows": 6, "before_filter": 7, "rejects": 0},
+                "seconds": 1.5,
+            },
             "evaluate": {"judge": {"key": "k3", "kind": "judge"}, "seconds": 2.0},
         },
-        "generation_stats": {"stages": {"select": {"in": 7, "out": 6, "before_filter": 7, "dropped_by_qe_filter": 1, "reject_reasons": {}, "rejects": 0}}},
+        "generation_stats": {
+            "stages": {
+                "select": {
+                    "in": 7,
+                    "out": 6,
+                    "before_filter": 7,
+                    "dropped_by_qe_filter": 1,
+                    "reject_reasons": {},
+                    "rejects": 0,
+                }
+            }
+        },
     }
     table = stage_table(summary)
     assert "| generate | reverse | `k1` | 8 | 7 | 1 | reasons empty instruction 1 |" in table
-    assert "| generate | select | `k2` | 7 | 6 | 0 | rows 6; before_filter 7; dropped by the QE cut 1 |" in table
+    assert (
+        "| generate | select | `k2` | 7 | 6 | 0 | rows 6; before_filter 7; dropped by the QE cut 1 |"
+        in table
+    )
     assert "| evaluate | judge | `k3` |  |  |  |  |" in table and "{" not in table
 
 
@@ -180,7 +255,9 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> 
 
     root = tmp_path_factory.mktemp("view-run")
     with FakeOpenAI(ViewTeacher()) as srv:
-        summary = run(compose_cfg(overrides(srv.base_url, tiny_model_dir, root / "store")), root / "run")
+        summary = run(
+            compose_cfg(overrides(srv.base_url, tiny_model_dir, root / "store")), root / "run"
+        )
     assert summary["results"]["view"] == str(root / "run" / "view.html")
     return root
 
@@ -200,37 +277,67 @@ def test_tiny_run_page_renders_every_section_offline(tiny_run: Path, tmp_path: P
     known = dataset[0]
     item = next(i for i in items if i["id"] == known["id"])
 
-    dom = lxml_html.fromstring(chromium(run_dir / "view.html", tmp_path / "profile", fragment=f"#gen={known['id']}&eval=honey"))
-    assert dom.get_element_by_id("xlexp-perf").get("data-script-ms") is not None  # the script ran to the end
+    dom = lxml_html.fromstring(
+        chromium(
+            run_dir / "view.html", tmp_path / "profile", fragment=f"#gen={known['id']}&eval=honey"
+        )
+    )
+    assert (
+        dom.get_element_by_id("xlexp-perf").get("data-script-ms") is not None
+    )  # the script ran to the end
     gen_block, = dom.xpath('//section[@id="generation"]/div[@data-dataset]')
     assert xpath_counts(gen_block) == {
-        "gen-rows": str(len(items)), "gen-kept": str(len(dataset)), "gen-dropped": str(gen["select"]["before_filter"] - len(dataset)),
-        "gen-rejected": "0", "gen-strategy": "best_of_k", "gen-translators": "smollm2-greedy, smollm2-sampled",
+        "gen-rows": str(len(items)),
+        "gen-kept": str(len(dataset)),
+        "gen-dropped": str(gen["select"]["before_filter"] - len(dataset)),
+        "gen-rejected": "0",
+        "gen-strategy": "best_of_k",
+        "gen-translators": "smollm2-greedy, smollm2-sampled",
     }
-    funnel = {tr.xpath("td")[0].text_content(): [td.text_content() for td in tr.xpath("td")[1:4]] for tr in gen_block.xpath('.//table[contains(@class,"funnel")]/tbody/tr')}
+    funnel = {
+        tr.xpath("td")[0].text_content(): [td.text_content() for td in tr.xpath("td")[1:4]]
+        for tr in gen_block.xpath('.//table[contains(@class,"funnel")]/tbody/tr')
+    }
     assert funnel["reverse"] == ["8", "7", "1"] and funnel["select"][1] == str(len(dataset))
-    rejects = [[td.text_content() for td in tr.xpath("td")[:3]] for tr in gen_block.xpath('.//table[contains(@class,"rejects")]/tbody/tr')]
+    rejects = [
+        [td.text_content() for td in tr.xpath("td")[:3]]
+        for tr in gen_block.xpath('.//table[contains(@class,"rejects")]/tbody/tr')
+    ]
     assert ["reverse", "empty instruction", "1"] in rejects
     assert {svg.get("data-hist") for svg in gen_block.xpath(".//*[@data-hist]")} == {"deu", "fra"}
     # The known row, opened by the page's fragment: its sentences, candidates, scores, the chosen ones.
     row, = gen_block.xpath(f'.//div[@class="row"][@data-id="{known["id"]}"]')
     assert row.xpath('.//pre[@data-field="instruction"]')[0].text_content() == item["instruction"]
-    sources = [tr.xpath("td")[1].text_content() for tr in row.xpath('.//table[contains(@class,"sentences")]/tbody/tr')]
+    sources = [
+        tr.xpath("td")[1].text_content()
+        for tr in row.xpath('.//table[contains(@class,"sentences")]/tbody/tr')
+    ]
     assert sources == item["sentences"]
     chosen = row.xpath('.//table[contains(@class,"sentences")]/tbody/tr/td[@data-chosen="true"]')
     assert len(chosen) == len(item["sentences"])
     names = ["smollm2-greedy", "smollm2-sampled"]
-    assert [td.getparent().index(td) - 2 for td in chosen] == [names.index(t) for t in known["translators"]]
+    assert [td.getparent().index(td) - 2 for td in chosen] == [
+        names.index(t) for t in known["translators"]
+    ]
     assert f"passage QE {known['qe_score']:.3f}" in row.text_content()
 
     ev_block, = dom.xpath('//section[@id="evaluation"]/div[@data-system]')
     judge = store.get("judge", summary["stages"]["evaluate"]["judge"]["key"])
     verdicts = [v for lang in ("deu", "fra") for v in judge.rows(f"{lang}.jsonl")]
     assert xpath_counts(ev_block)["eval-rows"] == str(len(verdicts)) == "6"
-    assert xpath_counts(ev_block)["eval-malformed"] == str(sum(1 for v in verdicts if v["malformed"])) == "2"
+    assert (
+        xpath_counts(ev_block)["eval-malformed"]
+        == str(sum(1 for v in verdicts if v["malformed"]))
+        == "2"
+    )
     metrics = summary["metrics"]
-    assert ev_block.xpath('.//td[@data-metric="deu:win_rate"]')[0].text_content() == f"{metrics['deu']['win_rate']:.2f}"
-    opened = ev_block.xpath('.//div[@class="row"]')[0]  # the fragment's search: the honey prompt, opened
+    assert (
+        ev_block.xpath('.//td[@data-metric="deu:win_rate"]')[0].text_content()
+        == f"{metrics['deu']['win_rate']:.2f}"
+    )
+    opened = ev_block.xpath('.//div[@class="row"]')[
+        0
+    ]  # the fragment's search: the honey prompt, opened
     assert "honey" in opened.xpath('.//pre[@data-field="prompt"]')[0].text_content()
     assert "no verdict in text" in opened.text_content()
 
@@ -238,7 +345,9 @@ def test_tiny_run_page_renders_every_section_offline(tiny_run: Path, tmp_path: P
     link, = sweep.xpath(f'.//table[contains(@class,"paper")]//a[@href="#sys-{judge.key}"]')
     assert "+4 instructions" in link.text_content()
     assert sweep.xpath('.//img[@class="plot"]')[0].get("src").startswith("data:image/png;base64,")
-    assert not dom.xpath('//div[@class="note"][starts-with(., "no ")]')  # every section has its data
+    assert not dom.xpath(
+        '//div[@class="note"][starts-with(., "no ")]'
+    )  # every section has its data
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "view-tiny-run.png"
@@ -252,15 +361,22 @@ def test_32k_row_store_renders_in_under_two_seconds_of_script(tmp_path: Path) ->
     build_large(tmp_path / "store")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = tmp_path / "view.html"
-    proc = subprocess.run([sys.executable, "-m", "xlexp.view", str(tmp_path / "store"), "--out", str(out)],
-                          capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "xlexp.view", str(tmp_path / "store"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     dom_text = chromium(out, tmp_path / "profile")
     dom = lxml_html.fromstring(dom_text)
     perf = dom.get_element_by_id("xlexp-perf")
     script_ms = float(perf.get("data-script-ms"))
-    print(f"32K-row store: {out.stat().st_size / 1e6:.1f} MB page, {script_ms:.0f} ms of script "
-          f"({perf.get('data-since-start-ms')} ms since navigation start), DOM {len(dom_text) / 1e3:.0f} KB")
+    print(
+        f"32K-row store: {out.stat().st_size / 1e6:.1f} MB page, {script_ms:.0f} ms of script "
+        f"({perf.get('data-since-start-ms')} ms since navigation start), DOM {len(dom_text) / 1e3:.0f} KB"
+    )
     assert script_ms < 2000
     gen = xpath_counts(dom.xpath('//section[@id="generation"]/div[@data-dataset]')[0])
     assert gen["gen-kept"] == "32000" and gen["gen-rows"] == "40000"
@@ -268,4 +384,6 @@ def test_32k_row_store_renders_in_under_two_seconds_of_script(tmp_path: Path) ->
     assert len(dom.xpath('//section[@id="generation"]//div[@class="row"]')) == 25
     assert len(dom_text) < 2_000_000
     info = dom.xpath('//section[@id="generation"]//*[@data-matching]')[0]
-    assert info.get("data-matching") == "40000" and re.search(r"rows 1–25 of 40000", info.text_content())
+    assert info.get("data-matching") == "40000" and re.search(
+        r"rows 1–25 of 40000", info.text_content()
+    )

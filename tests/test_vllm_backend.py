@@ -155,7 +155,9 @@ def test_two_fine_tuned_systems_are_evaluated_with_one_engine_load(vllm_models, 
         sft = store.build(
             "sft",
             f"{seed:016d}",
-            lambda work, parts, seed=seed: {"adapter": str(make_adapter(backend.model_dir, work / "adapter", seed))},
+            lambda work, parts, seed=seed: {
+                "adapter": str(make_adapter(backend.model_dir, work / "adapter", seed))
+            },
         )[0]
         systems.append(run_respond(cfg, store, models, "model", card, sft))
     assert len(ENGINE_LOADS) == 1  # the fixture's load serves both adapters

@@ -23,13 +23,20 @@ from xlexp.llm.openai import OpenAIBackend
 URL = os.environ.get("XLEXP_VLLM_URL")
 pytestmark = pytest.mark.skipif(not URL, reason="no vLLM server (XLEXP_VLLM_URL)")
 
-CONVS = [[{"role": "user", "content": "Name three colours."}], [{"role": "user", "content": "Say hi."}]]
+CONVS = [
+    [{"role": "user", "content": "Name three colours."}],
+    [{"role": "user", "content": "Say hi."}],
+]
 GREEDY = Sampling(temperature=0.0, max_tokens=12)
 
 
 def student() -> OpenAIBackend:
     card = LLMConfig(
-        name="student", backend="openai", model=os.environ["XLEXP_VLLM_MODEL"], base_url=URL, timeout_s=300.0
+        name="student",
+        backend="openai",
+        model=os.environ["XLEXP_VLLM_MODEL"],
+        base_url=URL,
+        timeout_s=300.0,
     )
     return OpenAIBackend(OmegaConf.structured(card))
 

@@ -75,7 +75,13 @@ def test_script_prints_a_ready_address_that_a_teacher_can_use(tmp_path):
     adapter = tmp_path / "sft" / "adapter"
     port = free_port()
     script = subprocess.Popen(
-        ["bash", str(ROOT / "launchers" / "vllm_server.sbatch"), "Qwen/Qwen2.5-72B-Instruct", "4", str(port)],
+        [
+            "bash",
+            str(ROOT / "launchers" / "vllm_server.sbatch"),
+            "Qwen/Qwen2.5-72B-Instruct",
+            "4",
+            str(port),
+        ],
         env={
             **os.environ,
             "XLEXP_VLLM_PYTHON": sys.executable,
@@ -91,7 +97,10 @@ def test_script_prints_a_ready_address_that_a_teacher_can_use(tmp_path):
         deadline = time.time() + 60
         while time.time() < deadline and not (lines and lines[-1].startswith("xlexp: ready at ")):
             lines.append(script.stdout.readline().strip())
-        assert lines[0] == f"xlexp: serving Qwen/Qwen2.5-72B-Instruct at {lines[-1].removeprefix('xlexp: ready at ')}"
+        assert (
+            lines[0]
+            == f"xlexp: serving Qwen/Qwen2.5-72B-Instruct at {lines[-1].removeprefix('xlexp: ready at ')}"
+        )
         url = re.fullmatch(r"xlexp: ready at (http://\S+:(\d+)/v1)", lines[-1])
         assert url and int(url.group(2)) == port, lines
         started = json.loads(args_file.read_text())
@@ -101,10 +110,22 @@ def test_script_prints_a_ready_address_that_a_teacher_can_use(tmp_path):
         assert started["runtime_lora"] == "True"  # adapters not given at start load at run time
 
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose("config", overrides=["profile=paper", "teacher.backend=openai", f"teacher.base_url={url.group(1)}", "teacher.api_key_env=null"])
-        assert cfg.teacher.model == "Qwen/Qwen2.5-72B-Instruct"  # the served name is the model argument
+            cfg = compose(
+                "config",
+                overrides=[
+                    "profile=paper",
+                    "teacher.backend=openai",
+                    f"teacher.base_url={url.group(1)}",
+                    "teacher.api_key_env=null",
+                ],
+            )
+        assert (
+            cfg.teacher.model == "Qwen/Qwen2.5-72B-Instruct"
+        )  # the served name is the model argument
         models = Models(Store(tmp_path / "store"))
-        (answer,) = models.role("teacher", cfg.teacher).chat([[{"role": "user", "content": "Wie geht es?"}]])
+        (answer,) = models.role("teacher", cfg.teacher).chat(
+            [[{"role": "user", "content": "Wie geht es?"}]]
+        )
         models.close()
         assert answer.ok and answer.text == "Wie geht es?"
         # The adapter given at start is found by its path and named as the model.

@@ -24,7 +24,9 @@ CORPUS = [
 ] * 20
 
 
-def build_tiny_llama(out: Path, vocab_size: int = 512, layers: int = 2, hidden: int = 64, seed: int = 0) -> Path:
+def build_tiny_llama(
+    out: Path, vocab_size: int = 512, layers: int = 2, hidden: int = 64, seed: int = 0
+) -> Path:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -36,7 +38,9 @@ def build_tiny_llama(out: Path, vocab_size: int = 512, layers: int = 2, hidden: 
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(CORPUS, trainer)
     fast = PreTrainedTokenizerFast(

@@ -28,7 +28,9 @@ class OfflineRun:
 
     def artifact(self, name_prefix: str) -> dict:
         found = [a for a in self.artifacts if a["name"].startswith(name_prefix)]
-        assert len(found) == 1, f"{len(found)} artifacts named {name_prefix}*: {[a['name'] for a in self.artifacts]}"
+        assert len(found) == 1, (
+            f"{len(found)} artifacts named {name_prefix}*: {[a['name'] for a in self.artifacts]}"
+        )
         return found[0]
 
     def table(self, key: str) -> dict:
@@ -70,7 +72,10 @@ def wait_for_exit(path: Path, timeout: float = 60.0) -> list[pb.Record]:
     deadline = time.monotonic() + timeout
     while True:
         records = _records(path)
-        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+        if (
+            any(r.WhichOneof("record_type") == "exit" for r in records)
+            or time.monotonic() > deadline
+        ):
             return records
         time.sleep(0.1)
 
@@ -81,7 +86,9 @@ def read(run_root: Path) -> OfflineRun:
     assert len(runs) == 1, f"expected one offline run under {run_root}, found {runs}"
     out = OfflineRun(dir=runs[0].parent)
     records = wait_for_exit(runs[0])
-    assert any(r.WhichOneof("record_type") == "exit" for r in records), f"{runs[0]} has no exit record"
+    assert any(r.WhichOneof("record_type") == "exit" for r in records), (
+        f"{runs[0]} has no exit record"
+    )
     for record in records:
         kind = record.WhichOneof("record_type")
         if kind == "run":

@@ -97,7 +97,9 @@ def validate(cfg: DictConfig | Any, cuda: bool | None = None) -> None:
         raise ConfigError("stages", f"no stage to run: name at least one of {', '.join(names)}")
     for i, stage in enumerate(cfg.stages):
         if stage not in STAGES:
-            raise ConfigError(f"stages[{i}]", f"unknown stage {stage!r} (known: {', '.join(names)})")
+            raise ConfigError(
+                f"stages[{i}]", f"unknown stage {stage!r} (known: {', '.join(names)})"
+            )
     if not 0.0 <= cfg.reject_warn_share <= 1.0:
         raise ConfigError("reject_warn_share", f"must be in [0, 1], not {cfg.reject_warn_share}")
     validate_langs(cfg)

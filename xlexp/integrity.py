@@ -114,4 +114,6 @@ def disk_full_names_path(path: Path) -> Iterator[None]:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         where = e.filename or path
-        raise StoreError(f"{where}: no space left on device; free space and rerun (finished batches are kept)") from None
+        raise StoreError(
+            f"{where}: no space left on device; free space and rerun (finished batches are kept)"
+        ) from None

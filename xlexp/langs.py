@@ -60,7 +60,10 @@ def validate_langs(cfg: Any) -> None:
     for key, codes in (("langs.codes", cfg.langs.codes), ("eval.langs", cfg.eval.langs or [])):
         for i, code in enumerate(codes):
             if code not in LANGUAGES:
-                raise ConfigError(f"{key}[{i}]", f"unknown language code {code!r} (known: {', '.join(sorted(LANGUAGES))})")
+                raise ConfigError(
+                    f"{key}[{i}]",
+                    f"unknown language code {code!r} (known: {', '.join(sorted(LANGUAGES))})",
+                )
     if not cfg.langs.codes:
         raise ConfigError("langs.codes", "needs at least one target language")
     if cfg.langs.assign not in ("one", "all"):

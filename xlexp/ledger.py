@@ -42,7 +42,9 @@ def _rounded(row: dict[str, float]) -> dict[str, float]:
 
 def usd(prompt_tokens: float, completion_tokens: float, card: Any) -> float:
     """Dollars for these tokens at the card's per-million-token prices (Batch API: discounted)."""
-    return Usage(prompt_tokens=int(prompt_tokens), completion_tokens=int(completion_tokens)).cost(card)
+    return Usage(prompt_tokens=int(prompt_tokens), completion_tokens=int(completion_tokens)).cost(
+        card
+    )
 
 
 @dataclass
@@ -53,7 +55,9 @@ class Ledger:
     entries: list[dict] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def measure(self, stage: str, key: str, call: Callable[[], tuple[Artifact, bool]]) -> tuple[Artifact, bool, dict]:
+    def measure(
+        self, stage: str, key: str, call: Callable[[], tuple[Artifact, bool]]
+    ) -> tuple[Artifact, bool, dict]:
         """Run `call` (a store build); return its result and this stage's cost entry.
 
         Calls are charged through `CHARGE_TO`, set afresh for this build: a build nested in
@@ -66,12 +70,18 @@ class Ledger:
             artifact, built = call()
         finally:
             CHARGE_TO.reset(token)
-        role_of = {model: role for role, model in self.models.roles().items()} if self.models is not None else {}
+        role_of = (
+            {model: role for role, model in self.models.roles().items()}
+            if self.models is not None
+            else {}
+        )
         roles: dict[str, dict] = {}
         for model, usage in charge.items():
             own = {n: getattr(usage, n) for n in COUNTERS}
             if model in role_of and any(own.values()):
-                roles[role_of[model]] = own | {"usd": usd(own["prompt_tokens"], own["completion_tokens"], model.card)}
+                roles[role_of[model]] = own | {
+                    "usd": usd(own["prompt_tokens"], own["completion_tokens"], model.card)
+                }
         total = _zero()
         for row in roles.values():
             _add(total, row)
@@ -109,7 +119,11 @@ class Ledger:
         for s in stages.values():
             s["roles"] = {r: _rounded(v) for r, v in s["roles"].items()}
             s["total"] = _rounded(s["total"])
-        return {"stages": stages, "roles": {r: _rounded(v) for r, v in by_role.items()}, "total": _rounded(grand)}
+        return {
+            "stages": stages,
+            "roles": {r: _rounded(v) for r, v in by_role.items()},
+            "total": _rounded(grand),
+        }
 
 
 def _label(kind: str, roles: dict[str, dict]) -> str:
@@ -130,7 +144,12 @@ class LedgerStore(Store):
         self.ledger = Ledger(models)
 
     def build(
-        self, stage: str, key: str, produce: Callable[[Path, Parts], dict], *args: Any, **kwargs: Any
+        self,
+        stage: str,
+        key: str,
+        produce: Callable[[Path, Parts], dict],
+        *args: Any,
+        **kwargs: Any,
     ) -> tuple[Artifact, bool]:
         # *args/**kwargs: whatever else Store.build takes (info, ...), passed through untouched.
         artifact, built, entry = self.ledger.measure(
@@ -146,10 +165,22 @@ class LedgerStore(Store):
 
 def markdown_cost(cost: dict) -> str:
     """The ledger as a Markdown table: one row per stage and role, then the grand total."""
-    lines = ["### cost", "", "| stage | role | calls | cache hits | errors | tokens in | tokens out | USD |", "|---" * 8 + "|"]
+    lines = [
+        "### cost",
+        "",
+        "| stage | role | calls | cache hits | errors | tokens in | tokens out | USD |",
+        "|---" * 8 + "|",
+    ]
 
     def row(stage: str, role: str, r: dict) -> str:
-        cells = [r["calls"], r["cache_hits"], r["errors"], r["prompt_tokens"], r["completion_tokens"], f"{r['usd']:.4f}"]
+        cells = [
+            r["calls"],
+            r["cache_hits"],
+            r["errors"],
+            r["prompt_tokens"],
+            r["completion_tokens"],
+            f"{r['usd']:.4f}",
+        ]
         return f"| {stage} | {role} | " + " | ".join(str(c) for c in cells) + " |"
 
     for stage, info in cost.get("stages", {}).items():

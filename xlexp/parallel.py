@@ -50,7 +50,9 @@ def together(tasks: dict[str, Callable[[], T]], parallel: bool) -> dict[str, T]:
         return results
     with ThreadPoolExecutor(max_workers=len(tasks), thread_name_prefix="together") as pool:
         # Each in a copy of the caller's context: calls are charged to the caller's build.
-        futures = {name: pool.submit(contextvars.copy_context().run, task) for name, task in tasks.items()}
+        futures = {
+            name: pool.submit(contextvars.copy_context().run, task) for name, task in tasks.items()
+        }
         results: dict[str, T] = {}
         failures: list[BackendFailure] = []
         for name, future in futures.items():

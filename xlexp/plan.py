@@ -37,7 +37,16 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 DEFAULT_PROMPT_TOKENS = 400
 DEFAULT_COMPLETION_SHARE = 0.5  # of sampling.max_tokens
 
-__all__ = ["JobPlan", "Measured", "RoleCount", "expand_jobs", "plan", "plan_job", "render", "totals"]
+__all__ = [
+    "JobPlan",
+    "Measured",
+    "RoleCount",
+    "expand_jobs",
+    "plan",
+    "plan_job",
+    "render",
+    "totals",
+]
 
 
 @dataclass
@@ -50,7 +59,9 @@ class JobPlan:
     sft_tokens_per_s: float | None = None  # the student card's train_tokens_per_s
     notes: list[str] = field(default_factory=list)
     present: list[str] = field(default_factory=list)  # artifacts the store already holds
-    to_build: dict[str, str] = field(default_factory=dict)  # artifact -> why (missing key, after another)
+    to_build: dict[str, str] = field(
+        default_factory=dict
+    )  # artifact -> why (missing key, after another)
 
 
 # ---------------------------------------------------------------- jobs of a command line
@@ -78,10 +89,16 @@ def expand_jobs(args: list[str]) -> list[list[str]]:
     if not cli.multirun:
         return [list(cli.overrides)]
     parser = OverridesParser.create()
-    fixed = [o.input_line for o in parser.parse_overrides(list(cli.overrides)) if not o.is_sweep_override()]
+    fixed = [
+        o.input_line
+        for o in parser.parse_overrides(list(cli.overrides))
+        if not o.is_sweep_override()
+    ]
     params = compose_job(fixed, hydra=True).hydra.sweeper.params or {}
     parsed = parser.parse_overrides([f"{k}={v}" for k, v in params.items()] + list(cli.overrides))
-    return [job for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None) for job in batch]
+    return [
+        job for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None) for job in batch
+    ]
 
 
 # ---------------------------------------------------------------- counts per job
@@ -100,11 +117,15 @@ def _tokens(row: RoleCount, kind: str, measured: Measured) -> RoleCount:
     completion = measured.per_call(kind, row.role, "completion_tokens")
     max_tokens = float(getattr(getattr(row.card, "sampling", None), "max_tokens", 256) or 256)
     row.prompt_tokens = row.calls * (prompt if prompt is not None else DEFAULT_PROMPT_TOKENS)
-    row.completion_tokens = row.calls * (completion if completion is not None else max_tokens * DEFAULT_COMPLETION_SHARE)
+    row.completion_tokens = row.calls * (
+        completion if completion is not None else max_tokens * DEFAULT_COMPLETION_SHARE
+    )
     return row
 
 
-def plan_job(cfg: Config, overrides: list[str], measured: Measured, probe_store: bool = True) -> JobPlan:
+def plan_job(
+    cfg: Config, overrides: list[str], measured: Measured, probe_store: bool = True
+) -> JobPlan:
     """What one job would call and train: each stage it runs says what its config implies
     (`Stage.expected`); with `probe_store`, the artifacts already in the store cost nothing."""
     job = JobPlan(overrides=list(overrides), stages=list(cfg.stages))
@@ -113,7 +134,9 @@ def plan_job(cfg: Config, overrides: list[str], measured: Measured, probe_store:
     for stage in stages:
         expected = stage.expected(cfg, measured)
         for row in expected.calls:
-            job.counts.append(_tokens(row, row.measured_kind or _kind(stages, row.artifact), measured))
+            job.counts.append(
+                _tokens(row, row.measured_kind or _kind(stages, row.artifact), measured)
+            )
         for work in expected.training:
             trained.add(work.artifact)
             job.sft_tokens += work.tokens
@@ -139,7 +162,9 @@ def plan_job(cfg: Config, overrides: list[str], measured: Measured, probe_store:
 # ---------------------------------------------------------------- totals and the printout
 
 
-def totals(jobs: list[JobPlan], generate_tps: float) -> tuple[dict[tuple[str, str], RoleCount], float]:
+def totals(
+    jobs: list[JobPlan], generate_tps: float
+) -> tuple[dict[tuple[str, str], RoleCount], float]:
     """Per (artifact, role) over the jobs, shared work (the same signature) counted once; and the
     GPU-seconds of local models (hf, vllm) among them: their tokens at the card's
     `tokens_per_s`, else at `generate_tps`."""
@@ -153,8 +178,13 @@ def totals(jobs: list[JobPlan], generate_tps: float) -> tuple[dict[tuple[str, st
                 continue
             seen.add(mark)
             if not is_remote(row.card):  # a local engine: its tokens take GPU time
-                local += (row.prompt_tokens + row.completion_tokens) / (getattr(row.card, "tokens_per_s", None) or generate_tps)
-            into = out.setdefault((row.artifact, row.role), RoleCount(row.artifact, row.role, row.card, 0, summed_usd=(0.0, 0.0)))
+                local += (row.prompt_tokens + row.completion_tokens) / (
+                    getattr(row.card, "tokens_per_s", None) or generate_tps
+                )
+            into = out.setdefault(
+                (row.artifact, row.role),
+                RoleCount(row.artifact, row.role, row.card, 0, summed_usd=(0.0, 0.0)),
+            )
             into.summed_usd = (into.usd(False) + row.usd(False), into.usd(True) + row.usd(True))
             if getattr(into.card, "name", None) != getattr(row.card, "name", None):
                 into.card = _Several()
@@ -176,24 +206,36 @@ def sft_hours(job: JobPlan, train_tps: float) -> float:
     return job.sft_tokens / (job.sft_tokens_per_s or train_tps) / 3600
 
 
-def render(jobs: list[JobPlan], train_tps: float, generate_tps: float, gpu_usd_per_hour: float) -> str:
+def render(
+    jobs: list[JobPlan], train_tps: float, generate_tps: float, gpu_usd_per_hour: float
+) -> str:
     lines = []
     for i, job in enumerate(jobs):
-        lines.append(f"## job {i}: {' '.join(job.overrides) or '(defaults)'}  stages={','.join(job.stages)}")
+        lines.append(
+            f"## job {i}: {' '.join(job.overrides) or '(defaults)'}  stages={','.join(job.stages)}"
+        )
         lines.append(f"in the store: {', '.join(job.present) or 'nothing'}")
-        lines.append("to build: " + (", ".join(f"{k} ({v})" for k, v in job.to_build.items()) or "nothing"))
-        lines.append("| artifact | role | model | calls | tokens in | tokens out | USD | USD (Batch API) |")
+        lines.append(
+            "to build: " + (", ".join(f"{k} ({v})" for k, v in job.to_build.items()) or "nothing")
+        )
+        lines.append(
+            "| artifact | role | model | calls | tokens in | tokens out | USD | USD (Batch API) |"
+        )
         lines.append("|---|---|---|---:|---:|---:|---:|---:|")
         for r in job.counts:
             lines.append(_row(r))
         if job.sft_tokens:
             est = "" if job.sft_exact else " (estimate: no finished SFT in the store)"
-            lines.append(f"SFT: {job.sft_tokens:,.0f} training tokens, {sft_hours(job, train_tps):.2f} GPU-hours{est}")
+            lines.append(
+                f"SFT: {job.sft_tokens:,.0f} training tokens, {sft_hours(job, train_tps):.2f} GPU-hours{est}"
+            )
         lines.extend(f"note: {n}" for n in job.notes)
         lines.append("")
     total, local_seconds = totals(jobs, generate_tps)
     lines.append("## total (work shared by jobs counted once)")
-    lines.append("| artifact | role | model | calls | tokens in | tokens out | USD | USD (Batch API) |")
+    lines.append(
+        "| artifact | role | model | calls | tokens in | tokens out | USD | USD (Batch API) |"
+    )
     lines.append("|---|---|---|---:|---:|---:|---:|---:|")
     for r in total.values():
         lines.append(_row(r))
@@ -211,7 +253,9 @@ def render(jobs: list[JobPlan], train_tps: float, generate_tps: float, gpu_usd_p
 
 
 def _row(r: RoleCount) -> str:
-    calls = "0 (in the store)" if r.present else f"{r.calls:,.0f}" + ("" if r.exact else " (estimate)")
+    calls = (
+        "0 (in the store)" if r.present else f"{r.calls:,.0f}" + ("" if r.exact else " (estimate)")
+    )
     name = getattr(r.card, "name", "?")
     return (
         f"| {r.artifact} | {r.role} | {name} | {calls} | {r.prompt_tokens:,.0f} | {r.completion_tokens:,.0f} "
@@ -227,18 +271,56 @@ def plan(args: list[str]) -> list[JobPlan]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m xlexp.plan", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train-tokens-per-s", type=float, default=3000.0, help="LoRA SFT throughput of one GPU (benchmarks/sft_throughput.py)")
-    parser.add_argument("--generate-tokens-per-s", type=float, default=2500.0, help="local model (hf/vllm) tokens per second per GPU")
+    parser = argparse.ArgumentParser(
+        prog="python -m xlexp.plan",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--train-tokens-per-s",
+        type=float,
+        default=3000.0,
+        help="LoRA SFT throughput of one GPU (benchmarks/sft_throughput.py)",
+    )
+    parser.add_argument(
+        "--generate-tokens-per-s",
+        type=float,
+        default=2500.0,
+        help="local model (hf/vllm) tokens per second per GPU",
+    )
     parser.add_argument("--gpu-usd-per-hour", type=float, default=2.0, help="price of one GPU-hour")
     parser.add_argument("--json", action="store_true", help="print the per-job counts as JSON")
     known, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     jobs = plan(rest)
     if known.json:
-        print(json.dumps([{"overrides": j.overrides, "counts": [{"artifact": r.artifact, "role": r.role, "calls": r.calls, "exact": r.exact} for r in j.counts], "sft_tokens": j.sft_tokens} for j in jobs], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "overrides": j.overrides,
+                        "counts": [
+                            {
+                                "artifact": r.artifact,
+                                "role": r.role,
+                                "calls": r.calls,
+                                "exact": r.exact,
+                            }
+                            for r in j.counts
+                        ],
+                        "sft_tokens": j.sft_tokens,
+                    }
+                    for j in jobs
+                ],
+                indent=2,
+            )
+        )
     else:
         print(f"# plan: python -m xlexp {shlex.join(rest)}\n")
-        print(render(jobs, known.train_tokens_per_s, known.generate_tokens_per_s, known.gpu_usd_per_hour))
+        print(
+            render(
+                jobs, known.train_tokens_per_s, known.generate_tokens_per_s, known.gpu_usd_per_hour
+            )
+        )
     return 0
 
 

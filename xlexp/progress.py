@@ -27,7 +27,13 @@ def enabled() -> bool | None:
     return None
 
 
-def bar(iterable: Iterable[Any] | None = None, desc: str = "", total: int | None = None, unit: str = "it", min_total: int = 2) -> tqdm:
+def bar(
+    iterable: Iterable[Any] | None = None,
+    desc: str = "",
+    total: int | None = None,
+    unit: str = "it",
+    min_total: int = 2,
+) -> tqdm:
     """A tqdm bar, hidden for loops shorter than `min_total` (nothing to watch)."""
     n = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)  # type: ignore[arg-type]
     on = enabled()
@@ -41,13 +47,27 @@ def _counts(counts: dict) -> str:
     """`8->8` (in->out), `rows 6`, plus rejects / failures when there are any."""
     if isinstance(counts.get("langs"), dict):  # respond: {"langs": {code: {rows, errors}}}
         per_lang = [c for c in counts["langs"].values() if isinstance(c, dict)]
-        counts = {"rows": sum(c.get("rows", 0) for c in per_lang), "errors": sum(c.get("errors", 0) for c in per_lang)}
+        counts = {
+            "rows": sum(c.get("rows", 0) for c in per_lang),
+            "errors": sum(c.get("errors", 0) for c in per_lang),
+        }
     if "in" in counts and "out" in counts:
         text = f"{counts['in']}->{counts['out']}"
     else:
-        main = next((k for k in ("out", "rows", "items", "scored_pairs", "langs") if isinstance(counts.get(k), int | float)), None)
+        main = next(
+            (
+                k
+                for k in ("out", "rows", "items", "scored_pairs", "langs")
+                if isinstance(counts.get(k), int | float)
+            ),
+            None,
+        )
         text = f"{main} {counts[main]}" if main else ""
-    bad = {k: counts[k] for k in ("rejects", "failed", "errors", "malformed") if isinstance(counts.get(k), int) and counts[k]}
+    bad = {
+        k: counts[k]
+        for k in ("rejects", "failed", "errors", "malformed")
+        if isinstance(counts.get(k), int) and counts[k]
+    }
     rejected = counts.get("rejected_translations")
     if isinstance(rejected, dict) and rejected:
         bad["rejected"] = sum(rejected.values())
@@ -55,7 +75,11 @@ def _counts(counts: dict) -> str:
 
 
 def stage_line(
-    stage: str, artifacts: dict[str, Any], seconds: float, usage: dict[str, float], reject_bound: float = REJECT_WARN_SHARE
+    stage: str,
+    artifacts: dict[str, Any],
+    seconds: float,
+    usage: dict[str, float],
+    reject_bound: float = REJECT_WARN_SHARE,
 ) -> str:
     """`stage generate: seed out 8 | reverse 8->7 rejects 1 | ... | 12.3 s, 40 calls (10 cached), $0.0012`,
     then `WARNING ...` for each artifact whose content-reject share passes `reject_bound`."""
@@ -67,9 +91,14 @@ def stage_line(
     calls = int(usage.get("calls", 0))
     hits = int(usage.get("cache_hits", 0))
     tail = f"{seconds:.1f} s, {calls} calls ({hits} cached), ${usage.get('usd', 0.0):.4f}"
-    warnings = reject_warnings({name: art.meta.get("counts", {}) for name, art in artifacts.items()}, reject_bound)
-    return f"stage {stage}: " + " | ".join(parts + [tail]) + "".join(f"\n  WARNING {w}" for w in warnings)
-
+    warnings = reject_warnings(
+        {name: art.meta.get("counts", {}) for name, art in artifacts.items()}, reject_bound
+    )
+    return (
+        f"stage {stage}: "
+        + " | ".join(parts + [tail])
+        + "".join(f"\n  WARNING {w}" for w in warnings)
+    )
 
 
 def reject_share(counts: dict) -> tuple[int, int] | None:
@@ -78,7 +107,12 @@ def reject_share(counts: dict) -> tuple[int, int] | None:
         per_lang = [c for c in counts["langs"].values() if isinstance(c, dict)]
         bad = sum(c.get("errors", 0) + c.get("empty_outputs", 0) for c in per_lang)
         return bad, sum(c.get("rows", 0) for c in per_lang)
-    pairs = (("rejects", "in"), ("failed", "scored_pairs"), ("malformed", "rows"), ("rejected_translations", "translations"))
+    pairs = (
+        ("rejects", "in"),
+        ("failed", "scored_pairs"),
+        ("malformed", "rows"),
+        ("rejected_translations", "translations"),
+    )
     for bad_key, total_key in pairs:
         bad, total = counts.get(bad_key), counts.get(total_key)
         if isinstance(bad, dict):
@@ -90,12 +124,16 @@ def reject_share(counts: dict) -> tuple[int, int] | None:
     return None
 
 
-def reject_warnings(counts_by_artifact: dict[str, dict], bound: float = REJECT_WARN_SHARE) -> list[str]:
+def reject_warnings(
+    counts_by_artifact: dict[str, dict], bound: float = REJECT_WARN_SHARE
+) -> list[str]:
     """`reverse: 9 of 16 items are content rejects (56%), over the 50% bound` per artifact."""
     out = []
     for name, counts in counts_by_artifact.items():
         share = reject_share(counts or {})
         if share and share[1] and share[0] / share[1] > bound:
             bad, total = share
-            out.append(f"{name}: {bad} of {total} items are content rejects ({bad / total:.0%}), over the {bound:.0%} bound")
+            out.append(
+                f"{name}: {bad} of {total} items are content rejects ({bad / total:.0%}), over the {bound:.0%} bound"
+            )
     return out

@@ -56,7 +56,10 @@ class Registry(Generic[T]):
     def get(self, name: str, key: str | None = None) -> Any:
         """The target registered as `name`; a ConfigError naming `key` when there is none."""
         if name not in self._targets:
-            raise ConfigError(key or self.kind, f"unknown {self.kind} {name!r} (known: {', '.join(self._targets)})")
+            raise ConfigError(
+                key or self.kind,
+                f"unknown {self.kind} {name!r} (known: {', '.join(self._targets)})",
+            )
         target = self._targets[name]
         if isinstance(target, str):
             # Looked up each time (modules are imported once): the class is whatever the module

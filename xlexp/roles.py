@@ -92,7 +92,9 @@ def chat_stage(
         # A served role keeps twice its window queued in batches: the server never waits for
         # one batch's slowest answer.
         workers = batches_in_flight(model.card, batch_size)
-        rows = parts.map_batches("batch", inputs, batch_size, run_batch, desc=stage, workers=workers)
+        rows = parts.map_batches(
+            "batch", inputs, batch_size, run_batch, desc=stage, workers=workers
+        )
         ok, rejects = split_rejects(rows)
         write_jsonl(work / "rows.jsonl", ok)
         write_jsonl(work / "rejects.jsonl", rejects)

@@ -63,7 +63,9 @@ def probe(cfg: Config) -> tuple[list[str], dict[str, str]]:
     its first missing artifact. Returns (present artifact names in order, {name: why it would
     be built}: `missing KEY` or `after NAME`). A ConfigError the run would stop on is raised."""
     store = Store(Path(str(cfg.store_dir)), read_only=True)
-    ctx = RunContext(cfg, Path("."), store, _ProbeModels(), _Quiet(), {"stages": {}, "warnings": []})
+    ctx = RunContext(
+        cfg, Path("."), store, _ProbeModels(), _Quiet(), {"stages": {}, "warnings": []}
+    )
     present: list[str] = []
     built: dict[str, str] = {}
     for stage in wanted_stages(cfg):
@@ -83,10 +85,24 @@ def probe(cfg: Config) -> tuple[list[str], dict[str, str]]:
         todo = [spec for spec in planned if spec.name not in arts]
         # The artifact whose key was missing (or, for a part such as one language's prompt
         # translations, the first one not there); none when an earlier stage's is missing.
-        first = None if not stop.key or not todo else next(
-            (s for s in todo if s.name == stop.name or (stop.name is None and s.store_kind == stop.stage)), todo[0])
+        first = (
+            None
+            if not stop.key or not todo
+            else next(
+                (
+                    s
+                    for s in todo
+                    if s.name == stop.name or (stop.name is None and s.store_kind == stop.stage)
+                ),
+                todo[0],
+            )
+        )
         for spec in todo:
-            built[spec.name] = f"missing {stop.key[:12]}" if spec is first else f"after {first.name if first else stop.stage}"
+            built[spec.name] = (
+                f"missing {stop.key[:12]}"
+                if spec is first
+                else f"after {first.name if first else stop.stage}"
+            )
     return present, built
 
 
@@ -103,13 +119,19 @@ def preflight(cfg: Config) -> None:
         try:
             _, to_build = probe(cfg)
             measured = Measured(Path(str(cfg.store_dir)))
-            calling = {row.artifact for stage in wanted_stages(cfg) for row in stage.expected(cfg, measured).calls}
+            calling = {
+                row.artifact
+                for stage in wanted_stages(cfg)
+                for row in stage.expected(cfg, measured).calls
+            }
             needs_calls = bool(calling & set(to_build))
         except Exception:  # noqa: BLE001 (the probe cannot tell: the preflight's verdict stands)
             needs_calls = True
         if needs_calls:
             raise
-        log.warning("%s\n  every artifact that calls a model is in the store: going on without them", e)
+        log.warning(
+            "%s\n  every artifact that calls a model is in the store: going on without them", e
+        )
 
 
 def totals(ctx: RunContext) -> None:
@@ -131,7 +153,13 @@ def run(cfg: Config, run_dir: Path) -> RunSummary:
     store = LedgerStore(cfg.store_dir)  # a Store that measures each stage's tokens and dollars
     models = Models(store)
     store.ledger.models = models
-    summary: RunSummary = {"note": cfg.note, "store": str(store.root), "run_dir": str(run_dir), "stages": {}, "warnings": []}
+    summary: RunSummary = {
+        "note": cfg.note,
+        "store": str(store.root),
+        "run_dir": str(run_dir),
+        "stages": {},
+        "warnings": [],
+    }
     ctx = RunContext(cfg, Path(run_dir), store, models, track.start(cfg, run_dir), summary)
     try:
         for stage in wanted_stages(cfg):
@@ -142,7 +170,11 @@ def run(cfg: Config, run_dir: Path) -> RunSummary:
             ctx.arts.update(arts)
             if not arts:
                 continue
-            entry = {spec.name: artifact_entry(spec, arts[spec.name]) for spec in stage.artifacts if spec.name in arts}
+            entry = {
+                spec.name: artifact_entry(spec, arts[spec.name])
+                for spec in stage.artifacts
+                if spec.name in arts
+            }
             summary["stages"][stage.name] = {**entry, "seconds": round(time.time() - t, 1)}
             stage.summarize(ctx, arts)
             ctx.tracker.log_stage(stage, arts)
@@ -150,7 +182,13 @@ def run(cfg: Config, run_dir: Path) -> RunSummary:
             counts = {name: a.meta.get("counts", {}) for name, a in arts.items()}
             warnings = progress.reject_warnings(counts, cfg.reject_warn_share)
             summary["warnings"] += [f"{stage.name}: {w}" for w in warnings]
-            line = progress.stage_line(stage.name, arts, time.time() - t, store.ledger.total_since(measured), cfg.reject_warn_share)
+            line = progress.stage_line(
+                stage.name,
+                arts,
+                time.time() - t,
+                store.ledger.total_since(measured),
+                cfg.reject_warn_share,
+            )
             (log.warning if warnings else log.info)(line)
         if "results" not in summary:
             totals(ctx)

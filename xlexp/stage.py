@@ -116,7 +116,11 @@ class Measured:
 
     def ratio(self, kind: str, num: str, den: str) -> float | None:
         """sum(counts[num]) / sum(counts[den]) over the kind's finished artifacts."""
-        pairs = [(c.get(num) or 0, c[den]) for c in (m.get("counts") or {} for m in self.done(kind)) if c.get(den)]
+        pairs = [
+            (c.get(num) or 0, c[den])
+            for c in (m.get("counts") or {} for m in self.done(kind))
+            if c.get(den)
+        ]
         total = sum(d for _, d in pairs)
         return sum(n for n, _ in pairs) / total if total else None
 
@@ -222,7 +226,9 @@ class Stage:
     roles: Callable[[Any], dict[str, Any]] = _no_roles  # config path -> card, of the roles it calls
     validate: Callable[[Any, bool], None] = _nothing  # (cfg, runs): raise ConfigError naming a key
     expected: Callable[[Any, Measured], Expected] = _nothing_expected
-    summarize: Callable[[RunContext, dict[str, Artifact]], None] = _nothing  # top-level summary fields
+    summarize: Callable[[RunContext, dict[str, Artifact]], None] = (
+        _nothing  # top-level summary fields
+    )
     log: Callable[[Any, RunContext, dict[str, Artifact]], None] = _nothing  # W&B beyond counts
     table_rows: Callable[[dict, dict], list[TableRow]] | None = None  # None: from the counts
     view: ViewSpec | None = None

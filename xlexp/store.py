@@ -56,8 +56,13 @@ def _json_default(obj: Any) -> Any:
 
 def canonical(obj: Any) -> str:
     """Stable JSON for hashing (OmegaConf nodes, at any depth, as plain sorted containers)."""
-    return json.dumps(plain(obj) if isinstance(obj, DictConfig | ListConfig) else obj,
-                      sort_keys=True, ensure_ascii=False, default=_json_default, separators=(",", ":"))
+    return json.dumps(
+        plain(obj) if isinstance(obj, DictConfig | ListConfig) else obj,
+        sort_keys=True,
+        ensure_ascii=False,
+        default=_json_default,
+        separators=(",", ":"),
+    )
 
 
 def digest(obj: Any, n: int = 16) -> str:
@@ -165,7 +170,9 @@ class Parts:
             try:
                 pending = iter(items)
                 start = 0
-                while not any(f.stop for f in failures) and (batch := list(islice(pending, batch_size))):
+                while not any(f.stop for f in failures) and (
+                    batch := list(islice(pending, batch_size))
+                ):
                     name = f"{prefix}-{start:08d}"
                     rows = self.get(name)
                     if rows is not None:
@@ -177,7 +184,11 @@ class Parts:
                         while len(running) >= workers:
                             finish_one()
                         # In this build's context: its calls are charged to it (cost ledger).
-                        running[pool.submit(contextvars.copy_context().run, fn, batch)] = (start, name, len(batch))
+                        running[pool.submit(contextvars.copy_context().run, fn, batch)] = (
+                            start,
+                            name,
+                            len(batch),
+                        )
                     start += len(batch)
                 while running:
                     finish_one()
@@ -313,7 +324,9 @@ class Store:
         """Move a damaged artifact dir to `<root>/.damaged/` (kept for a post-mortem, out of
         every reader's way); a store that cannot be changed stops naming the file."""
         stage, key = path.parent.name, path.name
-        aside = self.root / ".damaged" / stage / f"{key}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        aside = (
+            self.root / ".damaged" / stage / f"{key}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        )
         try:
             aside.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, aside)
@@ -324,74 +337,12 @@ class Store:
                 f"{path}: damaged artifact ({problem}) and the store cannot be changed ({e.strerror}); "
                 "delete it or point store_dir at a writable copy"
             ) from None
-        log.warning("%s: damaged artifact (%s), moved to %s; building it again", path, problem, aside)
+        log.warning(
+            "%s: damaged artifact (%s), moved to %s; building it again", path, problem, aside
+        )
 
 
-# ---------------------------------------------------------------- explain
+if __name__ == "__main__":  # `python -m xlexp.store explain ...` (the command lives beside)
+    from xlexp.explain import main
 
-
-def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(obj, dict):
-        out: dict[str, Any] = {}
-        for k, v in obj.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: obj}
-
-
-def explain(store_root: str | os.PathLike, target: str) -> str:
-    """Why an artifact has the key it has: the fields in which it differs from the nearest other
-    finished artifact of its stage (fewest differing fields). `target`: an artifact dir or key."""
-    root = Path(store_root)
-    path = Path(target)
-    if not (path / "DONE").exists():
-        found = sorted(root.glob(f"*/{target}*/DONE"))
-        if not found:
-            raise FileNotFoundError(f"no finished artifact {target!r} in {root}")
-        path = found[0].parent
-    meta = json.loads((path / "DONE").read_text())
-    stage, mine = meta.get("stage", path.parent.name), meta.get("made_of")
-    if mine is None:
-        return f"{stage}/{path.name}: its DONE records no `made_of` (built by an older xlexp)"
-    lines = [f"{stage}/{path.name}: made of {json.dumps(mine, sort_keys=True)[:400]}"]
-    flat = _flatten(mine)
-    others = []
-    for done in path.parent.glob("*/DONE"):
-        if done.parent == path:
-            continue
-        other = json.loads(done.read_text()).get("made_of")
-        if other is None:
-            continue
-        theirs = _flatten(other)
-        diff = sorted(k for k in set(flat) | set(theirs) if flat.get(k, "<absent>") != theirs.get(k, "<absent>"))
-        others.append((len(diff), done.parent.name, diff, theirs))
-    if not others:
-        lines.append(f"no other finished {stage} artifact to compare with")
-        return "\n".join(lines)
-    _, name, diff, theirs = min(others)
-    lines.append(f"nearest other {stage} artifact: {name} ({len(diff)} field(s) differ)")
-    for k in diff:
-        lines.append(f"  {k}: {json.dumps(flat.get(k, '<absent>'))[:200]}  (there: {json.dumps(theirs.get(k, '<absent>'))[:200]})")
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m xlexp.store explain PATH_OR_KEY [--store DIR]`."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m xlexp.store", description="Inspect the artifact store.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    ex = sub.add_parser("explain", help="why an artifact was (re)built: how its key differs from the nearest one")
-    ex.add_argument("target", help="an artifact directory, or a key (prefix) under --store")
-    ex.add_argument("--store", default="outputs/store")
-    args = parser.parse_args(argv)
-    try:
-        print(explain(args.store, args.target))
-    except FileNotFoundError as e:
-        print(f"xlexp.store: {e}")
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
     raise SystemExit(main())

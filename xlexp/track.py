@@ -22,7 +22,9 @@ class LoggerConfig:
     group: str | None = None
     tags: list[str] = field(default_factory=list)
     samples: int = 20  # judged sample rows per language in the W&B table
-    copy_max_mb: float = 50.0  # dataset/adapter artifacts above this are logged as file:// references
+    copy_max_mb: float = (
+        50.0  # dataset/adapter artifacts above this are logged as file:// references
+    )
 
 
 _SECRET_KEY = re.compile(r"(api_?key|token|secret|password)$", re.I)
@@ -38,7 +40,10 @@ def redact(obj: Any, secrets: list[str] | None = None) -> Any:
     """A copy with secret-looking keys masked and any secret value scrubbed from strings."""
     secrets = secret_values() if secrets is None else secrets
     if isinstance(obj, dict):
-        return {k: ("***" if _SECRET_KEY.search(str(k)) and v else redact(v, secrets)) for k, v in obj.items()}
+        return {
+            k: ("***" if _SECRET_KEY.search(str(k)) and v else redact(v, secrets))
+            for k, v in obj.items()
+        }
     if isinstance(obj, list):
         return [redact(v, secrets) for v in obj]
     if isinstance(obj, str):
@@ -66,7 +71,11 @@ class WandbTracker(NullTracker):
         config = redact(plain(cfg))
         ctx = hydra_context()
         exp = ctx.get("exp")
-        config["xlexp"] = {"exp": exp, "sweep_dir": ctx.get("sweep_dir"), "job_num": ctx.get("job_num")}
+        config["xlexp"] = {
+            "exp": exp,
+            "sweep_dir": ctx.get("sweep_dir"),
+            "job_num": ctx.get("job_num"),
+        }
         self.cfg = cfg
         self.wandb = wandb
         self.run = wandb.init(
@@ -74,7 +83,9 @@ class WandbTracker(NullTracker):
             entity=cfg.logger.entity,
             group=run_group(cfg.logger.group, exp, ctx.get("sweep_dir")),
             name=ctx.get("job_name"),
-            tags=list(dict.fromkeys([*cfg.logger.tags, *([exp] if exp else []), *_protocol_tag(cfg)])),
+            tags=list(
+                dict.fromkeys([*cfg.logger.tags, *([exp] if exp else []), *_protocol_tag(cfg)])
+            ),
             config=config,
             dir=str(run_dir),
             mode=mode,
@@ -107,7 +118,14 @@ class WandbTracker(NullTracker):
         art = self.wandb.Artifact(
             f"{kind}-{artifact.key}",
             type=kind,
-            metadata=redact({"stage": artifact.stage, "key": artifact.key, "counts": artifact.meta.get("counts"), "bytes": size}),
+            metadata=redact(
+                {
+                    "stage": artifact.stage,
+                    "key": artifact.key,
+                    "counts": artifact.meta.get("counts"),
+                    "bytes": size,
+                }
+            ),
         )
         copy = size <= self.cfg.logger.copy_max_mb * 1e6
         for p in paths:
@@ -122,7 +140,9 @@ class WandbTracker(NullTracker):
     def log_samples(self, rows: list[dict]) -> None:
         if not rows:
             return
-        table = self.wandb.Table(columns=SAMPLE_COLUMNS, data=[[r[c] for c in SAMPLE_COLUMNS] for r in redact(rows)])
+        table = self.wandb.Table(
+            columns=SAMPLE_COLUMNS, data=[[r[c] for c in SAMPLE_COLUMNS] for r in redact(rows)]
+        )
         self.run.log({"eval/samples": table})
 
     def log_metrics(self, metrics: dict, protocol: str | None = None) -> None:
@@ -147,7 +167,11 @@ class WandbTracker(NullTracker):
         self.run.summary.update(values)
 
     def finish(self, summary: dict) -> None:
-        self.run.summary.update(redact({"seconds": summary.get("seconds"), "backend_calls": summary.get("backend_calls")}))
+        self.run.summary.update(
+            redact(
+                {"seconds": summary.get("seconds"), "backend_calls": summary.get("backend_calls")}
+            )
+        )
         if summary.get("cost"):  # the ledger: tokens and dollars per stage and role
             self.run.summary.update(redact({"cost": summary["cost"]}))
         self.run.finish()
@@ -159,11 +183,23 @@ def _protocol_tag(cfg: Any) -> list[str]:
     return [f"judge:{protocol}"] if protocol else []
 
 
-SAMPLE_COLUMNS = ["id", "lang", "instruction", "system_output", "reference_output", "preference", "malformed"]
+SAMPLE_COLUMNS = [
+    "id",
+    "lang",
+    "instruction",
+    "system_output",
+    "reference_output",
+    "preference",
+    "malformed",
+]
 
 
 def _size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+    return (
+        sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        if path.is_dir()
+        else path.stat().st_size
+    )
 
 
 def sample_rows(system: Any, reference: Any, judge: Any, per_lang: int) -> list[dict]:
@@ -212,7 +248,13 @@ def hydra_context() -> dict:
 def job_name(num: int | None, overrides: list[str]) -> str:
     """`3 +exp=scaling,data_size=2k`: the job number and its top-level overrides (experiment, groups,
     knobs such as data_size), not dotted ones that carry URLs and paths; secrets scrubbed."""
-    knobs = [o for o in overrides if "." not in o.split("=", 1)[0] and "/" not in o.split("=", 1)[-1] and not o.startswith("hydra")]
+    knobs = [
+        o
+        for o in overrides
+        if "." not in o.split("=", 1)[0]
+        and "/" not in o.split("=", 1)[-1]
+        and not o.startswith("hydra")
+    ]
     return redact(f"{num} {','.join(knobs)}".strip())[:128]
 
 
@@ -221,7 +263,9 @@ def run_group(group: str | None, exp: str | None, sweep_dir: str | None) -> str 
     so the jobs of one sweep share a group and two sweeps of one experiment do not."""
     name = group or exp
     if sweep_dir:
-        sweep = "/".join(Path(sweep_dir).parts[-2:])  # outputs/multirun/<date>/<time> -> <date>/<time>
+        sweep = "/".join(
+            Path(sweep_dir).parts[-2:]
+        )  # outputs/multirun/<date>/<time> -> <date>/<time>
         return f"{name or 'sweep'}:{sweep}"
     return name
 

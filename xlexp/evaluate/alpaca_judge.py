@@ -45,7 +45,11 @@ def annotator() -> Any:
         base = constants.EVALUATORS_CONFIG_DIR
         config = utils.load_configs(base / ANNOTATOR / "configs.yaml")[ANNOTATOR]
         return SinglePairwiseAnnotator(
-            seed=SEED, base_dir=base, annotation_column="preference", completion_column="raw_completion", **config
+            seed=SEED,
+            base_dir=base,
+            annotation_column="preference",
+            completion_column="raw_completion",
+            **config,
         )
 
 
@@ -54,14 +58,20 @@ def _switcher() -> Any:
 
     found = [p for p in annotator().processors if isinstance(p, RandomSwitchTwoColumnsProcessor)]
     if len(found) != 1:
-        raise RuntimeError(f"alpaca_eval's {ANNOTATOR} annotator has {len(found)} output switchers, expected 1")
+        raise RuntimeError(
+            f"alpaca_eval's {ANNOTATOR} annotator has {len(found)} output switchers, expected 1"
+        )
     return found[0]
 
 
 def completion_kwargs() -> dict:
     """The annotator's sampling settings: max_tokens, temperature, top_logprobs (ints/floats)."""
     kw = annotator().completions_kwargs
-    return {"max_tokens": int(kw["max_tokens"]), "temperature": float(kw["temperature"]), "logprobs": int(kw["top_logprobs"])}
+    return {
+        "max_tokens": int(kw["max_tokens"]),
+        "temperature": float(kw["temperature"]),
+        "logprobs": int(kw["top_logprobs"]),
+    }
 
 
 def prompt_template() -> str:
@@ -69,14 +79,18 @@ def prompt_template() -> str:
     return str(annotator().prompt_template)
 
 
-def prepare(instructions: Sequence[str], references: Sequence[str], systems: Sequence[str]) -> list[dict]:
+def prepare(
+    instructions: Sequence[str], references: Sequence[str], systems: Sequence[str]
+) -> list[dict]:
     """One judge request per prompt: `{switched, conversation}`, aligned with the inputs.
 
     `output_1` = reference, `output_2` = system, then alpaca_eval's switcher swaps the slots
     of the prompts it draws; the conversation is what alpaca_eval would send to the judge.
     """
     if not len(instructions) == len(references) == len(systems):
-        raise ValueError(f"{len(instructions)} instructions, {len(references)} references, {len(systems)} systems")
+        raise ValueError(
+            f"{len(instructions)} instructions, {len(references)} references, {len(systems)} systems"
+        )
     if not instructions:
         return []
     import pandas as pd
@@ -85,7 +99,13 @@ def prepare(instructions: Sequence[str], references: Sequence[str], systems: Seq
         warnings.simplefilter("ignore")
         from alpaca_eval import utils
 
-        df = pd.DataFrame({"instruction": list(instructions), "output_1": list(references), "output_2": list(systems)})
+        df = pd.DataFrame(
+            {
+                "instruction": list(instructions),
+                "output_1": list(references),
+                "output_2": list(systems),
+            }
+        )
         df = _switcher().preprocess(df)
         prompts, df = annotator()._make_prompts(df)
     return [
@@ -96,8 +116,13 @@ def prepare(instructions: Sequence[str], references: Sequence[str], systems: Seq
 
 def openai_shape(logprobs: list[dict[str, float]] | None) -> dict:
     """Our per-token `{token: logprob}` list as the OpenAI chat completion alpaca_eval parses."""
-    content = [{"token": max(top, key=lambda t: _finite(top[t])) if top else "",
-                "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top.items()]} for top in logprobs or []]
+    content = [
+        {
+            "token": max(top, key=lambda t: _finite(top[t])) if top else "",
+            "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top.items()],
+        }
+        for top in logprobs or []
+    ]
     return {"logprobs": {"content": content}}
 
 
@@ -105,7 +130,9 @@ def _finite(x: Any) -> float:
     return x if isinstance(x, int | float) and math.isfinite(x) else -math.inf
 
 
-def parse(logprobs: list[dict[str, float]] | None, switched: bool) -> tuple[float | None, str | None]:
+def parse(
+    logprobs: list[dict[str, float]] | None, switched: bool
+) -> tuple[float | None, str | None]:
     """(P(system better), None) from the judge's first-token top logprobs, or (None, reason).
 
     alpaca_eval's parser gives 2 - P(m) in the judge's slots; a switched prompt is flipped back
@@ -130,7 +157,9 @@ def parse(logprobs: list[dict[str, float]] | None, switched: bool) -> tuple[floa
             logging.disable(muted)
     value = float(value)
     if not math.isfinite(value) or not 1.0 <= value <= 2.0:
-        return None, "no m/M in the top logprobs" if math.isnan(value) else f"preference out of range: {value}"
+        return None, "no m/M in the top logprobs" if math.isnan(
+            value
+        ) else f"preference out of range: {value}"
     if switched:
         value = 3.0 - value
     return value - 1.0, None

@@ -31,15 +31,21 @@ class EvalConfig:
     bootstrap: int = 1000
     # Prompt sources. prompts: demo (shipped) | null (eval.path if set, else the hub file).
     prompts: str | None = None
-    hub_repo: str = "tatsu-lab/alpaca_eval"  # dataset repo holding alpaca_eval.json (its script is broken)
+    hub_repo: str = (
+        "tatsu-lab/alpaca_eval"  # dataset repo holding alpaca_eval.json (its script is broken)
+    )
     hub_file: str = "alpaca_eval.json"
     hub_revision: str | None = None
-    release_repo: str = "viyer98/XL-AlpacaEval"  # the authors' release (eval.benchmark=xl_alpacaeval_release)
-    rewrites: str | None = "paper"  # appendix A.1 {language} rewrites: paper (shipped) | a JSON path | null
-    translator: Any = None  # m_alpacaeval: the model card translating prompts (GPT-4o in the paper, section 6)
+    release_repo: str = "viyer98/XL-AlpacaEval"
+    rewrites: str | None = "paper"
+    translator: Any = (
+        None  # m_alpacaeval: the model card translating prompts (GPT-4o in the paper, section 6)
+    )
     translate_max_tokens: int = 2048
-    english: bool = True  # m_alpacaeval: add the English column (plain AlpacaEval, lang eng), Table 3
-    rtt: str | None = None  # Table 2 reason-then-translate baseline: one_prompt | two_step; null: answer directly
+    english: bool = True
+    rtt: str | None = (
+        None  # Table 2 reason-then-translate baseline: one_prompt | two_step; null: answer directly
+    )
     rtt_max_tokens: int | None = None  # per step; null: the model card's sampling.max_tokens
     rubric: bool = False  # Table 8 fine-grained 1-5 scores by the judge
     rubric_criteria: list[str] = field(default_factory=lambda: list(CRITERIA))
@@ -66,12 +72,19 @@ def validate(cfg: Any, runs: bool) -> None:
     judge_protocol(ev.judge_protocol)  # ConfigError naming eval.judge_protocol and the known ones
     bench = benchmark(cfg)  # ConfigError naming eval.benchmark and the known ones
     if ev.prompts not in (None, "demo"):
-        raise ConfigError("eval.prompts", f"must be demo or null (eval.path, else the hub), not {ev.prompts!r}")
+        raise ConfigError(
+            "eval.prompts", f"must be demo or null (eval.path, else the hub), not {ev.prompts!r}"
+        )
     if ev.rtt not in (None, *RTT_MODES):
-        raise ConfigError("eval.rtt", f"unknown reason-then-translate mode {ev.rtt!r} ({', '.join(RTT_MODES)} or null)")
+        raise ConfigError(
+            "eval.rtt",
+            f"unknown reason-then-translate mode {ev.rtt!r} ({', '.join(RTT_MODES)} or null)",
+        )
     for i, name in enumerate(ev.rubric_criteria):
         if name not in CRITERIA:
-            raise ConfigError(f"eval.rubric_criteria[{i}]", f"unknown criterion {name!r} ({', '.join(CRITERIA)})")
+            raise ConfigError(
+                f"eval.rubric_criteria[{i}]", f"unknown criterion {name!r} ({', '.join(CRITERIA)})"
+            )
     if ev.rubric and not ev.rubric_criteria:
         raise ConfigError("eval.rubric_criteria", "eval.rubric is on but no criterion is listed")
     if ev.path and not os.path.exists(ev.path):

@@ -53,12 +53,34 @@ def expected(cfg: Any, measured: Measured) -> Expected:
     out = Expected()
     rows, exact = eval_prompt_rows(cfg)
     bench = signature(cfg.eval, cfg.langs.codes, cfg.seed)
-    system = signature(cfg.model, cfg.data_size if "sft" in cfg.stages else None, cfg.sft, cfg.generate, bench)
+    system = signature(
+        cfg.model, cfg.data_size if "sft" in cfg.stages else None, cfg.sft, cfg.generate, bench
+    )
     two_step = cfg.eval.rtt == "two_step"
-    out.calls.append(RoleCount("respond", "model", cfg.model, rows * (2 if two_step else 1), exact and not two_step, shared=system))
-    out.calls.append(RoleCount("reference", "reference", cfg.reference, rows, exact, shared=signature(cfg.reference, bench)))
+    out.calls.append(
+        RoleCount(
+            "respond",
+            "model",
+            cfg.model,
+            rows * (2 if two_step else 1),
+            exact and not two_step,
+            shared=system,
+        )
+    )
+    out.calls.append(
+        RoleCount(
+            "reference",
+            "reference",
+            cfg.reference,
+            rows,
+            exact,
+            shared=signature(cfg.reference, bench),
+        )
+    )
     judged = rows * judge_protocol(cfg.eval.judge_protocol).calls_per_prompt
-    out.calls.append(RoleCount("judge", "judge", cfg.judge, judged, exact, shared=signature(cfg.judge, system)))
+    out.calls.append(
+        RoleCount("judge", "judge", cfg.judge, judged, exact, shared=signature(cfg.judge, system))
+    )
     out.calls += benchmark(cfg).expected_calls(cfg, rows, exact, bench)  # building its prompts
     if cfg.eval.rubric:
         criteria = len(cfg.eval.rubric_criteria)
@@ -91,9 +113,13 @@ def log(tracker: Any, ctx: RunContext, arts: dict[str, Artifact]) -> None:
 
     if "rubric" in ctx.summary:
         rubric = ctx.summary["rubric"]
-        tracker.log_metrics({lang: {f"rubric_{k}": v for k, v in row.items()} for lang, row in rubric.items()})
+        tracker.log_metrics(
+            {lang: {f"rubric_{k}": v for k, v in row.items()} for lang, row in rubric.items()}
+        )
     tracker.log_metrics(ctx.summary["metrics"], ctx.cfg.eval.judge_protocol)
-    tracker.log_samples(sample_rows(arts["respond"], arts["reference"], arts["judge"], ctx.cfg.logger.samples))
+    tracker.log_samples(
+        sample_rows(arts["respond"], arts["reference"], arts["judge"], ctx.cfg.logger.samples)
+    )
 
 
 def table_rows(entry: dict, summary: dict) -> list[TableRow]:
@@ -105,8 +131,16 @@ def table_rows(entry: dict, summary: dict) -> list[TableRow]:
         counts = {k: v for k, v in entry[spec.name].items() if k not in ("key", "kind")}
         n = counts.get("rows")
         details = {k: v for k, v in counts.items() if k not in ("rows", "malformed")}
-        rows.append(TableRow(spec.name, entry[spec.name].get("key"), None, n if not isinstance(n, dict) else None,
-                             counts.get("malformed"), details))
+        rows.append(
+            TableRow(
+                spec.name,
+                entry[spec.name].get("key"),
+                None,
+                n if not isinstance(n, dict) else None,
+                counts.get("malformed"),
+                details,
+            )
+        )
     return rows
 
 

@@ -56,13 +56,27 @@ _BETTER = r"(?:clearly\s+|much\s+|slightly\s+|definitely\s+)?(?:better|superior|
 # "Response A is vague") is none: the patterns need a verdict word or a judgement of "better".
 _VERDICTS = [
     # "B", "**B**", "(B)", "B.", "Output B", "B is better", at the very start of the answer.
-    re.compile(r"^\s*" + _LABEL + r"\s*(?:[.!]\s*(?:$|\n)|$|\n|[.:]\s|\s+is\s+" + _BETTER + r")", re.I),
+    re.compile(
+        r"^\s*" + _LABEL + r"\s*(?:[.!]\s*(?:$|\n)|$|\n|[.:]\s|\s+is\s+" + _BETTER + r")", re.I
+    ),
     # "Verdict: B", "Final answer: **A**", "Winner - (B)", "Best output: B", "Answer: b".
-    re.compile(r"\b(?:final\s+)?(?:verdict|answer|winner|choice|decision|best\s+" + _NOUN + r")\s*(?:is\s*)?[:=\-]\s*" + _LABEL, re.I),
+    re.compile(
+        r"\b(?:final\s+)?(?:verdict|answer|winner|choice|decision|best\s+"
+        + _NOUN
+        + r")\s*(?:is\s*)?[:=\-]\s*"
+        + _LABEL,
+        re.I,
+    ),
     # "The better output is (A)", "the best response is B".
     re.compile(r"\b(?:better|best|preferred|winning)\s+" + _NOUN + r"\s+is\s+" + _LABEL, re.I),
     # "Output B is better", "Response (A) is clearly superior".
-    re.compile(r"\b" + _NOUN + r"\s*(?:\*\*|[(\[\"'`])?([AB])(?![\w'])(?:\*\*|[)\]\"'`])?\s+is\s+" + _BETTER, re.I),
+    re.compile(
+        r"\b"
+        + _NOUN
+        + r"\s*(?:\*\*|[(\[\"'`])?([AB])(?![\w'])(?:\*\*|[)\]\"'`])?\s+is\s+"
+        + _BETTER,
+        re.I,
+    ),
     # "I prefer Output B", "I would choose A".
     re.compile(r"\bI\s+(?:would\s+)?(?:prefer|choose|pick|select|go\s+with)\s+" + _LABEL, re.I),
 ]
@@ -161,7 +175,9 @@ def plan(
         entry: dict = {"id": row["id"], "lang": row["lang"], "requests": [], "status": None}
         if _missing(sys_out) or _missing(ref_out):
             entry["status"] = FAILED
-            entry["reason"] = "missing system output" if _missing(sys_out) else "missing reference output"
+            entry["reason"] = (
+                "missing system output" if _missing(sys_out) else "missing reference output"
+            )
         elif sys_out == ref_out:
             entry["status"] = IDENTICAL
         entries.append(entry)
@@ -188,7 +204,9 @@ def _label_of(token: str) -> str | None:
 
 
 def _finite_top(top: dict[str, Any]) -> dict[str, float]:
-    return {t: float(lp) for t, lp in top.items() if isinstance(lp, int | float) and math.isfinite(lp)}
+    return {
+        t: float(lp) for t, lp in top.items() if isinstance(lp, int | float) and math.isfinite(lp)
+    }
 
 
 def _from_logprobs(logprobs: list[dict[str, float]]) -> float | None:
@@ -242,7 +260,9 @@ def _verdict(text: str, logprobs: list[dict[str, float]] | None) -> tuple[float 
     return (1.0 if label == "B" else 0.0), how
 
 
-def parse_verdict(text: str, logprobs: list[dict[str, float]] | None) -> tuple[float | None, str | None]:
+def parse_verdict(
+    text: str, logprobs: list[dict[str, float]] | None
+) -> tuple[float | None, str | None]:
     """P(output B is better) under `both_orders`, from the first token's top logprobs when
     present, else the verdict the text states.
 
@@ -275,8 +295,15 @@ def combine(protocol: str, entries: Sequence[dict], completions: Sequence[Any]) 
     comps = iter(completions)
     out = []
     for entry in entries:
-        row = {"id": entry["id"], "lang": entry["lang"], "protocol": protocol, "status": entry["status"],
-               "preference": None, "verdicts": [], "malformed": []}
+        row = {
+            "id": entry["id"],
+            "lang": entry["lang"],
+            "protocol": protocol,
+            "status": entry["status"],
+            "preference": None,
+            "verdicts": [],
+            "malformed": [],
+        }
         if entry["status"] == FAILED:
             row["reason"] = entry["reason"]
         elif entry["status"] == IDENTICAL:
@@ -289,7 +316,9 @@ def combine(protocol: str, entries: Sequence[dict], completions: Sequence[Any]) 
             text = _get(comp, "text") or ""
             error = _get(comp, "error")
             if error:
-                row["malformed"].append({"order": order, "reason": f"backend error: {error}", "text": text})
+                row["malformed"].append(
+                    {"order": order, "reason": f"backend error: {error}", "text": text}
+                )
                 continue
             verdict, reason = judging.verdict(req, text, _get(comp, "logprobs"))
             if verdict is None:
@@ -299,7 +328,9 @@ def combine(protocol: str, entries: Sequence[dict], completions: Sequence[Any]) 
         if entry["status"] is None:
             if row["verdicts"]:
                 row["status"] = JUDGED
-                row["preference"] = sum(v["preference"] for v in row["verdicts"]) / len(row["verdicts"])
+                row["preference"] = sum(v["preference"] for v in row["verdicts"]) / len(
+                    row["verdicts"]
+                )
             else:
                 row["status"] = MALFORMED
         out.append(row)

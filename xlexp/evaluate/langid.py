@@ -33,7 +33,56 @@ MIN_CONFIDENCE = 0.5
 CJK_WEIGHT = 3
 # Romanised Hindi: share of words that are Hindi function words, and distinct ones needed.
 HINGLISH_WORDS = frozenset(
-    ["hai", "hain", "aur", "mein", "main", "ka", "ki", "ke", "ko", "se", "bhi", "tha", "thi", "nahi", "nahin", "kya", "yeh", "ye", "woh", "wo", "hoon", "hun", "raha", "rahi", "rahe", "kar", "karna", "karta", "karti", "karte", "tum", "aap", "hum", "mera", "meri", "mere", "tera", "apna", "apni", "ek", "liye", "lekin", "kyunki", "jab", "tab", "bahut", "accha", "acha"]
+    [
+        "hai",
+        "hain",
+        "aur",
+        "mein",
+        "main",
+        "ka",
+        "ki",
+        "ke",
+        "ko",
+        "se",
+        "bhi",
+        "tha",
+        "thi",
+        "nahi",
+        "nahin",
+        "kya",
+        "yeh",
+        "ye",
+        "woh",
+        "wo",
+        "hoon",
+        "hun",
+        "raha",
+        "rahi",
+        "rahe",
+        "kar",
+        "karna",
+        "karta",
+        "karti",
+        "karte",
+        "tum",
+        "aap",
+        "hum",
+        "mera",
+        "meri",
+        "mere",
+        "tera",
+        "apna",
+        "apni",
+        "ek",
+        "liye",
+        "lekin",
+        "kyunki",
+        "jab",
+        "tab",
+        "bahut",
+        "accha",
+        "acha",
+    ]
 )
 HINGLISH_SHARE = 0.3
 HINGLISH_DISTINCT = 3
@@ -50,9 +99,13 @@ _TAG = re.compile(r"</?[A-Za-z][^>\n]*>")
 _MATH = re.compile(r"\$\$.*?\$\$|\$[^$\n]+\$|\\\(.*?\\\)|\\\[.*?\\\]", re.S)
 _LATEX_CMD = re.compile(r"\\[A-Za-z]+")
 _NUMBER = re.compile(r"[+-]?\d[\d.,:/%]*")
-_SQL_LINE = re.compile(r"^\s*(?:SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|FROM|WHERE|JOIN|GROUP BY|ORDER BY|VALUES|SET)\b")
+_SQL_LINE = re.compile(
+    r"^\s*(?:SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|FROM|WHERE|JOIN|GROUP BY|ORDER BY|VALUES|SET)\b"
+)
 _JSON_LINE = re.compile(r"^\s*[\[{]?\s*\"[^\"]+\"\s*:")
-_CODE_START = re.compile(r"^\s*(?:def|class|import|return|print|function|const|let|var|public|private|#include|for|while|if|elif|else)\b.*[:;{})]\s*$")
+_CODE_START = re.compile(
+    r"^\s*(?:def|class|import|return|print|function|const|let|var|public|private|#include|for|while|if|elif|else)\b.*[:;{})]\s*$"
+)
 _SYMBOLS = set("{}[]()<>=;:_\"'|\\/*+-&^%$#@~`")
 _PARAGRAPH = re.compile(r"\n\s*\n")
 
@@ -99,7 +152,9 @@ def clean(text: str) -> str:
 
 def _is_cjk(ch: str) -> bool:
     name = unicodedata.name(ch, "")
-    return name.startswith(("CJK UNIFIED", "CJK COMPATIBILITY IDEOGRAPH", "HIRAGANA", "KATAKANA", "HANGUL"))
+    return name.startswith(
+        ("CJK UNIFIED", "CJK COMPATIBILITY IDEOGRAPH", "HIRAGANA", "KATAKANA", "HANGUL")
+    )
 
 
 def weight(text: str) -> int:

@@ -41,10 +41,14 @@ def _usable(p: Any) -> bool:
     return isinstance(p, int | float) and math.isfinite(p) and 0.0 <= p <= 1.0
 
 
-def _compared(prefs: Sequence[Any], outputs: Sequence[Any], ref_outputs: Sequence[Any]) -> list[tuple[float | None, int, int]]:
+def _compared(
+    prefs: Sequence[Any], outputs: Sequence[Any], ref_outputs: Sequence[Any]
+) -> list[tuple[float | None, int, int]]:
     """(preference or None, system length, reference length) of rows with both outputs."""
     if not len(prefs) == len(outputs) == len(ref_outputs):
-        raise ValueError(f"lc_win_rate: {len(prefs)} prefs, {len(outputs)} outputs, {len(ref_outputs)} reference outputs")
+        raise ValueError(
+            f"lc_win_rate: {len(prefs)} prefs, {len(outputs)} outputs, {len(ref_outputs)} reference outputs"
+        )
     return [
         (float(p) if _usable(p) else None, len(o), len(r))
         for p, o, r in zip(prefs, outputs, ref_outputs, strict=True)
@@ -52,7 +56,9 @@ def _compared(prefs: Sequence[Any], outputs: Sequence[Any], ref_outputs: Sequenc
     ]
 
 
-def length_controlled(prefs: Sequence[Any], outputs: Sequence[Any], ref_outputs: Sequence[Any]) -> dict[str, float | None]:
+def length_controlled(
+    prefs: Sequence[Any], outputs: Sequence[Any], ref_outputs: Sequence[Any]
+) -> dict[str, float | None]:
     """`{lc_win_rate, lc_se}` in percent of a system against the reference.
 
     `prefs[i]` is P(system output i better) in [0, 1] (None/NaN: no verdict, left out of the
@@ -82,19 +88,31 @@ def length_controlled(prefs: Sequence[Any], outputs: Sequence[Any], ref_outputs:
         std_delta = delta / std if std > 0 and math.isfinite(std) else np.zeros_like(delta)
         keep = [r[0] is not None for r in rows]
         pref = np.asarray([r[0] for r in fit], dtype=float)
-        train = pd.DataFrame({"preference": pref, "std_delta_len": std_delta[keep], "not_gamed_baseline": True})
+        train = pd.DataFrame(
+            {"preference": pref, "std_delta_len": std_delta[keep], "not_gamed_baseline": True}
+        )
         test = train[["not_gamed_baseline"]].copy()
         test["std_delta_len"] = 0.0
         info = glm_winrate.GLM_INFO[GLM_NAME]  # the others need the hub's instruction difficulties
         xy_train, x_test = glm_winrate.make_dmatrix_for_model(train, test, formula=info["formula"])
-        kwargs = {**info["kwargs"], "n_splits": min(int(info["kwargs"].get("n_splits", MAX_SPLITS)), len(fit))}
-        model = glm_winrate.fit_LogisticRegressionCV(xy_train, "preference", is_ytrue_proba=True, **kwargs)
+        kwargs = {
+            **info["kwargs"],
+            "n_splits": min(int(info["kwargs"].get("n_splits", MAX_SPLITS)), len(fit)),
+        }
+        model = glm_winrate.fit_LogisticRegressionCV(
+            xy_train, "preference", is_ytrue_proba=True, **kwargs
+        )
         rate = float(model.predict_proba(x_test)[:, 1].mean())
     x = xy_train.drop(columns=["preference"])
-    return {"lc_win_rate": rate * 100, "lc_se": _delta_method_se(x.to_numpy(float), pref, model.coef_[0], list(x.columns), rate)}
+    return {
+        "lc_win_rate": rate * 100,
+        "lc_se": _delta_method_se(x.to_numpy(float), pref, model.coef_[0], list(x.columns), rate),
+    }
 
 
-def _delta_method_se(x: np.ndarray, y: np.ndarray, coef: np.ndarray, columns: list[str], rate: float) -> float | None:
+def _delta_method_se(
+    x: np.ndarray, y: np.ndarray, coef: np.ndarray, columns: list[str], rate: float
+) -> float | None:
     """Sandwich covariance of the logistic coefficients -> s.e. of the predicted rate, percent."""
     p = 1.0 / (1.0 + np.exp(-(x @ coef)))
     bread = (x * (p * (1 - p))[:, None]).T @ x
@@ -111,6 +129,8 @@ def _delta_method_se(x: np.ndarray, y: np.ndarray, coef: np.ndarray, columns: li
     return float(100 * rate * (1 - rate) * math.sqrt(var))
 
 
-def lc_win_rate(prefs: Sequence[Any], outputs: Sequence[Any], ref_outputs: Sequence[Any]) -> float | None:
+def lc_win_rate(
+    prefs: Sequence[Any], outputs: Sequence[Any], ref_outputs: Sequence[Any]
+) -> float | None:
     """The LC win rate alone (percent), None with fewer than 2 verdicts."""
     return length_controlled(prefs, outputs, ref_outputs)["lc_win_rate"]

@@ -18,14 +18,22 @@ PARSER_VERSION = 1
 def build_prompts(prompts: Sequence[dict], lang: str) -> list[list[dict]]:
     template = prompt("m_translate")
     name = langtable.name(lang)
-    return [[{"role": "user", "content": template.format(language=name, instruction=p["instruction"])}] for p in prompts]
+    return [
+        [{"role": "user", "content": template.format(language=name, instruction=p["instruction"])}]
+        for p in prompts
+    ]
 
 
 def parse(prompts: Sequence[dict], completions: Sequence[Completion], lang: str) -> list[dict]:
     """Benchmark rows `{id, lang, instruction, english, dataset}`, or `{id, lang, reject}`."""
     rows = []
     for p, c in zip(prompts, completions, strict=True):
-        base = {"id": p["id"], "lang": lang, "english": p["instruction"], "dataset": p.get("dataset", "")}
+        base = {
+            "id": p["id"],
+            "lang": lang,
+            "english": p["instruction"],
+            "dataset": p.get("dataset", ""),
+        }
         text = c.text.strip() if c.ok else ""
         if not c.ok:
             rows.append({**base, "reject": f"backend error: {c.error}"})
@@ -39,6 +47,12 @@ def parse(prompts: Sequence[dict], completions: Sequence[Completion], lang: str)
 def english_rows(prompts: Sequence[dict]) -> list[dict]:
     """The English column: the prompts as they are."""
     return [
-        {"id": p["id"], "lang": ENGLISH, "instruction": p["instruction"], "english": p["instruction"], "dataset": p.get("dataset", "")}
+        {
+            "id": p["id"],
+            "lang": ENGLISH,
+            "instruction": p["instruction"],
+            "english": p["instruction"],
+            "dataset": p.get("dataset", ""),
+        }
         for p in prompts
     ]

@@ -26,7 +26,12 @@ from xlexp.registry import Registry
 
 def usable(p: Any) -> bool:
     """A preference the rates may use: a finite number in [0, 1] (not None, NaN or bool)."""
-    return isinstance(p, int | float) and not isinstance(p, bool) and math.isfinite(p) and 0.0 <= p <= 1.0
+    return (
+        isinstance(p, int | float)
+        and not isinstance(p, bool)
+        and math.isfinite(p)
+        and 0.0 <= p <= 1.0
+    )
 
 
 def _valid(prefs: Sequence[Any]) -> np.ndarray:
@@ -68,14 +73,20 @@ def avg_length(outputs: Sequence[Any]) -> float | None:
     return sum(len(o) for o in present) / len(present) if present else None
 
 
-def entry_from_rows(verdict_rows: Sequence[dict], outputs: Sequence[Any], ref_outputs: Sequence[Any]) -> dict:
+def entry_from_rows(
+    verdict_rows: Sequence[dict], outputs: Sequence[Any], ref_outputs: Sequence[Any]
+) -> dict:
     """One language's `summarize` entry from the judge artifact's stored rows (same order as the
     outputs). Rows stored before statuses existed count as judged or malformed by preference."""
     if not len(verdict_rows) == len(outputs) == len(ref_outputs):
-        raise ValueError(f"{len(verdict_rows)} verdict rows, {len(outputs)} outputs, {len(ref_outputs)} reference outputs")
+        raise ValueError(
+            f"{len(verdict_rows)} verdict rows, {len(outputs)} outputs, {len(ref_outputs)} reference outputs"
+        )
     prefs, statuses = [], []
     for row in verdict_rows:
-        status = row.get("status") or (judge.JUDGED if usable(row.get("preference")) else judge.MALFORMED)
+        status = row.get("status") or (
+            judge.JUDGED if usable(row.get("preference")) else judge.MALFORMED
+        )
         pref = row.get("preference") if usable(row.get("preference")) else None
         if status in (judge.JUDGED, judge.IDENTICAL) and pref is None:
             status = judge.MALFORMED  # e.g. a NaN preference written by an older parser
@@ -153,14 +164,18 @@ def _mean_if_all(rows: list[dict], key: str) -> float | None:
 
 
 def _mean_of(*keys: str) -> Callable[..., dict]:
-    def average(rows: list[dict], data: list[LangData], n_boot: int, seed: int, alpha: float) -> dict:
+    def average(
+        rows: list[dict], data: list[LangData], n_boot: int, seed: int, alpha: float
+    ) -> dict:
         return {k: _mean_if_all(rows, k) for k in keys}
 
     return average
 
 
 def _sum_of(*keys: str) -> Callable[..., dict]:
-    def average(rows: list[dict], data: list[LangData], n_boot: int, seed: int, alpha: float) -> dict:
+    def average(
+        rows: list[dict], data: list[LangData], n_boot: int, seed: int, alpha: float
+    ) -> dict:
         return {k: sum(r[k] for r in rows) for k in keys}
 
     return average
@@ -171,25 +186,36 @@ def _win_rate(d: LangData, n_boot: int, seed: int, alpha: float) -> dict:
     return {"win_rate": win_rate(d.prefs), "ci_low": lo, "ci_high": hi}
 
 
-def _win_rate_avg(rows: list[dict], data: list[LangData], n_boot: int, seed: int, alpha: float) -> dict:
+def _win_rate_avg(
+    rows: list[dict], data: list[LangData], n_boot: int, seed: int, alpha: float
+) -> dict:
     # The macro average's CI bootstraps that average, resampling each language independently.
     mean = _mean_if_all(rows, "win_rate")
     if mean is None or n_boot < 1:
         return {"win_rate": mean, "ci_low": None, "ci_high": None}
-    boot = [_boot_means(_valid(d.prefs), n_boot, np.random.default_rng([seed, d.index])) for d in data]
+    boot = [
+        _boot_means(_valid(d.prefs), n_boot, np.random.default_rng([seed, d.index])) for d in data
+    ]
     lo, hi = _interval(np.mean(boot, axis=0), alpha)
     return {"win_rate": mean, "ci_low": lo, "ci_high": hi}
 
 
 def _n_failed(d: LangData) -> int:
-    return int(d.n_failed if d.n_failed is not None else sum(not isinstance(o, str) for o in d.outputs))
+    return int(
+        d.n_failed if d.n_failed is not None else sum(not isinstance(o, str) for o in d.outputs)
+    )
 
 
 def _counts(d: LangData, n_boot: int, seed: int, alpha: float) -> dict:
     n = int(_valid(d.prefs).size)
     failed = _n_failed(d)
     malformed = d.n_malformed if d.n_malformed is not None else max(len(d.prefs) - n - failed, 0)
-    return {"n": n, "n_malformed": int(malformed), "n_failed": failed, "n_identical": int(d.n_identical)}
+    return {
+        "n": n,
+        "n_malformed": int(malformed),
+        "n_failed": failed,
+        "n_identical": int(d.n_identical),
+    }
 
 
 def _fidelity(d: LangData, n_boot: int, seed: int, alpha: float) -> dict:
@@ -201,8 +227,13 @@ def _fidelity(d: LangData, n_boot: int, seed: int, alpha: float) -> dict:
     return {"lang_fidelity": fid["rate"], "n_undetermined": int(fid.get("n_undetermined", 0))}
 
 
-def _fidelity_avg(rows: list[dict], data: list[LangData], n_boot: int, seed: int, alpha: float) -> dict:
-    return {"lang_fidelity": _mean_if_all(rows, "lang_fidelity"), "n_undetermined": sum(r["n_undetermined"] for r in rows)}
+def _fidelity_avg(
+    rows: list[dict], data: list[LangData], n_boot: int, seed: int, alpha: float
+) -> dict:
+    return {
+        "lang_fidelity": _mean_if_all(rows, "lang_fidelity"),
+        "n_undetermined": sum(r["n_undetermined"] for r in rows),
+    }
 
 
 def _lc(d: LangData, n_boot: int, seed: int, alpha: float) -> dict:
@@ -215,7 +246,11 @@ def _lc(d: LangData, n_boot: int, seed: int, alpha: float) -> dict:
 def _lc_avg(rows: list[dict], data: list[LangData], n_boot: int, seed: int, alpha: float) -> dict:
     # Languages are independent samples: the variance of their mean is the mean variance / n.
     ses = [r["lc_se"] for r in rows]
-    se = math.sqrt(sum(s * s for s in ses)) / len(ses) if ses and all(s is not None for s in ses) else None
+    se = (
+        math.sqrt(sum(s * s for s in ses)) / len(ses)
+        if ses and all(s is not None for s in ses)
+        else None
+    )
     return {"lc_win_rate": _mean_if_all(rows, "lc_win_rate"), "lc_se": se}
 
 
@@ -273,7 +308,11 @@ def column(key: str) -> Column:
 
 
 def summarize_langs(
-    data: Sequence[LangData], names: Sequence[str] | None = None, n_boot: int = 1000, seed: int = 1, alpha: float = 0.05
+    data: Sequence[LangData],
+    names: Sequence[str] | None = None,
+    n_boot: int = 1000,
+    seed: int = 1,
+    alpha: float = 0.05,
 ) -> dict[str, dict]:
     """One row per language + "avg" (the macro average, as the paper's tables).
 
@@ -281,10 +320,19 @@ def summarize_langs(
     that value; `avg["missing"]` then names the languages per column.
     """
     metrics = [METRICS.get(n) for n in (names or METRICS.names())]
-    table = {d.lang: {k: v for m in metrics for k, v in m.per_lang(d, n_boot, seed, alpha).items()} for d in data}
+    table = {
+        d.lang: {k: v for m in metrics for k, v in m.per_lang(d, n_boot, seed, alpha).items()}
+        for d in data
+    }
     rows = list(table.values())
-    avg = {k: v for m in metrics for k, v in m.average(rows, list(data), n_boot, seed, alpha).items()}
-    missing = {k: [lang for lang, r in table.items() if r[k] is None] for k in avg if k not in ("ci_low", "ci_high", "lc_se")}
+    avg = {
+        k: v for m in metrics for k, v in m.average(rows, list(data), n_boot, seed, alpha).items()
+    }
+    missing = {
+        k: [lang for lang, r in table.items() if r[k] is None]
+        for k in avg
+        if k not in ("ci_low", "ci_high", "lc_se")
+    }
     missing = {k: langs for k, langs in missing.items() if langs}
     if missing:
         avg["missing"] = missing
@@ -306,7 +354,9 @@ def lang_data(lang: str, index: int, entry: dict) -> LangData:
     )
 
 
-def summarize(per_lang: dict[str, dict], n_boot: int = 1000, seed: int = 1, alpha: float = 0.05) -> dict[str, dict]:
+def summarize(
+    per_lang: dict[str, dict], n_boot: int = 1000, seed: int = 1, alpha: float = 0.05
+) -> dict[str, dict]:
     """`summarize_langs` on plain dicts: each `per_lang[lang]` holds `prefs` (None = no
     verdict), `outputs` (None for a failed response), and optionally `ref_outputs` (needed for
     the LC win rate), `n_malformed`, `n_failed`, `n_identical` (see `entry_from_rows`) and

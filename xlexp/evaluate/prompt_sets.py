@@ -28,7 +28,13 @@ def xl_rows(cfg: Any) -> dict[str, list[dict]]:
     rewrites = build_xl.check_rewrites(prompts, build_xl.read_rewrites_file(cfg.eval.rewrites))
     codes = list(cfg.eval.langs or cfg.langs.codes)
     return build_xl.build_xl(
-        prompts, codes, list(cfg.eval.templates), exclude_ids=list(cfg.eval.exclude_ids), rewrites=rewrites, seed=cfg.seed, limit=cfg.eval.limit
+        prompts,
+        codes,
+        list(cfg.eval.templates),
+        exclude_ids=list(cfg.eval.exclude_ids),
+        rewrites=rewrites,
+        seed=cfg.seed,
+        limit=cfg.eval.limit,
     )
 
 
@@ -61,7 +67,9 @@ def bench_key(cfg: Any, prompt_set: Artifact | None) -> Any:
     return benchmark(cfg).key(cfg) if prompt_set is None else "artifact"
 
 
-def run_mtranslate(cfg: Any, store: Store, models: Models, prompts: list[dict], lang: str) -> Artifact:
+def run_mtranslate(
+    cfg: Any, store: Store, models: Models, prompts: list[dict], lang: str
+) -> Artifact:
     """m-AlpacaEval prompts in one language, built once per (translator, prompts, language)."""
     card = cfg.eval.translator
     key = store.key(
@@ -92,16 +100,28 @@ def run_mtranslate(cfg: Any, store: Store, models: Models, prompts: list[dict], 
 
 def _m_alpacaeval(cfg: Any, store: Store, models: Models) -> Artifact:
     codes = eval_codes(cfg)
-    prompts = build_xl.select_prompts(sources.english_prompts(cfg.eval), cfg.eval.exclude_ids, cfg.eval.limit)
+    prompts = build_xl.select_prompts(
+        sources.english_prompts(cfg.eval), cfg.eval.exclude_ids, cfg.eval.limit
+    )
     # One artifact per language, all in flight together when the translator is behind a server.
-    tasks = {code: (lambda code=code: run_mtranslate(cfg, store, models, prompts, code)) for code in codes if code != mbench.ENGLISH}
+    tasks = {
+        code: (lambda code=code: run_mtranslate(cfg, store, models, prompts, code))
+        for code in codes
+        if code != mbench.ENGLISH
+    }
     translated = together(tasks, is_remote(cfg.eval.translator))
-    key = store.key("prompt_set", {"kind": "m_alpacaeval", "langs": codes, "prompts": digest(prompts)}, [a.key for a in translated.values()])
+    key = store.key(
+        "prompt_set",
+        {"kind": "m_alpacaeval", "langs": codes, "prompts": digest(prompts)},
+        [a.key for a in translated.values()],
+    )
 
     def produce(work: Path, parts: Any) -> dict:
         counts = {}
         for code in codes:
-            rows = mbench.english_rows(prompts) if code == mbench.ENGLISH else translated[code].rows()
+            rows = (
+                mbench.english_rows(prompts) if code == mbench.ENGLISH else translated[code].rows()
+            )
             write_jsonl(work / f"{code}.jsonl", rows)
             counts[code] = {"rows": len(rows), "dropped": len(prompts) - len(rows)}
         return {"langs": counts}
@@ -111,12 +131,24 @@ def _m_alpacaeval(cfg: Any, store: Store, models: Models) -> Artifact:
 
 def _release(cfg: Any, store: Store, models: Models) -> Artifact:
     codes = eval_codes(cfg)
-    key = store.key("prompt_set", {"kind": "release", "repo": cfg.eval.release_repo, "revision": cfg.eval.hub_revision, "langs": codes, "limit": cfg.eval.limit})
+    key = store.key(
+        "prompt_set",
+        {
+            "kind": "release",
+            "repo": cfg.eval.release_repo,
+            "revision": cfg.eval.hub_revision,
+            "langs": codes,
+            "limit": cfg.eval.limit,
+        },
+    )
 
     def produce(work: Path, parts: Any) -> dict:
         per_lang = sources.load_release(cfg.eval, codes)
         for code, rows in per_lang.items():
-            write_jsonl(work / f"{code}.jsonl", rows[: cfg.eval.limit] if cfg.eval.limit is not None else rows)
+            write_jsonl(
+                work / f"{code}.jsonl",
+                rows[: cfg.eval.limit] if cfg.eval.limit is not None else rows,
+            )
         return {"langs": {code: len(rows) for code, rows in per_lang.items()}}
 
     return store.build("prompt_set", key, produce)[0]

@@ -24,7 +24,9 @@ def english_of(row: dict) -> str:
 
 
 def one_prompt(row: dict) -> list[dict]:
-    text = prompt("rtt_one_prompt").format(instruction=english_of(row), language=langtable.name(row["lang"]))
+    text = prompt("rtt_one_prompt").format(
+        instruction=english_of(row), language=langtable.name(row["lang"])
+    )
     return [{"role": "user", "content": text}]
 
 
@@ -35,13 +37,20 @@ def answer_prompt(row: dict) -> list[dict]:
 
 def translate_prompt(text: str, lang: str) -> list[dict]:
     """Step 2 of two_step: translate the English answer."""
-    return [{"role": "user", "content": prompt("rtt_translate").format(text=text, language=langtable.name(lang))}]
+    return [
+        {
+            "role": "user",
+            "content": prompt("rtt_translate").format(text=text, language=langtable.name(lang)),
+        }
+    ]
 
 
 def _marker(lang: str) -> re.Pattern:
     name = re.escape(langtable.name(lang))
     # "German translation:", "**German translation:**", "Translation into German:" ...
-    return re.compile(rf"{name}\s+translation[\s*_]*:?|translation\s+(?:in|into)\s+{name}[\s*_]*:?", re.I)
+    return re.compile(
+        rf"{name}\s+translation[\s*_]*:?|translation\s+(?:in|into)\s+{name}[\s*_]*:?", re.I
+    )
 
 
 def extract(text: str, lang: str) -> tuple[str | None, str | None]:

@@ -26,7 +26,9 @@ _DIGIT = re.compile(r"(?<![\d.])([1-5])(?!\d)(?!\.\d)")  # a lone 1-5: not 10, 4
 
 def prompt_text(criteria: Sequence[str]) -> str:
     """Everything the judge is shown but the data, for cache keys."""
-    return "\n".join([prompt("rubric_system"), prompt("rubric")] + [prompt(f"rubric_{c}") for c in criteria])
+    return "\n".join(
+        [prompt("rubric_system"), prompt("rubric")] + [prompt(f"rubric_{c}") for c in criteria]
+    )
 
 
 def conversation(criterion: str, instruction: str, output: str, lang: str) -> list[dict]:
@@ -35,8 +37,13 @@ def conversation(criterion: str, instruction: str, output: str, lang: str) -> li
         raise ValueError(f"unknown rubric criterion {criterion!r} ({', '.join(CRITERIA)})")
     name = langtable.name(lang)
     rubric = prompt(f"rubric_{criterion}").strip().replace("{language}", name)
-    user = prompt("rubric").format(language=name, criterion=rubric, instruction=instruction, output=output)
-    return [{"role": "system", "content": prompt("rubric_system").strip()}, {"role": "user", "content": user}]
+    user = prompt("rubric").format(
+        language=name, criterion=rubric, instruction=instruction, output=output
+    )
+    return [
+        {"role": "system", "content": prompt("rubric_system").strip()},
+        {"role": "user", "content": user},
+    ]
 
 
 def plan(rows: Sequence[dict], criteria: Sequence[str]) -> list[dict]:
@@ -44,7 +51,12 @@ def plan(rows: Sequence[dict], criteria: Sequence[str]) -> list[dict]:
 
     A failed response (output null) is not scored: the judge never sees a missing answer."""
     return [
-        {"id": r["id"], "lang": r["lang"], "criterion": c, "conversation": conversation(c, r["instruction"], r["output"], r["lang"])}
+        {
+            "id": r["id"],
+            "lang": r["lang"],
+            "criterion": c,
+            "conversation": conversation(c, r["instruction"], r["output"], r["lang"]),
+        }
         for r in rows
         if isinstance(r["output"], str)
         for c in criteria
@@ -94,7 +106,13 @@ def combine(plan_rows: Sequence[dict], completions: Sequence[Any]) -> list[dict]
         raise ValueError(f"{len(plan_rows)} rubric requests but {len(completions)} completions")
     out = []
     for req, comp in zip(plan_rows, completions, strict=True):
-        row = {"id": req["id"], "lang": req["lang"], "criterion": req["criterion"], "score": None, "text": _get(comp, "text") or ""}
+        row = {
+            "id": req["id"],
+            "lang": req["lang"],
+            "criterion": req["criterion"],
+            "score": None,
+            "text": _get(comp, "text") or "",
+        }
         error = _get(comp, "error")
         if error:
             row["reason"] = f"backend error: {error}"
@@ -120,7 +138,11 @@ def summarize(rows: Sequence[dict], criteria: Sequence[str]) -> dict[str, dict]:
     for lang in langs:
         entry: dict[str, Any] = {}
         for c in criteria:
-            scores = [r["score"] for r in rows if r["lang"] == lang and r["criterion"] == c and r["score"] is not None]
+            scores = [
+                r["score"]
+                for r in rows
+                if r["lang"] == lang and r["criterion"] == c and r["score"] is not None
+            ]
             entry[c] = _mean(scores)
         entry["average"] = _mean([entry[c] for c in criteria if not math.isnan(entry[c])])
         entry["n"] = sum(1 for r in rows if r["lang"] == lang and r["score"] is not None)

@@ -38,7 +38,9 @@ def hub_alpaca_eval(repo: str, filename: str, revision: str | None = None) -> Pa
     from huggingface_hub import hf_hub_download
 
     try:
-        return Path(hf_hub_download(repo_id=repo, filename=filename, repo_type="dataset", revision=revision))
+        return Path(
+            hf_hub_download(repo_id=repo, filename=filename, repo_type="dataset", revision=revision)
+        )
     except Exception as e:  # offline, unknown repo/file, no network: say which key to change
         raise ConfigError(
             "eval.hub_repo",
@@ -66,7 +68,9 @@ def english_prompts(ev: Any) -> list[dict]:
     return demo_prompts() if path is None else load_prompts(path)
 
 
-def release_rows(splits: dict[str, list[dict]], codes: list[str], where: str) -> dict[str, list[dict]]:
+def release_rows(
+    splits: dict[str, list[dict]], codes: list[str], where: str
+) -> dict[str, list[dict]]:
     """Benchmark rows per language from the release's splits (pure).
 
     The authors' layout: one split per language named by its English name (english, german,
@@ -99,24 +103,39 @@ def release_rows(splits: dict[str, list[dict]], codes: list[str], where: str) ->
             if code in codes:
                 records_by_code.setdefault(code, []).append(rec)
     else:
-        raise ConfigError("eval.release_repo", f"{where}: no split is named by a language: {sorted(splits)}")
+        raise ConfigError(
+            "eval.release_repo", f"{where}: no split is named by a language: {sorted(splits)}"
+        )
     out: dict[str, list[dict]] = {}
     for code in codes:
         records = records_by_code.get(code, [])
         if not records:
             known = ", ".join(f"{s} ({c})" for c, s in sorted(by_code.items())) or "none"
-            raise ConfigError("eval.langs", f"{where} has no prompts for {code} ({langtable.name(code)}); language splits: {known}")
+            raise ConfigError(
+                "eval.langs",
+                f"{where} has no prompts for {code} ({langtable.name(code)}); language splits: {known}",
+            )
         rows = []
         for i, rec in enumerate(records, start=1):
             if "instruction" not in rec:
-                raise ConfigError("eval.release_repo", f"{where}: {code} record {i} has no 'instruction' column (columns: {sorted(rec)})")
+                raise ConfigError(
+                    "eval.release_repo",
+                    f"{where}: {code} record {i} has no 'instruction' column (columns: {sorted(rec)})",
+                )
             pid = rec.get("id")
             rows.append(
-                {"id": int(pid) if pid is not None else i, "lang": code, "instruction": rec["instruction"], "dataset": rec.get("dataset") or "xl_alpacaeval"}
+                {
+                    "id": int(pid) if pid is not None else i,
+                    "lang": code,
+                    "instruction": rec["instruction"],
+                    "dataset": rec.get("dataset") or "xl_alpacaeval",
+                }
             )
         ids = [r["id"] for r in rows]
         if len(set(ids)) != len(ids):
-            raise ConfigError("eval.release_repo", f"{where}: duplicate prompt ids in the {code} split")
+            raise ConfigError(
+                "eval.release_repo", f"{where}: duplicate prompt ids in the {code} split"
+            )
         out[code] = rows
     return out
 
@@ -128,7 +147,11 @@ def load_release(ev: Any, codes: list[str]) -> dict[str, list[dict]]:
         from datasets import load_dataset
 
         loaded = load_dataset(ev.release_repo, revision=ev.hub_revision)
-        splits = {str(name): list(loaded[name]) for name in loaded} if hasattr(loaded, "keys") else {"default": list(loaded)}
+        splits = (
+            {str(name): list(loaded[name]) for name in loaded}
+            if hasattr(loaded, "keys")
+            else {"default": list(loaded)}
+        )
     except Exception as e:
         raise ConfigError(
             "eval.release_repo",
@@ -156,7 +179,9 @@ def check_prompts_file(path: str | Path, key: str = "eval.path") -> int:
         try:
             data = json.loads(stripped)
         except json.JSONDecodeError as e:
-            raise ConfigError(key, f"{str(path)!r} is not valid JSON (line {e.lineno}: {e.msg})") from None
+            raise ConfigError(
+                key, f"{str(path)!r} is not valid JSON (line {e.lineno}: {e.msg})"
+            ) from None
         rows = [(f"item {i}", row) for i, row in enumerate(data, 1)]
     else:
         for n, line in enumerate(text.splitlines(), 1):
@@ -165,7 +190,10 @@ def check_prompts_file(path: str | Path, key: str = "eval.path") -> int:
             try:
                 rows.append((f"line {n}", json.loads(line)))
             except json.JSONDecodeError as e:
-                raise ConfigError(key, f"{str(path)!r} line {n} is not JSON ({e.msg}); expected a JSON list or JSONL") from None
+                raise ConfigError(
+                    key,
+                    f"{str(path)!r} line {n} is not JSON ({e.msg}); expected a JSON list or JSONL",
+                ) from None
     if not rows:
         raise ConfigError(key, f"{str(path)!r} holds no prompts")
     for where, row in rows:

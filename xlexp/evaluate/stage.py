@@ -19,15 +19,25 @@ from xlexp.sft.config import parse_data_size
 from xlexp.store import Artifact, Store, digest, write_json, write_jsonl
 
 
-def chat_by_lang(model: ChatModel, convs: dict[str, list], sampling: Any = None, adapter: str | None = None) -> dict[str, list]:
+def chat_by_lang(
+    model: ChatModel, convs: dict[str, list], sampling: Any = None, adapter: str | None = None
+) -> dict[str, list]:
     """Every language's conversations in one call (one window over all of them, no wait per
     language); the completions handed back per language, in order."""
-    answers = iter(model.chat([c for per_lang in convs.values() for c in per_lang], sampling, adapter=adapter))
+    answers = iter(
+        model.chat([c for per_lang in convs.values() for c in per_lang], sampling, adapter=adapter)
+    )
     return {code: [next(answers) for _ in per_lang] for code, per_lang in convs.items()}
 
 
 def run_respond(
-    cfg: Any, store: Store, models: Models, role: str, card: Any, adapter: Artifact | None, prompt_set: Artifact | None = None
+    cfg: Any,
+    store: Store,
+    models: Models,
+    role: str,
+    card: Any,
+    adapter: Artifact | None,
+    prompt_set: Artifact | None = None,
 ) -> Artifact:
     """Outputs of one system on the benchmark, alpaca_eval format, one file per language.
 
@@ -42,8 +52,13 @@ def run_respond(
         model = models.role(role, card)
         counts = {}
         per_lang = eval_rows(cfg, prompt_set)
-        convs = {code: [[{"role": "user", "content": r["instruction"]}] for r in rows] for code, rows in per_lang.items()}
-        answers = chat_by_lang(model, convs, adapter=str(adapter.file("adapter")) if adapter else None)
+        convs = {
+            code: [[{"role": "user", "content": r["instruction"]}] for r in rows]
+            for code, rows in per_lang.items()
+        }
+        answers = chat_by_lang(
+            model, convs, adapter=str(adapter.file("adapter")) if adapter else None
+        )
         for code, rows in per_lang.items():
             comps = answers[code]
             # A rejected call has no answer: null, counted, never shown to the judge as one.
@@ -56,7 +71,12 @@ def run_respond(
 
 
 def run_judge(
-    cfg: Any, store: Store, models: Models, system: Artifact, reference: Artifact, labels: dict | None = None
+    cfg: Any,
+    store: Store,
+    models: Models,
+    system: Artifact,
+    reference: Artifact,
+    labels: dict | None = None,
 ) -> Artifact:
     """Per-prompt verdicts of the judge role under `eval.judge_protocol`, system vs reference,
     one `<lang>.jsonl` per language (see judge.combine for a row)."""
@@ -77,9 +97,15 @@ def run_judge(
         for code in eval_codes(cfg):
             sys_rows, ref_rows = _outputs(system, code), _outputs(reference, code)
             if [r["id"] for r in sys_rows] != [r["id"] for r in ref_rows]:
-                raise ValueError(f"judge: the system's and the reference's {code} outputs hold different prompts")
-            plans[code] = judge.plan(protocol, sys_rows, [r["output"] for r in sys_rows], [r["output"] for r in ref_rows])
-        answers = chat_by_lang(model, {code: judge.conversations(entries) for code, entries in plans.items()}, sampling)
+                raise ValueError(
+                    f"judge: the system's and the reference's {code} outputs hold different prompts"
+                )
+            plans[code] = judge.plan(
+                protocol, sys_rows, [r["output"] for r in sys_rows], [r["output"] for r in ref_rows]
+            )
+        answers = chat_by_lang(
+            model, {code: judge.conversations(entries) for code, entries in plans.items()}, sampling
+        )
         for code, entries in plans.items():
             combined = judge.combine(protocol, entries, answers[code])
             write_jsonl(work / f"{code}.jsonl", combined)
@@ -97,7 +123,9 @@ def _outputs(respond: Artifact, code: str) -> list[dict]:
     return json.loads(respond.file(f"{code}.json").read_text())
 
 
-def run_metrics(cfg: Any, store: Store, verdicts: Artifact, system: Artifact, reference: Artifact) -> Artifact:
+def run_metrics(
+    cfg: Any, store: Store, verdicts: Artifact, system: Artifact, reference: Artifact
+) -> Artifact:
     """Win rates, CIs, LC, fidelity, lengths from stored verdicts and outputs (no model call).
 
     Keyed on the judge artifact and the metric list, so adding a metric recomputes this
@@ -119,9 +147,13 @@ def run_metrics(cfg: Any, store: Store, verdicts: Artifact, system: Artifact, re
             by_id = {r["id"]: r for r in verdicts.rows(f"{code}.jsonl")}
             missing = [r["id"] for r in sys_rows if r["id"] not in by_id]
             if missing:
-                raise ValueError(f"metrics: the judge artifact {verdicts.key} has no {code} verdict for prompts {missing[:5]}")
+                raise ValueError(
+                    f"metrics: the judge artifact {verdicts.key} has no {code} verdict for prompts {missing[:5]}"
+                )
             entry = metrics.entry_from_rows(
-                [by_id[r["id"]] for r in sys_rows], [r["output"] for r in sys_rows], [r["output"] for r in _outputs(reference, code)]
+                [by_id[r["id"]] for r in sys_rows],
+                [r["output"] for r in sys_rows],
+                [r["output"] for r in _outputs(reference, code)],
             )
             data.append(metrics.lang_data(code, i, entry))
         table = metrics.summarize_langs(data, names, n_boot=cfg.eval.bootstrap, seed=cfg.seed)
@@ -152,17 +184,25 @@ def run_evaluate(
         if cfg.eval.rtt:
             arts["respond"] = run_respond_rtt(cfg, store, models, cfg.model, adapter, prompt_set)
         else:
-            arts["respond"] = run_respond(cfg, store, models, "model", cfg.model, adapter, prompt_set)
+            arts["respond"] = run_respond(
+                cfg, store, models, "model", cfg.model, adapter, prompt_set
+            )
 
     def reference() -> None:
-        arts["reference"] = run_respond(cfg, store, models, "reference", cfg.reference, None, prompt_set)
+        arts["reference"] = run_respond(
+            cfg, store, models, "reference", cfg.reference, None, prompt_set
+        )
 
     if not with_system:
         reference()
         return arts
     # The system and the reference do not wait for each other: both out at once when they can.
-    together({"respond": system, "reference": reference}, can_run_together([cfg.model, cfg.reference]))
-    arts["judge"] = run_judge(cfg, store, models, arts["respond"], arts["reference"], system_labels(cfg, adapter))
+    together(
+        {"respond": system, "reference": reference}, can_run_together([cfg.model, cfg.reference])
+    )
+    arts["judge"] = run_judge(
+        cfg, store, models, arts["respond"], arts["reference"], system_labels(cfg, adapter)
+    )
     arts["metrics"] = run_metrics(cfg, store, arts["judge"], arts["respond"], arts["reference"])
     if cfg.eval.rubric:
         arts["rubric"] = run_rubric(cfg, store, models, arts["respond"])
@@ -181,7 +221,9 @@ def system_labels(cfg: Any, adapter: Artifact | None) -> dict:
         "adapter": adapter.key if tuned else None,
         "data_size": parse_data_size(cfg.data_size) if tuned else None,
         "selection": cfg.generate.selection if tuned else None,
-        "subset": ("random" if cfg.generate.selection == "random" else cfg.sft.subset) if tuned else None,
+        "subset": ("random" if cfg.generate.selection == "random" else cfg.sft.subset)
+        if tuned
+        else None,
         "k": cfg.k if tuned else None,
         "reference": cfg.reference.name,
         "judge": cfg.judge.name,
@@ -191,10 +233,21 @@ def system_labels(cfg: Any, adapter: Artifact | None) -> dict:
     }
 
 
-def run_respond_rtt(cfg: Any, store: Store, models: Models, card: Any, adapter: Artifact | None, prompt_set: Artifact | None) -> Artifact:
+def run_respond_rtt(
+    cfg: Any,
+    store: Store,
+    models: Models,
+    card: Any,
+    adapter: Artifact | None,
+    prompt_set: Artifact | None,
+) -> Artifact:
     """Reason-then-Translate outputs (Table 2), alpaca_eval format like any system's."""
     mode = cfg.eval.rtt
-    prompts = {"one_prompt": rtt.prompt("rtt_one_prompt")} if mode == "one_prompt" else {"translate": rtt.prompt("rtt_translate")}
+    prompts = (
+        {"one_prompt": rtt.prompt("rtt_one_prompt")}
+        if mode == "one_prompt"
+        else {"translate": rtt.prompt("rtt_translate")}
+    )
     inputs = ([adapter.key] if adapter else []) + ([prompt_set.key] if prompt_set else [])
     key = store.key(
         "respond",
@@ -211,18 +264,35 @@ def run_respond_rtt(cfg: Any, store: Store, models: Models, card: Any, adapter: 
 
     def produce(work: Path, parts: Any) -> dict:
         model = models.role("model", card)
-        sampling = model.sampling(**({"max_tokens": cfg.eval.rtt_max_tokens} if cfg.eval.rtt_max_tokens else {}))
+        sampling = model.sampling(
+            **({"max_tokens": cfg.eval.rtt_max_tokens} if cfg.eval.rtt_max_tokens else {})
+        )
         lora = str(adapter.file("adapter")) if adapter else None
         by_code = eval_rows(cfg, prompt_set)
         if mode == "one_prompt":
-            comps = chat_by_lang(model, {c: [rtt.one_prompt(r) for r in rows] for c, rows in by_code.items()}, sampling, lora)
+            comps = chat_by_lang(
+                model,
+                {c: [rtt.one_prompt(r) for r in rows] for c, rows in by_code.items()},
+                sampling,
+                lora,
+            )
             results = {c: [rtt.from_completion(x, c) for x in comps[c]] for c in by_code}
         else:
             # The answers do not depend on the language: a prompt asked for each is asked once.
-            asked = chat_by_lang(model, {c: [rtt.answer_prompt(r) for r in rows] for c, rows in by_code.items()}, sampling, lora)
+            asked = chat_by_lang(
+                model,
+                {c: [rtt.answer_prompt(r) for r in rows] for c, rows in by_code.items()},
+                sampling,
+                lora,
+            )
             results = {c: [rtt.from_completion(x) for x in asked[c]] for c in by_code}
             todo = {c: [i for i, (text, _) in enumerate(results[c]) if text] for c in by_code}
-            comps = chat_by_lang(model, {c: [rtt.translate_prompt(results[c][i][0], c) for i in todo[c]] for c in by_code}, sampling, lora)
+            comps = chat_by_lang(
+                model,
+                {c: [rtt.translate_prompt(results[c][i][0], c) for i in todo[c]] for c in by_code},
+                sampling,
+                lora,
+            )
             for c in by_code:
                 for i, x in zip(todo[c], comps[c], strict=True):
                     results[c][i] = rtt.from_completion(x)
@@ -232,7 +302,11 @@ def run_respond_rtt(cfg: Any, store: Store, models: Models, card: Any, adapter: 
             outputs = [text if text else None for text, _ in mine]  # a failed step: no answer
             write_json(work / f"{code}.json", build_xl.to_alpaca_eval(rows, outputs, generator))
             rejects = reasons([{"reject": reason} for _, reason in mine if reason])
-            counts[code] = {"rows": len(rows), "empty_outputs": sum(not o for o in outputs), **rejects}
+            counts[code] = {
+                "rows": len(rows),
+                "empty_outputs": sum(not o for o in outputs),
+                **rejects,
+            }
         return {"langs": counts, "generator": generator, "rtt": mode}
 
     return store.build("respond", key, produce)[0]
@@ -243,7 +317,12 @@ def run_rubric(cfg: Any, store: Store, models: Models, system: Artifact) -> Arti
     criteria = list(cfg.eval.rubric_criteria)
     key = store.key(
         "rubric",
-        {"judge": card_key(cfg.judge), "criteria": criteria, "prompt": digest(rubric.prompt_text(criteria)), "parser": rubric.PARSER_VERSION},
+        {
+            "judge": card_key(cfg.judge),
+            "criteria": criteria,
+            "prompt": digest(rubric.prompt_text(criteria)),
+            "parser": rubric.PARSER_VERSION,
+        },
         [system.key],
     )
 
@@ -255,15 +334,23 @@ def run_rubric(cfg: Any, store: Store, models: Models, system: Artifact) -> Arti
             plan = rubric.plan(_outputs(system, code), criteria)
 
             def run_batch(batch: list[dict]) -> list[dict]:
-                return rubric.combine(batch, model.chat([p["conversation"] for p in batch], sampling))
+                return rubric.combine(
+                    batch, model.chat([p["conversation"] for p in batch], sampling)
+                )
 
             size = max(cfg.generate.batch_size * 4, 1)
-            rows = parts.map_batches(code, plan, size, run_batch, workers=batches_in_flight(cfg.judge, size))
+            rows = parts.map_batches(
+                code, plan, size, run_batch, workers=batches_in_flight(cfg.judge, size)
+            )
             write_jsonl(work / f"{code}.jsonl", rows)
             all_rows += rows
         summary = rubric.summarize(all_rows, criteria)
         write_json(work / "metrics.json", summary)
         malformed = [{"reject": r["reason"]} for r in all_rows if r["score"] is None]
-        return {"scored": len(all_rows) - len(malformed), "malformed": len(malformed), **reasons(malformed)}
+        return {
+            "scored": len(all_rows) - len(malformed),
+            "malformed": len(malformed),
+            **reasons(malformed),
+        }
 
     return store.build("rubric", key, produce)[0]

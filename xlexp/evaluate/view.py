@@ -58,7 +58,9 @@ def _metrics(
                 return table, (_json(listed) if listed.exists() else None)
             except (OSError, ValueError) as e:
                 notes.append(f"{art.file('metrics.json')} could not be read: {e}")
-    notes.append(f"no metrics for judge/{judge.key} (neither its metrics.json nor a metrics artifact made from it)")
+    notes.append(
+        f"no metrics for judge/{judge.key} (neither its metrics.json nor a metrics artifact made from it)"
+    )
     return {}, None
 
 
@@ -78,7 +80,9 @@ def _generator(labels: dict) -> tuple[str | None, str | None]:
     return (system or None), (labels.get("reference") or None)
 
 
-def _match_respond(store: Store, generator: str | None, ids: dict[str, set[str]], before: str) -> Artifact | None:
+def _match_respond(
+    store: Store, generator: str | None, ids: dict[str, set[str]], before: str
+) -> Artifact | None:
     """A respond artifact with this generator that answered exactly the judged prompts, the latest
     one finished before the judgement (for stores whose judge DONE records no inputs)."""
     if not generator:
@@ -86,23 +90,43 @@ def _match_respond(store: Store, generator: str | None, ids: dict[str, set[str]]
     found = None
     for art in _finished(store, "respond"):
         meta = _meta(art)
-        if (meta.get("counts") or {}).get("generator") != generator or (before and (meta.get("finished_at") or "") > before):
+        if (meta.get("counts") or {}).get("generator") != generator or (
+            before and (meta.get("finished_at") or "") > before
+        ):
             continue
         try:
-            if all({str(r.get("id")) for r in _json(art.file(f"{lang}.json"))} == want for lang, want in ids.items()):
+            if all(
+                {str(r.get("id")) for r in _json(art.file(f"{lang}.json"))} == want
+                for lang, want in ids.items()
+            ):
                 found = art
         except (OSError, ValueError):
             continue
     return found
 
 
-def read_evaluation(store: Store, judge_key: str, keys: dict[str, str | None] | None = None, runs: list[str] | None = None) -> dict:
+def read_evaluation(
+    store: Store,
+    judge_key: str,
+    keys: dict[str, str | None] | None = None,
+    runs: list[str] | None = None,
+) -> dict:
     """One judged system: its metrics per language and every judged prompt with both outputs,
     the verdict of each order with its probability, malformed verdicts and failed outputs."""
     notes: list[str] = []
     keys = dict(keys or {})
-    out: dict[str, Any] = {"key": judge_key, "keys": keys, "notes": notes, "rows": [], "metrics": {}, "rubric": None,
-                           "labels": {}, "langs": [], "runs": runs or [], "columns": []}
+    out: dict[str, Any] = {
+        "key": judge_key,
+        "keys": keys,
+        "notes": notes,
+        "rows": [],
+        "metrics": {},
+        "rubric": None,
+        "labels": {},
+        "langs": [],
+        "runs": runs or [],
+        "columns": [],
+    }
     judge = _artifact(store, "judge", judge_key, notes)
     if judge is None:
         return out
@@ -128,12 +152,20 @@ def read_evaluation(store: Store, judge_key: str, keys: dict[str, str | None] | 
         system = system or _match_respond(store, sys_gen, ids, before)
         reference = reference or _match_respond(store, ref_gen, ids, before)
         if system is not None or reference is not None:
-            notes.append("the judge artifact records no inputs (made_of): outputs were matched by generator name and prompt ids")
+            notes.append(
+                "the judge artifact records no inputs (made_of): outputs were matched by generator name and prompt ids"
+            )
         if system is None:
-            notes.append(f"the judged system's outputs (generator {sys_gen!r}) were not found: outputs are not shown")
+            notes.append(
+                f"the judged system's outputs (generator {sys_gen!r}) were not found: outputs are not shown"
+            )
         if reference is None:
-            notes.append(f"the reference's outputs (generator {ref_gen!r}) were not found: reference outputs are not shown")
-    out["keys"].update(respond=system.key if system else None, reference=reference.key if reference else None)
+            notes.append(
+                f"the reference's outputs (generator {ref_gen!r}) were not found: reference outputs are not shown"
+            )
+    out["keys"].update(
+        respond=system.key if system else None, reference=reference.key if reference else None
+    )
     rubric_key = keys.get("rubric")
     if rubric_key:
         rubric = _artifact(store, "rubric", rubric_key, notes)
@@ -147,19 +179,23 @@ def read_evaluation(store: Store, judge_key: str, keys: dict[str, str | None] | 
             rid = str(verdict.get("id"))
             s, r = sys_rows.get(rid, {}), ref_rows.get(rid, {})
             output = s.get("output")
-            rows.append({
-                "id": rid,
-                "lang": lang,
-                "pref": verdict.get("preference"),
-                "instruction": s.get("instruction") or r.get("instruction") or "",
-                "output": output,
-                "ref_output": r.get("output"),
-                # A failed call is written as an empty output (or flagged, where the row says so).
-                "failed": bool(s.get("error") or s.get("failed")) or (system is not None and not (output or "").strip()),
-                "ref_failed": bool(r.get("error") or r.get("failed")) or (reference is not None and not (r.get("output") or "").strip()),
-                "verdicts": verdict.get("verdicts") or [],
-                "malformed": verdict.get("malformed") or [],
-            })
+            rows.append(
+                {
+                    "id": rid,
+                    "lang": lang,
+                    "pref": verdict.get("preference"),
+                    "instruction": s.get("instruction") or r.get("instruction") or "",
+                    "output": output,
+                    "ref_output": r.get("output"),
+                    # A failed call is written as an empty output (or flagged, where the row says so).
+                    "failed": bool(s.get("error") or s.get("failed"))
+                    or (system is not None and not (output or "").strip()),
+                    "ref_failed": bool(r.get("error") or r.get("failed"))
+                    or (reference is not None and not (r.get("output") or "").strip()),
+                    "verdicts": verdict.get("verdicts") or [],
+                    "malformed": verdict.get("malformed") or [],
+                }
+            )
     out["rows"] = rows
     out["langs"] = langs
     out["counts"] = {
@@ -201,7 +237,11 @@ def read_sweep(path: Path, judge_runs: dict[str, list[str]]) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             png = Path(tmp) / "scaling.png"
             if scaling_plot(rows, png, title=title):
-                out["plots"].append({"title": title, "png": base64.b64encode(png.read_bytes()).decode()})
+                out["plots"].append(
+                    {"title": title, "png": base64.b64encode(png.read_bytes()).decode()}
+                )
     if not out["plots"]:
-        out["notes"].append("no system was fine-tuned (no data size): the Fig. 2 plot needs SFT runs")
+        out["notes"].append(
+            "no system was fine-tuned (no data size): the Fig. 2 plot needs SFT runs"
+        )
     return out

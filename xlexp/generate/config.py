@@ -12,7 +12,9 @@ SELECTIONS = ("best_of_k", "naive", "random")
 
 @dataclass
 class SeedDataConfig:
-    source: str = "demo"  # demo (shipped corpus) | jsonl | parquet (local files) | hf (hub dataset, streamed)
+    source: str = (
+        "demo"  # demo (shipped corpus) | jsonl | parquet (local files) | hf (hub dataset, streamed)
+    )
     path: str | None = None
     text_field: str = "text"
     n: int = 12
@@ -30,7 +32,9 @@ class SeedDataConfig:
 
 @dataclass
 class SplitterConfig:
-    kind: str = "pysbd"  # a name in xlexp.generate.segment.SPLITTERS: pysbd (rule-based) | sat (wtpsplit)
+    kind: str = (
+        "pysbd"  # a name in xlexp.generate.segment.SPLITTERS: pysbd (rule-based) | sat (wtpsplit)
+    )
     model: str = "sat-3l-sm"
     tokenizer: str | None = None  # SaT tokenizer dir; None: the hub default
     threshold: float | None = None
@@ -38,10 +42,14 @@ class SplitterConfig:
 
 @dataclass
 class QEConfig:
-    kind: str = "llm"  # a name in xlexp.generate.qe.SCORERS: llm (GEMBA-style prompt) | comet (CometKiwi)
+    kind: str = (
+        "llm"  # a name in xlexp.generate.qe.SCORERS: llm (GEMBA-style prompt) | comet (CometKiwi)
+    )
     model: str = "Unbabel/wmt23-cometkiwi-da-xl"  # comet checkpoint (hub id or local dir)
     batch_size: int = 16
-    llm: Any = None  # the QE model card for kind=llm (default: ${judge}); untyped so it may interpolate
+    llm: Any = (
+        None  # the QE model card for kind=llm (default: ${judge}); untyped so it may interpolate
+    )
 
 
 @dataclass
@@ -78,9 +86,15 @@ def validate(cfg: Any, runs: bool) -> None:
     from xlexp.generate.segment import SPLITTERS
 
     if cfg.k < 1 or cfg.k > len(cfg.translators):
-        raise ConfigError("k", f"k={cfg.k} but {len(cfg.translators)} translators are configured ({', '.join(cfg.translators) or 'none'})")
+        raise ConfigError(
+            "k",
+            f"k={cfg.k} but {len(cfg.translators)} translators are configured ({', '.join(cfg.translators) or 'none'})",
+        )
     if cfg.generate.selection not in SELECTIONS:
-        raise ConfigError("generate.selection", f"unknown strategy {cfg.generate.selection!r} ({', '.join(SELECTIONS)})")
+        raise ConfigError(
+            "generate.selection",
+            f"unknown strategy {cfg.generate.selection!r} ({', '.join(SELECTIONS)})",
+        )
     if not 0.0 < cfg.generate.keep <= 1.0:
         raise ConfigError("generate.keep", f"must be in (0, 1], not {cfg.generate.keep}")
     if cfg.generate.target_rows is not None:
@@ -103,13 +117,17 @@ def validate_seed(seed_data: Any) -> None:
     from xlexp.generate import seed
 
     if seed_data.source not in seed.SOURCES:
-        raise ConfigError("seed_data.source", f"unknown source {seed_data.source!r} ({', '.join(seed.SOURCES)})")
+        raise ConfigError(
+            "seed_data.source", f"unknown source {seed_data.source!r} ({', '.join(seed.SOURCES)})"
+        )
     if seed_data.source in seed.LOCAL_BUILDERS and not seed.local_files(seed_data.path):
         raise ConfigError("seed_data.path", f"seed file not found: {seed_data.path!r}")
     seed.check_local(seed_data)  # not empty, UTF-8
     if seed_data.source == "hf":
         if not seed_data.name:
-            raise ConfigError("seed_data.name", "source=hf needs a hub dataset id (e.g. uonlp/CulturaX)")
+            raise ConfigError(
+                "seed_data.name", "source=hf needs a hub dataset id (e.g. uonlp/CulturaX)"
+            )
         if seed_data.gated and not seed.hf_token():
             raise ConfigError(
                 "seed_data.name",
@@ -119,7 +137,10 @@ def validate_seed(seed_data: Any) -> None:
     if seed_data.n < 1:
         raise ConfigError("seed_data.n", f"must be >= 1, not {seed_data.n}")
     if seed_data.min_chars > seed_data.max_chars:
-        raise ConfigError("seed_data.min_chars", f"{seed_data.min_chars} > seed_data.max_chars={seed_data.max_chars}")
+        raise ConfigError(
+            "seed_data.min_chars",
+            f"{seed_data.min_chars} > seed_data.max_chars={seed_data.max_chars}",
+        )
     if seed_data.shuffle_buffer < 1:
         raise ConfigError("seed_data.shuffle_buffer", "must be >= 1")
 
@@ -127,11 +148,20 @@ def validate_seed(seed_data: Any) -> None:
 def validate_suffix_templates(templates: Any) -> None:
     """Each cross-lingual suffix (paper 4.1) names the target language through `{language}`."""
     if not templates:
-        raise ConfigError("generate.suffix_templates", "needs at least one template such as 'Respond in {language}.'")
+        raise ConfigError(
+            "generate.suffix_templates",
+            "needs at least one template such as 'Respond in {language}.'",
+        )
     for i, template in enumerate(templates):
         try:
             filled = str(template).format(language="\x00language\x00")
         except (KeyError, IndexError, ValueError) as e:
-            raise ConfigError(f"generate.suffix_templates[{i}]", f"{template!r} is not a valid template ({e!r}); only {{language}} is filled") from None
+            raise ConfigError(
+                f"generate.suffix_templates[{i}]",
+                f"{template!r} is not a valid template ({e!r}); only {{language}} is filled",
+            ) from None
         if "\x00language\x00" not in filled:
-            raise ConfigError(f"generate.suffix_templates[{i}]", f"{template!r} does not name the language: put {{language}} in it")
+            raise ConfigError(
+                f"generate.suffix_templates[{i}]",
+                f"{template!r} does not name the language: put {{language}} in it",
+            )

@@ -53,8 +53,17 @@ def expected(cfg: Config, measured: Measured) -> Expected:
     """Teacher calls per seed and per pair, translation calls per sentence (measured in the
     store's finished artifacts where it can, else assumed: those rows say `estimate`)."""
     out = Expected()
-    shared = signature(cfg.seed_data, cfg.seed, cfg.teacher, cfg.langs, cfg.generate, cfg.splitter, cfg.qe,
-                       cfg.k, cfg.translators)
+    shared = signature(
+        cfg.seed_data,
+        cfg.seed,
+        cfg.teacher,
+        cfg.langs,
+        cfg.generate,
+        cfg.splitter,
+        cfg.qe,
+        cfg.k,
+        cfg.translators,
+    )
     seeds, exact = seed_count(cfg)
     if cfg.generate.get("target_rows"):
         out.notes.append("generate.target_rows: more seeds may be drawn until the target is kept")
@@ -62,7 +71,11 @@ def expected(cfg: Config, measured: Measured) -> Expected:
     out.calls.append(RoleCount("reverse", "teacher", cfg.teacher, seeds, exact, shared=shared))
     pairs_yield = measured.ratio("reverse", "out", "in")
     pairs = seeds * (pairs_yield if pairs_yield is not None else 1.0)
-    out.calls.append(RoleCount("refine", "teacher", cfg.teacher, pairs, exact and pairs_yield == 1.0, shared=shared))
+    out.calls.append(
+        RoleCount(
+            "refine", "teacher", cfg.teacher, pairs, exact and pairs_yield == 1.0, shared=shared
+        )
+    )
     refine_yield = measured.ratio("refine", "out", "in")
     items = pairs * (1.0 if refine_yield is None else refine_yield)
     items *= len(cfg.langs.codes) if cfg.langs.assign == "all" else 1
@@ -70,11 +83,15 @@ def expected(cfg: Config, measured: Measured) -> Expected:
     jobs = math.ceil(items * (DEFAULT_SENTENCES_PER_RESPONSE if per_item is None else per_item))
     cards = translator_cards(cfg)
     for name, card in cards:
-        out.calls.append(RoleCount("translate", f"translator:{name}", card, jobs, False, shared=shared))
+        out.calls.append(
+            RoleCount("translate", f"translator:{name}", card, jobs, False, shared=shared)
+        )
     if cfg.qe.kind == "llm":
         out.calls.append(RoleCount("qe", "qe", cfg.qe.llm, jobs * len(cards), False, shared=shared))
     elif cfg.qe.kind == "comet":
-        out.notes.append(f"QE by {cfg.qe.model}: {jobs * len(cards)} segments on the GPU, no model calls")
+        out.notes.append(
+            f"QE by {cfg.qe.model}: {jobs * len(cards)} segments on the GPU, no model calls"
+        )
     return out
 
 
@@ -109,7 +126,9 @@ def table_rows(entry: dict, summary: dict) -> list[TableRow]:
         if f.get("dropped_by_qe_filter"):
             rest["dropped by the QE cut"] = f["dropped_by_qe_filter"]
         details = {**({"reasons": reasons} if reasons else {}), **rest}
-        rows.append(TableRow(spec.name, key, n_in, n_out, f.get("rejects", info.get("rejects")), details))
+        rows.append(
+            TableRow(spec.name, key, n_in, n_out, f.get("rejects", info.get("rejects")), details)
+        )
     return rows
 
 
@@ -123,7 +142,9 @@ def _read_store_view(store: Any) -> list[dict]:
     from xlexp.generate.view import _generation_inputs, read_generation
     from xlexp.view.read_common import _finished
 
-    return [read_generation(store, _generation_inputs(store, sel)) for sel in _finished(store, "select")]
+    return [
+        read_generation(store, _generation_inputs(store, sel)) for sel in _finished(store, "select")
+    ]
 
 
 STAGE = Stage(

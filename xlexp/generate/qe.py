@@ -31,7 +31,12 @@ TOP_LOGPROBS = 20
 def build_prompts(triples: list[tuple[str, str, str]]) -> list[Conversation]:
     template = prompt("qe")
     return [
-        [{"role": "user", "content": template.format(language=langs.name(code), source=src, translation=mt)}]
+        [
+            {
+                "role": "user",
+                "content": template.format(language=langs.name(code), source=src, translation=mt),
+            }
+        ]
         for src, mt, code in triples
     ]
 
@@ -72,7 +77,12 @@ class LLMQE:
     def key_info(cls, cfg: Any) -> dict:
         from xlexp.llm.card import card_key
 
-        return {"kind": cfg.kind, "model": None, "llm": card_key(cfg.llm), "prompt": digest(prompt("qe"))}
+        return {
+            "kind": cfg.kind,
+            "model": None,
+            "llm": card_key(cfg.llm),
+            "prompt": digest(prompt("qe")),
+        }
 
     @classmethod
     def from_config(cls, cfg: Any, models: Any) -> LLMQE:
@@ -114,7 +124,10 @@ class CometQE:
         import importlib.util
 
         if runs and importlib.util.find_spec("comet") is None:
-            raise ConfigError("qe.kind", "comet QE needs unbabel-comet installed: pip install --no-deps unbabel-comet==2.2.7 (README)")
+            raise ConfigError(
+                "qe.kind",
+                "comet QE needs unbabel-comet installed: pip install --no-deps unbabel-comet==2.2.7 (README)",
+            )
 
     @classmethod
     def key_info(cls, cfg: Any) -> dict:
@@ -125,7 +138,9 @@ class CometQE:
         return cls(cfg.model, cfg.batch_size)
 
     def score(self, triples: list[tuple[str, str, str]]) -> list[dict]:
-        return [{"score": s, "reject": None} for s in self.score_pairs([(s, t) for s, t, _ in triples])]
+        return [
+            {"score": s, "reject": None} for s in self.score_pairs([(s, t) for s, t, _ in triples])
+        ]
 
     def score_pairs(self, pairs: list[tuple[str, str]]) -> list[float]:
         import torch

@@ -17,7 +17,12 @@ MIN_RATIO = 0.3  # a "refined" response under 30% of the original length dropped
 def build_prompts(pairs: list[dict]) -> list[Conversation]:
     template = prompt("refine")
     return [
-        [{"role": "user", "content": template.format(question=p["question"], response=p["response"])}]
+        [
+            {
+                "role": "user",
+                "content": template.format(question=p["question"], response=p["response"]),
+            }
+        ]
         for p in pairs
     ]
 
@@ -27,13 +32,26 @@ def parse_one(pair: dict, completion: Completion) -> dict:
         return {"id": pair["id"], "reject": f"backend error: {completion.error}"}
     m = _FIELDS.search(completion.text.strip())
     if not m:
-        return {"id": pair["id"], "reject": "no 'Question:' / 'Response:' fields", "raw": completion.text}
+        return {
+            "id": pair["id"],
+            "reject": "no 'Question:' / 'Response:' fields",
+            "raw": completion.text,
+        }
     question, response = m.group("q").strip(), m.group("r").strip()
     if not question or not response:
         return {"id": pair["id"], "reject": "empty question or response", "raw": completion.text}
     if len(response) < MIN_RATIO * len(pair["response"]):
-        return {"id": pair["id"], "reject": "refined response lost most of the original", "raw": completion.text}
-    return {**pair, "question": question, "response": response, "original_question": pair["question"]}
+        return {
+            "id": pair["id"],
+            "reject": "refined response lost most of the original",
+            "raw": completion.text,
+        }
+    return {
+        **pair,
+        "question": question,
+        "response": response,
+        "original_question": pair["question"],
+    }
 
 
 def parse(pairs: list[dict], completions: list[Completion]) -> list[dict]:

@@ -25,10 +25,23 @@ def parse_one(passage: dict, completion: Completion) -> dict:
     if not text:
         return {"id": passage["id"], "reject": "empty instruction", "raw": completion.text}
     if len(text) > MAX_CHARS:
-        return {"id": passage["id"], "reject": f"instruction longer than {MAX_CHARS} chars", "raw": completion.text}
+        return {
+            "id": passage["id"],
+            "reject": f"instruction longer than {MAX_CHARS} chars",
+            "raw": completion.text,
+        }
     if text[:80] == passage["text"][:80]:
-        return {"id": passage["id"], "reject": "instruction copies the passage", "raw": completion.text}
-    return {"id": passage["id"], "seed_id": passage["id"], "question": text, "response": passage["text"]}
+        return {
+            "id": passage["id"],
+            "reject": "instruction copies the passage",
+            "raw": completion.text,
+        }
+    return {
+        "id": passage["id"],
+        "seed_id": passage["id"],
+        "question": text,
+        "response": passage["text"],
+    }
 
 
 def parse(passages: list[dict], completions: list[Completion]) -> list[dict]:

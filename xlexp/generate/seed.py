@@ -91,13 +91,17 @@ def _check_jsonl_bytes(f: Any, name: str) -> None:
         try:
             text = decoder.decode(block)
         except UnicodeDecodeError as e:
-            raise ConfigError("seed_data.path", f"{name} is not UTF-8 (byte {offset + e.start})") from None
+            raise ConfigError(
+                "seed_data.path", f"{name} is not UTF-8 (byte {offset + e.start})"
+            ) from None
         nonblank = nonblank or bool(text.strip())
         offset += len(block)
     try:
         decoder.decode(b"", final=True)
     except UnicodeDecodeError:
-        raise ConfigError("seed_data.path", f"{name} is not UTF-8 (it ends mid-character)") from None
+        raise ConfigError(
+            "seed_data.path", f"{name} is not UTF-8 (it ends mid-character)"
+        ) from None
     if not nonblank:
         raise ConfigError("seed_data.path", f"{name} is empty (no JSONL rows)")
 
@@ -131,13 +135,19 @@ def stream(cfg: Any, seed: int) -> Iterable[dict]:
             raise FileNotFoundError(f"seed_data.path: no file matches {cfg.path!r}")
         try:
             if cfg.source == "jsonl":  # read by us, so a malformed line is a counted reject
-                ds = datasets.IterableDataset.from_generator(_jsonl_rows, gen_kwargs={"files": files})
+                ds = datasets.IterableDataset.from_generator(
+                    _jsonl_rows, gen_kwargs={"files": files}
+                )
             else:
                 # `datasets` reads data_files as glob patterns: escape them, these are paths.
                 data_files = [glob.escape(f) for f in files]
-                ds = datasets.load_dataset(LOCAL_BUILDERS[cfg.source], data_files=data_files, split="train", streaming=True)
+                ds = datasets.load_dataset(
+                    LOCAL_BUILDERS[cfg.source], data_files=data_files, split="train", streaming=True
+                )
         except Exception as e:  # not JSONL / not Parquet, unreadable
-            raise RuntimeError(f"seed_data.path: cannot read {cfg.path!r} as {cfg.source} ({type(e).__name__}: {e})") from e
+            raise RuntimeError(
+                f"seed_data.path: cannot read {cfg.path!r} as {cfg.source} ({type(e).__name__}: {e})"
+            ) from e
     elif cfg.source == "hf":
         ds = _open_hub(cfg)
     else:
@@ -161,7 +171,10 @@ def _jsonl_rows(files: list[str]) -> Iterator[dict]:
                 except json.JSONDecodeError:
                     row = None
                 # One column holding the row as JSON: `datasets` infers no schema across rows.
-                yield {"json": json.dumps(row) if isinstance(row, dict) else None, "where": f"{name}:{n}"}
+                yield {
+                    "json": json.dumps(row) if isinstance(row, dict) else None,
+                    "where": f"{name}:{n}",
+                }
 
 
 def _named_errors(rows: Iterable[dict], cfg: Any) -> Iterator[dict]:
@@ -170,17 +183,25 @@ def _named_errors(rows: Iterable[dict], cfg: Any) -> Iterator[dict]:
     try:
         for row in rows:
             if cfg.source == "jsonl":  # unwrap `_jsonl_rows`
-                row = json.loads(row["json"]) if row["json"] is not None else {MALFORMED: row["where"]}
+                row = (
+                    json.loads(row["json"])
+                    if row["json"] is not None
+                    else {MALFORMED: row["where"]}
+                )
             yield row
     except Exception as e:
-        raise RuntimeError(f"{key}: reading {what!r} failed midway ({type(e).__name__}: {e})") from e
+        raise RuntimeError(
+            f"{key}: reading {what!r} failed midway ({type(e).__name__}: {e})"
+        ) from e
 
 
 def _open_hub(cfg: Any) -> Any:
     import datasets
 
     try:
-        return datasets.load_dataset(cfg.name, cfg.config, split=cfg.split, streaming=True, token=hf_token())
+        return datasets.load_dataset(
+            cfg.name, cfg.config, split=cfg.split, streaming=True, token=hf_token()
+        )
     except Exception as e:  # offline, unreachable, gated without access, unknown name/config
         raise RuntimeError(
             f"seed_data.name: cannot stream {cfg.name!r} (config {cfg.config!r}, split {cfg.split!r}) from the "

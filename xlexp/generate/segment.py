@@ -181,7 +181,9 @@ def _table_row(body: str, splitter: Splitter) -> list[dict]:
 def _cell(text: str, splitter: Splitter) -> list[dict]:
     if not text.strip():
         return [{"text": text, "translate": False}] if text else []
-    return [{**seg, "cell": True} if seg["translate"] else seg for seg in _split_line(text, splitter)]
+    return [
+        {**seg, "cell": True} if seg["translate"] else seg for seg in _split_line(text, splitter)
+    ]
 
 
 def segment(text: str, splitter: Splitter) -> list[dict]:

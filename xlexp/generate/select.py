@@ -14,7 +14,9 @@ from xlexp.generate.qe import triple_key
 from xlexp.generate.segment import reassemble
 
 
-def choose(item: dict, scores: dict[str, float | None], translator_names: list[str], strategy: str) -> dict:
+def choose(
+    item: dict, scores: dict[str, float | None], translator_names: list[str], strategy: str
+) -> dict:
     chosen, chosen_scores, winners = [], [], []
     for i, (src, cands) in enumerate(zip(item["sentences"], item["candidates"], strict=True)):
         options = []

@@ -20,7 +20,14 @@ from xlexp.store import Artifact, Store, digest, write_json, write_jsonl
 
 
 def run_seed(cfg: Config, store: Store) -> Artifact:
-    key = store.key("seed", {"seed_data": plain(cfg.seed_data), "seed": cfg.seed, "files": seed.fingerprint(cfg.seed_data)})
+    key = store.key(
+        "seed",
+        {
+            "seed_data": plain(cfg.seed_data),
+            "seed": cfg.seed,
+            "files": seed.fingerprint(cfg.seed_data),
+        },
+    )
 
     def produce(work: Path, parts: Any) -> dict:
         rows, counts = seed.take(seed.stream(cfg.seed_data, cfg.seed), cfg.seed_data)
@@ -31,15 +38,41 @@ def run_seed(cfg: Config, store: Store) -> Artifact:
 
 
 def run_reverse(cfg: Config, store: Store, models: Models, seeds: Artifact) -> Artifact:
-    key = store.key("reverse", {"teacher": card_key(cfg.teacher), "prompt": digest(reverse.prompt("reverse"))}, [seeds.key])
+    key = store.key(
+        "reverse",
+        {"teacher": card_key(cfg.teacher), "prompt": digest(reverse.prompt("reverse"))},
+        [seeds.key],
+    )
     model = models.role("teacher", cfg.teacher)
-    return chat_stage(store, "reverse", key, seeds.rows(), model, reverse.build_prompts, reverse.parse, cfg.generate.batch_size)
+    return chat_stage(
+        store,
+        "reverse",
+        key,
+        seeds.rows(),
+        model,
+        reverse.build_prompts,
+        reverse.parse,
+        cfg.generate.batch_size,
+    )
 
 
 def run_refine(cfg: Config, store: Store, models: Models, pairs: Artifact) -> Artifact:
-    key = store.key("refine", {"teacher": card_key(cfg.teacher), "prompt": digest(refine.prompt("refine"))}, [pairs.key])
+    key = store.key(
+        "refine",
+        {"teacher": card_key(cfg.teacher), "prompt": digest(refine.prompt("refine"))},
+        [pairs.key],
+    )
     model = models.role("teacher", cfg.teacher)
-    return chat_stage(store, "refine", key, pairs.rows(), model, refine.build_prompts, refine.parse, cfg.generate.batch_size)
+    return chat_stage(
+        store,
+        "refine",
+        key,
+        pairs.rows(),
+        model,
+        refine.build_prompts,
+        refine.parse,
+        cfg.generate.batch_size,
+    )
 
 
 def run_translate(cfg: Config, store: Store, models: Models, pairs: Artifact) -> Artifact:
@@ -59,7 +92,11 @@ def run_translate(cfg: Config, store: Store, models: Models, pairs: Artifact) ->
 
     def produce(work: Path, parts: Any) -> dict:
         items = translate.assign_languages(
-            pairs.rows(), list(cfg.langs.codes), cfg.langs.assign, list(cfg.generate.suffix_templates), cfg.seed
+            pairs.rows(),
+            list(cfg.langs.codes),
+            cfg.langs.assign,
+            list(cfg.generate.suffix_templates),
+            cfg.seed,
         )
         roles = {name: models.role(f"translator:{name}", card) for name, card in cards}
         parallel = can_run_together(card for _, card in cards)  # the k translators at once
@@ -67,7 +104,9 @@ def run_translate(cfg: Config, store: Store, models: Models, pairs: Artifact) ->
 
         def run_batch(batch: list[tuple[str, str]]) -> list[dict]:
             prompts = translate.build_prompts(batch)
-            comps = together({name: (lambda m=m: m.chat(prompts)) for name, m in roles.items()}, parallel)
+            comps = together(
+                {name: (lambda m=m: m.chat(prompts)) for name, m in roles.items()}, parallel
+            )
             return [
                 {name: list(translate.parse_one(src, comps[name][j])) for name in roles}
                 for j, (src, _) in enumerate(batch)
@@ -83,9 +122,12 @@ def run_translate(cfg: Config, store: Store, models: Models, pairs: Artifact) ->
 
         # Every translator gets each batch; parts bound the loss of a killed job.
         workers = max(batches_in_flight(card, size) for _, card in cards)
-        out = parts.map_batches("jobs", split_as_needed(), size, run_batch, desc="translate", workers=workers)
+        out = parts.map_batches(
+            "jobs", split_as_needed(), size, run_batch, desc="translate", workers=workers
+        )
         results = {
-            name: {job: (r[name][0], r[name][1]) for job, r in zip(job_list, out, strict=True)} for name in roles
+            name: {job: (r[name][0], r[name][1]) for job, r in zip(job_list, out, strict=True)}
+            for name in roles
         }
         rejects: dict[str, int] = {}
         rows = []
@@ -102,7 +144,12 @@ def run_translate(cfg: Config, store: Store, models: Models, pairs: Artifact) ->
                 candidates.append(cands)
             rows.append({**item, "sentences": sents, "candidates": candidates})
         write_jsonl(work / "rows.jsonl", rows)
-        return {"items": len(rows), "sentence_jobs": len(job_list), "translations": len(job_list) * len(cards), "rejected_translations": rejects}
+        return {
+            "items": len(rows),
+            "sentence_jobs": len(job_list),
+            "translations": len(job_list) * len(cards),
+            "rejected_translations": rejects,
+        }
 
     return store.build("translate", key, produce)[0]
 
@@ -120,37 +167,65 @@ def run_qe(cfg: Config, store: Store, models: Models, translations: Artifact) ->
 
         size = max(cfg.generate.batch_size * 4, 1)
         workers = batches_in_flight(cfg.qe.llm, size) if cfg.qe.kind == "llm" else 1
-        out = parts.map_batches("scores", [list(t) for t in triples], size, run_batch, desc=f"qe {cfg.qe.kind}", workers=workers)
-        rows = [{"key": qe.triple_key(*t), "source": t[0], "translation": t[1], "lang": t[2], **r} for t, r in zip(triples, out, strict=True)]
+        out = parts.map_batches(
+            "scores",
+            [list(t) for t in triples],
+            size,
+            run_batch,
+            desc=f"qe {cfg.qe.kind}",
+            workers=workers,
+        )
+        rows = [
+            {"key": qe.triple_key(*t), "source": t[0], "translation": t[1], "lang": t[2], **r}
+            for t, r in zip(triples, out, strict=True)
+        ]
         write_jsonl(work / "rows.jsonl", rows)
         failed = [r for r in rows if r["score"] is None]
-        return {"scored_pairs": len(rows), "failed": len(failed), **reasons([{"reject": r["reject"]} for r in failed])}
+        return {
+            "scored_pairs": len(rows),
+            "failed": len(failed),
+            **reasons([{"reject": r["reject"]} for r in failed]),
+        }
 
     return store.build("qe", key, produce)[0]
 
 
 def run_select(
-    cfg: Config, store: Store, translations: Artifact, scores: Artifact, upstream: dict[str, Artifact] | None = None
+    cfg: Config,
+    store: Store,
+    translations: Artifact,
+    scores: Artifact,
+    upstream: dict[str, Artifact] | None = None,
 ) -> Artifact:
     """The SFT dataset, plus `stats.json` (per-stage counts from `upstream`'s artifacts, QE by
     language and translator, translator wins)."""
     names = [name for name, _ in translator_cards(cfg)]
     key = store.key(
         "select",
-        {"selection": cfg.generate.selection, "keep": cfg.generate.keep, "seed": cfg.seed, "translators": names},
+        {
+            "selection": cfg.generate.selection,
+            "keep": cfg.generate.keep,
+            "seed": cfg.seed,
+            "translators": names,
+        },
         [translations.key, scores.key],
         version=2,  # 2: stats.json holds the whole generation's stats
     )
 
     def produce(work: Path, parts: Any) -> dict:
         score_of = {r["key"]: r["score"] for r in scores.rows()}
-        chosen = [select.choose(item, score_of, names, cfg.generate.selection) for item in translations.rows()]
+        chosen = [
+            select.choose(item, score_of, names, cfg.generate.selection)
+            for item in translations.rows()
+        ]
         ok, rejects = split_rejects(chosen)
         kept = select.filter_rows(ok, cfg.generate.keep, cfg.generate.selection, cfg.seed)
         write_jsonl(work / "dataset.jsonl", kept)
         write_jsonl(work / "rejects.jsonl", rejects)
         stage_counts = {name: art.meta.get("counts", {}) for name, art in (upstream or {}).items()}
-        stats = gen_stats.generation_stats(stage_counts, translations.rows(), score_of, chosen, kept, names)
+        stats = gen_stats.generation_stats(
+            stage_counts, translations.rows(), score_of, chosen, kept, names
+        )
         write_json(work / "stats.json", stats)
         return {"rows": len(kept), "before_filter": len(ok), "rejects": len(rejects)}
 
@@ -178,14 +253,22 @@ def run_generate(
             round_cfg.seed_data.n = n_seeds
         return _generate_chain(round_cfg, store, models, made)
 
-    target = parse_data_size(cfg.generate.target_rows) if cfg.generate.target_rows is not None else None
+    target = (
+        parse_data_size(cfg.generate.target_rows) if cfg.generate.target_rows is not None else None
+    )
     try:
-        return topup.generate_to_target(chain, int(cfg.seed_data.n), target, float(cfg.generate.keep))
+        return topup.generate_to_target(
+            chain, int(cfg.seed_data.n), target, float(cfg.generate.keep)
+        )
     except ValueError as e:
-        raise ConfigError("generate.target_rows", str(e).removeprefix("generate.target_rows: ")) from None
+        raise ConfigError(
+            "generate.target_rows", str(e).removeprefix("generate.target_rows: ")
+        ) from None
 
 
-def _generate_chain(cfg: Config, store: Store, models: Models, arts: dict[str, Artifact]) -> dict[str, Artifact]:
+def _generate_chain(
+    cfg: Config, store: Store, models: Models, arts: dict[str, Artifact]
+) -> dict[str, Artifact]:
     arts["seed"] = run_seed(cfg, store)
     arts["reverse"] = run_reverse(cfg, store, models, arts["seed"])
     arts["refine"] = run_refine(cfg, store, models, arts["reverse"])

@@ -34,13 +34,24 @@ def stage_funnel(stage_counts: dict[str, dict[str, Any]]) -> dict[str, dict[str,
         row: dict[str, Any] = {}
         if stage == "seed":
             row = {"in": counts.get("read"), "out": counts.get("out")}
-            row["reject_reasons"] = {k: counts[k] for k in ("malformed", "too_short", "too_long", "duplicate") if counts.get(k)}
+            row["reject_reasons"] = {
+                k: counts[k]
+                for k in ("malformed", "too_short", "too_long", "duplicate")
+                if counts.get(k)
+            }
         elif stage == "translate":
-            row = {"in": counts.get("items"), "out": counts.get("items"), "sentence_jobs": counts.get("sentence_jobs"),
-                   "translations": counts.get("translations")}
+            row = {
+                "in": counts.get("items"),
+                "out": counts.get("items"),
+                "sentence_jobs": counts.get("sentence_jobs"),
+                "translations": counts.get("translations"),
+            }
             row["reject_reasons"] = dict(counts.get("rejected_translations") or {})
         elif stage == "qe":
-            row = {"in": counts.get("scored_pairs"), "out": (counts.get("scored_pairs") or 0) - (counts.get("failed") or 0)}
+            row = {
+                "in": counts.get("scored_pairs"),
+                "out": (counts.get("scored_pairs") or 0) - (counts.get("failed") or 0),
+            }
             row["reject_reasons"] = dict(counts.get("reject_reasons") or {})
         else:  # teacher stages: reverse, refine
             row = {"in": counts.get("in"), "out": counts.get("out")}
@@ -105,12 +116,18 @@ def generation_stats(
         "rows_by_lang": {k: len(v) for k, v in sorted(kept_by_lang.items())},
         "mean_qe_by_lang": {k: _mean(v) for k, v in sorted(kept_by_lang.items())},
         "mean_qe_by_lang_before_filter": {k: _mean(v) for k, v in sorted(all_by_lang.items())},
-        "mean_qe_by_translator": {name: _mean(by_translator.get(name, [])) for name in translator_names},
+        "mean_qe_by_translator": {
+            name: _mean(by_translator.get(name, [])) for name in translator_names
+        },
         "mean_qe_by_translator_lang": {
-            name: {lang: _mean(v) for lang, v in sorted(by_translator_lang[name].items())} for name in translator_names
+            name: {lang: _mean(v) for lang, v in sorted(by_translator_lang[name].items())}
+            for name in translator_names
         },
         "translator_wins": {name: wins.get(name, 0) for name in translator_names},
-        "translator_win_share": {name: (wins.get(name, 0) / total_wins if total_wins else None) for name in translator_names},
+        "translator_win_share": {
+            name: (wins.get(name, 0) / total_wins if total_wins else None)
+            for name in translator_names
+        },
         "translator_wins_kept": {name: kept_wins.get(name, 0) for name in translator_names},
     }
 

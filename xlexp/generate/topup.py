@@ -30,7 +30,12 @@ def candidates_needed(target: int, keep: float) -> int:
 
 
 def next_seed_count(
-    target: int, keep: float, seeds: int, candidates: int, max_seeds: int | None = None, margin: float = 0.02
+    target: int,
+    keep: float,
+    seeds: int,
+    candidates: int,
+    max_seeds: int | None = None,
+    margin: float = 0.02,
 ) -> int | None:
     """The total seed count of the next round, or None when `candidates` already reach `target`.
 
@@ -80,8 +85,12 @@ def generate_to_target(
             return arts
         got = int(arts["seed"].meta.get("counts", {}).get("out", seeds))
         candidates = int(arts["select"].meta["counts"]["before_filter"])
-        nxt = next_seed_count(target, keep, got, candidates, max_seeds=None if got >= seeds else got)
+        nxt = next_seed_count(
+            target, keep, got, candidates, max_seeds=None if got >= seeds else got
+        )
         if nxt is None:
             return arts
         seeds = nxt
-    raise ValueError(f"generate.target_rows: {target} kept rows not reached after {max_rounds} rounds of fresh seeds")
+    raise ValueError(
+        f"generate.target_rows: {target} kept rows not reached after {max_rounds} rounds of fresh seeds"
+    )

@@ -11,10 +11,14 @@ from xlexp.generate import prompt
 from xlexp.generate.segment import Splitter, segment, sentences
 from xlexp.llm import Completion, Conversation
 
-_LABEL = re.compile(r"^\s*(?:\*\*)?(?:translation|[A-Z][a-z]+ translation|[A-Z][a-z]+)\s*[:：]\s*(?:\*\*)?\s*")
+_LABEL = re.compile(
+    r"^\s*(?:\*\*)?(?:translation|[A-Z][a-z]+ translation|[A-Z][a-z]+)\s*[:：]\s*(?:\*\*)?\s*"
+)
 
 
-def assign_languages(pairs: list[dict], codes: list[str], mode: str, templates: list[str], seed: int) -> list[dict]:
+def assign_languages(
+    pairs: list[dict], codes: list[str], mode: str, templates: list[str], seed: int
+) -> list[dict]:
     """Items to translate: each pair gets one language (seeded, balanced) or every language.
 
     The instruction gets a cross-lingual suffix such as "Respond in German." (paper 4.1),

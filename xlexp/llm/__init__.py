@@ -23,7 +23,17 @@ from xlexp.llm.base import (
 )
 from xlexp.llm.chat import ChatModel
 
-__all__ = ["BACKENDS", "Backend", "backend_class", "ChatModel", "Completion", "Conversation", "ResponseCache", "Sampling", "load"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "backend_class",
+    "ChatModel",
+    "Completion",
+    "Conversation",
+    "ResponseCache",
+    "Sampling",
+    "load",
+]
 
 _POOL_LOCK = threading.Lock()
 _LOAD_LOCKS: dict[str, threading.Lock] = {}
@@ -46,7 +56,10 @@ def open_backend(card: Any, store_root: Path, pool: dict[str, Backend] | None = 
 
 
 def load(
-    card: Any, store_root: str | Path, cache: ResponseCache | None = None, pool: dict[str, Backend] | None = None
+    card: Any,
+    store_root: str | Path,
+    cache: ResponseCache | None = None,
+    pool: dict[str, Backend] | None = None,
 ) -> ChatModel:
     """A cached model role; `pool` (pool key -> backend) lets roles share a loaded model."""
     store_root = Path(store_root)

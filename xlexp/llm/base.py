@@ -97,7 +97,11 @@ class Backend:
         return []
 
     def generate(
-        self, conversations: list[Conversation], sampling: Sampling, sample_index: int = 0, adapter: str | None = None
+        self,
+        conversations: list[Conversation],
+        sampling: Sampling,
+        sample_index: int = 0,
+        adapter: str | None = None,
     ) -> list[Completion]:
         raise NotImplementedError
 
@@ -116,7 +120,9 @@ class Backend:
         if card.sampling.max_tokens < 1:
             raise ConfigError(f"{key}.sampling.max_tokens", "must be >= 1")
         if getattr(card, "batch_api", False):
-            raise ConfigError(f"{key}.batch_api", f"the Batch API needs backend openai, not {card.backend!r}")
+            raise ConfigError(
+                f"{key}.batch_api", f"the Batch API needs backend openai, not {card.backend!r}"
+            )
 
     @classmethod
     def chunk_size(cls, card: Any) -> int:
@@ -158,7 +164,9 @@ class ResponseCache:
                 # at once (no busy wait) when another process is opening the file: serialize setup.
                 with FileLock(str(self.path) + ".lock"), self._raw_conn() as conn:
                     conn.execute("PRAGMA journal_mode=WAL")
-                    conn.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT, created REAL)")
+                    conn.execute(
+                        "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT, created REAL)"
+                    )
             self._ready = True
 
     @contextmanager
@@ -169,7 +177,9 @@ class ResponseCache:
         except sqlite3.DatabaseError as e:
             text = str(e)
             if "full" in text or "disk I/O" in text:
-                raise CacheError(f"{self.path}: cannot write the response cache ({text}); free space and rerun") from None
+                raise CacheError(
+                    f"{self.path}: cannot write the response cache ({text}); free space and rerun"
+                ) from None
             if isinstance(e, sqlite3.OperationalError) and "locked" in text:
                 raise
             raise CacheError(
@@ -178,10 +188,14 @@ class ResponseCache:
             ) from None
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise CacheError(f"{self.path}: no space left on device; free space and rerun") from None
+                raise CacheError(
+                    f"{self.path}: no space left on device; free space and rerun"
+                ) from None
             if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-                raise CacheError(f"{self.path}: the response cache cannot be written ({e.strerror}); "
-                                 "a read-only store can only be reused, not extended") from None
+                raise CacheError(
+                    f"{self.path}: the response cache cannot be written ({e.strerror}); "
+                    "a read-only store can only be reused, not extended"
+                ) from None
             raise
 
     def _raw_conn(self) -> sqlite3.Connection:
@@ -210,14 +224,18 @@ class ResponseCache:
             for start in range(0, len(keys), 500):
                 chunk = keys[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                for key, value in conn.execute(f"SELECT key, value FROM responses WHERE key IN ({marks})", chunk):
+                for key, value in conn.execute(
+                    f"SELECT key, value FROM responses WHERE key IN ({marks})", chunk
+                ):
                     decoded = _decode(value)
                     if decoded is None:
                         bad += 1
                     else:
                         found[key] = decoded
         if bad:
-            log.warning("%s: %d stored answers do not decode; asking for them again", self.path, bad)
+            log.warning(
+                "%s: %d stored answers do not decode; asking for them again", self.path, bad
+            )
         return found
 
     def put_many(self, items: dict[str, dict]) -> None:
@@ -255,7 +273,13 @@ def price_factor(card: Any) -> float:
     return float(card.batch_price_factor) if getattr(card, "batch_api", False) else 1.0
 
 
-def request_key(identity: str, conversation: Conversation, sampling: Sampling, sample_index: int, adapter: str | None) -> str:
+def request_key(
+    identity: str,
+    conversation: Conversation,
+    sampling: Sampling,
+    sample_index: int,
+    adapter: str | None,
+) -> str:
     """The response cache key of one request (also the Batch API custom_id)."""
     return digest(
         {

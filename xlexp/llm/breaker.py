@@ -33,7 +33,10 @@ class Breaker:
     @property
     def open(self) -> bool:
         """Calls should fail at once: too many failures in a row, and no probe is due."""
-        return self._consecutive >= self.threshold and time.monotonic() - self._last_failure < self.cooldown_s
+        return (
+            self._consecutive >= self.threshold
+            and time.monotonic() - self._last_failure < self.cooldown_s
+        )
 
     def why(self) -> str:
         # The threshold, not the running count: calls still in flight when it opened keep counting,

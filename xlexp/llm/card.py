@@ -65,7 +65,11 @@ class LLMConfig:
 def card_key(card: Any) -> dict:
     """What of a model card determines its outputs (not concurrency, prices or batch size)."""
     c = plain(card) if OmegaConf.is_config(card) else dict(vars(card))
-    return {"identity": identity_of(card), "sampling": c.get("sampling"), "chat_template": c.get("chat_template")}
+    return {
+        "identity": identity_of(card),
+        "sampling": c.get("sampling"),
+        "chat_template": c.get("chat_template"),
+    }
 
 
 def check_card(key: str, card: Any, cuda: Any) -> None:

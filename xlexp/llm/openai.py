@@ -78,7 +78,10 @@ class OpenAIBackend(Backend):
         if card.sampling.max_tokens < 1:
             raise ConfigError(f"{key}.sampling.max_tokens", "must be >= 1")
         if card.api_key_env and not os.environ.get(card.api_key_env):
-            raise ConfigError(f"{key}.api_key_env", f"environment variable {card.api_key_env} is not set (the API key for {card.model})")
+            raise ConfigError(
+                f"{key}.api_key_env",
+                f"environment variable {card.api_key_env} is not set (the API key for {card.model})",
+            )
         if getattr(card, "batch_api", False) and not card.batch_poll_s > 0:
             raise ConfigError(f"{key}.batch_poll_s", f"must be > 0, not {card.batch_poll_s}")
         if int(card.max_concurrency) < 1:
@@ -109,7 +112,9 @@ class OpenAIBackend(Backend):
         self.base_url = card.base_url
         self.api_key_env = card.api_key_env
         self.max_concurrency = max(1, int(card.max_concurrency))
-        key, self._secret = api_key(card)  # the secret only for redaction; the transport holds the key
+        key, self._secret = api_key(
+            card
+        )  # the secret only for redaction; the transport holds the key
         self.breaker = Breaker(getattr(card, "breaker_after", None))
         self._adapter_names: dict[str, str] = {}  # adapter dir -> served model name
         self._adapter_lock = threading.Lock()
@@ -181,7 +186,9 @@ class OpenAIBackend(Backend):
                 listing = self._transport.call("GET", "/models")
             except TransportError as exc:
                 if exc.status != 404:  # 404: a server without a listing; try loading it
-                    raise RuntimeError(f"{self.card.name}: cannot list the served models: {self._redact(exc.describe())}") from None
+                    raise RuntimeError(
+                        f"{self.card.name}: cannot list the served models: {self._redact(exc.describe())}"
+                    ) from None
                 listing = {}
             data = listing.get("data") if isinstance(listing, dict) else None
             served = {m.get("root"): m.get("id") for m in data or () if isinstance(m, dict)}
@@ -189,7 +196,9 @@ class OpenAIBackend(Backend):
             if name is None:
                 name = "lora-" + hashlib.sha256(path.encode()).hexdigest()[:16]
                 try:
-                    self._transport.call("POST", "/load_lora_adapter", {"lora_name": name, "lora_path": path})
+                    self._transport.call(
+                        "POST", "/load_lora_adapter", {"lora_name": name, "lora_path": path}
+                    )
                 except TransportError as exc:
                     raise RuntimeError(
                         f"{self.card.name}: the server at {self.base_url} does not serve adapter {path} "

@@ -37,6 +37,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 import xlexp.llm.wire as wire
 from xlexp.llm.base import Backend, Completion, Conversation, Sampling, identity_of, request_key
 from xlexp.llm.card import api_key
+from xlexp.llm.openai_sdk import retryable, sdk_failure_kind, sdk_logprobs
 from xlexp.llm.wire import retry_after
 from xlexp.store import digest, write_json
 
@@ -48,54 +49,6 @@ ENDPOINT = "/v1/chat/completions"
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 METADATA_KEY = "xlexp_request_set"
 MAX_FILE_BYTES = 200 * 1000 * 1000  # OpenAI's limit on one batch input file
-
-
-_RETRYABLE = (
-    openai.RateLimitError,
-    openai.InternalServerError,
-    openai.APITimeoutError,
-    openai.APIConnectionError,
-)
-
-
-def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, _RETRYABLE):
-        return True
-    # 408 Request Timeout is transient too; the client maps it to a plain APIStatusError.
-    return isinstance(exc, openai.APIStatusError) and exc.status_code == 408
-
-
-def failure_kind(exc: BaseException) -> str | None:
-    """The kind of backend failure an API exception is (the call got no answer: never stored,
-    asked again on rerun), or None for a content reject (400/413/422: this request cannot be
-    answered)."""
-    if isinstance(exc, openai.APITimeoutError):
-        return "timeout"
-    if isinstance(exc, openai.APIConnectionError):
-        return "connection"
-    if isinstance(exc, openai.RateLimitError):
-        return "rate_limit"
-    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
-        return "auth"
-    if isinstance(exc, openai.NotFoundError):
-        return "model"  # unknown model (or a wrong base_url path)
-    if isinstance(exc, openai.APIStatusError) and exc.status_code in (400, 413, 422):
-        return None
-    return "server"  # 5xx, 408, other statuses, anything unexpected
-
-
-def convert_logprobs(choice_logprobs: Any) -> list[dict[str, float]] | None:
-    """OpenAI `choice.logprobs` -> per generated token {token: logprob}, chosen token first."""
-    content = getattr(choice_logprobs, "content", None) if choice_logprobs is not None else None
-    if content is None:
-        return None
-    out: list[dict[str, float]] = []
-    for item in content:
-        alternatives = {item.token: float(item.logprob)}
-        for top in item.top_logprobs or []:
-            alternatives.setdefault(top.token, float(top.logprob))
-        out.append(alternatives)
-    return out
 
 
 class OpenAIBatchBackend(Backend):
@@ -147,7 +100,7 @@ class OpenAIBatchBackend(Backend):
             error = f"BatchAPI: {self._describe(exc)}"
             results = {}
             for key in requests:
-                results[key] = self._failed(error, failure_kind(exc) or "batch")
+                results[key] = self._failed(error, sdk_failure_kind(exc) or "batch")
         return [results[k] for k in keys]
 
     def __repr__(self) -> str:
@@ -206,7 +159,7 @@ class OpenAIBatchBackend(Backend):
     # ------------------------------------------------------------------ steps
     def _retrying(self) -> Retrying:
         return Retrying(
-            retry=retry_if_exception(_retryable),
+            retry=retry_if_exception(retryable),
             stop=stop_after_attempt(self.max_retries + 1),
             wait=self._wait,
             before_sleep=self._before_sleep,
@@ -221,17 +174,30 @@ class OpenAIBatchBackend(Backend):
     def record_path(self, name: str) -> Path:
         return self.batch_dir / f"{name}.json"
 
-    def _run(self, requests: dict[str, Conversation], sampling: Sampling, sample_index: int) -> dict[str, Completion]:
-        name = digest({"model": self.model, "endpoint": ENDPOINT, "requests": sorted(requests)}, n=24)
+    def _run(
+        self, requests: dict[str, Conversation], sampling: Sampling, sample_index: int
+    ) -> dict[str, Completion]:
+        name = digest(
+            {"model": self.model, "endpoint": ENDPOINT, "requests": sorted(requests)}, n=24
+        )
         path = self.record_path(name)
         # The lock covers upload + submit + persisting the id: two jobs that need the same
         # batch submit it once; the second finds the record and only polls.
         with FileLock(str(path) + ".lock"):
-            record = json.loads(path.read_text()) if path.exists() else {"name": name, "model": self.model}
+            record = (
+                json.loads(path.read_text())
+                if path.exists()
+                else {"name": name, "model": self.model}
+            )
             if not record.get("batch_id"):
                 record = self._submit(record, path, requests, sampling, sample_index)
             else:
-                log.info("%s: resuming batch %s (%d requests)", self.card.name, record["batch_id"], len(requests))
+                log.info(
+                    "%s: resuming batch %s (%d requests)",
+                    self.card.name,
+                    record["batch_id"],
+                    len(requests),
+                )
         try:
             batch = self._poll(record["batch_id"])
         except openai.NotFoundError:
@@ -252,11 +218,18 @@ class OpenAIBatchBackend(Backend):
             )
             write_json(path, record)
             if batch.status != "completed":  # set aside: a later run submits what is missing anew
-                os.replace(path, self.batch_dir / f"{name}.{record['batch_id']}.{batch.status}.json")
+                os.replace(
+                    path, self.batch_dir / f"{name}.{record['batch_id']}.{batch.status}.json"
+                )
         return results
 
     def _submit(
-        self, record: dict, path: Path, requests: dict[str, Conversation], sampling: Sampling, sample_index: int
+        self,
+        record: dict,
+        path: Path,
+        requests: dict[str, Conversation],
+        sampling: Sampling,
+        sample_index: int,
     ) -> dict:
         name = record["name"]
         if record.get("input_file_id"):
@@ -264,19 +237,33 @@ class OpenAIBatchBackend(Backend):
             # updated; find it by its metadata instead of creating a second one.
             for batch in self._api(self._client.batches.list, limit=100):
                 if (batch.metadata or {}).get(METADATA_KEY) == name:
-                    log.info("%s: found submitted batch %s by its metadata", self.card.name, batch.id)
+                    log.info(
+                        "%s: found submitted batch %s by its metadata", self.card.name, batch.id
+                    )
                     record.update(batch_id=batch.id, status=batch.status)
                     write_json(path, record)
                     return record
         else:
             lines = [
-                json.dumps({"custom_id": key, "method": "POST", "url": ENDPOINT, "body": wire.request_body(self.model, conv, sampling, sample_index)}, ensure_ascii=False)
+                json.dumps(
+                    {
+                        "custom_id": key,
+                        "method": "POST",
+                        "url": ENDPOINT,
+                        "body": wire.request_body(self.model, conv, sampling, sample_index),
+                    },
+                    ensure_ascii=False,
+                )
                 for key, conv in requests.items()
             ]
             data = ("\n".join(lines) + "\n").encode()
             if len(data) > MAX_FILE_BYTES:
-                raise ValueError(f"batch file of {len(data) / 1e6:.0f} MB is over the Batch API's 200 MB limit: fewer requests per call")
-            uploaded = self._api(self._client.files.create, file=(f"{name}.jsonl", data), purpose="batch")
+                raise ValueError(
+                    f"batch file of {len(data) / 1e6:.0f} MB is over the Batch API's 200 MB limit: fewer requests per call"
+                )
+            uploaded = self._api(
+                self._client.files.create, file=(f"{name}.jsonl", data), purpose="batch"
+            )
             record.update(input_file_id=uploaded.id, n_requests=len(requests), status="uploaded")
             write_json(path, record)
         batch = self._api(
@@ -287,7 +274,9 @@ class OpenAIBatchBackend(Backend):
             metadata={METADATA_KEY: name},
         )
         self.batches_created += 1
-        record.update(batch_id=batch.id, status=batch.status, submitted_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        record.update(
+            batch_id=batch.id, status=batch.status, submitted_at=time.strftime("%Y-%m-%dT%H:%M:%S")
+        )
         write_json(path, record)  # persisted before the first poll
         log.info("%s: submitted batch %s (%d requests)", self.card.name, batch.id, len(requests))
         return record
@@ -297,7 +286,11 @@ class OpenAIBatchBackend(Backend):
         while True:
             batch = self._api(self._client.batches.retrieve, batch_id)
             counts = batch.request_counts
-            state = (batch.status, counts.completed if counts else None, counts.failed if counts else None)
+            state = (
+                batch.status,
+                counts.completed if counts else None,
+                counts.failed if counts else None,
+            )
             if state != last:
                 log.info("%s: batch %s %s (done %s, failed %s)", self.card.name, batch_id, *state)
                 last = state
@@ -316,7 +309,9 @@ class OpenAIBatchBackend(Backend):
         os.replace(tmp, local)
         return text
 
-    def _collect(self, batch: Any, requests: dict[str, Conversation], record_path: Path) -> dict[str, Completion]:
+    def _collect(
+        self, batch: Any, requests: dict[str, Conversation], record_path: Path
+    ) -> dict[str, Completion]:
         results: dict[str, Completion] = {}
         for kind, file_id in (("output", batch.output_file_id), ("errors", batch.error_file_id)):
             if not file_id:
@@ -330,7 +325,9 @@ class OpenAIBatchBackend(Backend):
                     row = json.loads(line)
                     key = row["custom_id"]
                 except (json.JSONDecodeError, KeyError, TypeError):
-                    log.warning("%s: batch %s: unreadable result line %d", self.card.name, batch.id, n)
+                    log.warning(
+                        "%s: batch %s: unreadable result line %d", self.card.name, batch.id, n
+                    )
                     continue
                 if key in requests:
                     results[key] = self._parse(row)
@@ -339,8 +336,16 @@ class OpenAIBatchBackend(Backend):
             reason += ": " + "; ".join(f"{e.code}: {e.message}" for e in batch.errors.data)
         missing = [key for key in requests if key not in results]
         if missing:  # one log line for the batch, not one per request
-            error = self._redact(f"BatchAPI: no result for this request (batch {batch.id} {reason})")
-            log.warning("%s: %d of %d requests without a result: %s", self.card.name, len(missing), len(requests), error)
+            error = self._redact(
+                f"BatchAPI: no result for this request (batch {batch.id} {reason})"
+            )
+            log.warning(
+                "%s: %d of %d requests without a result: %s",
+                self.card.name,
+                len(missing),
+                len(requests),
+                error,
+            )
             with self._lock:
                 self.errors += len(missing)
             for key in missing:
@@ -351,7 +356,9 @@ class OpenAIBatchBackend(Backend):
         """One result line -> Completion (errors recorded)."""
         if row.get("error"):
             err = row["error"]
-            return self._failed(self._redact(f"BatchRequestError: {err.get('code')}: {err.get('message')}"), "batch")
+            return self._failed(
+                self._redact(f"BatchRequestError: {err.get('code')}: {err.get('message')}"), "batch"
+            )
         response = row.get("response") or {}
         status = int(response.get("status_code") or 0)
         body = response.get("body") or {}
@@ -359,11 +366,15 @@ class OpenAIBatchBackend(Backend):
             message = (body.get("error") or {}).get("message") if isinstance(body, dict) else None
             # 400/422: this request cannot be answered (a content reject); others: no answer.
             kind = None if status in (400, 413, 422) else "batch"
-            return self._failed(self._redact(f"BatchRequestError: {status} {message or body}"), kind)
+            return self._failed(
+                self._redact(f"BatchRequestError: {status} {message or body}"), kind
+            )
         try:
             completion = ChatCompletion.model_validate(body)
         except Exception as exc:  # a malformed answer is a recorded error
-            return self._failed(f"BatchRequestError: malformed result: {type(exc).__name__}", "bad_response")
+            return self._failed(
+                f"BatchRequestError: malformed result: {type(exc).__name__}", "bad_response"
+            )
         if not completion.choices:
             return self._failed("EmptyResponse: no choices in the answer", "no_content")
         choice = completion.choices[0]
@@ -372,7 +383,7 @@ class OpenAIBatchBackend(Backend):
             return self._failed("NoContent: the answer's content is null", "no_content")
         return Completion(
             text=choice.message.content,
-            logprobs=convert_logprobs(choice.logprobs),
+            logprobs=sdk_logprobs(choice.logprobs),
             prompt_tokens=int(usage.prompt_tokens or 0) if usage else 0,
             completion_tokens=int(usage.completion_tokens or 0) if usage else 0,
         )

@@ -30,7 +30,9 @@ def _served_models(base_url: str, key: str | None) -> tuple[list[str] | None, st
     """(model ids the server lists or None when it has no listing, problem or None)."""
     url = base_url.rstrip("/") + "/models"
     # The backend's own transport, so the check sees the endpoint as the stages will.
-    transport = Transport("preflight", base_url, key or "EMPTY", window=1, timeout_s=TIMEOUT_S, max_retries=0)
+    transport = Transport(
+        "preflight", base_url, key or "EMPTY", window=1, timeout_s=TIMEOUT_S, max_retries=0
+    )
     try:
         listing = transport.call("GET", "/models")
     except TransportError as e:

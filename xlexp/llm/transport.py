@@ -244,7 +244,9 @@ class Transport:
                 if not exc.retryable:
                     return self._failed(exc, exc.describe())
                 if attempt == self.max_retries:
-                    return self._failed(exc, f"{exc.describe()} (gave up after {self.max_retries} retries)")
+                    return self._failed(
+                        exc, f"{exc.describe()} (gave up after {self.max_retries} retries)"
+                    )
                 wait = self._backoff(exc, attempt + 1)
                 self.retries += 1
                 log.warning(
@@ -259,7 +261,9 @@ class Transport:
         try:
             return json.loads(raw)
         except ValueError:
-            raise TransportError("bad_response", "InvalidResponse", f"answer is not JSON: {raw[:100]!r}") from None
+            raise TransportError(
+                "bad_response", "InvalidResponse", f"answer is not JSON: {raw[:100]!r}"
+            ) from None
 
     async def _call(self, method: str, path: str, body: dict | None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
@@ -273,7 +277,9 @@ class Transport:
     async def _send(self, method: str, url: str, data: bytes | None) -> bytes:
         """One HTTP attempt: the answer's body, or TransportError (HTTP errors included)."""
         try:
-            async with self._holder[0].request(method, url, data=data, headers=self._headers, proxy=self._proxy) as response:
+            async with self._holder[0].request(
+                method, url, data=data, headers=self._headers, proxy=self._proxy
+            ) as response:
                 raw = await response.read()
                 if response.status >= 400:
                     raise status_error(response.status, raw, response.headers)
@@ -281,7 +287,9 @@ class Transport:
         except asyncio.TimeoutError:
             raise TransportError("timeout", "APITimeoutError", "Request timed out.") from None
         except aiohttp.ClientError as exc:
-            raise TransportError("connection", "APIConnectionError", f"Connection error. {exc}".strip()) from None
+            raise TransportError(
+                "connection", "APIConnectionError", f"Connection error. {exc}".strip()
+            ) from None
 
     async def _wait_for_quota(self, body: dict, size: int) -> None:
         while (pause := self._resume_at - self._loop.time()) > 0:  # a 429 meanwhile extends it

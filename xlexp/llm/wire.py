@@ -30,7 +30,9 @@ CONTENT_REJECT = "bad_request"
 RETRYABLE_KINDS = frozenset({"connection", "timeout", "rate_limit", "server"})
 # Failures that say the endpoint cannot serve (the breaker counts them); an endpoint that
 # answered, even badly, is up.
-ENDPOINT_DOWN_KINDS = frozenset({"connection", "timeout", "rate_limit", "server", "auth", "model", "status"})
+ENDPOINT_DOWN_KINDS = frozenset(
+    {"connection", "timeout", "rate_limit", "server", "auth", "model", "status"}
+)
 
 # Error names as the openai package calls them: users know them from its tracebacks.
 _STATUS_NAMES = {
@@ -47,7 +49,14 @@ _STATUS_NAMES = {
 class TransportError(Exception):
     """One failed HTTP attempt: its kind, the openai-style name, the status and message."""
 
-    def __init__(self, kind: str, name: str, message: str, status: int | None = None, retry_after: float | None = None):
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        message: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ):
         super().__init__(message)
         self.kind = kind
         self.name = name
@@ -61,7 +70,9 @@ class TransportError(Exception):
 
     def describe(self) -> str:
         """`<name>: <status> <message>` (the status only for HTTP errors), at most 300 chars."""
-        text = f"{self.name}: " + (f"{self.status} " if self.status is not None else "") + self.message
+        text = (
+            f"{self.name}: " + (f"{self.status} " if self.status is not None else "") + self.message
+        )
         return text if len(text) <= 300 else text[:297] + "..."
 
 
@@ -147,7 +158,9 @@ def parse_completion(data: Any, want_logprobs: bool) -> Completion:
         content = message.get("content")
         if content is None:  # not an answer, whatever the status said
             reason = choice.get("finish_reason")
-            raise TransportError("no_content", "NoContent", f"the answer's content is null (finish_reason {reason})")
+            raise TransportError(
+                "no_content", "NoContent", f"the answer's content is null (finish_reason {reason})"
+            )
         logprobs = None
         if want_logprobs:
             logprobs = convert_logprobs((choice.get("logprobs") or {}).get("content"))
@@ -158,14 +171,18 @@ def parse_completion(data: Any, want_logprobs: bool) -> Completion:
             completion_tokens=int(usage.get("completion_tokens") or 0),
         )
     except (AttributeError, KeyError, TypeError, ValueError) as exc:  # not shaped like a completion
-        raise TransportError("bad_response", "InvalidResponse", f"malformed chat completion: {exc!r}"[:200]) from None
+        raise TransportError(
+            "bad_response", "InvalidResponse", f"malformed chat completion: {exc!r}"[:200]
+        ) from None
 
 
 BASE_WAIT_S = 0.05  # first backoff; doubles per retry (tests lower it)
 MAX_WAIT_S = 20.0  # cap on one backoff, Retry-After included
 
 
-def request_body(model: str, conversation: Conversation, sampling: Sampling, sample_index: int) -> dict:
+def request_body(
+    model: str, conversation: Conversation, sampling: Sampling, sample_index: int
+) -> dict:
     """The chat/completions JSON body of one request."""
     body: dict[str, Any] = {
         "model": model,

@@ -29,7 +29,9 @@ def batch_plan(batch_size: int, grad_accum: int, world_size: int) -> BatchPlan:
     gradient accumulation. A global batch the processes cannot share evenly is refused."""
     batch_size, grad_accum, world_size = int(batch_size), int(grad_accum), int(world_size)
     if batch_size < 1 or grad_accum < 1:
-        raise ValueError(f"sft.batch_size and sft.grad_accum must be >= 1, not {batch_size} and {grad_accum}")
+        raise ValueError(
+            f"sft.batch_size and sft.grad_accum must be >= 1, not {batch_size} and {grad_accum}"
+        )
     if world_size < 1:
         raise ValueError(f"sft.num_processes: needs at least one process, not {world_size}")
     global_batch = batch_size * grad_accum

@@ -20,17 +20,23 @@ SUBSETS = ("top", "random")
 class ExternalDataConfig:
     """An SFT dataset from outside the pipeline (paper Table 9: X-Instruction), read by `datasets`."""
 
-    dataset: str | None = None  # HF hub id, or a local .jsonl/.json/.parquet file or a folder of them
-    data_files: Any = None  # files inside `dataset`: a list, or {lang: file} when each file is one language
+    dataset: str | None = None
+    data_files: Any = (
+        None  # files inside `dataset`: a list, or {lang: file} when each file is one language
+    )
     revision: str | None = None  # hub revision (pin it: the store key cannot see hub updates)
     split: str = "train"
-    messages_field: str | None = None  # a chat list (role/content or ShareGPT from/value); else the pair below
+    messages_field: str | None = (
+        None  # a chat list (role/content or ShareGPT from/value); else the pair below
+    )
     instruction_field: str = "instruction"
     input_field: str | None = None  # optional context appended to the instruction (Alpaca-style)
     response_field: str = "output"
     id_field: str | None = None  # None: ids from the row's position in its file
     lang_field: str | None = None  # None: the data_files key, when data_files is {lang: file}
-    langs: list[str] | None = None  # keep rows whose language is one of these (as written in the data)
+    langs: list[str] | None = (
+        None  # keep rows whose language is one of these (as written in the data)
+    )
     qe_field: str | None = None  # a quality score, needed for sft.subset=top
     n: int | None = None  # a seeded subset of this many rows (paper: 40K); None: every matching row
 
@@ -42,8 +48,10 @@ class ReleaseDataConfig:
     repo: str = "viyer98/xl-instruct"  # hub id, or a local folder laid out like it
     config: str = "default"  # default (one file per language) | bestof3 (8 core languages) | scored
     revision: str | None = None  # hub revision (pin it: the store key cannot see hub updates)
-    langs: list[str] | None = None  # ISO 639-3; null: langs.codes. langs.assign: one | all per instruction
-    suffix_template: str | None = "Respond in {language}."  # appended when the instruction does not name the language
+    langs: list[str] | None = None
+    suffix_template: str | None = (
+        "Respond in {language}."  # appended when the instruction does not name the language
+    )
 
 
 @dataclass
@@ -66,7 +74,9 @@ class SFTConfig:
     source: str = "generated"  # generated (the XL-Instruct dataset) | external (sft.external) | release (sft.release)
     external: ExternalDataConfig = field(default_factory=ExternalDataConfig)
     release: ReleaseDataConfig = field(default_factory=ReleaseDataConfig)
-    num_processes: str = "auto"  # auto: one per visible GPU (accelerate launch when > 1), or a count
+    num_processes: str = (
+        "auto"  # auto: one per visible GPU (accelerate launch when > 1), or a count
+    )
 
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kK]?)\s*$")
@@ -76,7 +86,10 @@ def parse_data_size(value: Any) -> int:
     """`32` -> 32, `2k` -> 2000, `32k` -> 32000 (k = x1000)."""
     m = _SIZE.match(str(value))
     if not m or int(m.group(1)) == 0:
-        raise ConfigError("data_size", f"cannot parse {value!r}: use a positive count such as 32, 256, 2k, 8k, 32k")
+        raise ConfigError(
+            "data_size",
+            f"cannot parse {value!r}: use a positive count such as 32, 256, 2k, 8k, 32k",
+        )
     return int(m.group(1)) * (1000 if m.group(2) else 1)
 
 
@@ -97,8 +110,11 @@ def validate(cfg: Any, runs: bool) -> None:
 
     if not backend_class(cfg.model, "model.backend").trainable:
         trainable = [name for name in BACKENDS.names() if BACKENDS.get(name).trainable]
-        raise ConfigError("model.backend", "SFT trains a local LoRA adapter: the student model "
-                          f"needs a trainable backend ({', '.join(trainable)}), not {cfg.model.backend!r}")
+        raise ConfigError(
+            "model.backend",
+            "SFT trains a local LoRA adapter: the student model "
+            f"needs a trainable backend ({', '.join(trainable)}), not {cfg.model.backend!r}",
+        )
     try:
         parse_num_processes(sft.num_processes)
     except ValueError as e:
@@ -107,7 +123,10 @@ def validate(cfg: Any, runs: bool) -> None:
         raise ConfigError("sft.source", f"must be one of {', '.join(SOURCES)}, not {sft.source!r}")
     target = cfg.generate.get("target_rows") if sft.source == "generated" else None
     if target is not None and parse_data_size(cfg.data_size) > parse_data_size(target):
-        raise ConfigError("data_size", f"{cfg.data_size} rows is more than generate.target_rows={cfg.generate.target_rows}")
+        raise ConfigError(
+            "data_size",
+            f"{cfg.data_size} rows is more than generate.target_rows={cfg.generate.target_rows}",
+        )
     if sft.source == "external":
         _validate_external(sft)
     if sft.source == "release":
@@ -116,10 +135,13 @@ def validate(cfg: Any, runs: bool) -> None:
 
 def _validate_release(sft: Any) -> None:
     from xlexp.langs import LANGUAGES
-    from xlexp.sft.source import RELEASE_CONFIGS
+    from xlexp.sft.release import RELEASE_CONFIGS
 
     if sft.release.config not in RELEASE_CONFIGS:
-        raise ConfigError("sft.release.config", f"must be one of {', '.join(RELEASE_CONFIGS)}, not {sft.release.config!r}")
+        raise ConfigError(
+            "sft.release.config",
+            f"must be one of {', '.join(RELEASE_CONFIGS)}, not {sft.release.config!r}",
+        )
     for i, code in enumerate(sft.release.langs or []):
         if code not in LANGUAGES:
             raise ConfigError(f"sft.release.langs[{i}]", f"unknown language {code!r}")
@@ -130,14 +152,28 @@ def _validate_external(sft: Any) -> None:
 
     ext = sft.external
     if not ext.dataset:
-        raise ConfigError("sft.external.dataset", "sft.source=external needs a hub dataset id or a local file")
+        raise ConfigError(
+            "sft.external.dataset", "sft.source=external needs a hub dataset id or a local file"
+        )
     if looks_local(ext.dataset) and not os.path.exists(ext.dataset):
         raise ConfigError("sft.external.dataset", f"file not found: {ext.dataset!r}")
     if not ext.messages_field and not (ext.instruction_field and ext.response_field):
-        raise ConfigError("sft.external.messages_field", "set it, or both instruction_field and response_field")
+        raise ConfigError(
+            "sft.external.messages_field", "set it, or both instruction_field and response_field"
+        )
     if ext.n is not None and ext.n < 1:
         raise ConfigError("sft.external.n", f"must be >= 1 or null, not {ext.n}")
-    if ext.langs is not None and not ext.lang_field and not isinstance(ext.data_files, dict | DictConfig):
-        raise ConfigError("sft.external.lang_field", "a language filter needs a language column or data_files {lang: file}")
+    if (
+        ext.langs is not None
+        and not ext.lang_field
+        and not isinstance(ext.data_files, dict | DictConfig)
+    ):
+        raise ConfigError(
+            "sft.external.lang_field",
+            "a language filter needs a language column or data_files {lang: file}",
+        )
     if sft.subset == "top" and not ext.qe_field:
-        raise ConfigError("sft.subset", "top needs quality scores: set sft.external.qe_field or use sft.subset=random")
+        raise ConfigError(
+            "sft.subset",
+            "top needs quality scores: set sft.external.qe_field or use sft.subset=random",
+        )

@@ -17,7 +17,9 @@ def run(ctx: RunContext, arts: dict[str, Artifact]) -> None:
     from xlexp.sft.stage import run_sft, sft_dataset
 
     cfg = ctx.cfg
-    dataset = ctx.need("select") if cfg.sft.source == "generated" else sft_dataset(cfg, ctx.store, arts)
+    dataset = (
+        ctx.need("select") if cfg.sft.source == "generated" else sft_dataset(cfg, ctx.store, arts)
+    )
     arts["adapter"] = run_sft(cfg, ctx.store, dataset)
 
 
@@ -31,10 +33,27 @@ def expected(cfg: Config, measured: Measured) -> Expected:
     seen = [m.get("counts") or {} for m in measured.done("sft")]
     seen = [c for c in seen if c.get("rows") and c.get("tokens_seen")]
     rows = sum(c["rows"] for c in seen)
-    per_row = sum(c["tokens_seen"] / max(float(c.get("epochs") or 1), 1e-9) for c in seen) / rows if rows else None
+    per_row = (
+        sum(c["tokens_seen"] / max(float(c.get("epochs") or 1), 1e-9) for c in seen) / rows
+        if rows
+        else None
+    )
     n = parse_data_size(cfg.data_size)
-    tokens = n * float(cfg.sft.epochs) * (per_row if per_row is not None else int(cfg.sft.max_seq_len) / 2)
-    return Expected(training=[Training("adapter", tokens, per_row is not None, getattr(cfg.model, "train_tokens_per_s", None))])
+    tokens = (
+        n
+        * float(cfg.sft.epochs)
+        * (per_row if per_row is not None else int(cfg.sft.max_seq_len) / 2)
+    )
+    return Expected(
+        training=[
+            Training(
+                "adapter",
+                tokens,
+                per_row is not None,
+                getattr(cfg.model, "train_tokens_per_s", None),
+            )
+        ]
+    )
 
 
 STAGE = Stage(

@@ -89,7 +89,11 @@ def _wandb_env(report_to: str) -> dict[str, str]:
     run = wandb.run
     if run is None:
         return {}
-    env = {"WANDB_PROJECT": str(run.project), "WANDB_JOB_TYPE": "sft", "WANDB_DIR": str(Path(run.dir).parents[2])}
+    env = {
+        "WANDB_PROJECT": str(run.project),
+        "WANDB_JOB_TYPE": "sft",
+        "WANDB_DIR": str(Path(run.dir).parents[2]),
+    }
     env["WANDB_MODE"] = "offline" if run.settings._offline else "online"
     if run.group:
         env["WANDB_RUN_GROUP"] = str(run.group)
@@ -97,7 +101,13 @@ def _wandb_env(report_to: str) -> dict[str, str]:
 
 
 def launch_command(spec: Path, num_processes: int, port: int) -> list[str]:
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        str(num_processes),
+    ]
     cmd += ["--num_machines", "1", "--main_process_port", str(port), "--dynamo_backend", "no"]
     # Mixed precision is the trainer's business (SFTConfig bf16), not the launcher's.
     cmd += ["--mixed_precision", "no"]
@@ -123,7 +133,9 @@ def train(
     out_dir = Path(out_dir)
     n = process_count(sft.num_processes, cuda_devices)
     if n == 1 or inside_distributed_launch():
-        return train_lora(rows, model_dir, sft, out_dir, seed, chat_template=chat_template, report_to=report_to)
+        return train_lora(
+            rows, model_dir, sft, out_dir, seed, chat_template=chat_template, report_to=report_to
+        )
     metrics_path = out_dir / "metrics.json"
     if metrics_path.exists() and (out_dir / "adapter" / "adapter_config.json").exists():
         return json.loads(metrics_path.read_text())  # finished before: never retrained
@@ -151,7 +163,9 @@ def train(
 
         cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if 0 < cuda_devices < n:  # half on GPUs, half on CPU would be slow and is never meant
-        raise ValueError(f"sft.num_processes: {n} processes but only {cuda_devices} GPUs are visible")
+        raise ValueError(
+            f"sft.num_processes: {n} processes but only {cuda_devices} GPUs are visible"
+        )
     cpu = cuda_devices == 0
     cmd = launch_command(spec, n, port=_free_port())
     log_path = spec_dir / "launch.log"
@@ -160,7 +174,9 @@ def train(
         done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     if done.returncode != 0 or not metrics_path.exists():
         tail = log_path.read_text()[-4000:]
-        raise RuntimeError(f"accelerate launch ({n} processes) failed with code {done.returncode}; log {log_path}:\n{tail}")
+        raise RuntimeError(
+            f"accelerate launch ({n} processes) failed with code {done.returncode}; log {log_path}:\n{tail}"
+        )
     return json.loads(metrics_path.read_text())
 
 

@@ -3,7 +3,8 @@
 generated dataset (`id`, `lang`, `messages`, `qe_score`), filtered by language and subsampled
 with a seed.
 
-The core (`matching`, `draw`, `to_row`, `select_rows`) is pure; `load_tables` and `fingerprint`
+The core (`matching`, `draw`, `to_row`, `select_rows`) is pure (the release reader,
+`xlexp/sft/release.py`, shares it); `load_tables` and `fingerprint`
 do the I/O and run in the SFT stage shell (`xlexp.sft.stage.run_external_data`).
 """
 
@@ -15,16 +16,20 @@ import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from xlexp.errors import ConfigError
 from xlexp.integrity import hash_file_into
-from xlexp.langs import code_of
 from xlexp.plain import plain
 
 LOCAL_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
-_SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+_SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "system": "system",
+}
 
 
 def looks_local(dataset: str) -> bool:
@@ -102,7 +107,12 @@ def to_row(record: dict, table: str, index: int, lang: Any, ext: Any) -> dict:
             qe_score = float(record.get(ext.qe_field))
         except (TypeError, ValueError):
             return {"id": row_id, "reason": "no_qe_score"}
-    return {"id": row_id, "lang": None if lang is None else str(lang), "messages": messages, "qe_score": qe_score}
+    return {
+        "id": row_id,
+        "lang": None if lang is None else str(lang),
+        "messages": messages,
+        "qe_score": qe_score,
+    }
 
 
 def select_rows(
@@ -170,10 +180,17 @@ def load_tables(ext: Any) -> list[tuple[str, Any]]:
         if path.is_file():
             builder = LOCAL_SUFFIXES.get(path.suffix.lower())
             if builder is None:
-                raise ConfigError("sft.external.dataset", f"unknown file type {path.suffix!r} (known: {', '.join(LOCAL_SUFFIXES)})")
+                raise ConfigError(
+                    "sft.external.dataset",
+                    f"unknown file type {path.suffix!r} (known: {', '.join(LOCAL_SUFFIXES)})",
+                )
             loaded = load_dataset(builder, data_files=str(path), split="train")
         elif isinstance(data_files, dict):
-            loaded = load_dataset(str(path) if path.is_dir() else str(ext.dataset), data_files=data_files, revision=ext.revision)
+            loaded = load_dataset(
+                str(path) if path.is_dir() else str(ext.dataset),
+                data_files=data_files,
+                revision=ext.revision,
+            )
             return [(str(lang), loaded[str(lang)]) for lang in data_files]
         else:
             loaded = load_dataset(
@@ -184,10 +201,18 @@ def load_tables(ext: Any) -> list[tuple[str, Any]]:
             )
     except ConfigError:
         raise
-    except Exception as e:  # datasets raises many kinds (DatasetNotFoundError, ConnectionError, ...)
+    except (
+        Exception
+    ) as e:  # datasets raises many kinds (DatasetNotFoundError, ConnectionError, ...)
         offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True", "YES", "ON")
-        hint = " (HF_HUB_OFFLINE is set: a hub dataset must already be in the local cache)" if offline else ""
-        raise ConfigError("sft.external.dataset", f"cannot load {ext.dataset!r}: {type(e).__name__}: {e}{hint}") from e
+        hint = (
+            " (HF_HUB_OFFLINE is set: a hub dataset must already be in the local cache)"
+            if offline
+            else ""
+        )
+        raise ConfigError(
+            "sft.external.dataset", f"cannot load {ext.dataset!r}: {type(e).__name__}: {e}{hint}"
+        ) from e
     return [(str(ext.split), loaded)]
 
 
@@ -197,7 +222,11 @@ def check_columns(tables: list[tuple[str, Any]], ext: Any) -> None:
     if ext.messages_field:
         wanted["messages_field"] = ext.messages_field
     else:
-        wanted |= {"instruction_field": ext.instruction_field, "response_field": ext.response_field, "input_field": ext.input_field}
+        wanted |= {
+            "instruction_field": ext.instruction_field,
+            "response_field": ext.response_field,
+            "input_field": ext.input_field,
+        }
     for name, table in tables:
         for key, column in wanted.items():
             if column and column not in table.column_names:
@@ -214,7 +243,11 @@ def read(ext: Any, seed: int) -> tuple[list[dict], list[dict], dict]:
     langs = plain(ext.langs)
     candidates: list[tuple[str, int, Any]] = []
     for name, table in tables:
-        column = table[ext.lang_field] if ext.lang_field else [name if isinstance(plain(ext.data_files), dict) else None] * len(table)
+        column = (
+            table[ext.lang_field]
+            if ext.lang_field
+            else [name if isinstance(plain(ext.data_files), dict) else None] * len(table)
+        )
         candidates += [(name, i, column[i]) for i in matching(column, langs)]
     by_name = dict(tables)
 
@@ -223,7 +256,9 @@ def read(ext: Any, seed: int) -> tuple[list[dict], list[dict], dict]:
         found: dict[tuple[str, int], dict] = {}
         for name in dict.fromkeys(t for t, _, _ in batch):
             idx = [i for t, i, _ in batch if t == name]
-            found.update(zip(((name, i) for i in idx), by_name[name].select(idx).to_list(), strict=True))
+            found.update(
+                zip(((name, i) for i in idx), by_name[name].select(idx).to_list(), strict=True)
+            )
         return [found[(t, i)] for t, i, _ in batch]
 
     rows, rejects = select_rows(candidates, fetch, ext, seed)
@@ -237,7 +272,11 @@ def fingerprint(ext: Any) -> str | None:
     if path.is_file():
         files = [path]
     elif path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
     else:
         return None
     h = hashlib.sha256()
@@ -245,132 +284,3 @@ def fingerprint(ext: Any) -> str | None:
         h.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
         hash_file_into(h, file)
     return h.hexdigest()
-
-
-# ---------------------------------------------------------------- the authors' release (sft.source=release)
-#
-# `viyer98/xl-instruct` on the hub: configs `default` (one split per language, named by its
-# English name: english, german, ..., lithuanian), `bestof3` (the 8 core languages, best-of-3
-# translations) and `scored` (split `english`, with scores). Splits map to ISO 639-3 codes through
-# the language table; the row fields are found by name (the card does not list them), so a field
-# layout the reader does not know fails naming the config key instead of training on the wrong text.
-
-RELEASE_REPO = "viyer98/xl-instruct"
-RELEASE_CONFIGS = ("default", "bestof3", "scored")
-_MESSAGE_FIELDS = ("messages", "conversations", "conversation")
-_INSTRUCTION_FIELDS = ("instruction", "prompt", "query", "question")
-_RESPONSE_FIELDS = ("response", "output", "answer", "completion", "translation")
-_SCORE_FIELDS = ("qe_score", "score", "cometkiwi", "comet", "qe")
-_ID_FIELDS = ("id", "uid", "idx")
-
-
-def release_fields(columns: Sequence[str]) -> dict[str, str | None]:
-    """The field mapping of a release table from its column names (first known name wins)."""
-
-    def first(names: Sequence[str]) -> str | None:
-        return next((c for c in names if c in columns), None)
-
-    fields = {"messages_field": first(_MESSAGE_FIELDS), "id_field": first(_ID_FIELDS), "qe_field": first(_SCORE_FIELDS)}
-    fields["instruction_field"] = first(_INSTRUCTION_FIELDS)
-    fields["response_field"] = first(_RESPONSE_FIELDS)
-    if fields["messages_field"] is None and (fields["instruction_field"] is None or fields["response_field"] is None):
-        raise ConfigError(
-            "sft.release.config",
-            f"cannot find the instruction and response in the release's columns ({', '.join(columns)}); "
-            f"known names: {', '.join(_MESSAGE_FIELDS + _INSTRUCTION_FIELDS + _RESPONSE_FIELDS)}",
-        )
-    return fields
-
-
-def with_language(messages: list[dict], code: str, template: str | None) -> list[dict]:
-    """The user turn names the target language (paper 4.1): `template` ("Respond in {language}.")
-    is appended when the English instruction does not already name it, so a release row and a
-    generated row ask the same thing. English rows and `template=None` are left as they are."""
-    from xlexp.langs import name
-
-    if template is None or code == "eng":
-        return messages
-    language = name(code)
-    user = next(i for i in range(len(messages) - 1, -1, -1) if messages[i]["role"] == "user")
-    if language.lower() in messages[user]["content"].lower():
-        return messages
-    out = [dict(m) for m in messages]
-    out[user]["content"] = f"{out[user]['content']} {template.format(language=language)}"
-    return out
-
-
-def release_rows(
-    tables: dict[str, list[dict]], codes: Sequence[str], assign: str, seed: int, template: str | None
-) -> tuple[list[dict], list[dict]]:
-    """SFT rows from release tables {code: records} for the languages `codes`.
-
-    `assign` reads as `langs.assign` does for generated data: `all` keeps every language's row of
-    an instruction; `one` keeps one language per English instruction (records with the same
-    instruction across the language files are one instruction), chosen seeded and balanced over
-    `codes` like `generate.translate.assign_languages`. Returns (rows sorted by id, rejects)."""
-    rows: list[dict] = []
-    rejects: list[dict] = []
-    by_instruction: dict[str, list[dict]] = {}
-    for code in codes:
-        records = tables.get(code)
-        if not records:
-            continue
-        fields = release_fields(list(records[0]))
-        mapping = SimpleNamespace(input_field=None, **fields)
-        for index, record in enumerate(records):
-            row = to_row(record, code, index, code, mapping)
-            if "reason" in row:
-                rejects.append(row)
-                continue
-            row["messages"] = with_language(row["messages"], code, template)
-            english = next(m["content"] for m in to_messages(record, mapping) if m["role"] == "user")
-            row["seed_id"] = english
-            by_instruction.setdefault(english, []).append(row)
-    if assign == "all":
-        rows = [row for group in by_instruction.values() for row in group]
-    elif assign == "one":
-        order = sorted(by_instruction)
-        random.Random(seed).shuffle(order)
-        for position, english in enumerate(order):
-            present = {r["lang"]: r for r in by_instruction[english]}
-            # The balanced choice when the release has that language for this instruction, else
-            # the next language in the rotation that it has.
-            rotation = list(codes[position % len(codes) :]) + list(codes)
-            rows.append(next(present[c] for c in rotation if c in present))
-    else:
-        raise ConfigError("langs.assign", f"must be 'one' or 'all', not {assign!r}")
-    ids = [r["id"] for r in rows]
-    if len(set(ids)) != len(ids):
-        raise ConfigError("sft.release", "the release has duplicate row ids within a language")
-    for row in rows:
-        row["seed_id"] = hashlib.sha256(row["seed_id"].encode()).hexdigest()[:16]
-    return sorted(rows, key=lambda r: r["id"]), rejects
-
-
-def load_release(rel: Any, codes: Sequence[str]) -> dict[str, list[dict]]:
-    """{code: records} of the release's splits in `codes`, read by `datasets` (`rel.repo` is a hub
-    id or a local folder laid out like the release: a README with its `configs`, JSON files).
-    A language the chosen config lacks is a ConfigError naming `sft.release.langs`."""
-    from datasets import load_dataset
-
-    if str(rel.config) not in RELEASE_CONFIGS:
-        raise ConfigError("sft.release.config", f"must be one of {', '.join(RELEASE_CONFIGS)}, not {rel.config!r}")
-    try:
-        loaded = load_dataset(str(rel.repo), str(rel.config), revision=rel.revision)
-    except Exception as e:  # DatasetNotFoundError, ConnectionError, a config the folder lacks, ...
-        offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True", "YES", "ON")
-        hint = " (HF_HUB_OFFLINE is set: the release must already be in the local cache)" if offline else ""
-        raise ConfigError("sft.release.repo", f"cannot load {rel.repo!r} config {rel.config!r}: {type(e).__name__}: {e}{hint}") from e
-    splits = {code_of(name): name for name in loaded}  # a split the table lacks: None
-    missing = [c for c in codes if c not in splits]
-    if missing:
-        have = ", ".join(sorted(c for c in splits if c))
-        raise ConfigError("sft.release.langs", f"{', '.join(missing)} not in config {rel.config!r} of {rel.repo!r} (it has {have})")
-    return {code: loaded[splits[code]].to_list() for code in codes}
-
-
-def read_release(rel: Any, codes: Sequence[str], assign: str, seed: int) -> tuple[list[dict], list[dict], dict]:
-    """Load the release and make SFT rows: (rows, rejects, stats)."""
-    tables = load_release(rel, codes)
-    rows, rejects = release_rows(tables, codes, assign, seed, rel.suffix_template)
-    return rows, rejects, stats(rows, rejects, sum(len(t) for t in tables.values()))

@@ -34,7 +34,11 @@ def sft_key(cfg: Config, store: Store, dataset: Artifact) -> str:
     sft_cfg = {k: v for k, v in plain(cfg.sft).items() if k not in _SFT_KEY_SKIPS}
     model = {"identity": identity_of(cfg.model), "chat_template": cfg.model.chat_template}
     n = parse_data_size(cfg.data_size)
-    return store.key("sft", {"model": model, "sft": sft_cfg, "n": n, "subset": sft_subset(cfg), "seed": cfg.seed}, [dataset.key])
+    return store.key(
+        "sft",
+        {"model": model, "sft": sft_cfg, "n": n, "subset": sft_subset(cfg), "seed": cfg.seed},
+        [dataset.key],
+    )
 
 
 def report_to(cfg: Config) -> str:
@@ -65,17 +69,23 @@ def run_release_data(cfg: Config, store: Store) -> Artifact:
     """The authors' XL-Instruct release (sft.source=release) as an artifact shaped like the
     generated dataset: languages sft.release.langs (else langs.codes), one or all per English
     instruction as langs.assign."""
-    from xlexp.sft import source
+    from xlexp.sft import release, source
 
     rel = cfg.sft.release
     codes = list(rel.langs or cfg.langs.codes)
     local = Path(str(rel.repo)).expanduser()
     content = source.fingerprint(SimpleNamespace(dataset=str(local))) if local.is_dir() else None
-    config = {"release": plain(rel), "langs": codes, "assign": cfg.langs.assign, "seed": cfg.seed, "content": content}
+    config = {
+        "release": plain(rel),
+        "langs": codes,
+        "assign": cfg.langs.assign,
+        "seed": cfg.seed,
+        "content": content,
+    }
     key = store.key("release_data", config)
 
     def produce(work: Path, parts: Any) -> dict:
-        rows, rejects, stats = source.read_release(rel, codes, cfg.langs.assign, cfg.seed)
+        rows, rejects, stats = release.read_release(rel, codes, cfg.langs.assign, cfg.seed)
         write_jsonl(work / "dataset.jsonl", rows)
         write_jsonl(work / "rejects.jsonl", rejects)
         write_json(work / "stats.json", stats)
@@ -112,9 +122,22 @@ def run_sft(cfg: Config, store: Store, dataset: Artifact) -> Artifact:
     def produce(work: Path, parts: Any) -> dict:
         # Checkpoints live outside the partial dir's parts so a killed job resumes from them.
         model_dir = materialize(cfg.model, store.root / "models")
-        metrics = train(chosen, model_dir, cfg.sft, work, cfg.seed, chat_template=cfg.model.chat_template, report_to=report_to(cfg))
+        metrics = train(
+            chosen,
+            model_dir,
+            cfg.sft,
+            work,
+            cfg.seed,
+            chat_template=cfg.model.chat_template,
+            report_to=report_to(cfg),
+        )
         shutil.rmtree(work / "checkpoints", ignore_errors=True)  # only needed to resume
-        shutil.rmtree(work / "launch", ignore_errors=True)  # the accelerate spec (a copy of the rows)
-        return {"rows": len(chosen), **{k: v for k, v in metrics.items() if not isinstance(v, list | dict)}}
+        shutil.rmtree(
+            work / "launch", ignore_errors=True
+        )  # the accelerate spec (a copy of the rows)
+        return {
+            "rows": len(chosen),
+            **{k: v for k, v in metrics.items() if not isinstance(v, list | dict)},
+        }
 
     return store.build("sft", key, produce)[0]

@@ -133,7 +133,9 @@ def build_trainer(
     if chat_template:  # base models ship none: the model card's (saved with the adapter)
         tokenizer.chat_template = chat_template
     if tokenizer.chat_template is None:
-        raise ValueError(f"model.chat_template: the tokenizer in {model_dir} has no chat template; set one")
+        raise ValueError(
+            f"model.chat_template: the tokenizer in {model_dir} has no chat template; set one"
+        )
     model = AutoModelForCausalLM.from_pretrained(
         str(model_dir), dtype=torch.bfloat16 if bf16 else torch.float32
     )
@@ -175,7 +177,9 @@ def train_lora(
     if metrics_path.exists() and (out_dir / "adapter" / "adapter_config.json").exists():
         return json.loads(metrics_path.read_text())
     out_dir.mkdir(parents=True, exist_ok=True)
-    trainer = build_trainer(rows, model_dir, sft, out_dir, seed=seed, chat_template=chat_template, report_to=report_to)
+    trainer = build_trainer(
+        rows, model_dir, sft, out_dir, seed=seed, chat_template=chat_template, report_to=report_to
+    )
     return fit(trainer, out_dir)
 
 

@@ -13,14 +13,18 @@ from xlexp.view.page import write_view
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m xlexp.view", description=__doc__)
     parser.add_argument("path", type=Path, help="a run dir, a Hydra sweep dir, or a store dir")
-    parser.add_argument("--out", type=Path, default=None, help="the HTML file (default: <path>/view.html)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="the HTML file (default: <path>/view.html)"
+    )
     args = parser.parse_args(argv)
     try:
         target = write_view(args.path, args.out)
     except FileNotFoundError as e:
         print(str(e), file=sys.stderr)
         return 2
-    print(f"view: {target} ({target.stat().st_size / 1e6:.1f} MB); open it in a browser, no server needed")
+    print(
+        f"view: {target} ({target.stat().st_size / 1e6:.1f} MB); open it in a browser, no server needed"
+    )
     return 0
 
 

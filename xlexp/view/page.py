@@ -50,11 +50,20 @@ def _split(page: dict) -> tuple[dict, list[str]]:
     data["evaluation"] = []
     for system in page.get("evaluation", []):
         index = [
-            {"id": r["id"], "lang": r["lang"], "pref": r["pref"], "mal": bool(r["malformed"]), "failed": bool(r["failed"] or r["ref_failed"]),
-             "ins": (r.get("instruction") or "")[:SNIPPET], "d": keep(r)}
+            {
+                "id": r["id"],
+                "lang": r["lang"],
+                "pref": r["pref"],
+                "mal": bool(r["malformed"]),
+                "failed": bool(r["failed"] or r["ref_failed"]),
+                "ins": (r.get("instruction") or "")[:SNIPPET],
+                "d": keep(r),
+            }
             for r in system.get("rows", [])
         ]
-        data["evaluation"].append({**{k: v for k, v in system.items() if k != "rows"}, "index": index})
+        data["evaluation"].append(
+            {**{k: v for k, v in system.items() if k != "rows"}, "index": index}
+        )
     return data, lines
 
 
@@ -67,25 +76,27 @@ def render(page: dict) -> str:
     data["built"] = built
     data["chunk_rows"] = CHUNK_ROWS
     chunks = [
-        f"<script type=\"application/x-ndjson\" data-chunk=\"{i}\">{chr(10).join(lines[start:start + CHUNK_ROWS])}</script>"
+        f'<script type="application/x-ndjson" data-chunk="{i}">{chr(10).join(lines[start : start + CHUNK_ROWS])}</script>'
         for i, start in enumerate(range(0, len(lines), CHUNK_ROWS))
     ]
     css = (ASSETS / "view.css").read_text()
     # columns.js first: view.js draws the metric columns with its helpers.
     js = (ASSETS / "columns.js").read_text() + "\n" + (ASSETS / "view.js").read_text()
-    return "".join([
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
-        f"<title>{html.escape(title)}</title><style>{css}</style></head><body>",
-        f"<header><h1>{html.escape(title)}</h1><nav><a href=\"#generation\">Generation</a>",
-        "<a href=\"#evaluation\">Evaluation</a><a href=\"#sweep\">Sweep</a></nav>",
-        f"<span class=\"src\">{html.escape(str(source.get('path', '')))} · built {built}</span></header>",
-        "<main id=\"app\"><noscript>This page renders its data with JavaScript.</noscript></main>",
-        "<footer id=\"xlexp-perf\"></footer>",
-        f"<script type=\"application/json\" id=\"xlexp-data\">{_script_json(data)}</script>",
-        *chunks,
-        f"<script>{js}</script></body></html>\n",
-    ])
+    return "".join(
+        [
+            '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{html.escape(title)}</title><style>{css}</style></head><body>",
+            f'<header><h1>{html.escape(title)}</h1><nav><a href="#generation">Generation</a>',
+            '<a href="#evaluation">Evaluation</a><a href="#sweep">Sweep</a></nav>',
+            f'<span class="src">{html.escape(str(source.get("path", "")))} · built {built}</span></header>',
+            '<main id="app"><noscript>This page renders its data with JavaScript.</noscript></main>',
+            '<footer id="xlexp-perf"></footer>',
+            f'<script type="application/json" id="xlexp-data">{_script_json(data)}</script>',
+            *chunks,
+            f"<script>{js}</script></body></html>\n",
+        ]
+    )
 
 
 def write_view(path: str | Path, out: str | Path | None = None) -> Path:

@@ -35,7 +35,15 @@ def _stage_rows(summary: dict, run: str) -> list[dict]:
         for name, info in entry.items():
             if isinstance(info, dict):
                 counts = {k: v for k, v in info.items() if k not in ("key", "kind")}
-                rows.append({"run": run, "stage": stage, "artifact": name, "key": info.get("key"), "counts": clean(counts)})
+                rows.append(
+                    {
+                        "run": run,
+                        "stage": stage,
+                        "artifact": name,
+                        "key": info.get("key"),
+                        "counts": clean(counts),
+                    }
+                )
     return rows
 
 
@@ -58,7 +66,9 @@ def _read_path(path: Path) -> dict:
     store dir (every finished select and judge artifact)."""
     path = Path(path).resolve()
     if not path.is_dir():
-        raise FileNotFoundError(f"xlexp.view: {path} is not a directory (give a run dir, a sweep dir or a store dir)")
+        raise FileNotFoundError(
+            f"xlexp.view: {path} is not a directory (give a run dir, a sweep dir or a store dir)"
+        )
     page: dict[str, Any] = {"source": {"path": str(path)}, "notes": [], "sweep": None}
     results = sorted(path.rglob("results.json"))
     views = [stage for stage in STAGES.values() if stage.view is not None]
@@ -66,7 +76,9 @@ def _read_path(path: Path) -> dict:
         page.setdefault(stage.view.section, [])
     page["stages"] = []
     if results:
-        page["source"]["kind"] = "run" if (path / "results.json").exists() and len(results) == 1 else "sweep"
+        page["source"]["kind"] = (
+            "run" if (path / "results.json").exists() and len(results) == 1 else "sweep"
+        )
         # One entry per distinct anchor artifact (a dataset, a judged system) and the runs that used it.
         entries: dict[tuple[str, str, str], dict] = {}
         for res in results:
@@ -85,16 +97,28 @@ def _read_path(path: Path) -> dict:
                 keys = _keys((summary.get("stages") or {}).get(stage.name))
                 anchor = keys.get(stage.view.anchor)
                 if anchor:
-                    entry = entries.setdefault((stage.name, str(store.root), anchor), {"store": store, "keys": keys, "runs": []})
+                    entry = entries.setdefault(
+                        (stage.name, str(store.root), anchor),
+                        {"store": store, "keys": keys, "runs": []},
+                    )
                     entry["runs"].append(run)
         anchor_runs: dict[str, list[str]] = {}
         for (name, _, anchor), entry in entries.items():
             stage = STAGES.get(name)
-            page[stage.view.section].append(stage.view.read(entry["store"], entry["keys"], entry["runs"]))
-            anchor_runs.setdefault(anchor, []).extend(entry["runs"])  # the sweep's rows link to them
+            page[stage.view.section].append(
+                stage.view.read(entry["store"], entry["keys"], entry["runs"])
+            )
+            anchor_runs.setdefault(anchor, []).extend(
+                entry["runs"]
+            )  # the sweep's rows link to them
         page["sweep"] = read_sweep(path, anchor_runs)
         return page
-    if any((path / spec.store_kind).is_dir() for stage in views for spec in stage.artifacts if spec.name == stage.view.anchor):
+    if any(
+        (path / spec.store_kind).is_dir()
+        for stage in views
+        for spec in stage.artifacts
+        if spec.name == stage.view.anchor
+    ):
         page["source"]["kind"] = "store"
         store = Store(path)
         for stage in views:

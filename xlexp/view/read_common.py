@@ -35,7 +35,9 @@ def _artifact(store: Store, stage: str, key: str | None, notes: list[str]) -> Ar
         return None
     art = store.get(stage, key)
     if art is None:
-        notes.append(f"{stage} artifact {key} is not in the store {store.root} (no {stage}/{key}/DONE)")
+        notes.append(
+            f"{stage} artifact {key} is not in the store {store.root} (no {stage}/{key}/DONE)"
+        )
     return art
 
 
