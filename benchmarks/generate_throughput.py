@@ -1,7 +1,7 @@
 """Generate-stage throughput: QE with vs without dedup, translation batched vs one at a time.
 
-    python benchmarks/generate_throughput.py [--dup-rate 0.25] [--sentences 80] [--k 3] [--repeats 3]
-                                             [--translate 48] [--batch 16] [--max-tokens 16] [--threads 1]
+    python benchmarks/generate_throughput.py [--dup-rate 0.25] [--sentences 80] [--k 3]
+        [--repeats 3] [--translate 48] [--batch 16] [--max-tokens 16] [--threads 1]
 
 Everything runs on CPU on models built on the spot (tests/tiny.py's random Llama, the tiny
 CometKiwi-layout checkpoint of tests/comet_tiny.py), so the absolute numbers only say how
@@ -312,15 +312,19 @@ def main() -> None:
         )
 
     print(
-        f"\ntorch {torch.__version__}, timed with {THREADS} torch thread(s) on {os.cpu_count()} cores, no GPU, "
+        f"\ntorch {torch.__version__}, timed with {THREADS} torch thread(s) "
+        f"on {os.cpu_count()} cores, no GPU, "
         f"best of {args.repeats} interleaved runs"
     )
     print(
-        f"(a) QE: {args.sentences} sentences x k={args.k} = {total} candidate pairs, {unique} unique "
-        f"(duplicate rate {1 - unique / total:.1%}; ideal speedup {total / unique:.2f}x), batch {args.batch}"
+        f"(a) QE: {args.sentences} sentences x k={args.k} = {total} candidate pairs, "
+        f"{unique} unique "
+        f"(duplicate rate {1 - unique / total:.1%}; ideal speedup {total / unique:.2f}x), "
+        f"batch {args.batch}"
     )
     header = (
-        f"{'scorer':<22}{'no dedup pairs/s':>18}{'dedup pairs/s':>15}{'speedup':>9}{'wall speedup':>14}"
+        f"{'scorer':<22}{'no dedup pairs/s':>18}{'dedup pairs/s':>15}"
+        f"{'speedup':>9}{'wall speedup':>14}"
         f"{'scored':>12}{'same result':>13}"
     )
     print(header)
@@ -329,24 +333,30 @@ def main() -> None:
         if r is None:
             continue
         print(
-            f"{name:<22}{r['pairs'] / r['t_raw']:>18.1f}{r['pairs'] / r['t_dedup']:>15.1f}{r['t_raw'] / r['t_dedup']:>8.2f}x"
+            f"{name:<22}{r['pairs'] / r['t_raw']:>18.1f}{r['pairs'] / r['t_dedup']:>15.1f}"
+            f"{r['t_raw'] / r['t_dedup']:>8.2f}x"
             f"{r['w_raw'] / r['w_dedup']:>13.2f}x"
             f"{r['pairs']:>6}->{r['scored_dedup']:<5}{r['same']:>9}/{r['pairs']}"
         )
     print(
-        f"\n(b) translation: {tr['n']} sentences, tiny Llama via the hf backend, greedy, max {args.max_tokens} new tokens"
+        f"\n(b) translation: {tr['n']} sentences, tiny Llama via the hf backend, greedy, "
+        f"max {args.max_tokens} new tokens"
     )
     header = f"{'mode':<22}{'CPU s':>9}{'sentences/s':>13}{'wall s':>9}{'new tokens':>12}"
     print(header)
     print("-" * len(header))
     print(
-        f"{'batched (' + str(args.batch) + ')':<22}{tr['t_b']:>9.2f}{tr['n'] / tr['t_b']:>13.2f}{tr['w_b']:>9.2f}{tr['tok_b']:>12}"
+        f"{'batched (' + str(args.batch) + ')':<22}{tr['t_b']:>9.2f}{tr['n'] / tr['t_b']:>13.2f}"
+        f"{tr['w_b']:>9.2f}{tr['tok_b']:>12}"
     )
     print(
-        f"{'one at a time':<22}{tr['t_1']:>9.2f}{tr['n'] / tr['t_1']:>13.2f}{tr['w_1']:>9.2f}{tr['tok_1']:>12}"
+        f"{'one at a time':<22}{tr['t_1']:>9.2f}{tr['n'] / tr['t_1']:>13.2f}"
+        f"{tr['w_1']:>9.2f}{tr['tok_1']:>12}"
     )
     print(
-        f"batched / one at a time: {tr['t_1'] / tr['t_b']:.2f}x CPU time, {tr['w_1'] / tr['w_b']:.2f}x wall; identical outputs in both modes: {tr['same']}/{tr['n']}"
+        f"batched / one at a time: {tr['t_1'] / tr['t_b']:.2f}x CPU time, "
+        f"{tr['w_1'] / tr['w_b']:.2f}x wall; "
+        f"identical outputs in both modes: {tr['same']}/{tr['n']}"
     )
     print(f"total wall time {time.perf_counter() - started:.0f} s")
 

@@ -2,7 +2,8 @@
 
     python benchmarks/openai_transport.py                      # all three parts, a report on stdout
     python benchmarks/openai_transport.py --requests 3000 --latency 0.1 --cap 32 --rounds 3
-    python benchmarks/openai_transport.py --xlexp-root /tmp/old  # the same figures for another checkout
+    python benchmarks/openai_transport.py --xlexp-root /tmp/old  # the same figures for another
+                                                                 # checkout
 
 A fake OpenAI-compatible server runs in a child process (its CPU is not the client's): every chat
 request takes `--latency` seconds and at most `--cap` are served at once (the rest queue, as on a
@@ -169,7 +170,11 @@ def conversations(n: int, tag: str) -> list[list[dict]]:
     out = []
     for i in range(n):
         sentence = " ".join(words[(i + j) % len(words)] for j in range(25)) + f" ({tag} {i})."
-        prompt = f"Translate the following English text into German. Reply with the German translation only.\n\nEnglish: {sentence}"
+        prompt = (
+            "Translate the following English text into German. "
+            "Reply with the German translation only.\n\n"
+            f"English: {sentence}"
+        )
         out.append([{"role": "user", "content": prompt}])
     return out
 
@@ -204,7 +209,8 @@ def run_xlexp(
 
 
 def run_minimal(base_url: str, convs: list[list[dict]], window: int) -> tuple[float, float, int]:
-    """The floor: one aiohttp session, `window` requests in flight, JSON in and out, nothing else."""
+    """The floor: one aiohttp session, `window` requests in flight, JSON in and out, nothing
+    else."""
     import aiohttp
 
     url = base_url + "/chat/completions"
@@ -318,11 +324,13 @@ def main() -> None:
             n = args.requests
             ideal = n * args.latency / args.cap
             print(
-                f"\n## window and CPU: {n} requests, latency {args.latency}s, server cap {args.cap}, "
+                f"\n## window and CPU: {n} requests, latency {args.latency}s, "
+                f"server cap {args.cap}, "
                 f"window {args.cap}; ideal wall {ideal:.2f}s"
             )
             print(
-                "| round | client | wall s | wall / ideal | CPU ms / request | ok | server peak in flight |"
+                "| round | client | wall s | wall / ideal | CPU ms / request | ok | "
+                "server peak in flight |"
             )
             print("|---|---|---|---|---|---|---|")
             xl_cpu, min_cpu, xl_ratio, min_ratio = [], [], [], []
@@ -337,7 +345,8 @@ def main() -> None:
                     xl_cpu.append(cpu / n * 1e3)
                     xl_ratio.append(wall / ideal)
                     print(
-                        f"| {r} | xlexp ChatModel | {wall:.2f} | {wall / ideal:.2f} | {cpu / n * 1e3:.3f} | {ok} | {peak} |"
+                        f"| {r} | xlexp ChatModel | {wall:.2f} | {wall / ideal:.2f} | "
+                        f"{cpu / n * 1e3:.3f} | {ok} | {peak} |"
                     )
                     server.stats(reset=True)
                     wall, cpu, ok = run_minimal(server.base_url, convs, args.cap)
@@ -345,21 +354,25 @@ def main() -> None:
                     min_cpu.append(cpu / n * 1e3)
                     min_ratio.append(wall / ideal)
                     print(
-                        f"| {r} | minimal aiohttp | {wall:.2f} | {wall / ideal:.2f} | {cpu / n * 1e3:.3f} | {ok} | {peak} |"
+                        f"| {r} | minimal aiohttp | {wall:.2f} | {wall / ideal:.2f} | "
+                        f"{cpu / n * 1e3:.3f} | {ok} | {peak} |"
                     )
             print(
-                f"\nmedian wall / ideal: xlexp {statistics.median(xl_ratio):.2f} (target <= 1.10), minimal aiohttp "
+                f"\nmedian wall / ideal: xlexp {statistics.median(xl_ratio):.2f} (target <= 1.10), "
+                "minimal aiohttp "
                 f"{statistics.median(min_ratio):.2f} (what this machine allows now)"
             )
             ratio = statistics.median(xl_cpu) / statistics.median(min_cpu)
             print(
-                f"median CPU per request: xlexp {statistics.median(xl_cpu):.3f} ms, minimal aiohttp "
+                f"median CPU per request: xlexp {statistics.median(xl_cpu):.3f} ms, "
+                "minimal aiohttp "
                 f"{statistics.median(min_cpu):.3f} ms, ratio {ratio:.2f}  (target <= 2.0)"
             )
         if "tiny" in parts:
             print(
                 f"\n## tiny profile, stages=[generate], every model role at the fake server "
-                f"(latency {args.latency}s, cap {args.cap}, card window {args.tiny_window}, seed_data.n=24)"
+                f"(latency {args.latency}s, cap {args.cap}, card window {args.tiny_window}, "
+                "seed_data.n=24)"
             )
             with tempfile.TemporaryDirectory() as tmp:
                 server.stats(reset=True)
@@ -368,15 +381,18 @@ def main() -> None:
                 )
                 stats = server.stats()
                 print(
-                    f"first run: wall {wall:.2f}s, CPU {cpu:.2f}s (whole process, startup included), "
-                    f"{stats['calls']} requests served, server peak in flight {stats['max_in_flight']}"
+                    f"first run: wall {wall:.2f}s, CPU {cpu:.2f}s "
+                    "(whole process, startup included), "
+                    f"{stats['calls']} requests served, "
+                    f"server peak in flight {stats['max_in_flight']}"
                 )
                 server.stats(reset=True)
                 wall, cpu = tiny_generate(
                     root, server.base_url, Path(tmp) / "store", Path(tmp) / "run2", args.tiny_window
                 )
                 print(
-                    f"rerun (all cached): wall {wall:.2f}s, CPU {cpu:.2f}s, {server.stats()['calls']} requests served"
+                    f"rerun (all cached): wall {wall:.2f}s, CPU {cpu:.2f}s, "
+                    f"{server.stats()['calls']} requests served"
                 )
     finally:
         server.close()

@@ -110,10 +110,15 @@ def main() -> None:
 
     lengths = sorted(len(r["messages"][1]["content"]) for r in rows)
     print(
-        f"\n{args.rows} rows, answer chars min/median/max = {lengths[0]}/{lengths[len(lengths) // 2]}/{lengths[-1]}, "
-        f"batch {args.batch}, {args.epochs:g} epoch(s), model {model_dir if args.model else 'tiny Llama (CPU)'}"
+        f"\n{args.rows} rows, answer chars min/median/max = "
+        f"{lengths[0]}/{lengths[len(lengths) // 2]}/{lengths[-1]}, "
+        f"batch {args.batch}, {args.epochs:g} epoch(s), "
+        f"model {model_dir if args.model else 'tiny Llama (CPU)'}"
     )
-    header = f"{'mode':<14}{'pad share':>10}{'steps':>7}{'seconds':>9}{'real tok/s':>12}{'tok/step':>10}{'1st loss':>10}"
+    header = (
+        f"{'mode':<14}{'pad share':>10}{'steps':>7}{'seconds':>9}{'real tok/s':>12}"
+        f"{'tok/step':>10}{'1st loss':>10}"
+    )
     print(header)
     print("-" * len(header))
     for mode, share, _batches, m, real in results:

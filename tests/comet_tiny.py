@@ -3,10 +3,10 @@
 The real `Unbabel/wmt22-cometkiwi-da` (XLM-R encoder) and `wmt23-cometkiwi-da-xl` (XLM-R XL
 encoder) ship a `hparams.yaml`, `checkpoints/model.ckpt` and name a hub encoder whose tokenizer is
 a sentencepiece unigram `tokenizer.json` with XLM-R's `<s> A </s></s> B </s>` template. Here the
-tokenizer has a fixed hand-written vocabulary (no training, so no tokenizers-version drift) and every
-weight is drawn from a seeded generator by parameter name (not by transformers' init code, which
-changes between releases): the same files, and so the same scores, on transformers 4 and 5. That
-is what lets a test compare COMET scores on today's stack with scores stored from the old one.
+tokenizer has a fixed hand-written vocabulary (no training, so no tokenizers-version drift) and
+every weight is drawn from a seeded generator by parameter name (not by transformers' init code,
+which changes between releases): the same files, and so the same scores, on transformers 4 and 5.
+That is what lets a test compare COMET scores on today's stack with scores stored from the old one.
 """
 
 from __future__ import annotations

@@ -258,7 +258,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
             if fake.served is None and not fake.lora_modules:  # it answers any model: no listing
                 self._error(404, "this server answers any model; it lists none")
                 return
-            # As vLLM lists LoRA modules: the adapter's name, its path as `root`, the base as parent.
+            # As vLLM lists LoRA modules: the adapter's name, its path as `root`, the base as
+            # parent.
             names = fake.served if fake.served is not None else [fake.model]
             models = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in names]
             loras = [

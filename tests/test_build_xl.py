@@ -56,7 +56,8 @@ def test_load_json_list_gives_one_based_ids(alpaca_json: Path) -> None:
 def test_load_jsonl_keeps_given_ids(tmp_path: Path) -> None:
     path = tmp_path / "p.jsonl"
     path.write_text(
-        '{"id": 7, "instruction": "a", "dataset": "x"}\n\n{"id": 9, "instruction": "b", "dataset": "x"}\n'
+        '{"id": 7, "instruction": "a", "dataset": "x"}\n\n'
+        '{"id": 9, "instruction": "b", "dataset": "x"}\n'
     )
     assert [(p["id"], p["instruction"]) for p in load_prompts(path)] == [(7, "a"), (9, "b")]
 

@@ -15,7 +15,8 @@ from comet_tiny import PAIRS, build_tiny_kiwi
 from xlexp.generate import qe
 from xlexp.generate.comet_compat import patch_comet
 
-# CometQE(...).score(PAIRS) (now score_pairs) on transformers 4.57.6 (no compatibility patch needed there).
+# CometQE(...).score(PAIRS) (now score_pairs) on transformers 4.57.6 (no compatibility patch needed
+# there).
 EXPECTED_KIWI = [
     0.22468411922454834,
     0.220179945230484,

@@ -26,13 +26,15 @@ register()
 
 
 def compose_cfg(overrides: list[str], hydra: bool = True):
-    """The job's config; with `hydra`, also the hydra node (choices), which validate() must not see."""
+    """The job's config; with `hydra`, also the hydra node (choices), which validate() must not
+    see."""
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose("config", overrides=overrides, return_hydra_config=hydra)
 
 
 def sweep_jobs(command: str) -> list[list[str]]:
-    """The override list of each job Hydra's basic sweeper launches for `python -m xlexp ... -m ...`."""
+    """The override list of each job Hydra's basic sweeper launches for
+    `python -m xlexp ... -m ...`."""
     args = shlex.split(command)
     assert args[:3] == ["python", "-m", "xlexp"], command
     # Hydra's own argument parser, on the argv xlexp/__main__.py hands it.

@@ -91,8 +91,10 @@ def test_fig2_instruct_grid_is_three_models_by_four_sizes() -> None:
 def test_table3_rows_are_the_papers() -> None:
     jobs = jobs_of("python -m xlexp +exp=mtransfer -m")
     expected = [
-        ("eurollm-9b", None), ("eurollm-9b", 8000), ("eurollm-9b-instruct", None), ("eurollm-9b-instruct", 8000),
-        ("qwen2.5-7b", None), ("qwen2.5-7b", 8000), ("qwen2.5-7b-instruct", None), ("qwen2.5-7b-instruct", 32),
+        ("eurollm-9b", None), ("eurollm-9b", 8000),
+        ("eurollm-9b-instruct", None), ("eurollm-9b-instruct", 8000),
+        ("qwen2.5-7b", None), ("qwen2.5-7b", 8000),
+        ("qwen2.5-7b-instruct", None), ("qwen2.5-7b-instruct", 32),
         ("aya-expanse-8b", None), ("aya-expanse-8b", 32),
     ]  # fmt: skip
     assert sorted((system(j) for j in jobs), key=str) == sorted(expected, key=str)
@@ -123,8 +125,9 @@ def test_tiny_instruct_grid_sweep_runs_end_to_end(tmp_path: Path, tiny_model_dir
             for o in overrides(srv.base_url, tiny_model_dir, tmp_path / "store")
             if not o.startswith("data_size=")
         ]
-        cmd = [sys.executable, "-m", "xlexp", "+exp=grid_instruct", "profile=tiny", "-m", "model=smollm2", "data_size=2,4",
-               *job, f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
+        cmd = [sys.executable, "-m", "xlexp", "+exp=grid_instruct", "profile=tiny", "-m",
+               "model=smollm2", "data_size=2,4", *job,
+               f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
         run_sweep(cmd, timeout=1500)
     results = job_results(tmp_path / "sweep")
     assert sorted(results) == [0, 1]

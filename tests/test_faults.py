@@ -183,7 +183,10 @@ def test_an_outage_during_evaluation_leaves_no_judge_artifact_and_a_rerun_matche
         # Both languages' judge calls are in one window: 3 prompts x 2 orders x 2 languages.
         with pytest.raises(
             BackendFailure,
-            match=r"judge \(http://127.0.0.1:\d+/v1 model fake-judge\): 12 failed calls: 12x .*503 judge overloaded",
+            match=(
+                r"judge \(http://127.0.0.1:\d+/v1 model fake-judge\): 12 failed calls: "
+                r"12x .*503 judge overloaded"
+            ),
         ):
             run(eval_cfg(srv.base_url, tmp_path / "faulty"), tmp_path / "run-faulty")
         assert not finished(tmp_path / "faulty", "judge")

@@ -22,7 +22,10 @@ PROMPTS = [
     "Hi",
     "The quick brown fox jumps over the lazy dog. Respond in German.",
     "Question: What is the capital of France?",
-    "Bees make honey from the nectar of flowers. Honey keeps for years. Translate the following sentence.",
+    (
+        "Bees make honey from the nectar of flowers. Honey keeps for years. "
+        "Translate the following sentence."
+    ),
     "1. First item\n2. Second item",
     "Score from 0 to 100.",
 ]

@@ -1,4 +1,5 @@
-"""Pairwise judge: requests per order, verdict parsing (logprobs, text, malformed), order flipping."""
+"""Pairwise judge: requests per order, verdict parsing (logprobs, text, malformed), order
+flipping."""
 
 from __future__ import annotations
 

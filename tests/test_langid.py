@@ -34,7 +34,8 @@ TABLE: list[tuple[str, str | None]] = [
     ("人工智慧是電腦科學的一個分支，它研究如何讓機器像人一樣思考。", "zho"),
     # Romanised Hindi counts as Hindi.
     (
-        "Mera naam Rahul hai aur main Delhi mein rehta hoon. Mujhe cricket khelna bahut accha lagta hai.",
+        "Mera naam Rahul hai aur main Delhi mein rehta hoon. "
+        "Mujhe cricket khelna bahut accha lagta hai.",
         "hin",
     ),
     ("Aap kaise hain? Main theek hoon, lekin aaj bahut kaam hai aur mujhe office jana hai.", "hin"),
@@ -77,23 +78,33 @@ TABLE: list[tuple[str, str | None]] = [
         "fin",
     ),
     (
-        "Lisätietoja löydät osoitteesta https://example.com/docs ja dokumentaatiosta, joka on hyvin kattava.",
+        "Lisätietoja löydät osoitteesta https://example.com/docs ja dokumentaatiosta, "
+        "joka on hyvin kattava.",
         "fin",
     ),
     # An English preamble before a target-language answer: the answer's language.
     (
         PREAMBLE.format(lang="German")
-        + "Der Hund schläft im Garten, weil es heute sehr warm ist. Er liegt im Schatten unter dem großen Baum.",
+        + (
+            "Der Hund schläft im Garten, weil es heute sehr warm ist. "
+            "Er liegt im Schatten unter dem großen Baum."
+        ),
         "deu",
     ),
     (
         PREAMBLE.format(lang="Hungarian")
-        + "A kutya a kertben alszik, mert ma nagyon meleg van. A nagy fa árnyékában fekszik egész délután.",
+        + (
+            "A kutya a kertben alszik, mert ma nagyon meleg van. "
+            "A nagy fa árnyékában fekszik egész délután."
+        ),
         "hun",
     ),
     (
         PREAMBLE.format(lang="Portuguese")
-        + "O cão está a dormir no jardim porque hoje está muito calor. Está deitado à sombra da grande árvore.",
+        + (
+            "O cão está a dormir no jardim porque hoje está muito calor. "
+            "Está deitado à sombra da grande árvore."
+        ),
         "por",
     ),
     (
@@ -103,8 +114,10 @@ TABLE: list[tuple[str, str | None]] = [
     ),
     # Mixed: most of the prose decides.
     (
-        "The dog is sleeping in the garden because it is very warm today and the sun is shining brightly.\n\n"
-        "It will wake up in the evening when it is cooler, and then it will want its dinner and a long walk.\n\n"
+        "The dog is sleeping in the garden because it is very warm today "
+        "and the sun is shining brightly.\n\n"
+        "It will wake up in the evening when it is cooler, "
+        "and then it will want its dinner and a long walk.\n\n"
         "Der Hund schläft.",
         "eng",
     ),
@@ -115,11 +128,13 @@ TABLE: list[tuple[str, str | None]] = [
     ),
     # Markdown around the prose does not change it.
     (
-        "## Vastaus\n\n- **Koira** nukkuu puutarhassa.\n- Tänään on *todella* lämmin ja aurinkoinen päivä.",
+        "## Vastaus\n\n- **Koira** nukkuu puutarhassa.\n"
+        "- Tänään on *todella* lämmin ja aurinkoinen päivä.",
         "fin",
     ),
     (
-        "| Nome | Idade |\n|---|---|\n| Ana | 30 |\n\nA Ana tem trinta anos e mora em Lisboa com a família dela.",
+        "| Nome | Idade |\n|---|---|\n| Ana | 30 |\n\n"
+        "A Ana tem trinta anos e mora em Lisboa com a família dela.",
         "por",
     ),
 ]

@@ -36,7 +36,8 @@ needs_srun = pytest.mark.skipif(
 
 
 def sbatch_text(params: dict, folder: Path) -> str:
-    """The batch file submitit writes for a 2-job array, built the way the Hydra plugin builds it."""
+    """The batch file submitit writes for a 2-job array, built the way the Hydra plugin builds
+    it."""
     params = {k: v for k, v in params.items() if k != "_target_"}
     executor = submitit.AutoExecutor(
         folder=folder, cluster="slurm", slurm_max_num_timeout=params.pop("max_num_timeout")

@@ -118,6 +118,7 @@ def test_same_number_as_alpaca_evals_own_entry_point(
     assert theirs["win_rate"] == pytest.approx(win_rate(prefs))
     ours = length_controlled(prefs, outputs, refs)
     assert ours["lc_win_rate"] == pytest.approx(theirs["length_controlled_winrate"], rel=1e-9)
-    # Their s.e. for this GLM is the s.e.m. of identical predictions (0); ours is the delta method's.
+    # Their s.e. for this GLM is the s.e.m. of identical predictions (0); ours is the delta
+    # method's.
     assert theirs["lc_standard_error"] == pytest.approx(0, abs=1e-9)
     assert 1.0 < ours["lc_se"] < 10.0

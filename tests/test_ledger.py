@@ -185,7 +185,8 @@ def test_nested_build_is_charged_to_the_inner_stage_only(tmp_path: Path) -> None
         assert cost["stages"]["outer"]["roles"]["model"]["calls"] == 1
         assert cost["stages"]["outer"]["roles"]["model"]["prompt_tokens"] == 1
         assert cost["total"]["calls"] == 3 == srv.calls
-        # Entries in finishing order (inner, then outer): the stage log line sums those since a mark.
+        # Entries in finishing order (inner, then outer): the stage log line sums those since a
+        # mark.
         assert (
             store.ledger.total_since(0)["calls"] == 3 and store.ledger.total_since(1)["calls"] == 1
         )

@@ -101,8 +101,9 @@ from omegaconf import OmegaConf
 from xlexp.config import LLMConfig, SamplingConfig
 from xlexp.llm import load
 base_url, store = sys.argv[1], sys.argv[2]
-card = OmegaConf.structured(LLMConfig(name="judge", backend="openai", model="fake-judge", base_url=base_url,
-    batch_api=True, batch_poll_s=0.01, max_retries=0, sampling=SamplingConfig(max_tokens=16)))
+card = OmegaConf.structured(LLMConfig(name="judge", backend="openai", model="fake-judge",
+    base_url=base_url, batch_api=True, batch_poll_s=0.01, max_retries=0,
+    sampling=SamplingConfig(max_tokens=16)))
 convs = [[{"role": "user", "content": f"question number {i}"}] for i in range(4)]
 load(card, store).chat(convs)
 """
@@ -241,7 +242,8 @@ def test_completed_batch_whose_results_never_reached_the_cache_is_read_back_not_
 ) -> None:
     with FakeOpenAI(answer) as srv:
         load(batch_card(srv.base_url), tmp_path).chat(CONVS)
-        # Killed after the download, before the cache write; meanwhile the provider dropped the file.
+        # Killed after the download, before the cache write; meanwhile the provider dropped the
+        # file.
         for name in ("cache.sqlite", "cache.sqlite-wal", "cache.sqlite-shm"):
             (tmp_path / name).unlink(missing_ok=True)
         srv.files.pop(srv.batches["batch_1"]["output_file_id"])

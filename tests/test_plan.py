@@ -87,8 +87,9 @@ def test_plan_counts_equal_the_tiny_runs_calls(tmp_path: Path, tiny_model_dir: P
 
 
 def test_cli_prints_per_job_and_total(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "xlexp.plan", "+exp=grid_instruct", "profile=tiny", "-m", "model=smollm2",
-           "data_size=2,4", f"store_dir={tmp_path / 'store'}", "--gpu-usd-per-hour", "3"]  # fmt: skip
+    cmd = [sys.executable, "-m", "xlexp.plan", "+exp=grid_instruct", "profile=tiny", "-m",
+           "model=smollm2", "data_size=2,4", f"store_dir={tmp_path / 'store'}",
+           "--gpu-usd-per-hour", "3"]  # fmt: skip
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     text = out.stdout

@@ -80,8 +80,9 @@ def test_stage_line_counts_rejects_time_calls_and_cost(tmp_path):
     }
     line = progress.stage_line("generate", arts, 12.34, usage)
     assert line == (
-        "stage generate: seed out 8 | reverse 8->7 rejects 1 | translate items 7 rejected 3 | qe scored_pairs 20"
-        " | respond rows 6 errors 1 | judge rows 6 malformed 2 | 12.3 s, 20 calls (3 cached), $0.2625"
+        "stage generate: seed out 8 | reverse 8->7 rejects 1 | translate items 7 rejected 3"
+        " | qe scored_pairs 20 | respond rows 6 errors 1 | judge rows 6 malformed 2"
+        " | 12.3 s, 20 calls (3 cached), $0.2625"
     )
 
 

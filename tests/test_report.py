@@ -121,7 +121,8 @@ def test_other_references_get_their_own_table(tmp_path):
 
 
 def test_sweep_dir_results_json_and_missing_cells(tmp_path):
-    """A multirun dir: one results.json per job (written by the report stage) with labels + metrics."""
+    """A multirun dir: one results.json per job (written by the report stage) with labels +
+    metrics."""
     sweep = tmp_path / "multirun" / "2026-01-01" / "12-00-00"
     jobs = [("EuroLLM 9B", 32, 20.0, 18.0), ("EuroLLM 9B", 256, 25.0, 22.0)]
     for i, (model, n, deu, zho) in enumerate(jobs):
@@ -149,7 +150,8 @@ def test_sweep_dir_results_json_and_missing_cells(tmp_path):
     assert "| EuroLLM 9B +32 instructions | 19.00 | 20.00 | **18.00** |" in md
     assert "| +256 instructions | **25.00** | **25.00** | – |" in md
 
-    # A second experiment with a naive-selection system: rows now say which experiment and selection.
+    # A second experiment with a naive-selection system: rows now say which experiment and
+    # selection.
     (sweep / "other").mkdir()
     other = {
         **labels("EuroLLM 9B", 32),

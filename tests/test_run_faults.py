@@ -30,7 +30,8 @@ def test_preflight_names_the_role_whose_model_the_server_does_not_serve(tmp_path
             run(eval_cfg(srv.base_url, tmp_path / "store"), tmp_path / "run")
         assert srv.calls == 0  # no chat call, no stage
     assert err.value.lines == [
-        f"judge: {srv.base_url} does not serve judge.model 'fake-judge' (it serves: fake-sys, fake-ref)"
+        f"judge: {srv.base_url} does not serve judge.model 'fake-judge' "
+        "(it serves: fake-sys, fake-ref)"
     ]
     assert not (tmp_path / "store" / "respond").exists()
 

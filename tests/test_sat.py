@@ -82,7 +82,8 @@ TEXTS = [
     "# Title\n\nThe sea is wide. It is deep, e.g. very deep!\n\n- one point. Two points?\n"
     "  * nested bullet here\n1. First step. Then more.\n\n```python\nprint('x. y.')\n```\n"
     "See https://example.com/a.b for more.\nLast line without newline",
-    "> Quoted  text. Another\u00a0sentence.  Two  spaces.\r\n\r\n## Ünïcödé heading\n\tIndented line. Done.\n\n\n",
+    "> Quoted  text. Another\u00a0sentence.  Two  spaces.\r\n\r\n"
+    "## Ünïcödé heading\n\tIndented line. Done.\n\n\n",
 ]
 
 

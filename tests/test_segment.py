@@ -6,22 +6,47 @@ from xlexp.generate.segment import PysbdSplitter, reassemble, segment, sentences
 
 TRICKY = {
     "paragraphs": "Honey keeps for years. It is acidic.\n\nBees make it from nectar.",
-    "bullets": "Keep three copies:\n\n- two at home\n- one off-site, e.g. in the cloud\n  - nested: a second disk\n\nTest them.",
+    "bullets": (
+        "Keep three copies:\n\n- two at home\n- one off-site, e.g. in the cloud\n"
+        "  - nested: a second disk\n\nTest them."
+    ),
     "numbered": "Steps:\n1. Rinse it. Dry it well.\n2) Oil it.\n10. Store it dry.",
     "headers": "# Title\n\n## Why it works\nDr. Smith explains it. See Fig. 2 for details.\n",
     "code": "Run this:\n\n```python\nprint('Hello. World.')\nx = 1\n```\n\nThen check the output.",
     "urls": "Read more at https://example.com/a.b?c=d. Or visit www.example.org\nhttps://example.com/only-url",
-    "emphasis": "This is **very important**. Use *italics* sparingly.\n> Quoted text here. Another one.",
+    "emphasis": (
+        "This is **very important**. Use *italics* sparingly.\n> Quoted text here. Another one."
+    ),
     "crlf": "Line one.\r\nLine two. Line three.\r\n",
     "trailing": "No newline at end. Really",
-    "nested_numbered": "1. Prepare the pan. It must be dry.\n   1. Wipe it, e.g. with paper.\n   2. Heat it.\n      - Not too hot!\n2. Cook.\n",
-    "tilde_fence": "Example:\n~~~\n  indented code. Not a sentence.\n\n# not a heading\n~~~\nDone. Mr. Lee agrees.",
-    "hard_break_tabs": "First line.  \nSecond line, after a hard break.\n\tTabbed text. More.\n\n\n",
-    "table": "Compare them:\n\n| Metal | Use. Note |\n|:------|------:|\n| Iron | Tools, e.g. nails. Cheap. |\n| Gold  | 42 |\n\nDone.",
-    "table_no_outer_pipes": "Name | Role\n--- | :---:\nAnna | Writes the code.\nBen | Tests it, i.e. breaks it.\n",
-    "table_escaped_pipe_and_code": "| Op | Meaning |\n|---|---|\n| `a \\| b` | Either one. |\n\n```\n| not | a table |\n|---|---|\n```\n",
+    "nested_numbered": (
+        "1. Prepare the pan. It must be dry.\n   1. Wipe it, e.g. with paper.\n   2. Heat it.\n"
+        "      - Not too hot!\n2. Cook.\n"
+    ),
+    "tilde_fence": (
+        "Example:\n~~~\n  indented code. Not a sentence.\n\n# not a heading\n~~~\n"
+        "Done. Mr. Lee agrees."
+    ),
+    "hard_break_tabs": (
+        "First line.  \nSecond line, after a hard break.\n\tTabbed text. More.\n\n\n"
+    ),
+    "table": (
+        "Compare them:\n\n| Metal | Use. Note |\n|:------|------:|\n"
+        "| Iron | Tools, e.g. nails. Cheap. |\n| Gold  | 42 |\n\nDone."
+    ),
+    "table_no_outer_pipes": (
+        "Name | Role\n--- | :---:\nAnna | Writes the code.\nBen | Tests it, i.e. breaks it.\n"
+    ),
+    "table_escaped_pipe_and_code": (
+        "| Op | Meaning |\n|---|---|\n| `a \\| b` | Either one. |\n\n"
+        "```\n| not | a table |\n|---|---|\n```\n"
+    ),
     "not_a_table": "Use a | b in shell.\n---\nA rule above. Pipes | here too.",
-    "mixed": "# Title\n\nIntro, e.g. this. Dr. Who said so.\n\n## List\n1. One.\n   - sub, i.e. nested.\n\n```\nx = 'a. b.'\n```\nSee https://example.com/x.y. Bye.",
+    "mixed": (
+        "# Title\n\nIntro, e.g. this. Dr. Who said so.\n\n"
+        "## List\n1. One.\n   - sub, i.e. nested.\n\n"
+        "```\nx = 'a. b.'\n```\nSee https://example.com/x.y. Bye."
+    ),
 }
 
 
@@ -122,7 +147,10 @@ class _Recording:
         return self.inner.split(text)
 
 
-_LONG = "The quick brown fox jumps over the lazy dog near the river bank. Dr. Smith said e.g. that it was fine! Why not? "
+_LONG = (
+    "The quick brown fox jumps over the lazy dog near the river bank. "
+    "Dr. Smith said e.g. that it was fine! Why not? "
+)
 
 
 def test_a_very_long_line_is_split_in_bounded_pieces_in_seconds():

@@ -163,9 +163,9 @@ def test_sft_on_the_release_by_name_through_the_pipeline(
 
     store = tmp_path / "store"
     args = [
-        "stages=[sft]", f"store_dir={store}", f"model.model={tiny_model_dir}", "model.gguf_file=null",
-        "sft.source=release", f"sft.release.repo={release}", "sft.release.langs=[deu,zho]", "data_size=4",
-        "sft.batch_size=2", "sft.max_seq_len=256",
+        "stages=[sft]", f"store_dir={store}", f"model.model={tiny_model_dir}",
+        "model.gguf_file=null", "sft.source=release", f"sft.release.repo={release}",
+        "sft.release.langs=[deu,zho]", "data_size=4", "sft.batch_size=2", "sft.max_seq_len=256",
     ]  # fmt: skip
     validate(compose_cfg(*args), cuda=False)
     summary = run(compose_cfg(*args), tmp_path / "run")

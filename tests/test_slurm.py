@@ -50,7 +50,8 @@ def slurm() -> None:
     if os.environ.get("XLEXP_SLURM_TEST") != "1":
         if not _controller_up():  # Slurm's client is installed, but no cluster runs here
             pytest.skip(
-                "sbatch is on PATH but no slurmctld answers: launchers/local_slurm.sh start, or XLEXP_SLURM_TEST=1"
+                "sbatch is on PATH but no slurmctld answers: launchers/local_slurm.sh start, "
+                "or XLEXP_SLURM_TEST=1"
             )
         return
     if not _controller_up():
@@ -97,7 +98,8 @@ class SlowTeacher(Teacher):
 @pytest.mark.parametrize("how", ["usr2", "scontrol-requeue"])
 def test_preempted_job_is_requeued_and_resumes_from_the_store(tmp_path, tiny_model_dir, slurm, how):
     """usr2: the signal Slurm sends before a time limit (submitit checkpoints and requeues itself);
-    scontrol-requeue: the job is requeued from outside, as preemption with PreemptMode=REQUEUE does."""
+    scontrol-requeue: the job is requeued from outside, as preemption with PreemptMode=REQUEUE
+    does."""
     # Slow enough that the job cannot finish within the cluster's KillWait (5 s) after a requeue:
     # on a quiet machine the whole generation otherwise takes ~12 s and completes before the kill.
     # A window of 2: the 8 reverse requests take 4 s in batches that finish one by one (with the

@@ -280,7 +280,9 @@ def test_a_full_disk_names_the_path_and_a_rerun_after_freeing_space_completes(tm
         from xlexp.store import Store, StoreError, write_jsonl
 
         def produce(work, parts):
-            rows = parts.map_batches("b", list(range(40)), 4, lambda b: [{{"x": x, "pad": "z" * 4000}} for x in b])
+            rows = parts.map_batches(
+                "b", list(range(40)), 4, lambda b: [{{"x": x, "pad": "z" * 4000}} for x in b]
+            )
             write_jsonl(work / "rows.jsonl", rows)
             return {{"rows": len(rows)}}
 

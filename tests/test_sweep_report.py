@@ -32,7 +32,8 @@ def test_multirun_groups_wandb_runs_by_sweep_and_writes_the_sweep_report(tmp_pat
         args = overrides(
             srv.base_url, tiny_model_dir, tmp_path / "store", stages="[evaluate,report]"
         )
-        # -m before the overrides: hydra-core 1.3.8's argparse drops overrides after a mid-line -m (hydra#3053).
+        # -m before the overrides: hydra-core 1.3.8's argparse drops overrides after a mid-line -m
+        # (hydra#3053).
         cmd = [
             sys.executable,
             "-m",

@@ -1,4 +1,5 @@
-"""Generation reaches a target of kept rows despite rejects: the pure arithmetic (xlexp.generate.topup)."""
+"""Generation reaches a target of kept rows despite rejects: the pure arithmetic
+(xlexp.generate.topup)."""
 
 from __future__ import annotations
 

@@ -36,7 +36,8 @@ def test_a_target_of_kept_rows_is_reached_despite_rejects(
 ) -> None:
     teacher = RejectingTeacher()
     with FakeOpenAI(teacher) as srv:
-        # 8 seeds x 0.8 would keep at most 6 rows; the target is 8 (10 candidates before the filter).
+        # 8 seeds x 0.8 would keep at most 6 rows; the target is 8 (10 candidates before the
+        # filter).
         args = overrides(srv.base_url, tiny_model_dir, tmp_path / "store", stages="[generate]") + [
             "generate.target_rows=8"
         ]

@@ -45,7 +45,7 @@ def test_redact_masks_keys_and_values():
     assert out == {"api_key": "***", "nested": [{"token": "***", "url": "http://h/***"}]}
 
 
-# ---------------------------------------------------------------- run files read back with wandb's reader
+# -------------------------------------------------------- run files read back with wandb's reader
 
 
 def _artifact(store: Store, stage: str, files: dict[str, str | bytes]) -> Artifact:

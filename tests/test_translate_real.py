@@ -46,7 +46,8 @@ MARKDOWN_PREFIX = re.compile(r"^[ \t]*(?:>[ \t]*)*(?:#{1,6}[ \t]+|[-*+][ \t]+|\d
 
 
 def layout(text: str) -> list[tuple[str, str]]:
-    """Per line: code/fence/URL lines verbatim, blank lines as blank, other lines by their prefix."""
+    """Per line: code/fence/URL lines verbatim, blank lines as blank, other lines by their
+    prefix."""
     out, in_code = [], False
     for line in text.split("\n"):
         if line.lstrip().startswith(("```", "~~~")):

@@ -87,7 +87,9 @@ from omegaconf import OmegaConf
 from xlexp.config import LLMConfig
 from xlexp.llm import load
 base_url, store = sys.argv[1], sys.argv[2]
-card = OmegaConf.structured(LLMConfig(name="t", backend="openai", model="m", base_url=base_url, max_concurrency=3))
+card = OmegaConf.structured(
+    LLMConfig(name="t", backend="openai", model="m", base_url=base_url, max_concurrency=3)
+)
 load(card, store).chat([[{"role": "user", "content": f"q{i}"}] for i in range(20)])
 """
 

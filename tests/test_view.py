@@ -33,7 +33,9 @@ CHROMIUM = os.environ.get("XLEXP_CHROMIUM") or next(
 )
 needs_browser = pytest.mark.skipif(
     CHROMIUM is None and os.environ.get("XLEXP_BROWSER_TEST") != "1",
-    reason="no chromium on PATH (apt-get install chromium; XLEXP_BROWSER_TEST=1 makes this a failure)",
+    reason=(
+        "no chromium on PATH (apt-get install chromium; XLEXP_BROWSER_TEST=1 makes this a failure)"
+    ),
 )
 
 
@@ -223,9 +225,9 @@ def test_results_md_stage_table_is_readable(tmp_path: Path) -> None:
     table = stage_table(summary)
     assert "| generate | reverse | `k1` | 8 | 7 | 1 | reasons empty instruction 1 |" in table
     assert (
-        "| generate | select | `k2` | 7 | 6 | 0 | rows 6; before_filter 7; dropped by the QE cut 1 |"
-        in table
-    )
+        "| generate | select | `k2` | 7 | 6 | 0 | rows 6; before_filter 7; "
+        "dropped by the QE cut 1 |"
+    ) in table
     assert "| evaluate | judge | `k3` |  |  |  |  |" in table and "{" not in table
 
 
@@ -305,7 +307,8 @@ def test_tiny_run_page_renders_every_section_offline(tiny_run: Path, tmp_path: P
     ]
     assert ["reverse", "empty instruction", "1"] in rejects
     assert {svg.get("data-hist") for svg in gen_block.xpath(".//*[@data-hist]")} == {"deu", "fra"}
-    # The known row, opened by the page's fragment: its sentences, candidates, scores, the chosen ones.
+    # The known row, opened by the page's fragment: its sentences, candidates, scores, the chosen
+    # ones.
     row, = gen_block.xpath(f'.//div[@class="row"][@data-id="{known["id"]}"]')
     assert row.xpath('.//pre[@data-field="instruction"]')[0].text_content() == item["instruction"]
     sources = [
@@ -375,7 +378,8 @@ def test_32k_row_store_renders_in_under_two_seconds_of_script(tmp_path: Path) ->
     script_ms = float(perf.get("data-script-ms"))
     print(
         f"32K-row store: {out.stat().st_size / 1e6:.1f} MB page, {script_ms:.0f} ms of script "
-        f"({perf.get('data-since-start-ms')} ms since navigation start), DOM {len(dom_text) / 1e3:.0f} KB"
+        f"({perf.get('data-since-start-ms')} ms since navigation start), "
+        f"DOM {len(dom_text) / 1e3:.0f} KB"
     )
     assert script_ms < 2000
     gen = xpath_counts(dom.xpath('//section[@id="generation"]/div[@data-dataset]')[0])

@@ -39,7 +39,9 @@ sys.path.insert(0, {str(TESTS)!r})
 import fakeserver
 args = sys.argv[1:]
 with open(os.environ["XLEXP_STAND_IN_ARGS"], "w") as f:
-    json.dump({{"args": args, "runtime_lora": os.environ.get("VLLM_ALLOW_RUNTIME_LORA_UPDATING")}}, f)
+    json.dump(
+        {{"args": args, "runtime_lora": os.environ.get("VLLM_ALLOW_RUNTIME_LORA_UPDATING")}}, f
+    )
 model = args[args.index("--model") + 1]
 fake = fakeserver.FakeOpenAI(model=model, served=[model])  # as vLLM, it lists what it serves
 if "--lora-modules" in args:
@@ -48,7 +50,9 @@ if "--lora-modules" in args:
             break
         name, path = module.split("=", 1)
         fake.lora_modules[name] = path
-fake._httpd = fakeserver._Server(("0.0.0.0", int(args[args.index("--port") + 1])), fakeserver._RequestHandler)
+fake._httpd = fakeserver._Server(
+    ("0.0.0.0", int(args[args.index("--port") + 1])), fakeserver._RequestHandler
+)
 fake._httpd.fake = fake
 fake._httpd.serve_forever()
 """
@@ -97,9 +101,9 @@ def test_script_prints_a_ready_address_that_a_teacher_can_use(tmp_path):
         deadline = time.time() + 60
         while time.time() < deadline and not (lines and lines[-1].startswith("xlexp: ready at ")):
             lines.append(script.stdout.readline().strip())
-        assert (
-            lines[0]
-            == f"xlexp: serving Qwen/Qwen2.5-72B-Instruct at {lines[-1].removeprefix('xlexp: ready at ')}"
+        assert lines[0] == (
+            "xlexp: serving Qwen/Qwen2.5-72B-Instruct at "
+            f"{lines[-1].removeprefix('xlexp: ready at ')}"
         )
         url = re.fullmatch(r"xlexp: ready at (http://\S+:(\d+)/v1)", lines[-1])
         assert url and int(url.group(2)) == port, lines

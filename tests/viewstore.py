@@ -111,7 +111,8 @@ def passage(rng: random.Random) -> str:
     sentences = [f"{topic} {rng.choice(VERBS)} {rng.choice(OBJECTS)} {rng.choice(TAILS)}."]
     for _ in range(rng.randint(3, 6)):
         sentences.append(
-            f"{rng.choice(['It', 'This', 'That'])} {rng.choice(VERBS)} {rng.choice(OBJECTS)}, {rng.choice(TAILS)}."
+            f"{rng.choice(['It', 'This', 'That'])} {rng.choice(VERBS)} "
+            f"{rng.choice(OBJECTS)}, {rng.choice(TAILS)}."
         )
     return " ".join(sentences)
 
@@ -152,7 +153,8 @@ def build_generation(
 
     rng = random.Random(seed)
     keys: dict[str, str] = {}
-    # Passages until `n_items` survive reverse and refine (a few of each are rejected, with reasons).
+    # Passages until `n_items` survive reverse and refine (a few of each are rejected, with
+    # reasons).
     seeds, pairs, reverse_rejects, refined, refine_rejects = [], [], [], [], []
     while len(refined) < n_items:
         s = {"id": f"cx-{len(seeds):06d}", "text": passage(rng)}
@@ -319,7 +321,9 @@ def build_evaluation(
     prompts = [
         {
             "id": i + 1,
-            "instruction": f"Give {i % 5 + 2} tips about {TOPICS[i % len(TOPICS)].lower()} for a beginner.",
+            "instruction": (
+                f"Give {i % 5 + 2} tips about {TOPICS[i % len(TOPICS)].lower()} for a beginner."
+            ),
         }
         for i in range(n_prompts)
     ]
@@ -345,7 +349,8 @@ def build_evaluation(
                         n = rng.randint(2, 6)
                         outs.append(
                             "\n".join(
-                                f"{k + 1}. {pseudo_translate(passage(rng).split('. ')[0], code, 0)}."
+                                f"{k + 1}. "
+                                f"{pseudo_translate(passage(rng).split('. ')[0], code, 0)}."
                                 for k in range(n)
                             )
                         )

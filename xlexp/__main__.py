@@ -1,6 +1,6 @@
 """`python -m xlexp [overrides]` (or the `xlexp` script): validate the config, run the stages
-it names (declared in xlexp/stage.py's registry; the loop is xlexp/run.py), report. Every stage's output is a store artifact, so a rerun (or
-another job of a sweep) reuses whatever is already done.
+it names (declared in xlexp/stage.py's registry; the loop is xlexp/run.py), report. Every stage's
+output is a store artifact, so a rerun (or another job of a sweep) reuses whatever is already done.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""`python -m xlexp.build_xl`: the XL-AlpacaEval builder's command (xlexp/evaluate/build_xl_command.py)."""
+"""`python -m xlexp.build_xl`: the XL-AlpacaEval builder's command
+(xlexp/evaluate/build_xl_command.py)."""
 
 from xlexp.evaluate.build_xl_command import main
 

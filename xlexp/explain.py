@@ -56,7 +56,8 @@ def explain(store_root: str | os.PathLike, target: str) -> str:
     lines.append(f"nearest other {stage} artifact: {name} ({len(diff)} field(s) differ)")
     for k in diff:
         lines.append(
-            f"  {k}: {json.dumps(flat.get(k, '<absent>'))[:200]}  (there: {json.dumps(theirs.get(k, '<absent>'))[:200]})"
+            f"  {k}: {json.dumps(flat.get(k, '<absent>'))[:200]}  "
+            f"(there: {json.dumps(theirs.get(k, '<absent>'))[:200]})"
         )
     return "\n".join(lines)
 

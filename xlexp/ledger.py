@@ -97,7 +97,8 @@ class Ledger:
         return artifact, built, entry
 
     def total_since(self, start: int) -> dict[str, float]:
-        """Calls, cache hits, tokens and USD of the builds measured since `len(entries)` was `start`."""
+        """Calls, cache hits, tokens and USD of the builds measured since `len(entries)` was
+        `start`."""
         total = _zero()
         for e in self.entries[start:]:
             _add(total, e["total"])

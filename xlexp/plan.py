@@ -227,7 +227,8 @@ def render(
         if job.sft_tokens:
             est = "" if job.sft_exact else " (estimate: no finished SFT in the store)"
             lines.append(
-                f"SFT: {job.sft_tokens:,.0f} training tokens, {sft_hours(job, train_tps):.2f} GPU-hours{est}"
+                f"SFT: {job.sft_tokens:,.0f} training tokens, "
+                f"{sft_hours(job, train_tps):.2f} GPU-hours{est}"
             )
         lines.extend(f"note: {n}" for n in job.notes)
         lines.append("")
@@ -243,11 +244,12 @@ def render(
     api = sum(r.usd(False) for r in total.values())
     api_batch = sum(r.usd(True) for r in total.values())
     lines.append(
-        f"GPU-hours: {hours:.2f} (SFT at {train_tps:,.0f} tokens/s, local models at {generate_tps:,.0f} tokens/s, "
-        "unless a card names its own)"
+        f"GPU-hours: {hours:.2f} (SFT at {train_tps:,.0f} tokens/s, "
+        f"local models at {generate_tps:,.0f} tokens/s, unless a card names its own)"
     )
     lines.append(
-        f"dollars: API {api:.2f} (Batch API {api_batch:.2f}) + GPU {hours * gpu_usd_per_hour:.2f} at {gpu_usd_per_hour}/h"
+        f"dollars: API {api:.2f} "
+        f"(Batch API {api_batch:.2f}) + GPU {hours * gpu_usd_per_hour:.2f} at {gpu_usd_per_hour}/h"
     )
     return "\n".join(lines) + "\n"
 
@@ -258,8 +260,8 @@ def _row(r: RoleCount) -> str:
     )
     name = getattr(r.card, "name", "?")
     return (
-        f"| {r.artifact} | {r.role} | {name} | {calls} | {r.prompt_tokens:,.0f} | {r.completion_tokens:,.0f} "
-        f"| {r.usd(False):.2f} | {r.usd(True):.2f} |"
+        f"| {r.artifact} | {r.role} | {name} | {calls} | {r.prompt_tokens:,.0f} "
+        f"| {r.completion_tokens:,.0f} | {r.usd(False):.2f} | {r.usd(True):.2f} |"
     )
 
 

@@ -81,8 +81,9 @@ def stage_line(
     usage: dict[str, float],
     reject_bound: float = REJECT_WARN_SHARE,
 ) -> str:
-    """`stage generate: seed out 8 | reverse 8->7 rejects 1 | ... | 12.3 s, 40 calls (10 cached), $0.0012`,
-    then `WARNING ...` for each artifact whose content-reject share passes `reject_bound`."""
+    """`stage generate: seed out 8 | reverse 8->7 rejects 1 | ... | 12.3 s, 40 calls (10 cached),
+    $0.0012`, then `WARNING ...` for each artifact whose content-reject share passes
+    `reject_bound`."""
     parts = []
     for name, art in artifacts.items():
         meta = art.meta
@@ -134,6 +135,7 @@ def reject_warnings(
         if share and share[1] and share[0] / share[1] > bound:
             bad, total = share
             out.append(
-                f"{name}: {bad} of {total} items are content rejects ({bad / total:.0%}), over the {bound:.0%} bound"
+                f"{name}: {bad} of {total} items are content rejects ({bad / total:.0%}), "
+                f"over the {bound:.0%} bound"
             )
     return out

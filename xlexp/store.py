@@ -334,8 +334,8 @@ class Store:
             return  # another process moved it first
         except OSError as e:
             raise StoreError(
-                f"{path}: damaged artifact ({problem}) and the store cannot be changed ({e.strerror}); "
-                "delete it or point store_dir at a writable copy"
+                f"{path}: damaged artifact ({problem}) and the store cannot be changed "
+                f"({e.strerror}); delete it or point store_dir at a writable copy"
             ) from None
         log.warning(
             "%s: damaged artifact (%s), moved to %s; building it again", path, problem, aside

@@ -1,4 +1,5 @@
-"""Weights & Biases tracking: offline without WANDB_API_KEY, secrets redacted, off with logger=none."""
+"""Weights & Biases tracking: offline without WANDB_API_KEY, secrets redacted, off with
+logger=none."""
 
 from __future__ import annotations
 
@@ -112,7 +113,8 @@ class WandbTracker(NullTracker):
 
     def log_artifact(self, artifact: Any, kind: str, names: list[str]) -> None:
         """A store artifact as a W&B artifact: a reference (file:// URI, checksummed, no copy) when
-        its files exceed logger.copy_max_mb, else copied; named by the store key so reruns dedupe."""
+        its files exceed logger.copy_max_mb, else copied; named by the store key so reruns
+        dedupe."""
         paths = [artifact.file(n) for n in names if artifact.file(n).exists()]
         size = sum(_size(p) for p in paths)
         art = self.wandb.Artifact(
@@ -146,7 +148,8 @@ class WandbTracker(NullTracker):
         self.run.log({"eval/samples": table})
 
     def log_metrics(self, metrics: dict, protocol: str | None = None) -> None:
-        """`eval/<protocol>/<lang>/<metric>`: win rates of two judge protocols never share a chart."""
+        """`eval/<protocol>/<lang>/<metric>`: win rates of two judge protocols never share a
+        chart."""
         prefix = f"eval/{protocol}" if protocol else "eval"
         flat = {}
         for lang, row in metrics.items():
@@ -229,7 +232,8 @@ def sample_rows(system: Any, reference: Any, judge: Any, per_lang: int) -> list[
 
 
 def hydra_context() -> dict:
-    """Experiment name, sweep dir, job number and name of the running Hydra job ({} outside Hydra)."""
+    """Experiment name, sweep dir, job number and name of the running Hydra job ({} outside
+    Hydra)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -246,8 +250,9 @@ def hydra_context() -> dict:
 
 
 def job_name(num: int | None, overrides: list[str]) -> str:
-    """`3 +exp=scaling,data_size=2k`: the job number and its top-level overrides (experiment, groups,
-    knobs such as data_size), not dotted ones that carry URLs and paths; secrets scrubbed."""
+    """`3 +exp=scaling,data_size=2k`: the job number and its top-level overrides (experiment,
+    groups, knobs such as data_size), not dotted ones that carry URLs and paths; secrets
+    scrubbed."""
     knobs = [
         o
         for o in overrides

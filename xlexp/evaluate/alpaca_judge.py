@@ -89,7 +89,8 @@ def prepare(
     """
     if not len(instructions) == len(references) == len(systems):
         raise ValueError(
-            f"{len(instructions)} instructions, {len(references)} references, {len(systems)} systems"
+            f"{len(instructions)} instructions, "
+            f"{len(references)} references, {len(systems)} systems"
         )
     if not instructions:
         return []

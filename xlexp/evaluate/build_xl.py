@@ -7,9 +7,10 @@ cross-lingual instruction sampled from the Table 5 templates with the word "lang
 gets the same template for the same prompt (a parallel benchmark) and a different `limit` or
 exclusion list does not reshuffle the others.
 
-`python -m xlexp.build_xl` (`build_xl_command.py`, beside this file) writes the benchmark as files, the counterpart of the
-XL-Instruct authors' `add_langs.py`: `DIR/<lang>.json` (alpaca_eval rows) per language plus
-`DIR/manifest.json` recording what went in. The run builds the same rows from the config.
+`python -m xlexp.build_xl` (`build_xl_command.py`, beside this file) writes the benchmark as files,
+the counterpart of the XL-Instruct authors' `add_langs.py`: `DIR/<lang>.json` (alpaca_eval rows) per
+language plus `DIR/manifest.json` recording what went in. The run builds the same rows from the
+config.
 
     python -m xlexp.build_xl --source alpaca_eval.json --langs deu,por --out xl_alpaca_eval
 """
@@ -96,7 +97,8 @@ def demo_prompts() -> list[dict]:
 
 
 def template_index(prompt_id: int, n_templates: int, seed: int) -> int:
-    """The template drawn for a prompt: a function of (seed, id) only, the same for every language."""
+    """The template drawn for a prompt: a function of (seed, id) only, the same for every
+    language."""
     # A str seed is hashed with SHA-512 by `random`, so this is stable across processes.
     return random.Random(f"xl-template:{seed}:{prompt_id}").randrange(n_templates)
 

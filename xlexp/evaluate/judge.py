@@ -49,9 +49,15 @@ JUDGED, IDENTICAL, FAILED, MALFORMED = "judged", "identical", "failed", "malform
 _WRAP = " \t\r\n\u2581\u0120\u010a*_`\"'()[]{}<>.:,;!"
 _THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
 # A label as a verdict names it: wrapped in markup or quotes, or bare and not part of a word.
-_LABEL = r"(?:\*\*|[(\[\"'`])?\s*(?:(?:output|response|answer|option)\s+)?(?:\*\*|[(\[\"'`])?([AB])(?![\w'])"
+_LABEL = (
+    r"(?:\*\*|[(\[\"'`])?\s*(?:(?:output|response|answer|option)\s+)?"
+    r"(?:\*\*|[(\[\"'`])?([AB])(?![\w'])"
+)
 _NOUN = r"(?:output|response|answer|option|assistant)"
-_BETTER = r"(?:clearly\s+|much\s+|slightly\s+|definitely\s+)?(?:better|superior|preferred|preferable|the\s+better\s+one|the\s+best)"
+_BETTER = (
+    r"(?:clearly\s+|much\s+|slightly\s+|definitely\s+)?"
+    r"(?:better|superior|preferred|preferable|the\s+better\s+one|the\s+best)"
+)
 # What a verdict looks like in free text. A mere mention ("Output A is worse than Output B",
 # "Response A is vague") is none: the patterns need a verdict word or a judgement of "better".
 _VERDICTS = [
@@ -168,7 +174,8 @@ def plan(
     judging = judge_protocol(protocol)
     if not (len(rows) == len(system_outputs) == len(reference_outputs)):
         raise ValueError(
-            f"{len(rows)} rows, {len(system_outputs)} system and {len(reference_outputs)} reference outputs"
+            f"{len(rows)} rows, "
+            f"{len(system_outputs)} system and {len(reference_outputs)} reference outputs"
         )
     entries: list[dict] = []
     for row, sys_out, ref_out in zip(rows, system_outputs, reference_outputs, strict=True):

@@ -100,7 +100,8 @@ _MATH = re.compile(r"\$\$.*?\$\$|\$[^$\n]+\$|\\\(.*?\\\)|\\\[.*?\\\]", re.S)
 _LATEX_CMD = re.compile(r"\\[A-Za-z]+")
 _NUMBER = re.compile(r"[+-]?\d[\d.,:/%]*")
 _SQL_LINE = re.compile(
-    r"^\s*(?:SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|FROM|WHERE|JOIN|GROUP BY|ORDER BY|VALUES|SET)\b"
+    r"^\s*(?:SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|FROM|WHERE|JOIN|GROUP BY|ORDER BY|"
+    r"VALUES|SET)\b"
 )
 _JSON_LINE = re.compile(r"^\s*[\[{]?\s*\"[^\"]+\"\s*:")
 _CODE_START = re.compile(
@@ -133,7 +134,8 @@ def _code_like(line: str) -> bool:
 
 
 def clean(text: str) -> str:
-    """The prose of an answer: code, URLs, tags, math, numbers and markup removed (see module doc)."""
+    """The prose of an answer: code, URLs, tags, math, numbers and markup removed (see module
+    doc)."""
     text = _FENCED.sub("\n", text)
     text = _INLINE_CODE.sub(" ", text)
     text = _URL.sub(" ", text)

@@ -47,7 +47,8 @@ def _compared(
     """(preference or None, system length, reference length) of rows with both outputs."""
     if not len(prefs) == len(outputs) == len(ref_outputs):
         raise ValueError(
-            f"lc_win_rate: {len(prefs)} prefs, {len(outputs)} outputs, {len(ref_outputs)} reference outputs"
+            f"lc_win_rate: {len(prefs)} prefs, {len(outputs)} outputs, "
+            f"{len(ref_outputs)} reference outputs"
         )
     return [
         (float(p) if _usable(p) else None, len(o), len(r))

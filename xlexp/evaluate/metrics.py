@@ -80,7 +80,8 @@ def entry_from_rows(
     outputs). Rows stored before statuses existed count as judged or malformed by preference."""
     if not len(verdict_rows) == len(outputs) == len(ref_outputs):
         raise ValueError(
-            f"{len(verdict_rows)} verdict rows, {len(outputs)} outputs, {len(ref_outputs)} reference outputs"
+            f"{len(verdict_rows)} verdict rows, {len(outputs)} outputs, "
+            f"{len(ref_outputs)} reference outputs"
         )
     prefs, statuses = [], []
     for row in verdict_rows:

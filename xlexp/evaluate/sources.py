@@ -44,8 +44,8 @@ def hub_alpaca_eval(repo: str, filename: str, revision: str | None = None) -> Pa
     except Exception as e:  # offline, unknown repo/file, no network: say which key to change
         raise ConfigError(
             "eval.hub_repo",
-            f"cannot get {filename!r} from dataset repo {repo!r} ({type(e).__name__}: {str(e)[:200]}); "
-            "set eval.path to a local alpaca_eval.json/JSONL file instead",
+            f"cannot get {filename!r} from dataset repo {repo!r} ({type(e).__name__}: "
+            f"{str(e)[:200]}); set eval.path to a local alpaca_eval.json/JSONL file instead",
         ) from None
 
 
@@ -96,8 +96,8 @@ def release_rows(
             if lang_col is None:
                 raise ConfigError(
                     "eval.release_repo",
-                    f"{where}: split {next(iter(splits))!r} is not named by a language and has no language column "
-                    f"(lang/language/target_lang) in {sorted(rec)}",
+                    f"{where}: split {next(iter(splits))!r} is not named by a language and "
+                    f"has no language column (lang/language/target_lang) in {sorted(rec)}",
                 )
             code = langtable.code_of(rec[lang_col])
             if code in codes:
@@ -113,14 +113,16 @@ def release_rows(
             known = ", ".join(f"{s} ({c})" for c, s in sorted(by_code.items())) or "none"
             raise ConfigError(
                 "eval.langs",
-                f"{where} has no prompts for {code} ({langtable.name(code)}); language splits: {known}",
+                f"{where} has no prompts for {code} ({langtable.name(code)}); "
+                f"language splits: {known}",
             )
         rows = []
         for i, rec in enumerate(records, start=1):
             if "instruction" not in rec:
                 raise ConfigError(
                     "eval.release_repo",
-                    f"{where}: {code} record {i} has no 'instruction' column (columns: {sorted(rec)})",
+                    f"{where}: {code} record {i} has no 'instruction' column "
+                    f"(columns: {sorted(rec)})",
                 )
             pid = rec.get("id")
             rows.append(
@@ -155,8 +157,9 @@ def load_release(ev: Any, codes: list[str]) -> dict[str, list[dict]]:
     except Exception as e:
         raise ConfigError(
             "eval.release_repo",
-            f"cannot load dataset {ev.release_repo!r} ({type(e).__name__}: {str(e)[:200]}); offline? "
-            "use eval.benchmark=xl_alpacaeval with eval.path (builds the same benchmark from AlpacaEval)",
+            f"cannot load dataset {ev.release_repo!r} ({type(e).__name__}: {str(e)[:200]}); "
+            "offline? use eval.benchmark=xl_alpacaeval with eval.path "
+            "(builds the same benchmark from AlpacaEval)",
         ) from None
     return release_rows(splits, codes, ev.release_repo)
 

@@ -148,7 +148,8 @@ def run_metrics(
             missing = [r["id"] for r in sys_rows if r["id"] not in by_id]
             if missing:
                 raise ValueError(
-                    f"metrics: the judge artifact {verdicts.key} has no {code} verdict for prompts {missing[:5]}"
+                    f"metrics: the judge artifact {verdicts.key} "
+                    f"has no {code} verdict for prompts {missing[:5]}"
                 )
             entry = metrics.entry_from_rows(
                 [by_id[r["id"]] for r in sys_rows],

@@ -59,7 +59,8 @@ def _metrics(
             except (OSError, ValueError) as e:
                 notes.append(f"{art.file('metrics.json')} could not be read: {e}")
     notes.append(
-        f"no metrics for judge/{judge.key} (neither its metrics.json nor a metrics artifact made from it)"
+        f"no metrics for judge/{judge.key} "
+        "(neither its metrics.json nor a metrics artifact made from it)"
     )
     return {}, None
 
@@ -153,15 +154,18 @@ def read_evaluation(
         reference = reference or _match_respond(store, ref_gen, ids, before)
         if system is not None or reference is not None:
             notes.append(
-                "the judge artifact records no inputs (made_of): outputs were matched by generator name and prompt ids"
+                "the judge artifact records no inputs (made_of): "
+                "outputs were matched by generator name and prompt ids"
             )
         if system is None:
             notes.append(
-                f"the judged system's outputs (generator {sys_gen!r}) were not found: outputs are not shown"
+                f"the judged system's outputs (generator {sys_gen!r}) were not found: "
+                "outputs are not shown"
             )
         if reference is None:
             notes.append(
-                f"the reference's outputs (generator {ref_gen!r}) were not found: reference outputs are not shown"
+                f"the reference's outputs (generator {ref_gen!r}) were not found: "
+                "reference outputs are not shown"
             )
     out["keys"].update(
         respond=system.key if system else None, reference=reference.key if reference else None
@@ -187,7 +191,8 @@ def read_evaluation(
                     "instruction": s.get("instruction") or r.get("instruction") or "",
                     "output": output,
                     "ref_output": r.get("output"),
-                    # A failed call is written as an empty output (or flagged, where the row says so).
+                    # A failed call is written as an empty output (or flagged, where the row says
+                    # so).
                     "failed": bool(s.get("error") or s.get("failed"))
                     or (system is not None and not (output or "").strip()),
                     "ref_failed": bool(r.get("error") or r.get("failed"))

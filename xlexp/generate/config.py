@@ -1,4 +1,5 @@
-"""Generation settings (paper section 4) and their checks: seed passages, splitter, QE, selection."""
+"""Generation settings (paper section 4) and their checks: seed passages, splitter, QE,
+selection."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ class SeedDataConfig:
     n: int = 12
     min_chars: int = 100
     max_chars: int = 2000
-    # hf: a hub dataset streamed with `datasets` (paper: uonlp/CulturaX, en); parquet/jsonl: local files
+    # hf: a hub dataset streamed with `datasets` (paper: uonlp/CulturaX, en); parquet/jsonl: local
+    # files
     name: str | None = None  # hub dataset id (source=hf)
     config: str | None = None  # hub dataset config, e.g. the CulturaX language
     split: str = "train"
@@ -60,7 +62,8 @@ class GenerateConfig:
     keep: float = 0.8  # paper 4.4: drop the bottom 20% by passage QE
     batch_size: int = 16  # rows per part file: a killed run redoes at most this many
     # Kept rows the dataset must hold (32k: every size of Fig. 2): fresh seeds are drawn until the
-    # QE filter leaves at least this many despite rejects (xlexp.generate.topup). null: seed_data.n alone.
+    # QE filter leaves at least this many despite rejects (xlexp.generate.topup). null: seed_data.n
+    # alone.
     target_rows: str | None = None
 
 
@@ -88,7 +91,8 @@ def validate(cfg: Any, runs: bool) -> None:
     if cfg.k < 1 or cfg.k > len(cfg.translators):
         raise ConfigError(
             "k",
-            f"k={cfg.k} but {len(cfg.translators)} translators are configured ({', '.join(cfg.translators) or 'none'})",
+            f"k={cfg.k} but {len(cfg.translators)} translators are configured "
+            f"({', '.join(cfg.translators) or 'none'})",
         )
     if cfg.generate.selection not in SELECTIONS:
         raise ConfigError(
@@ -131,8 +135,9 @@ def validate_seed(seed_data: Any) -> None:
         if seed_data.gated and not seed.hf_token():
             raise ConfigError(
                 "seed_data.name",
-                f"{seed_data.name} is gated on the HF hub and no token was found: accept its terms on the hub, "
-                "then set HF_TOKEN (or run `huggingface-cli login`); offline, use seed_data=jsonl or seed_data=parquet",
+                f"{seed_data.name} is gated on the HF hub and no token was found: "
+                "accept its terms on the hub, then set HF_TOKEN (or run `huggingface-cli login`); "
+                "offline, use seed_data=jsonl or seed_data=parquet",
             )
     if seed_data.n < 1:
         raise ConfigError("seed_data.n", f"must be >= 1, not {seed_data.n}")

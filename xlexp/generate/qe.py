@@ -1,9 +1,10 @@
 """Stage 4a, quality estimation (paper 4.4): one score in [0, 1] per unique (source, translation).
 
-Scorers are found by `qe.kind` in `SCORERS`. Two are built in: CometKiwi through unbabel-comet (the paper's), and an LLM-prompted, GEMBA-style
-scorer through the backend protocol that runs offline: the expected 1-5 rating under the
-judge's first-token distribution over the digits (probability-weighted, as G-Eval), rescaled
-to [0, 1]; the parsed digit when the backend gives no logprobs.
+Scorers are found by `qe.kind` in `SCORERS`. Two are built in: CometKiwi through unbabel-comet (the
+paper's), and an LLM-prompted, GEMBA-style scorer through the backend protocol that runs offline:
+the expected 1-5 rating under the judge's first-token distribution over the digits
+(probability-weighted, as G-Eval), rescaled to [0, 1]; the parsed digit when the backend gives no
+logprobs.
 """
 
 from __future__ import annotations
@@ -113,8 +114,9 @@ class CometQE:
                 ckpt = Path(download_model(model))
             except Exception as e:  # gated model, no token, or offline
                 raise RuntimeError(
-                    f"qe.model: cannot get COMET model {model!r} ({type(e).__name__}: {e}). CometKiwi is gated "
-                    "on the HF hub: accept its licence and set HF_TOKEN, or point qe.model at a local checkpoint dir."
+                    f"qe.model: cannot get COMET model {model!r} ({type(e).__name__}: {e}). "
+                    "CometKiwi is gated on the HF hub: accept its licence and set HF_TOKEN, "
+                    "or point qe.model at a local checkpoint dir."
                 ) from e
         self.model = load_from_checkpoint(str(ckpt))
         self.batch_size = batch_size
@@ -126,7 +128,8 @@ class CometQE:
         if runs and importlib.util.find_spec("comet") is None:
             raise ConfigError(
                 "qe.kind",
-                "comet QE needs unbabel-comet installed: pip install --no-deps unbabel-comet==2.2.7 (README)",
+                "comet QE needs unbabel-comet installed: "
+                "pip install --no-deps unbabel-comet==2.2.7 (README)",
             )
 
     @classmethod

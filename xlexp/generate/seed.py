@@ -146,7 +146,8 @@ def stream(cfg: Any, seed: int) -> Iterable[dict]:
                 )
         except Exception as e:  # not JSONL / not Parquet, unreadable
             raise RuntimeError(
-                f"seed_data.path: cannot read {cfg.path!r} as {cfg.source} ({type(e).__name__}: {e})"
+                f"seed_data.path: cannot read {cfg.path!r} as {cfg.source} "
+                f"({type(e).__name__}: {e})"
             ) from e
     elif cfg.source == "hf":
         ds = _open_hub(cfg)
@@ -178,7 +179,8 @@ def _jsonl_rows(files: list[str]) -> Iterator[dict]:
 
 
 def _named_errors(rows: Iterable[dict], cfg: Any) -> Iterator[dict]:
-    """A stream that fails later (a bad file among many, the hub dropping mid-read) names the key."""
+    """A stream that fails later (a bad file among many, the hub dropping mid-read) names the
+    key."""
     key, what = ("seed_data.name", cfg.name) if cfg.source == "hf" else ("seed_data.path", cfg.path)
     try:
         for row in rows:
@@ -204,10 +206,11 @@ def _open_hub(cfg: Any) -> Any:
         )
     except Exception as e:  # offline, unreachable, gated without access, unknown name/config
         raise RuntimeError(
-            f"seed_data.name: cannot stream {cfg.name!r} (config {cfg.config!r}, split {cfg.split!r}) from the "
-            f"HF hub ({type(e).__name__}: {e}). "
+            f"seed_data.name: cannot stream {cfg.name!r} (config {cfg.config!r}, "
+            f"split {cfg.split!r}) from the HF hub ({type(e).__name__}: {e}). "
             + ("It is gated: accept its terms on the hub and set HF_TOKEN. " if cfg.gated else "")
-            + "Offline, use seed_data=jsonl or seed_data=parquet with a local copy (seed_data.path)."
+            + "Offline, use seed_data=jsonl or seed_data=parquet with a local copy "
+            "(seed_data.path)."
         ) from e
 
 

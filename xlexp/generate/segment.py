@@ -67,8 +67,9 @@ class SaTSplitter:
             self._sat = SaT(model, **kwargs)
         except OSError as e:  # hub download impossible (offline, no cache)
             raise RuntimeError(
-                f"splitter.model: cannot load SaT model {model!r} ({e}). Offline, point splitter.model "
-                "(and splitter.tokenizer) at local directories, or use splitter=pysbd."
+                f"splitter.model: cannot load SaT model {model!r} ({e}). Offline, "
+                "point splitter.model (and splitter.tokenizer) at local directories, "
+                "or use splitter=pysbd."
             ) from e
         self.threshold = threshold
 

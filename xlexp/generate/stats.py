@@ -25,7 +25,8 @@ def _reason(text: str) -> str:
 
 
 def stage_funnel(stage_counts: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per stage up to QE: rows in, rows out, rejects and their reasons, from each artifact's counts."""
+    """Per stage up to QE: rows in, rows out, rejects and their reasons, from each artifact's
+    counts."""
     funnel: dict[str, dict[str, Any]] = {}
     for stage in STAGE_ORDER:
         counts = stage_counts.get(stage)

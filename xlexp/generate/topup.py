@@ -58,8 +58,8 @@ def next_seed_count(
     if max_seeds is not None and total > max_seeds:
         if seeds >= max_seeds:
             raise ValueError(
-                f"generate.target_rows: {target} kept rows need about {total} seed passages; the seed "
-                f"source gave {seeds} (seed_data.max_read or the corpus ends there)"
+                f"generate.target_rows: {target} kept rows need about {total} seed passages; "
+                f"the seed source gave {seeds} (seed_data.max_read or the corpus ends there)"
             )
         total = max_seeds
     return total
@@ -92,5 +92,6 @@ def generate_to_target(
             return arts
         seeds = nxt
     raise ValueError(
-        f"generate.target_rows: {target} kept rows not reached after {max_rounds} rounds of fresh seeds"
+        f"generate.target_rows: {target} kept rows not reached "
+        f"after {max_rounds} rounds of fresh seeds"
     )

@@ -114,7 +114,8 @@ def read_generation(store: Store, keys: dict[str, str | None]) -> dict:
     lost = [stage for stage in GENERATE_STAGES if not keys.get(stage)]
     if lost:
         notes.append(
-            f"not found: the {', '.join(lost)} artifact(s) this dataset was made from; what they hold is not shown"
+            f"not found: the {', '.join(lost)} artifact(s) this dataset was made from; "
+            "what they hold is not shown"
         )
     sel = arts["select"]
     out: dict[str, Any] = {
@@ -165,7 +166,8 @@ def read_generation(store: Store, keys: dict[str, str | None]) -> dict:
     strategy = _strategy(_meta(sel), kept, items, scores, names) if kept and items else None
     if kept and items and strategy is None:
         notes.append(
-            "the translate and QE rows do not reproduce the dataset's choices: chosen translations of dropped rows are not marked"
+            "the translate and QE rows do not reproduce the dataset's choices: "
+            "chosen translations of dropped rows are not marked"
         )
     out.update(translators=names, strategy=strategy)
 
@@ -261,7 +263,8 @@ def _generation_inputs(store: Store, sel: Artifact) -> dict[str, str | None]:
     artifacts whose rows it was made of (ids of each stage's rows and rejects chain up)."""
     keys: dict[str, str | None] = {s: None for s in GENERATE_STAGES}
     keys["select"] = sel.key
-    # Each DONE names its inputs (made_of): select <- translate, qe; translate <- refine <- reverse <- seed.
+    # Each DONE names its inputs (made_of): select <- translate, qe; translate <- refine <- reverse
+    # <- seed.
     for stage, upstream in (
         ("select", ("translate", "qe")),
         ("translate", ("refine",)),

@@ -165,7 +165,8 @@ class ResponseCache:
                 with FileLock(str(self.path) + ".lock"), self._raw_conn() as conn:
                     conn.execute("PRAGMA journal_mode=WAL")
                     conn.execute(
-                        "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT, created REAL)"
+                        "CREATE TABLE IF NOT EXISTS responses "
+                        "(key TEXT PRIMARY KEY, value TEXT, created REAL)"
                     )
             self._ready = True
 

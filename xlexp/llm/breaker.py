@@ -41,4 +41,7 @@ class Breaker:
     def why(self) -> str:
         # The threshold, not the running count: calls still in flight when it opened keep counting,
         # and one message per open breaker keeps the stage's failure line to one entry.
-        return f"breaker open after {self.threshold} consecutive failed calls (last: {self.last_error})"
+        return (
+            f"breaker open after {self.threshold} consecutive failed calls "
+            f"(last: {self.last_error})"
+        )

@@ -81,7 +81,8 @@ def check_card(key: str, card: Any, cuda: Any) -> None:
 
 def api_key(card: Any) -> tuple[str, str | None]:
     """(the key to send, the secret to redact from messages): from the env var the card names;
-    without one, "EMPTY" (local servers such as vLLM and llama.cpp accept any key), nothing secret."""
+    without one, "EMPTY" (local servers such as vLLM and llama.cpp accept any key), nothing
+    secret."""
     if not card.api_key_env:
         return "EMPTY", None
     key = os.environ.get(card.api_key_env)

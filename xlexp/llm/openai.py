@@ -80,7 +80,8 @@ class OpenAIBackend(Backend):
         if card.api_key_env and not os.environ.get(card.api_key_env):
             raise ConfigError(
                 f"{key}.api_key_env",
-                f"environment variable {card.api_key_env} is not set (the API key for {card.model})",
+                f"environment variable {card.api_key_env} is not set "
+                f"(the API key for {card.model})",
             )
         if getattr(card, "batch_api", False) and not card.batch_poll_s > 0:
             raise ConfigError(f"{key}.batch_poll_s", f"must be > 0, not {card.batch_poll_s}")
@@ -187,7 +188,8 @@ class OpenAIBackend(Backend):
             except TransportError as exc:
                 if exc.status != 404:  # 404: a server without a listing; try loading it
                     raise RuntimeError(
-                        f"{self.card.name}: cannot list the served models: {self._redact(exc.describe())}"
+                        f"{self.card.name}: cannot list the served models: "
+                        f"{self._redact(exc.describe())}"
                     ) from None
                 listing = {}
             data = listing.get("data") if isinstance(listing, dict) else None
@@ -201,9 +203,10 @@ class OpenAIBackend(Backend):
                     )
                 except TransportError as exc:
                     raise RuntimeError(
-                        f"{self.card.name}: the server at {self.base_url} does not serve adapter {path} "
-                        f"and could not load it ({self._redact(exc.describe())}). Start vLLM with --enable-lora and "
-                        "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, or with --lora-modules NAME=PATH."
+                        f"{self.card.name}: the server at {self.base_url} does not serve "
+                        f"adapter {path} and could not load it ({self._redact(exc.describe())}). "
+                        "Start vLLM with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, "
+                        "or with --lora-modules NAME=PATH."
                     ) from None
                 log.info("%s: loaded adapter %s on the server as %s", self.card.name, path, name)
             self._adapter_names[path] = name

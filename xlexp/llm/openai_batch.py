@@ -104,7 +104,10 @@ class OpenAIBatchBackend(Backend):
         return [results[k] for k in keys]
 
     def __repr__(self) -> str:
-        return f"OpenAIBatchBackend(model={self.model!r}, base_url={self.base_url!r}, api_key_env={self.api_key_env!r})"
+        return (
+            f"OpenAIBatchBackend(model={self.model!r}, base_url={self.base_url!r}, "
+            f"api_key_env={self.api_key_env!r})"
+        )
 
     def close(self) -> None:
         self._client.close()
@@ -259,7 +262,8 @@ class OpenAIBatchBackend(Backend):
             data = ("\n".join(lines) + "\n").encode()
             if len(data) > MAX_FILE_BYTES:
                 raise ValueError(
-                    f"batch file of {len(data) / 1e6:.0f} MB is over the Batch API's 200 MB limit: fewer requests per call"
+                    f"batch file of {len(data) / 1e6:.0f} MB is over the Batch API's 200 MB limit: "
+                    "fewer requests per call"
                 )
             uploaded = self._api(
                 self._client.files.create, file=(f"{name}.jsonl", data), purpose="batch"

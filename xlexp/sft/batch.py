@@ -37,8 +37,9 @@ def batch_plan(batch_size: int, grad_accum: int, world_size: int) -> BatchPlan:
     global_batch = batch_size * grad_accum
     if global_batch % world_size:
         raise ValueError(
-            f"sft.num_processes: the global batch sft.batch_size x sft.grad_accum = {global_batch} "
-            f"cannot be split evenly over {world_size} processes; use a process count that divides it"
+            "sft.num_processes: the global batch sft.batch_size x sft.grad_accum "
+            f"= {global_batch} cannot be split evenly over {world_size} processes; "
+            "use a process count that divides it"
         )
     share = global_batch // world_size
     per_device = max(d for d in range(1, min(batch_size, share) + 1) if share % d == 0)

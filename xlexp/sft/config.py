@@ -18,7 +18,8 @@ SUBSETS = ("top", "random")
 
 @dataclass
 class ExternalDataConfig:
-    """An SFT dataset from outside the pipeline (paper Table 9: X-Instruction), read by `datasets`."""
+    """An SFT dataset from outside the pipeline (paper Table 9: X-Instruction), read by
+    `datasets`."""
 
     dataset: str | None = None
     data_files: Any = (
@@ -43,7 +44,8 @@ class ExternalDataConfig:
 
 @dataclass
 class ReleaseDataConfig:
-    """The authors' XL-Instruct release (sft.source=release), read by `datasets` (xlexp.sft.source)."""
+    """The authors' XL-Instruct release (sft.source=release), read by `datasets`
+    (xlexp.sft.source)."""
 
     repo: str = "viyer98/xl-instruct"  # hub id, or a local folder laid out like it
     config: str = "default"  # default (one file per language) | bestof3 (8 core languages) | scored
@@ -71,7 +73,8 @@ class SFTConfig:
     bf16: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     subset: str = "top"  # top (by QE, as the paper) | random
     save_steps: int = 50  # checkpoint every N steps for resume
-    source: str = "generated"  # generated (the XL-Instruct dataset) | external (sft.external) | release (sft.release)
+    # generated (the XL-Instruct dataset) | external (sft.external) | release (sft.release)
+    source: str = "generated"
     external: ExternalDataConfig = field(default_factory=ExternalDataConfig)
     release: ReleaseDataConfig = field(default_factory=ReleaseDataConfig)
     num_processes: str = (

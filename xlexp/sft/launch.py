@@ -175,7 +175,8 @@ def train(
     if done.returncode != 0 or not metrics_path.exists():
         tail = log_path.read_text()[-4000:]
         raise RuntimeError(
-            f"accelerate launch ({n} processes) failed with code {done.returncode}; log {log_path}:\n{tail}"
+            f"accelerate launch ({n} processes) failed with code {done.returncode}; "
+            f"log {log_path}:\n{tail}"
         )
     return json.loads(metrics_path.read_text())
 

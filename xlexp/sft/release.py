@@ -1,9 +1,9 @@
 """The authors' release as SFT data (sft.source=release): `viyer98/xl-instruct` on the hub,
-configs `default` (one split per language, named by its English name: english, german, ..., lithuanian),
-`bestof3` (the 8 core languages, best-of-3 translations) and `scored` (split `english`, with
-scores). Splits map to ISO 639-3 codes through the language table; the row fields are found by name
-(the card does not list them), so a field layout the reader does not know fails naming the config
-key instead of training on the wrong text.
+configs `default` (one split per language, named by its English name: english, german, ...,
+lithuanian), `bestof3` (the 8 core languages, best-of-3 translations) and `scored` (split `english`,
+with scores). Splits map to ISO 639-3 codes through the language table; the row fields are found by
+name (the card does not list them), so a field layout the reader does not know fails naming the
+config key instead of training on the wrong text.
 """
 
 from __future__ import annotations
@@ -46,8 +46,9 @@ def release_fields(columns: Sequence[str]) -> dict[str, str | None]:
     ):
         raise ConfigError(
             "sft.release.config",
-            f"cannot find the instruction and response in the release's columns ({', '.join(columns)}); "
-            f"known names: {', '.join(_MESSAGE_FIELDS + _INSTRUCTION_FIELDS + _RESPONSE_FIELDS)}",
+            "cannot find the instruction and response in the release's columns "
+            f"({', '.join(columns)}); known names: "
+            f"{', '.join(_MESSAGE_FIELDS + _INSTRUCTION_FIELDS + _RESPONSE_FIELDS)}",
         )
     return fields
 

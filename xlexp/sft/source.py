@@ -232,7 +232,8 @@ def check_columns(tables: list[tuple[str, Any]], ext: Any) -> None:
             if column and column not in table.column_names:
                 raise ConfigError(
                     f"sft.external.{key}",
-                    f"no column {column!r} in {name!r} of {ext.dataset!r} (columns: {', '.join(table.column_names)})",
+                    f"no column {column!r} in {name!r} of {ext.dataset!r} "
+                    f"(columns: {', '.join(table.column_names)})",
                 )
 
 

@@ -107,7 +107,8 @@ def build_trainer(
         average_tokens_across_devices=True,
         max_length=int(sft.max_seq_len),
         # Prompt-completion data: TRL masks the prompt (labels -100) only with this set (None would
-        # also pick it from the format; explicit so a format change cannot silently train on prompts).
+        # also pick it from the format; explicit so a format change cannot silently train on
+        # prompts).
         completion_only_loss=True,
         bf16=bf16,
         fp16=False,

@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
         print(str(e), file=sys.stderr)
         return 2
     print(
-        f"view: {target} ({target.stat().st_size / 1e6:.1f} MB); open it in a browser, no server needed"
+        f"view: {target} ({target.stat().st_size / 1e6:.1f} MB); "
+        "open it in a browser, no server needed"
     )
     return 0
 

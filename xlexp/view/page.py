@@ -76,7 +76,8 @@ def render(page: dict) -> str:
     data["built"] = built
     data["chunk_rows"] = CHUNK_ROWS
     chunks = [
-        f'<script type="application/x-ndjson" data-chunk="{i}">{chr(10).join(lines[start : start + CHUNK_ROWS])}</script>'
+        f'<script type="application/x-ndjson" data-chunk="{i}">'
+        f"{chr(10).join(lines[start : start + CHUNK_ROWS])}</script>"
         for i, start in enumerate(range(0, len(lines), CHUNK_ROWS))
     ]
     css = (ASSETS / "view.css").read_text()
@@ -89,8 +90,10 @@ def render(page: dict) -> str:
             f"<title>{html.escape(title)}</title><style>{css}</style></head><body>",
             f'<header><h1>{html.escape(title)}</h1><nav><a href="#generation">Generation</a>',
             '<a href="#evaluation">Evaluation</a><a href="#sweep">Sweep</a></nav>',
-            f'<span class="src">{html.escape(str(source.get("path", "")))} · built {built}</span></header>',
-            '<main id="app"><noscript>This page renders its data with JavaScript.</noscript></main>',
+            f'<span class="src">{html.escape(str(source.get("path", "")))} · built {built}'
+            "</span></header>",
+            '<main id="app"><noscript>This page renders its data with JavaScript.</noscript>'
+            "</main>",
             '<footer id="xlexp-perf"></footer>',
             f'<script type="application/json" id="xlexp-data">{_script_json(data)}</script>',
             *chunks,
@@ -107,7 +110,8 @@ def write_view(path: str | Path, out: str | Path | None = None) -> Path:
     target = Path(out) if out else Path(path) / "view.html"
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
-    # Lone surrogates (undecodable bytes a model emitted) as \\uXXXX escapes: valid JSON, valid UTF-8.
+    # Lone surrogates (undecodable bytes a model emitted) as \\uXXXX escapes: valid JSON, valid
+    # UTF-8.
     tmp.write_text(render(page), encoding="utf-8", errors="backslashreplace")
     tmp.replace(target)
     return target

@@ -79,7 +79,8 @@ def _read_path(path: Path) -> dict:
         page["source"]["kind"] = (
             "run" if (path / "results.json").exists() and len(results) == 1 else "sweep"
         )
-        # One entry per distinct anchor artifact (a dataset, a judged system) and the runs that used it.
+        # One entry per distinct anchor artifact (a dataset, a judged system) and the runs that used
+        # it.
         entries: dict[tuple[str, str, str], dict] = {}
         for res in results:
             try:
@@ -126,8 +127,8 @@ def _read_path(path: Path) -> dict:
         page["sweep"] = read_sweep(path, {})
         return page
     raise FileNotFoundError(
-        f"xlexp.view: nothing to show in {path}: no results.json under it (a run or sweep dir written with "
-        "the report stage) and no select/ or judge/ artifacts (a store dir)"
+        f"xlexp.view: nothing to show in {path}: no results.json under it (a run or sweep "
+        "dir written with the report stage) and no select/ or judge/ artifacts (a store dir)"
     )
 
 
