@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from xlexp.config import Config
 from xlexp.evaluate import config as evaluate_config
 from xlexp.evaluate.benchmarks import benchmark
 from xlexp.evaluate.config import eval_codes
@@ -39,13 +40,13 @@ def run(ctx: RunContext, arts: dict[str, Artifact]) -> None:
     run_evaluate(ctx.cfg, ctx.store, ctx.models, adapter, arts)
 
 
-def eval_prompt_rows(cfg: Any) -> tuple[int, bool]:
+def eval_prompt_rows(cfg: Config) -> tuple[int, bool]:
     """Prompts times languages of the evaluation, and whether the benchmark knows it exactly."""
     per, exact = benchmark(cfg).prompts_per_lang(cfg)
     return per * len(eval_codes(cfg)), exact
 
 
-def expected(cfg: Any, measured: Measured) -> Expected:
+def expected(cfg: Config, measured: Measured) -> Expected:
     """Answers of the system and the reference per prompt and language, judge calls per
     comparison (the protocol's calls_per_prompt), prompt translations and rubric scores."""
     from xlexp.evaluate.judge import judge_protocol

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from xlexp.config import Config
 from xlexp.errors import ConfigError
 from xlexp.evaluate import build_xl, mbench, sources
 from xlexp.evaluate.benchmarks import Benchmark, benchmark
@@ -22,7 +23,7 @@ from xlexp.stage import RoleCount, signature
 from xlexp.store import Artifact, Store, digest, write_jsonl
 
 
-def xl_rows(cfg: Any) -> dict[str, list[dict]]:
+def xl_rows(cfg: Config) -> dict[str, list[dict]]:
     """XL-AlpacaEval rows per language, built from the English prompts the config names."""
     prompts = sources.english_prompts(cfg.eval)
     rewrites = build_xl.check_rewrites(prompts, build_xl.read_rewrites_file(cfg.eval.rewrites))
@@ -38,7 +39,7 @@ def xl_rows(cfg: Any) -> dict[str, list[dict]]:
     )
 
 
-def xl_key(cfg: Any) -> dict:
+def xl_key(cfg: Config) -> dict:
     """What of the config determines `xl_rows` (part of each respond key)."""
     path = sources.prompts_path(cfg.eval)
     rewrites = build_xl.read_rewrites_file(cfg.eval.rewrites)
@@ -54,21 +55,21 @@ def xl_key(cfg: Any) -> dict:
     }
 
 
-def eval_rows(cfg: Any, prompt_set: Artifact | None) -> dict[str, list[dict]]:
+def eval_rows(cfg: Config, prompt_set: Artifact | None) -> dict[str, list[dict]]:
     """The prompts per language: from the prompt-set artifact, else built from the config."""
     if prompt_set is None:
         return benchmark(cfg).rows(cfg)
     return {code: prompt_set.rows(f"{code}.jsonl") for code in eval_codes(cfg)}
 
 
-def bench_key(cfg: Any, prompt_set: Artifact | None) -> Any:
+def bench_key(cfg: Config, prompt_set: Artifact | None) -> Any:
     """The benchmark's part of a respond key: its config slice when built on the fly (the
     stored prompt set's key is an input of the respond key instead)."""
     return benchmark(cfg).key(cfg) if prompt_set is None else "artifact"
 
 
 def run_mtranslate(
-    cfg: Any, store: Store, models: Models, prompts: list[dict], lang: str
+    cfg: Config, store: Store, models: Models, prompts: list[dict], lang: str
 ) -> Artifact:
     """m-AlpacaEval prompts in one language, built once per (translator, prompts, language)."""
     card = cfg.eval.translator
@@ -98,7 +99,7 @@ def run_mtranslate(
     )
 
 
-def _m_alpacaeval(cfg: Any, store: Store, models: Models) -> Artifact:
+def _m_alpacaeval(cfg: Config, store: Store, models: Models) -> Artifact:
     codes = eval_codes(cfg)
     prompts = build_xl.select_prompts(
         sources.english_prompts(cfg.eval), cfg.eval.exclude_ids, cfg.eval.limit
@@ -129,7 +130,7 @@ def _m_alpacaeval(cfg: Any, store: Store, models: Models) -> Artifact:
     return store.build("prompt_set", key, produce)[0]
 
 
-def _release(cfg: Any, store: Store, models: Models) -> Artifact:
+def _release(cfg: Config, store: Store, models: Models) -> Artifact:
     codes = eval_codes(cfg)
     key = store.key(
         "prompt_set",
@@ -154,7 +155,7 @@ def _release(cfg: Any, store: Store, models: Models) -> Artifact:
     return store.build("prompt_set", key, produce)[0]
 
 
-def run_prompt_set(cfg: Any, store: Store, models: Models) -> Artifact | None:
+def run_prompt_set(cfg: Config, store: Store, models: Models) -> Artifact | None:
     """The stored prompt set of `eval.benchmark`; None when prompts are built from the config."""
     bench = benchmark(cfg)
     return bench.build(cfg, store, models) if bench.stored else None
@@ -176,7 +177,7 @@ class XLAlpacaEval(Benchmark):
                 raise ConfigError("eval.rewrites", str(e)) from None
         sources.prompts_path(ev)  # ConfigError naming eval.path or eval.hub_repo
 
-    def prompts_per_lang(self, cfg: Any) -> tuple[int, bool]:
+    def prompts_per_lang(self, cfg: Config) -> tuple[int, bool]:
         """Exact when the English prompts are local."""
         try:
             english = sources.english_prompts(cfg.eval)
@@ -184,10 +185,10 @@ class XLAlpacaEval(Benchmark):
             return super().prompts_per_lang(cfg)
         return len(build_xl.select_prompts(english, cfg.eval.exclude_ids, cfg.eval.limit)), True
 
-    def rows(self, cfg: Any) -> dict[str, list[dict]]:
+    def rows(self, cfg: Config) -> dict[str, list[dict]]:
         return xl_rows(cfg)
 
-    def key(self, cfg: Any) -> Any:
+    def key(self, cfg: Config) -> Any:
         return xl_key(cfg)
 
 
@@ -206,23 +207,23 @@ class MAlpacaEval(XLAlpacaEval):
     stored = True
     rewrites = False  # monolingual prompts: no {language} request to rewrite
 
-    def codes(self, cfg: Any) -> list[str]:
+    def codes(self, cfg: Config) -> list[str]:
         codes = super().codes(cfg)
         if cfg.eval.english and mbench.ENGLISH not in codes:
             codes.append(mbench.ENGLISH)  # the English column (Table 3)
         return codes
 
-    def roles(self, cfg: Any) -> dict[str, Any]:
+    def roles(self, cfg: Config) -> dict[str, Any]:
         return {"eval.translator": cfg.eval.translator}
 
-    def expected_calls(self, cfg: Any, rows: int, exact: bool, shared: str) -> list[Any]:
+    def expected_calls(self, cfg: Config, rows: int, exact: bool, shared: str) -> list[Any]:
         codes = self.codes(cfg)
         translated = rows - (rows // len(codes) if mbench.ENGLISH in codes else 0)
         card = cfg.eval.translator
         return [RoleCount("prompt_set", "eval.translator", card, translated, exact,
                           shared=signature(card, shared), measured_kind="mtranslate")]
 
-    def build(self, cfg: Any, store: Any, models: Any) -> Artifact:
+    def build(self, cfg: Config, store: Any, models: Any) -> Artifact:
         return _m_alpacaeval(cfg, store, models)
 
 
@@ -233,7 +234,7 @@ class Release(Benchmark):
     name = "xl_alpacaeval_release"
     stored = True
 
-    def build(self, cfg: Any, store: Any, models: Any) -> Artifact:
+    def build(self, cfg: Config, store: Any, models: Any) -> Artifact:
         return _release(cfg, store, models)
 
 

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from xlexp.config import Config
 from xlexp.evaluate import build_xl, judge, metrics, rtt, rubric
 from xlexp.evaluate.config import eval_codes
 from xlexp.evaluate.prompt_sets import bench_key, eval_rows, run_prompt_set
@@ -31,7 +32,7 @@ def chat_by_lang(
 
 
 def run_respond(
-    cfg: Any,
+    cfg: Config,
     store: Store,
     models: Models,
     role: str,
@@ -71,7 +72,7 @@ def run_respond(
 
 
 def run_judge(
-    cfg: Any,
+    cfg: Config,
     store: Store,
     models: Models,
     system: Artifact,
@@ -124,7 +125,7 @@ def _outputs(respond: Artifact, code: str) -> list[dict]:
 
 
 def run_metrics(
-    cfg: Any, store: Store, verdicts: Artifact, system: Artifact, reference: Artifact
+    cfg: Config, store: Store, verdicts: Artifact, system: Artifact, reference: Artifact
 ) -> Artifact:
     """Win rates, CIs, LC, fidelity, lengths from stored verdicts and outputs (no model call).
 
@@ -167,7 +168,7 @@ def run_metrics(
 
 
 def run_evaluate(
-    cfg: Any,
+    cfg: Config,
     store: Store,
     models: Models,
     adapter: Artifact | None,
@@ -210,7 +211,7 @@ def run_evaluate(
     return arts
 
 
-def system_labels(cfg: Any, adapter: Artifact | None) -> dict:
+def system_labels(cfg: Config, adapter: Artifact | None) -> dict:
     """What a report needs to name a judged system: a row (model, data size, selection) and the
     comparison its win rates belong to (reference, judge, benchmark). Only what determines the
     judge artifact, so labels stay true when another experiment reuses it."""
@@ -235,7 +236,7 @@ def system_labels(cfg: Any, adapter: Artifact | None) -> dict:
 
 
 def run_respond_rtt(
-    cfg: Any,
+    cfg: Config,
     store: Store,
     models: Models,
     card: Any,
@@ -313,7 +314,7 @@ def run_respond_rtt(
     return store.build("respond", key, produce)[0]
 
 
-def run_rubric(cfg: Any, store: Store, models: Models, system: Artifact) -> Artifact:
+def run_rubric(cfg: Config, store: Store, models: Models, system: Artifact) -> Artifact:
     """Fine-grained 1-5 scores of a system's outputs by the judge role (Table 8)."""
     criteria = list(cfg.eval.rubric_criteria)
     key = store.key(

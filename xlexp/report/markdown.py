@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from xlexp.config import Config
 from xlexp.evaluate.metrics import Column, column, declared_columns
 from xlexp.report.stage_table import stage_table
 from xlexp.report.tables import (
@@ -99,7 +100,7 @@ def view_line(run_dir: Path, paths: dict[str, Path]) -> str:
     )
 
 
-def write_results(run_dir: Path, summary: dict, cfg: Any) -> dict[str, Path]:
+def write_results(run_dir: Path, summary: dict, cfg: Config) -> dict[str, Path]:
     """results.json and results.md under the run dir, and the run's view beside them."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
