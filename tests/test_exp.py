@@ -19,9 +19,8 @@ from xlexp.config import parse_data_size, register, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPS = sorted(p.stem for p in (ROOT / "conf" / "exp").glob("*.yaml"))
-SCALING_COMMAND = (
-    "python -m xlexp +exp=scaling -m data_size=32,256,2k,8k"  # the paper's command, verbatim
-)
+# the paper's command, verbatim
+SCALING_COMMAND = "python -m xlexp +exp=scaling -m data_size=32,256,2k,8k"
 register()
 
 

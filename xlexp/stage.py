@@ -226,9 +226,8 @@ class Stage:
     roles: Callable[[Any], dict[str, Any]] = _no_roles  # config path -> card, of the roles it calls
     validate: Callable[[Any, bool], None] = _nothing  # (cfg, runs): raise ConfigError naming a key
     expected: Callable[[Any, Measured], Expected] = _nothing_expected
-    summarize: Callable[[RunContext, dict[str, Artifact]], None] = (
-        _nothing  # top-level summary fields
-    )
+    # top-level summary fields
+    summarize: Callable[[RunContext, dict[str, Artifact]], None] = _nothing
     log: Callable[[Any, RunContext, dict[str, Artifact]], None] = _nothing  # W&B beyond counts
     table_rows: Callable[[dict, dict], list[TableRow]] | None = None  # None: from the counts
     view: ViewSpec | None = None

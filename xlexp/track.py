@@ -23,9 +23,8 @@ class LoggerConfig:
     group: str | None = None
     tags: list[str] = field(default_factory=list)
     samples: int = 20  # judged sample rows per language in the W&B table
-    copy_max_mb: float = (
-        50.0  # dataset/adapter artifacts above this are logged as file:// references
-    )
+    # dataset/adapter artifacts above this are logged as file:// references
+    copy_max_mb: float = 50.0
 
 
 _SECRET_KEY = re.compile(r"(api_?key|token|secret|password)$", re.I)

@@ -31,21 +31,18 @@ class EvalConfig:
     bootstrap: int = 1000
     # Prompt sources. prompts: demo (shipped) | null (eval.path if set, else the hub file).
     prompts: str | None = None
-    hub_repo: str = (
-        "tatsu-lab/alpaca_eval"  # dataset repo holding alpaca_eval.json (its script is broken)
-    )
+    # dataset repo holding alpaca_eval.json (its script is broken)
+    hub_repo: str = "tatsu-lab/alpaca_eval"
     hub_file: str = "alpaca_eval.json"
     hub_revision: str | None = None
     release_repo: str = "viyer98/XL-AlpacaEval"
     rewrites: str | None = "paper"
-    translator: Any = (
-        None  # m_alpacaeval: the model card translating prompts (GPT-4o in the paper, section 6)
-    )
+    # m_alpacaeval: the model card translating prompts (GPT-4o in the paper, section 6)
+    translator: Any = None
     translate_max_tokens: int = 2048
     english: bool = True
-    rtt: str | None = (
-        None  # Table 2 reason-then-translate baseline: one_prompt | two_step; null: answer directly
-    )
+    # Table 2 reason-then-translate baseline: one_prompt | two_step; null: answer directly
+    rtt: str | None = None
     rtt_max_tokens: int | None = None  # per step; null: the model card's sampling.max_tokens
     rubric: bool = False  # Table 8 fine-grained 1-5 scores by the judge
     rubric_criteria: list[str] = field(default_factory=lambda: list(CRITERIA))

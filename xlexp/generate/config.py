@@ -13,9 +13,8 @@ SELECTIONS = ("best_of_k", "naive", "random")
 
 @dataclass
 class SeedDataConfig:
-    source: str = (
-        "demo"  # demo (shipped corpus) | jsonl | parquet (local files) | hf (hub dataset, streamed)
-    )
+    # demo (shipped corpus) | jsonl | parquet (local files) | hf (hub dataset, streamed)
+    source: str = "demo"
     path: str | None = None
     text_field: str = "text"
     n: int = 12
@@ -34,9 +33,8 @@ class SeedDataConfig:
 
 @dataclass
 class SplitterConfig:
-    kind: str = (
-        "pysbd"  # a name in xlexp.generate.segment.SPLITTERS: pysbd (rule-based) | sat (wtpsplit)
-    )
+    # a name in xlexp.generate.segment.SPLITTERS: pysbd (rule-based) | sat (wtpsplit)
+    kind: str = "pysbd"
     model: str = "sat-3l-sm"
     tokenizer: str | None = None  # SaT tokenizer dir; None: the hub default
     threshold: float | None = None
@@ -44,14 +42,12 @@ class SplitterConfig:
 
 @dataclass
 class QEConfig:
-    kind: str = (
-        "llm"  # a name in xlexp.generate.qe.SCORERS: llm (GEMBA-style prompt) | comet (CometKiwi)
-    )
+    # a name in xlexp.generate.qe.SCORERS: llm (GEMBA-style prompt) | comet (CometKiwi)
+    kind: str = "llm"
     model: str = "Unbabel/wmt23-cometkiwi-da-xl"  # comet checkpoint (hub id or local dir)
     batch_size: int = 16
-    llm: Any = (
-        None  # the QE model card for kind=llm (default: ${judge}); untyped so it may interpolate
-    )
+    # the QE model card for kind=llm (default: ${judge}); untyped so it may interpolate
+    llm: Any = None
 
 
 @dataclass

@@ -22,22 +22,19 @@ class ExternalDataConfig:
     `datasets`."""
 
     dataset: str | None = None
-    data_files: Any = (
-        None  # files inside `dataset`: a list, or {lang: file} when each file is one language
-    )
+    # files inside `dataset`: a list, or {lang: file} when each file is one language
+    data_files: Any = None
     revision: str | None = None  # hub revision (pin it: the store key cannot see hub updates)
     split: str = "train"
-    messages_field: str | None = (
-        None  # a chat list (role/content or ShareGPT from/value); else the pair below
-    )
+    # a chat list (role/content or ShareGPT from/value); else the pair below
+    messages_field: str | None = None
     instruction_field: str = "instruction"
     input_field: str | None = None  # optional context appended to the instruction (Alpaca-style)
     response_field: str = "output"
     id_field: str | None = None  # None: ids from the row's position in its file
     lang_field: str | None = None  # None: the data_files key, when data_files is {lang: file}
-    langs: list[str] | None = (
-        None  # keep rows whose language is one of these (as written in the data)
-    )
+    # keep rows whose language is one of these (as written in the data)
+    langs: list[str] | None = None
     qe_field: str | None = None  # a quality score, needed for sft.subset=top
     n: int | None = None  # a seeded subset of this many rows (paper: 40K); None: every matching row
 
@@ -51,9 +48,8 @@ class ReleaseDataConfig:
     config: str = "default"  # default (one file per language) | bestof3 (8 core languages) | scored
     revision: str | None = None  # hub revision (pin it: the store key cannot see hub updates)
     langs: list[str] | None = None
-    suffix_template: str | None = (
-        "Respond in {language}."  # appended when the instruction does not name the language
-    )
+    # appended when the instruction does not name the language
+    suffix_template: str | None = "Respond in {language}."
 
 
 @dataclass
@@ -77,9 +73,8 @@ class SFTConfig:
     source: str = "generated"
     external: ExternalDataConfig = field(default_factory=ExternalDataConfig)
     release: ReleaseDataConfig = field(default_factory=ReleaseDataConfig)
-    num_processes: str = (
-        "auto"  # auto: one per visible GPU (accelerate launch when > 1), or a count
-    )
+    # auto: one per visible GPU (accelerate launch when > 1), or a count
+    num_processes: str = "auto"
 
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kK]?)\s*$")
