@@ -158,3 +158,24 @@ def test_missing_mandatory_value_names_the_key():
         "seed_data.name",
         "eval.path",
     )  # seed_data.name: gated CulturaX, no token
+
+
+@pytest.mark.parametrize(
+    "override, key, says",
+    [
+        ("generate.batch_size=0", "generate.batch_size", "must be >= 1, not 0"),
+        ("generate.batch_size=-1", "generate.batch_size", "must be >= 1, not -1"),
+        ("qe.batch_size=0", "qe.batch_size", "must be >= 1, not 0"),
+        ("teacher.batch_size=-3", "teacher.batch_size", "must be >= 1, not -3"),
+        ("teacher.sampling.temperature=-1", "teacher.sampling.temperature", "must be >= 0"),
+        ("judge.sampling.top_p=0", "judge.sampling.top_p", "must be in (0, 1], not 0.0"),
+        ("model.sampling.top_p=1.5", "model.sampling.top_p", "must be in (0, 1], not 1.5"),
+        ("reference.sampling.max_tokens=0", "reference.sampling.max_tokens", "must be >= 1"),
+    ],
+)
+def test_a_bad_knob_is_refused_before_work_naming_its_key(override, key, says):
+    # Each of these once loaded a model and ran (a batch size of 0 stored an empty artifact
+    # under the key a normal run uses); a knob no backend can serve fails validation instead.
+    with pytest.raises(ConfigError) as err:
+        validate(make(override), cuda=False)
+    assert err.value.key == key and says in str(err.value)

@@ -84,6 +84,12 @@ def validate(cfg: Any, runs: bool) -> None:
     from xlexp.generate.qe import SCORERS
     from xlexp.generate.segment import SPLITTERS
 
+    # Not in any key (rightly), so a batch size < 1 would store an empty artifact under the key a
+    # normal run uses: refused before any stage. Evaluation batches by it too.
+    if cfg.generate.batch_size < 1:
+        raise ConfigError("generate.batch_size", f"must be >= 1, not {cfg.generate.batch_size}")
+    if cfg.qe.batch_size < 1:
+        raise ConfigError("qe.batch_size", f"must be >= 1, not {cfg.qe.batch_size}")
     if cfg.k < 1 or cfg.k > len(cfg.translators):
         raise ConfigError(
             "k",

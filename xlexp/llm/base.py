@@ -117,8 +117,6 @@ class Backend:
     def check_card(cls, key: str, card: Any, cuda: Callable[[], bool]) -> None:
         """Raise ConfigError naming `key.<field>` for a card this backend cannot serve.
         `cuda()` says whether a CUDA GPU is visible (asked only by backends that care)."""
-        if card.sampling.max_tokens < 1:
-            raise ConfigError(f"{key}.sampling.max_tokens", "must be >= 1")
         if getattr(card, "batch_api", False):
             raise ConfigError(
                 f"{key}.batch_api", f"the Batch API needs backend openai, not {card.backend!r}"

@@ -76,7 +76,23 @@ def check_card(key: str, card: Any, cuda: Any) -> None:
     """The card's backend exists and accepts it; errors name `key.<field>`."""
     if card is None:
         raise ConfigError(key, "is not set")
-    backend_class(card, f"{key}.backend").check_card(key, card, cuda)
+    cls = backend_class(card, f"{key}.backend")
+    check_sampling(key, card)
+    cls.check_card(key, card, cuda)
+
+
+def check_sampling(key: str, card: Any) -> None:
+    """What no backend can serve, checked before any model loads (a negative temperature or
+    batch size would otherwise load the model and fail late, or pass silently)."""
+    s = card.sampling
+    if s.max_tokens < 1:
+        raise ConfigError(f"{key}.sampling.max_tokens", f"must be >= 1, not {s.max_tokens}")
+    if not s.temperature >= 0:
+        raise ConfigError(f"{key}.sampling.temperature", f"must be >= 0, not {s.temperature}")
+    if not 0 < s.top_p <= 1:
+        raise ConfigError(f"{key}.sampling.top_p", f"must be in (0, 1], not {s.top_p}")
+    if int(card.batch_size) < 1:
+        raise ConfigError(f"{key}.batch_size", f"must be >= 1, not {card.batch_size}")
 
 
 def api_key(card: Any) -> tuple[str, str | None]:

@@ -75,8 +75,6 @@ class OpenAIBackend(Backend):
 
     @classmethod
     def check_card(cls, key: str, card: Any, cuda: Any) -> None:
-        if card.sampling.max_tokens < 1:
-            raise ConfigError(f"{key}.sampling.max_tokens", "must be >= 1")
         if card.api_key_env and not os.environ.get(card.api_key_env):
             raise ConfigError(
                 f"{key}.api_key_env",
