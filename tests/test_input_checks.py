@@ -29,6 +29,11 @@ GOOD = [{"instruction": "Say hi."}, {"instruction": "Count to three."}]
         (b"[]", "holds no prompts"),
         (b'{"instruction": "a"}\n{"prompt": "b"}\n', "line 2 has no 'instruction'"),
         (b'[{"instruction": "a"}, "just text"]', "item 2 has no 'instruction'"),
+        (b'[{"instruction": 5}]', "item 1: 'instruction' must be text, not int"),
+        (
+            b'{"instruction": "a"}\n{"instruction": ["b"]}\n',
+            "line 2: 'instruction' must be text, not list",
+        ),
     ],
 )
 def test_a_bad_prompts_file_is_one_line_naming_eval_path(tmp_path, content, message):
@@ -42,6 +47,14 @@ def test_a_bad_prompts_file_is_one_line_naming_eval_path(tmp_path, content, mess
         )
     text = str(err.value)
     assert text.startswith("eval.path: ") and message in text and "\n" not in text, text
+
+
+@pytest.mark.parametrize("path", ["", "  "])
+def test_an_empty_eval_path_is_refused_not_read_as_the_default(path):
+    ev = OmegaConf.create({"path": path, "limit": None, "benchmark": "xl_alpacaeval",
+                           "prompts": "hub"})
+    with pytest.raises(ConfigError, match=r"^eval.path: is empty"):
+        check_eval_inputs(ev)
 
 
 def test_good_prompts_files_pass(tmp_path):

@@ -202,6 +202,11 @@ def check_prompts_file(path: str | Path, key: str = "eval.path") -> int:
     for where, row in rows:
         if not isinstance(row, dict) or not str(row.get("instruction") or "").strip():
             raise ConfigError(key, f"{str(path)!r} {where} has no 'instruction'")
+        if not isinstance(row["instruction"], str):
+            kind = type(row["instruction"]).__name__
+            raise ConfigError(
+                key, f"{str(path)!r} {where}: 'instruction' must be text, not {kind}"
+            )
     return len(rows)
 
 
@@ -214,6 +219,9 @@ def check_limit(limit: int | None, key: str = "eval.limit") -> None:
 def check_eval_inputs(ev: Any) -> None:
     """The evaluation's own inputs, checked with the rest of the config (before any model)."""
     check_limit(ev.limit)
+    if ev.path is not None and not str(ev.path).strip():
+        # An empty path is a mistake, not a request for the demo or hub prompts.
+        raise ConfigError("eval.path", "is empty: name a prompts file, or null for the default")
     if prompt_source(ev) == "path":
         if not Path(ev.path).is_file():
             raise ConfigError("eval.path", f"AlpacaEval prompts file not found: {ev.path!r}")
