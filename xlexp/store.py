@@ -10,6 +10,12 @@ Reuse is verified: a finished artifact whose DONE is unreadable or whose files d
 their recorded size and hash is moved aside to `<root>/.damaged/` and built again; a part that
 does not match its checksum is dropped and its batch redone. A store that cannot heal (read
 only) stops with one line naming the damaged file.
+
+Reuse also follows content: DONE records a digest of each input artifact's files as they were
+when it was built. A key comes from the inputs' keys, so an input rebuilt under the same key with
+other bytes (it was damaged and its answers came back different) leaves the key alone; the
+recorded digest no longer matches, and the artifact is set aside under `<root>/.stale/` and
+built again from the input as it is now, and so on down the chain.
 """
 
 from __future__ import annotations
@@ -254,11 +260,40 @@ class Store:
         if not (path / "DONE").exists():
             return None
         problem = artifact_damage(path)
-        if problem is None:
-            return Artifact(stage, key, path)
-        if self.read_only:  # damaged: the next writing run rebuilds it
+        if problem is not None:
+            if not self.read_only:  # a read-only store: the next writing run rebuilds it
+                self.quarantine(path, problem)
             return None
-        self.quarantine(path, problem)
+        changed = self.changed_input(path)
+        if changed is not None:
+            if not self.read_only:
+                self.set_aside(path, changed, ".stale", "stale artifact")
+            return None
+        return Artifact(stage, key, path)
+
+    def content_digest(self, key: str) -> str | None:
+        """What the finished artifact `key` holds, as a digest of its DONE's file records
+        (sizes and sha256); None when the store has no such artifact or it predates records."""
+        for done in self.root.glob(f"*/{key}/DONE"):
+            try:
+                files = read_done(done).get("files")
+            except StoreError:
+                return None
+            return None if files is None else digest(files)
+        return None
+
+    def changed_input(self, path: Path) -> str | None:
+        """Which input of the finished artifact at `path` holds other bytes than when it was
+        built, or None. An input not in the store now cannot be compared: the run builds inputs
+        before what reads them, so it is there whenever this artifact is about to be used."""
+        try:
+            built_from = read_done(path / "DONE").get("inputs_content") or {}
+        except StoreError:
+            return None
+        for key, then in sorted(built_from.items()):
+            now = self.content_digest(key)
+            if now is not None and now != then:
+                return f"built from input {key}, whose content has changed since"
         return None
 
     @contextmanager
@@ -314,6 +349,8 @@ class Store:
             }
             if key in self._made_of:  # what `python -m xlexp.store explain` compares
                 done["made_of"] = self._made_of[key]
+                inputs = {k: self.content_digest(k) for k in self._made_of[key]["inputs"]}
+                done["inputs_content"] = {k: d for k, d in inputs.items() if d is not None}
             with disk_full_names_path(work):
                 write_json(work / "DONE", done)
             os.replace(work, final)
@@ -323,10 +360,17 @@ class Store:
     def quarantine(self, path: Path, problem: str) -> None:
         """Move a damaged artifact dir to `<root>/.damaged/` (kept for a post-mortem, out of
         every reader's way); a store that cannot be changed stops naming the file."""
+        self.set_aside(path, problem, ".damaged", "damaged artifact")
+
+    def set_aside(self, path: Path, problem: str, folder: str, what: str) -> None:
         stage, key = path.parent.name, path.name
-        aside = (
-            self.root / ".damaged" / stage / f"{key}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
-        )
+        aside = self.root / folder / stage / f"{key}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        for above in (aside.parent.parent, aside.parent):
+            if above.exists() and not above.is_dir():  # a stray file by that name
+                raise StoreError(
+                    f"{path}: {what} ({problem}), and {above} is a file where a folder "
+                    "should be; move that file away"
+                )
         try:
             aside.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, aside)
@@ -334,12 +378,10 @@ class Store:
             return  # another process moved it first
         except OSError as e:
             raise StoreError(
-                f"{path}: damaged artifact ({problem}) and the store cannot be changed "
+                f"{path}: {what} ({problem}) and the store cannot be changed "
                 f"({e.strerror}); delete it or point store_dir at a writable copy"
             ) from None
-        log.warning(
-            "%s: damaged artifact (%s), moved to %s; building it again", path, problem, aside
-        )
+        log.warning("%s: %s (%s), moved to %s; building it again", path, what, problem, aside)
 
 
 if __name__ == "__main__":  # `python -m xlexp.store explain ...` (the command lives beside)
