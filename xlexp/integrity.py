@@ -117,3 +117,22 @@ def disk_full_names_path(path: Path) -> Iterator[None]:
         raise StoreError(
             f"{where}: no space left on device; free space and rerun (finished batches are kept)"
         ) from None
+
+
+# Counts that say where an input row went other than out: rejected with a reason (stored in
+# rejects.jsonl), failed (a call that is retried on the next run), filtered (by a declared rule
+# such as the QE bottom share).
+ROW_FATES = ("rejects", "failed", "filtered")
+
+
+def unaccounted_rows(counts: dict) -> str | None:
+    """Why an artifact's counts lose rows, or None. Counts that state `in` and `out` must
+    account for every input row: in == out + rejects + failed + filtered."""
+    n_in, n_out = counts.get("in"), counts.get("out")
+    if not isinstance(n_in, int) or not isinstance(n_out, int):
+        return None
+    fates = {k: counts[k] for k in ROW_FATES if isinstance(counts.get(k), int)}
+    if n_in == n_out + sum(fates.values()):
+        return None
+    said = "".join(f" + {n} {k}" for k, n in fates.items())
+    return f"{n_in} rows in but {n_out} out{said}: {n_in - n_out - sum(fates.values())} lost"

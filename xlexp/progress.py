@@ -12,6 +12,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from xlexp.integrity import ROW_FATES
+
 # A stage where more than this share of items were content rejects (the model answered, the
 # answer was unusable) most likely has a broken prompt, parser or model: said loudly.
 REJECT_WARN_SHARE = 0.5
@@ -128,9 +130,15 @@ def reject_share(counts: dict) -> tuple[int, int] | None:
 def reject_warnings(
     counts_by_artifact: dict[str, dict], bound: float = REJECT_WARN_SHARE
 ) -> list[str]:
-    """`reverse: 9 of 16 items are content rejects (56%), over the 50% bound` per artifact."""
+    """`reverse: 9 of 16 items are content rejects (56%), over the 50% bound` per artifact;
+    `select: kept 0 of 16 rows` for one that keeps nothing of a non-empty input."""
     out = []
     for name, counts in counts_by_artifact.items():
+        n_in, n_out = (counts or {}).get("in"), (counts or {}).get("out")
+        if isinstance(n_in, int) and n_in > 0 and n_out == 0:  # whatever the reasons
+            fates = ", ".join(f"{counts[k]} {k}" for k in ROW_FATES if counts.get(k))
+            out.append(f"{name}: kept 0 of {n_in} rows" + (f" ({fates})" if fates else ""))
+            continue
         share = reject_share(counts or {})
         if share and share[1] and share[0] / share[1] > bound:
             bad, total = share

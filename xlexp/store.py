@@ -48,6 +48,7 @@ from xlexp.integrity import (
     part_damage,
     part_sum_path,
     read_done,
+    unaccounted_rows,
 )
 from xlexp.plain import plain
 
@@ -334,6 +335,9 @@ class Store:
                 work.mkdir(parents=True, exist_ok=True)
                 started = time.time()
                 counts = produce(work, Parts(work / "parts")) or {}
+                lost = unaccounted_rows(counts)
+                if lost:
+                    raise StoreError(f"{stage} {key}: {lost}; nothing stored")
                 shutil.rmtree(work / "parts", ignore_errors=True)
                 for stale in work.rglob(".*.tmp"):  # temp files of an earlier, killed attempt
                     stale.unlink()

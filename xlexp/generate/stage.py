@@ -145,6 +145,8 @@ def run_translate(cfg: Config, store: Store, models: Models, pairs: Artifact) ->
             rows.append({**item, "sentences": sents, "candidates": candidates})
         write_jsonl(work / "rows.jsonl", rows)
         return {
+            "in": len(items),
+            "out": len(rows),
             "items": len(rows),
             "sentence_jobs": len(job_list),
             "translations": len(job_list) * len(cards),
@@ -182,6 +184,8 @@ def run_qe(cfg: Config, store: Store, models: Models, translations: Artifact) ->
         write_jsonl(work / "rows.jsonl", rows)
         failed = [r for r in rows if r["score"] is None]
         return {
+            "in": len(triples),
+            "out": len(rows) - len(failed),
             "scored_pairs": len(rows),
             "failed": len(failed),
             **reasons([{"reject": r["reject"]} for r in failed]),
@@ -214,20 +218,25 @@ def run_select(
 
     def produce(work: Path, parts: Any) -> dict:
         score_of = {r["key"]: r["score"] for r in scores.rows()}
-        chosen = [
-            select.choose(item, score_of, names, cfg.generate.selection)
-            for item in translations.rows()
-        ]
+        items = translations.rows()
+        chosen = [select.choose(item, score_of, names, cfg.generate.selection) for item in items]
         ok, rejects = split_rejects(chosen)
         kept = select.filter_rows(ok, cfg.generate.keep, cfg.generate.selection, cfg.seed)
         write_jsonl(work / "dataset.jsonl", kept)
         write_jsonl(work / "rejects.jsonl", rejects)
         stage_counts = {name: art.meta.get("counts", {}) for name, art in (upstream or {}).items()}
         stats = gen_stats.generation_stats(
-            stage_counts, translations.rows(), score_of, chosen, kept, names
+            stage_counts, items, score_of, chosen, kept, names
         )
         write_json(work / "stats.json", stats)
-        return {"rows": len(kept), "before_filter": len(ok), "rejects": len(rejects)}
+        return {
+            "in": len(items),
+            "out": len(kept),
+            "rejects": len(rejects),
+            "filtered": len(ok) - len(kept),  # the bottom share by QE (generate.keep)
+            "rows": len(kept),
+            "before_filter": len(ok),
+        }
 
     return store.build("select", key, produce)[0]
 
