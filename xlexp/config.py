@@ -25,6 +25,7 @@ from xlexp.generate.config import (
 )
 from xlexp.langs import LangsConfig, validate_langs
 from xlexp.llm.card import LLMConfig, SamplingConfig, check_card
+from xlexp.ranges import check_ranges, knob
 from xlexp.sft.config import ExternalDataConfig, SFTConfig, parse_data_size
 from xlexp.stage import STAGES
 from xlexp.track import LoggerConfig
@@ -41,12 +42,13 @@ class Config:
     # The top-level knobs, stated here only (conf/config.yaml composes the groups around them).
     stages: list[str] = field(default_factory=lambda: ["generate", "sft", "evaluate", "report"])
     data_size: str = "8"  # SFT rows: 32, 256, 2k, 8k, 32k (k = x1000); paper Fig. 2
-    k: int = 2  # best-of-k: the first k of `translators` (paper 4.3 uses k=3)
+    k: int = knob(2, ge=1)  # best-of-k: the first k of `translators` (paper 4.3 uses k=3)
     seed: int = 1  # the random seed of every stage (paper section 5: seed 1)
     store_dir: str = "outputs/store"
     note: str = ""  # printed with the results (the tiny profile says its numbers mean nothing)
     preflight: bool = True  # before the first stage: each checkable role's server, key, model
-    reject_warn_share: float = 0.5  # a stage with more content rejects than this says so loudly
+    # a stage with more content rejects than this says so loudly
+    reject_warn_share: float = knob(0.5, ge=0, le=1)
     teacher: LLMConfig = MISSING
     translators: dict[str, LLMConfig] = field(default_factory=dict)
     model: LLMConfig = MISSING
@@ -100,8 +102,7 @@ def validate(cfg: DictConfig | Any, cuda: bool | None = None) -> None:
             raise ConfigError(
                 f"stages[{i}]", f"unknown stage {stage!r} (known: {', '.join(names)})"
             )
-    if not 0.0 <= cfg.reject_warn_share <= 1.0:
-        raise ConfigError("reject_warn_share", f"must be in [0, 1], not {cfg.reject_warn_share}")
+    check_ranges(cfg, Config)  # every knob's declared range (xlexp.ranges), one walk
     validate_langs(cfg)
     stages = STAGES.values()
     for stage in stages:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from xlexp.plain import plain
+from xlexp.ranges import knob
 from xlexp.store import read_jsonl
 
 
@@ -22,9 +23,9 @@ class LoggerConfig:
     mode: str = "auto"  # auto: online with WANDB_API_KEY, offline without
     group: str | None = None
     tags: list[str] = field(default_factory=list)
-    samples: int = 20  # judged sample rows per language in the W&B table
+    samples: int = knob(20, ge=0)  # judged sample rows per language in the W&B table
     # dataset/adapter artifacts above this are logged as file:// references
-    copy_max_mb: float = 50.0
+    copy_max_mb: float = knob(50.0, ge=0)
 
 
 _SECRET_KEY = re.compile(r"(api_?key|token|secret|password)$", re.I)

@@ -9,6 +9,7 @@ from typing import Any
 from xlexp.errors import ConfigError
 from xlexp.evaluate.benchmarks import benchmark
 from xlexp.evaluate.rubric import CRITERIA
+from xlexp.ranges import knob
 
 RTT_MODES = ("one_prompt", "two_step")
 
@@ -20,7 +21,7 @@ class EvalConfig:
     # m_alpacaeval (prompts machine-translated by eval.translator)
     benchmark: str = "demo"
     path: str | None = None
-    limit: int | None = None
+    limit: int | None = knob(None, ge=1)
     langs: list[str] | None = None  # None: langs.codes
     exclude_ids: list[int] = field(default_factory=list)
     templates: list[str] = field(default_factory=lambda: ["Answer in {language}."])
@@ -28,7 +29,7 @@ class EvalConfig:
     # weighted_alpaca_eval_gpt4_turbo annotator, one order per prompt) | both_orders (xlexp's
     # A/B prompt in both orders, averaged: cancels position bias). See xlexp/evaluate/judge.py.
     judge_protocol: str = "alpaca_eval"
-    bootstrap: int = 1000
+    bootstrap: int = knob(1000, ge=0)  # 0: no interval
     # Prompt sources. prompts: demo (shipped) | null (eval.path if set, else the hub file).
     prompts: str | None = None
     # dataset repo holding alpaca_eval.json (its script is broken)
@@ -39,11 +40,12 @@ class EvalConfig:
     rewrites: str | None = "paper"
     # m_alpacaeval: the model card translating prompts (GPT-4o in the paper, section 6)
     translator: Any = None
-    translate_max_tokens: int = 2048
+    translate_max_tokens: int = knob(2048, ge=1)
     english: bool = True
     # Table 2 reason-then-translate baseline: one_prompt | two_step; null: answer directly
     rtt: str | None = None
-    rtt_max_tokens: int | None = None  # per step; null: the model card's sampling.max_tokens
+    # per step; null: the model card's sampling.max_tokens
+    rtt_max_tokens: int | None = knob(None, ge=1)
     rubric: bool = False  # Table 8 fine-grained 1-5 scores by the judge
     rubric_criteria: list[str] = field(default_factory=lambda: list(CRITERIA))
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xlexp.errors import ConfigError
+from xlexp.ranges import knob
 
 SELECTIONS = ("best_of_k", "naive", "random")
 
@@ -17,9 +18,9 @@ class SeedDataConfig:
     source: str = "demo"
     path: str | None = None
     text_field: str = "text"
-    n: int = 12
-    min_chars: int = 100
-    max_chars: int = 2000
+    n: int = knob(12, ge=1)
+    min_chars: int = knob(100, ge=0)
+    max_chars: int = knob(2000, ge=1)
     # hf: a hub dataset streamed with `datasets` (paper: uonlp/CulturaX, en); parquet/jsonl: local
     # files
     name: str | None = None  # hub dataset id (source=hf)
@@ -27,8 +28,9 @@ class SeedDataConfig:
     split: str = "train"
     gated: bool = False  # the hub dataset needs an accepted licence and HF_TOKEN
     id_field: str = "id"  # a row without it gets an id from its text
-    shuffle_buffer: int = 10000  # seeded shuffle buffer of streamed sources
-    max_read: int | None = None  # stop reading a stream after this many rows even if n did not pass
+    shuffle_buffer: int = knob(10000, ge=1)  # seeded shuffle buffer of streamed sources
+    # stop reading a stream after this many rows even if n did not pass
+    max_read: int | None = knob(None, ge=1)
 
 
 @dataclass
@@ -37,7 +39,7 @@ class SplitterConfig:
     kind: str = "pysbd"
     model: str = "sat-3l-sm"
     tokenizer: str | None = None  # SaT tokenizer dir; None: the hub default
-    threshold: float | None = None
+    threshold: float | None = knob(None, ge=0, le=1)
 
 
 @dataclass
@@ -45,7 +47,7 @@ class QEConfig:
     # a name in xlexp.generate.qe.SCORERS: llm (GEMBA-style prompt) | comet (CometKiwi)
     kind: str = "llm"
     model: str = "Unbabel/wmt23-cometkiwi-da-xl"  # comet checkpoint (hub id or local dir)
-    batch_size: int = 16
+    batch_size: int = knob(16, ge=1)
     # the QE model card for kind=llm (default: ${judge}); untyped so it may interpolate
     llm: Any = None
 
@@ -55,8 +57,8 @@ class GenerateConfig:
     # Paper section 4.1: "Respond in {lang}" appended to the instruction.
     suffix_templates: list[str] = field(default_factory=lambda: ["Respond in {language}."])
     selection: str = "best_of_k"  # best_of_k | naive (first translator) | random (ignore QE)
-    keep: float = 0.8  # paper 4.4: drop the bottom 20% by passage QE
-    batch_size: int = 16  # rows per part file: a killed run redoes at most this many
+    keep: float = knob(0.8, gt=0, le=1)  # paper 4.4: drop the bottom 20% by passage QE
+    batch_size: int = knob(16, ge=1)  # rows per part file: a killed run redoes at most this many
     # Kept rows the dataset must hold (32k: every size of Fig. 2): fresh seeds are drawn until the
     # QE filter leaves at least this many despite rejects (xlexp.generate.topup). null: seed_data.n
     # alone.
@@ -84,12 +86,6 @@ def validate(cfg: Any, runs: bool) -> None:
     from xlexp.generate.qe import SCORERS
     from xlexp.generate.segment import SPLITTERS
 
-    # Not in any key (rightly), so a batch size < 1 would store an empty artifact under the key a
-    # normal run uses: refused before any stage. Evaluation batches by it too.
-    if cfg.generate.batch_size < 1:
-        raise ConfigError("generate.batch_size", f"must be >= 1, not {cfg.generate.batch_size}")
-    if cfg.qe.batch_size < 1:
-        raise ConfigError("qe.batch_size", f"must be >= 1, not {cfg.qe.batch_size}")
     if cfg.k < 1 or cfg.k > len(cfg.translators):
         raise ConfigError(
             "k",
@@ -101,8 +97,6 @@ def validate(cfg: Any, runs: bool) -> None:
             "generate.selection",
             f"unknown strategy {cfg.generate.selection!r} ({', '.join(SELECTIONS)})",
         )
-    if not 0.0 < cfg.generate.keep <= 1.0:
-        raise ConfigError("generate.keep", f"must be in (0, 1], not {cfg.generate.keep}")
     if cfg.generate.target_rows is not None:
         from xlexp.sft.config import parse_data_size
 
@@ -141,15 +135,11 @@ def validate_seed(seed_data: Any) -> None:
                 "accept its terms on the hub, then set HF_TOKEN (or run `huggingface-cli login`); "
                 "offline, use seed_data=jsonl or seed_data=parquet",
             )
-    if seed_data.n < 1:
-        raise ConfigError("seed_data.n", f"must be >= 1, not {seed_data.n}")
     if seed_data.min_chars > seed_data.max_chars:
         raise ConfigError(
             "seed_data.min_chars",
             f"{seed_data.min_chars} > seed_data.max_chars={seed_data.max_chars}",
         )
-    if seed_data.shuffle_buffer < 1:
-        raise ConfigError("seed_data.shuffle_buffer", "must be >= 1")
 
 
 def validate_suffix_templates(templates: Any) -> None:

@@ -12,13 +12,14 @@ from xlexp.errors import ConfigError
 from xlexp.llm.backends import backend_class
 from xlexp.llm.base import identity_of
 from xlexp.plain import plain
+from xlexp.ranges import check_ranges, knob
 
 
 @dataclass
 class SamplingConfig:
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_tokens: int = 256
+    temperature: float = knob(0.0, ge=0)
+    top_p: float = knob(1.0, gt=0, le=1)
+    max_tokens: int = knob(256, ge=1)
     seed: int | None = None
 
 
@@ -33,33 +34,36 @@ class LLMConfig:
     gguf_file: str | None = None  # a GGUF file inside `model` (hf backend converts it once)
     dtype: str = "auto"  # auto: bfloat16 on CUDA (paper section 3), float32 on CPU
     chat_template: str | None = None  # jinja template for models that have none
-    batch_size: int = 8  # hf: rows per generate() call
+    batch_size: int = knob(8, ge=1)  # hf: rows per generate() call
     base_url: str | None = None  # openai: any OpenAI-compatible server
     api_key_env: str | None = None  # openai: name of the env var holding the key, never the key
     # openai: the window, requests in flight at once (a continuous window, shared by every role
     # on this model). A self-hosted vLLM server: about its --max-num-seqs (128-256); a paid API:
     # what its rate limits allow.
-    max_concurrency: int = 8
-    requests_per_minute: float | None = None  # openai: the API's request quota (None: no limit)
-    tokens_per_minute: float | None = None  # openai: the token quota (prompt + max_tokens)
-    max_retries: int = 6  # openai: retries on 429/5xx/timeouts
-    timeout_s: float = 120.0
-    breaker_after: int = 8  # openai: failed calls in a row after which the endpoint counts as down
+    max_concurrency: int = knob(8, ge=1)
+    # openai: the API's request quota (None: no limit)
+    requests_per_minute: float | None = knob(None, gt=0)
+    # openai: the token quota (prompt + max_tokens)
+    tokens_per_minute: float | None = knob(None, gt=0)
+    max_retries: int = knob(6, ge=0)  # openai: retries on 429/5xx/timeouts
+    timeout_s: float = knob(120.0, gt=0)
+    # openai: failed calls in a row after which the endpoint counts as down
+    breaker_after: int = knob(8, ge=1)
     engine_kwargs: dict[str, Any] = field(default_factory=dict)  # vllm.LLM(**engine_kwargs)
     # The cost plan's GPU-hours (python -m xlexp.plan) for a local model (hf, vllm): tokens per
     # second on one GPU when generating, and when it is the student being fine-tuned. None: the
     # plan's --generate-tokens-per-s / --train-tokens-per-s.
-    tokens_per_s: float | None = None
-    train_tokens_per_s: float | None = None
-    price_in_per_mtok: float = 0.0  # USD per 1M prompt tokens (cost ledger)
-    price_out_per_mtok: float = 0.0
+    tokens_per_s: float | None = knob(None, gt=0)
+    train_tokens_per_s: float | None = knob(None, gt=0)
+    price_in_per_mtok: float = knob(0.0, ge=0)  # USD per 1M prompt tokens (cost ledger)
+    price_out_per_mtok: float = knob(0.0, ge=0)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     # openai: send each batch of cache misses through the OpenAI Batch API (files + batches,
     # 24 h window, half price) instead of one request each; the batch id is kept in the store
     # (<store>/batches/) so a restarted job resumes polling instead of resubmitting.
     batch_api: bool = False
-    batch_poll_s: float = 30.0  # seconds between batches.retrieve polls
-    batch_price_factor: float = 0.5  # Batch API price / synchronous price (cost ledger)
+    batch_poll_s: float = knob(30.0, gt=0)  # seconds between batches.retrieve polls
+    batch_price_factor: float = knob(0.5, ge=0)  # Batch API price / synchronous price (cost ledger)
 
 
 def card_key(card: Any) -> dict:
@@ -77,22 +81,8 @@ def check_card(key: str, card: Any, cuda: Any) -> None:
     if card is None:
         raise ConfigError(key, "is not set")
     cls = backend_class(card, f"{key}.backend")
-    check_sampling(key, card)
+    check_ranges(card, LLMConfig, f"{key}.")  # untyped cards (qe.llm, eval.translator) too
     cls.check_card(key, card, cuda)
-
-
-def check_sampling(key: str, card: Any) -> None:
-    """What no backend can serve, checked before any model loads (a negative temperature or
-    batch size would otherwise load the model and fail late, or pass silently)."""
-    s = card.sampling
-    if s.max_tokens < 1:
-        raise ConfigError(f"{key}.sampling.max_tokens", f"must be >= 1, not {s.max_tokens}")
-    if not s.temperature >= 0:
-        raise ConfigError(f"{key}.sampling.temperature", f"must be >= 0, not {s.temperature}")
-    if not 0 < s.top_p <= 1:
-        raise ConfigError(f"{key}.sampling.top_p", f"must be in (0, 1], not {s.top_p}")
-    if int(card.batch_size) < 1:
-        raise ConfigError(f"{key}.batch_size", f"must be >= 1, not {card.batch_size}")
 
 
 def api_key(card: Any) -> tuple[str, str | None]:

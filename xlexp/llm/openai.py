@@ -81,14 +81,6 @@ class OpenAIBackend(Backend):
                 f"environment variable {card.api_key_env} is not set "
                 f"(the API key for {card.model})",
             )
-        if getattr(card, "batch_api", False) and not card.batch_poll_s > 0:
-            raise ConfigError(f"{key}.batch_poll_s", f"must be > 0, not {card.batch_poll_s}")
-        if int(card.max_concurrency) < 1:
-            raise ConfigError(f"{key}.max_concurrency", f"must be >= 1, not {card.max_concurrency}")
-        for limit in ("requests_per_minute", "tokens_per_minute"):
-            value = getattr(card, limit, None)
-            if value is not None and not float(value) > 0:
-                raise ConfigError(f"{key}.{limit}", f"must be > 0 or null (no limit), not {value}")
 
     @classmethod
     def chunk_size(cls, card: Any) -> int:

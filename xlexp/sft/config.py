@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from xlexp.errors import ConfigError
 from xlexp.llm.backends import BACKENDS, backend_class
+from xlexp.ranges import knob
 
 SOURCES = ("generated", "external", "release")
 SUBSETS = ("top", "random")
@@ -36,7 +37,8 @@ class ExternalDataConfig:
     # keep rows whose language is one of these (as written in the data)
     langs: list[str] | None = None
     qe_field: str | None = None  # a quality score, needed for sft.subset=top
-    n: int | None = None  # a seeded subset of this many rows (paper: 40K); None: every matching row
+    # a seeded subset of this many rows (paper: 40K); None: every matching row
+    n: int | None = knob(None, ge=1)
 
 
 @dataclass
@@ -55,20 +57,20 @@ class ReleaseDataConfig:
 @dataclass
 class SFTConfig:
     # Paper section 5: LoRA r=8 on q/v, 1 epoch, cosine, lr 1e-4, 3% warmup, bf16, batch 8, seed 1.
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
+    r: int = knob(8, ge=1)
+    alpha: int = knob(16, gt=0)
+    dropout: float = knob(0.05, ge=0, lt=1)
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
-    epochs: float = 1.0
-    lr: float = 1e-4
+    epochs: float = knob(1.0, gt=0)
+    lr: float = knob(1e-4, gt=0)
     scheduler: str = "cosine"
-    warmup_ratio: float = 0.03
-    batch_size: int = 8
-    grad_accum: int = 1
-    max_seq_len: int = 1024
+    warmup_ratio: float = knob(0.03, ge=0, le=1)
+    batch_size: int = knob(8, ge=1)
+    grad_accum: int = knob(1, ge=1)
+    max_seq_len: int = knob(1024, ge=1)
     bf16: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     subset: str = "top"  # top (by QE, as the paper) | random
-    save_steps: int = 50  # checkpoint every N steps for resume
+    save_steps: int = knob(50, ge=1)  # checkpoint every N steps for resume
     # generated (the XL-Instruct dataset) | external (sft.external) | release (sft.release)
     source: str = "generated"
     external: ExternalDataConfig = field(default_factory=ExternalDataConfig)
@@ -159,8 +161,6 @@ def _validate_external(sft: Any) -> None:
         raise ConfigError(
             "sft.external.messages_field", "set it, or both instruction_field and response_field"
         )
-    if ext.n is not None and ext.n < 1:
-        raise ConfigError("sft.external.n", f"must be >= 1 or null, not {ext.n}")
     if (
         ext.langs is not None
         and not ext.lang_field
