@@ -125,9 +125,11 @@ def disk_full_names_path(path: Path) -> Iterator[None]:
 ROW_FATES = ("rejects", "failed", "filtered")
 
 
-def unaccounted_rows(counts: dict) -> str | None:
+def unaccounted_rows(counts: Any) -> str | None:
     """Why an artifact's counts lose rows, or None. Counts that state `in` and `out` must
     account for every input row: in == out + rejects + failed + filtered."""
+    if not isinstance(counts, dict):
+        return None
     n_in, n_out = counts.get("in"), counts.get("out")
     if not isinstance(n_in, int) or not isinstance(n_out, int):
         return None

@@ -134,12 +134,13 @@ def reject_warnings(
     `select: kept 0 of 16 rows` for one that keeps nothing of a non-empty input."""
     out = []
     for name, counts in counts_by_artifact.items():
-        n_in, n_out = (counts or {}).get("in"), (counts or {}).get("out")
+        counts = counts if isinstance(counts, dict) else {}
+        n_in, n_out = counts.get("in"), counts.get("out")
         if isinstance(n_in, int) and n_in > 0 and n_out == 0:  # whatever the reasons
             fates = ", ".join(f"{counts[k]} {k}" for k in ROW_FATES if counts.get(k))
             out.append(f"{name}: kept 0 of {n_in} rows" + (f" ({fates})" if fates else ""))
             continue
-        share = reject_share(counts or {})
+        share = reject_share(counts)
         if share and share[1] and share[0] / share[1] > bound:
             bad, total = share
             out.append(
