@@ -122,7 +122,10 @@ class Mute(Peaks):
         return super().__call__(body)
 
 
-def test_a_generation_run_accounts_for_every_row_and_warns_when_nothing_is_kept(tmp_path):
+def test_a_generation_run_accounts_for_every_row_and_warns_when_nothing_is_kept(
+    tmp_path, caplog
+):
+    caplog.set_level("INFO", logger="xlexp")
     with FakeOpenAI(Peaks(delay=0.0)) as srv:
         good = run(compose_cfg(overrides(srv.base_url, tmp_path / "s1")), tmp_path / "a")
     for name, counts in good["stages"]["generate"].items():
@@ -131,6 +134,9 @@ def test_a_generation_run_accounts_for_every_row_and_warns_when_nothing_is_kept(
             assert counts["in"] == counts["out"] + fates > 0, (name, counts)
     select = good["stages"]["generate"]["select"]
     assert select["filtered"] > 0 and select["out"] == select["rows"]  # the QE bottom share
+    rejected = f" rejects {select['rejects']}" if select["rejects"] else ""
+    said = f"select {select['in']}->{select['out']}{rejected} filtered {select['filtered']} |"
+    assert said in caplog.text  # the stage line says where every row went
     assert not good["warnings"]
 
     with FakeOpenAI(Mute(delay=0.0)) as srv:

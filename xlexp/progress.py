@@ -65,9 +65,9 @@ def _counts(counts: dict) -> str:
             None,
         )
         text = f"{main} {counts[main]}" if main else ""
-    bad = {
+    bad = {  # where the rows that did not come out went (filtered: by a declared rule)
         k: counts[k]
-        for k in ("rejects", "failed", "errors", "malformed")
+        for k in ("rejects", "failed", "filtered", "errors", "malformed")
         if isinstance(counts.get(k), int) and counts[k]
     }
     rejected = counts.get("rejected_translations")
