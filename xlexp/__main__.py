@@ -12,6 +12,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import InterpolationResolutionError
 
@@ -47,14 +48,27 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     return run_stages(cfg, run_dir)  # type: ignore[return-value]
 
 
+def check_run_dir(run_dir: Path, mode: RunMode | None) -> None:
+    """The run dir takes files (results.json, results.md are written after the stages): else
+    one line now, not a traceback after the work."""
+    from xlexp.run import not_writable
+
+    problem = not_writable(run_dir)
+    if problem:
+        key = "hydra.sweep.dir" if mode == RunMode.MULTIRUN else "hydra.run.dir"
+        raise ConfigError(key, f"{run_dir} is not writable ({problem})")
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def hydra_main(cfg: DictConfig) -> float | None:
     _job_started()
     logging.basicConfig(level=os.environ.get("XLEXP_LOG", "INFO"))
     # One line per HTTP request is noise at tens of thousands of requests.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
+        check_run_dir(run_dir, hydra_cfg.mode)
         summary = run(cfg, run_dir)
     except ConfigError as e:
         log.error("config error: %s", e)
@@ -76,7 +90,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     """Entry point of both `python -m xlexp` and the `xlexp` console script."""
-    from xlexp.argv import check_overrides, hydra_error_line, multirun_flag_first
+    from xlexp.argv import check_overrides, hydra_error_line, is_multirun, multirun_flag_first
 
     args = multirun_flag_first(sys.argv[1:])  # `+exp=scaling -m data_size=...` verbatim
     problem = check_overrides(args)
@@ -92,7 +106,7 @@ def main() -> None:
     try:
         hydra_main()
     except Exception as e:
-        line = hydra_error_line(e) if _composing else None
+        line = hydra_error_line(e, is_multirun(args)) if _composing else None
         if line is None:
             raise
         raise SystemExit(f"xlexp: config error: {line}") from None

@@ -6,9 +6,9 @@ argparse an option between overrides splits them and the second group is rejecte
 data_size=32,256,2k,8k". `--multirun` is a plain flag, so moving it in front of the overrides
 changes nothing else.
 
-Hydra prints its own errors (an override of a key that is not there, a value of the wrong type)
-over several lines with a hint about HYDRA_FULL_ERROR; `hydra_error_line` says each in one line
-naming the key.
+Hydra prints its own errors (an override of a key that is not there, a value of the wrong type,
+a run dir it cannot make) over several lines with a hint about HYDRA_FULL_ERROR;
+`hydra_error_line` says each in one line naming the key or the dir.
 """
 
 from __future__ import annotations
@@ -42,10 +42,15 @@ def check_overrides(args: list[str]) -> str | None:
     return None
 
 
-def hydra_error_line(error: BaseException) -> str | None:
+def is_multirun(args: list[str]) -> bool:
+    """Whether `args` ask Hydra for a multirun (a flag, or `hydra.mode=MULTIRUN`)."""
+    return any(a in MULTIRUN_FLAGS or a.lstrip("+") == "hydra.mode=MULTIRUN" for a in args)
+
+
+def hydra_error_line(error: BaseException, multirun: bool = False) -> str | None:
     """`<key>: <reason>` for an error Hydra raised before the job started (an override of a
     key that is not there or with a value of the wrong type, an unknown option of a config
-    group, an override it cannot parse); None for any other error."""
+    group, an override it cannot parse, a run dir it cannot make); None for any other error."""
     from hydra.errors import (
         CompactHydraException,
         MissingConfigException,
@@ -68,7 +73,22 @@ def hydra_error_line(error: BaseException) -> str | None:
         return f"overrides: {' '.join(str(error).split())}"
     if isinstance(error, OmegaConfBaseException) and error.full_key:
         return f"{error.full_key}: {_first_line(error.msg)}"
+    # Before the job, Hydra only makes the run (or sweep) dir and writes its logs and .hydra/
+    # there; logging wraps its OSError in a ValueError.
+    oserror = next((e for e in _chain(error) if isinstance(e, OSError)), None)
+    if oserror is not None and oserror.filename:
+        key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+        return f"{key}: cannot make or write {oserror.filename} ({oserror.strerror})"
     return None
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
 
 
 def _first_line(text: str) -> str:
