@@ -62,9 +62,13 @@ def content_hash(path: str) -> str:
     return _content_hashes[stamp]
 
 
+PARQUET_MAGIC = b"PAR1"  # the first and the last 4 bytes of every Parquet file
+
+
 def check_local(cfg: Any) -> None:
     """Before any work: a local corpus exists, is not empty and, for JSONL, is UTF-8 with at
-    least one row; else one line naming `seed_data.path`."""
+    least one row, for Parquet starts and ends like a Parquet file; else one line naming
+    `seed_data.path`."""
     if cfg.source not in LOCAL_BUILDERS:
         return
     files = local_files(cfg.path)
@@ -78,8 +82,22 @@ def check_local(cfg: Any) -> None:
                     _check_jsonl_bytes(f, name)
                 elif size == 0:
                     raise ConfigError("seed_data.path", f"{name} is empty")
+                else:
+                    _check_parquet_magic(f, name, size)
         except OSError as e:
             raise ConfigError("seed_data.path", f"cannot read {name} ({e.strerror})") from None
+
+
+def _check_parquet_magic(f: Any, name: str, size: int) -> None:
+    head = f.read(len(PARQUET_MAGIC))
+    f.seek(max(size - len(PARQUET_MAGIC), 0))
+    tail = f.read(len(PARQUET_MAGIC))
+    if size < 2 * len(PARQUET_MAGIC) or head != PARQUET_MAGIC or tail != PARQUET_MAGIC:
+        raise ConfigError(
+            "seed_data.path",
+            f"{name} is not a Parquet file (it does not start and end with {PARQUET_MAGIC!r}; "
+            "a JSONL file takes seed_data=jsonl)",
+        )
 
 
 def _check_jsonl_bytes(f: Any, name: str) -> None:
