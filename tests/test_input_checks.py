@@ -1,7 +1,8 @@
 """Inputs checked before work starts: eval.path (UTF-8 JSON or JSONL, at least one prompt, each
 with an instruction), eval.limit >= 1, local seed files (exist, not empty, UTF-8), a seed path
-with glob characters that exists is read, and a seed file replaced by other bytes with the same
-size and mtime (`cp -p`) gets a new fingerprint."""
+with glob characters that exists is read, a seed file replaced by other bytes with the same
+size and mtime (`cp -p`) gets a new fingerprint, and a seed_data=parquet file that does not start
+and end like a Parquet file is refused."""
 
 from __future__ import annotations
 
@@ -131,3 +132,39 @@ def test_a_seed_file_replaced_with_same_size_and_mtime_gets_a_new_fingerprint(tm
     shutil.copy2(b, a)  # cp -p: other bytes, same size and mtime
     assert a.stat().st_mtime_ns == b.stat().st_mtime_ns
     assert seed.fingerprint(cfg) != before
+
+
+def parquet_cfg(path) -> object:
+    return OmegaConf.create({"source": "parquet", "path": str(path)})
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"text": "a JSONL file named .parquet"}\n',
+        b"PAR1",  # the magic alone: too short to be a file
+        b"PAR1 and then not the footer",
+        b"no header but the footer PAR1",
+    ],
+)
+def test_a_file_that_is_not_parquet_is_one_line_naming_seed_data_path(tmp_path, content):
+    path = tmp_path / "seeds.parquet"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as err:
+        seed.check_local(parquet_cfg(path))
+    assert err.value.key == "seed_data.path"
+    assert f"{path} is not a Parquet file" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_real_parquet_files_pass_and_a_cut_one_is_refused(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist([{"text": f"passage {i} " * 20} for i in range(50)])
+    for name in ("part-0.parquet", "part-1.parquet"):
+        pq.write_table(table, tmp_path / name)
+    seed.check_local(parquet_cfg(tmp_path / "*.parquet"))
+    whole = (tmp_path / "part-1.parquet").read_bytes()
+    (tmp_path / "part-1.parquet").write_bytes(whole[: len(whole) // 2])  # a copy cut short
+    with pytest.raises(ConfigError, match=r"part-1.parquet is not a Parquet file"):
+        seed.check_local(parquet_cfg(tmp_path / "*.parquet"))

@@ -210,3 +210,78 @@ def test_malformed_jsonl_lines_are_counted_rejects_with_their_line_numbers(tmp_p
     assert sorted(r["text"] for r in kept) == sorted(texts)
     assert counts["malformed"] == 3 and counts["read"] == 7
     assert sorted(counts["malformed_lines"]) == [f"{path}:2", f"{path}:4", f"{path}:7"]
+
+
+@pytest.mark.parametrize(
+    "source, fields, key",
+    [
+        ("jsonl", {"path": "/data/seeds.jsonl"}, "seed_data.path"),
+        ("parquet", {"path": "/data/*.parquet"}, "seed_data.path"),
+        ("hf", {"name": "uonlp/CulturaX"}, "seed_data.name"),
+        ("demo", {}, "seed_data"),
+    ],
+)
+def test_a_source_of_which_no_row_passes_is_an_error_naming_it(source, fields, key):
+    rows = [{"text": "Too short."}] * 3 + [{"text": "Far too long. " * 20}]
+    with pytest.raises(ConfigError) as err:
+        seed.take(rows, cfg_for(source, fields.pop("path", None), **fields))
+    assert err.value.key == key
+    assert str(err.value).endswith(
+        "gave no passage: 4 rows read, 3 shorter than seed_data.min_chars=40 (a row without the "
+        "seed_data.text_field 'text' is empty), 1 longer than seed_data.max_chars=120"
+    ), str(err.value)
+    with pytest.raises(ConfigError, match=r"0 rows read \(seed_data.max_read=0\)$"):
+        seed.take(corpus_rows(), cfg_for(source, None, max_read=0))
+
+
+def test_run_seed_on_a_file_of_short_or_malformed_lines_stores_nothing(tmp_path: Path):
+    path = tmp_path / "seeds.jsonl"
+    path.write_text(
+        "".join(json.dumps({"text": f"short {i}"}) + "\n" for i in range(5)) + "{not json\n"
+    )
+    cfg = OmegaConf.create({"seed_data": OmegaConf.to_container(cfg_for("jsonl", path)), "seed": 1})
+    with pytest.raises(ConfigError) as err:
+        run_seed(cfg, Store(tmp_path / "store"))
+    assert err.value.key == "seed_data.path"
+    assert (
+        f"{str(path)!r} gave no passage: 6 rows read, 5 shorter than seed_data.min_chars=40"
+        in str(err.value)
+    )
+    assert f"1 not a JSON object (first: {path}:6)" in str(err.value)
+    # No finished artifact (only the build's empty .partial- dir): the next run reads it again.
+    made = list((tmp_path / "store" / "seed").iterdir())
+    assert [p.name.startswith(".partial-") for p in made] == [True], made
+    assert not [f for f in made[0].rglob("*") if f.is_file()]
+
+
+def test_a_run_on_a_seed_file_of_short_lines_exits_in_one_line(tmp_path: Path):
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "seeds.jsonl"
+    path.write_text("".join(json.dumps({"text": f"short {i}"}) + "\n" for i in range(5)))
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xlexp",
+            "stages=[generate]",
+            "seed_data=jsonl",
+            f"seed_data.path={path}",
+            f"store_dir={tmp_path / 'store'}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            "preflight=false",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode != 0
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("xlexp: config error: ") and "Traceback" not in out.stderr, out.stderr
+    assert f"seed_data.path: {str(path)!r} gave no passage: 5 rows read" in last, last
+    assert not list((tmp_path / "store").glob("*/*/DONE"))

@@ -6,6 +6,7 @@ cost plan and preflight read). Nothing here names a stage or an artifact.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,53 @@ def probe(cfg: Config) -> tuple[list[str], dict[str, str]]:
     return present, built
 
 
+def not_writable(path: Path) -> str | None:
+    """Why files cannot be made in the directory `path` (or, when it does not exist yet, in the
+    directory it would be made in); None when they can. A real file is made and removed: file
+    modes say nothing about a read-only mount or root squash."""
+    import tempfile
+
+    path = Path(path).absolute()
+    there = path
+    while not there.exists() and there != there.parent:
+        there = there.parent
+    where = "" if there == path else f"{there}: "
+    if not there.is_dir():
+        return f"{where}not a directory"
+    try:
+        fd, probe_file = tempfile.mkstemp(prefix=".xlexp-write-check-", dir=there)
+    except OSError as e:
+        return f"{where}{e.strerror}"
+    os.close(fd)
+    os.unlink(probe_file)
+    return None
+
+
+def check_store_writable(cfg: Config) -> None:
+    """A store that cannot take files stops the run now, naming it, when the run would build
+    something; a rerun that every artifact in the store serves goes on read-only."""
+    from xlexp.errors import ConfigError, StoreError
+
+    root = Path(str(cfg.store_dir)).absolute()
+    problem = not_writable(root)
+    if problem is None:
+        return
+    try:
+        _, to_build = probe(cfg)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 (the probe cannot tell: go on as before)
+        log.warning(
+            "%s is not writable (%s); what this run builds is unknown: %s", root, problem, e
+        )
+        return
+    if to_build:
+        raise StoreError(
+            f"{root} is not writable ({problem}) and this run would build "
+            f"{', '.join(to_build)}; point store_dir at a writable directory"
+        )
+
+
 def preflight(cfg: Config) -> None:
     """Check every role the run may call whose backend can be checked before any stage
     (PreflightError naming each one that cannot work). A run whose every artifact that calls a
@@ -148,6 +196,7 @@ def run(cfg: Config, run_dir: Path) -> RunSummary:
     from xlexp.roles import Models
 
     validate(cfg)  # fail before any model loads
+    check_store_writable(cfg)
     if cfg.preflight:  # each checkable role: server up, key accepted, model served
         preflight(cfg)
     store = LedgerStore(cfg.store_dir)  # a Store that measures each stage's tokens and dollars

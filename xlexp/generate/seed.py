@@ -62,9 +62,13 @@ def content_hash(path: str) -> str:
     return _content_hashes[stamp]
 
 
+PARQUET_MAGIC = b"PAR1"  # the first and the last 4 bytes of every Parquet file
+
+
 def check_local(cfg: Any) -> None:
     """Before any work: a local corpus exists, is not empty and, for JSONL, is UTF-8 with at
-    least one row; else one line naming `seed_data.path`."""
+    least one row, for Parquet starts and ends like a Parquet file; else one line naming
+    `seed_data.path`."""
     if cfg.source not in LOCAL_BUILDERS:
         return
     files = local_files(cfg.path)
@@ -78,8 +82,22 @@ def check_local(cfg: Any) -> None:
                     _check_jsonl_bytes(f, name)
                 elif size == 0:
                     raise ConfigError("seed_data.path", f"{name} is empty")
+                else:
+                    _check_parquet_magic(f, name, size)
         except OSError as e:
             raise ConfigError("seed_data.path", f"cannot read {name} ({e.strerror})") from None
+
+
+def _check_parquet_magic(f: Any, name: str, size: int) -> None:
+    head = f.read(len(PARQUET_MAGIC))
+    f.seek(max(size - len(PARQUET_MAGIC), 0))
+    tail = f.read(len(PARQUET_MAGIC))
+    if size < 2 * len(PARQUET_MAGIC) or head != PARQUET_MAGIC or tail != PARQUET_MAGIC:
+        raise ConfigError(
+            "seed_data.path",
+            f"{name} is not a Parquet file (it does not start and end with {PARQUET_MAGIC!r}; "
+            "a JSONL file takes seed_data=jsonl)",
+        )
 
 
 def _check_jsonl_bytes(f: Any, name: str) -> None:
@@ -224,7 +242,8 @@ def take(rows: Iterable[dict], cfg: Any) -> tuple[list[dict], dict]:
     """The first `cfg.n` rows that pass the length bounds and dedup, sorted by id, plus counts.
 
     Stops after `cfg.max_read` rows (None: no bound) so a wrong bound cannot read a whole hub
-    corpus. Dedup is on case- and whitespace-normalised text.
+    corpus. Dedup is on case- and whitespace-normalised text. A source of which no row passes
+    is a ConfigError naming it with the counts (an empty dataset would be built on otherwise).
     """
     counts = {"read": 0, "too_short": 0, "too_long": 0, "duplicate": 0}
     seen: set[str] = set()
@@ -257,7 +276,41 @@ def take(rows: Iterable[dict], cfg: Any) -> tuple[list[dict], dict]:
         seen.add(norm)
         kept.append({"id": passage_id(row, text, getattr(cfg, "id_field", "id")), "text": text})
     counts["out"] = len(kept)
+    if not kept:
+        raise nothing_kept(cfg, counts)
     return sorted(kept, key=lambda r: r["id"]), counts
+
+
+def nothing_kept(cfg: Any, counts: dict) -> ConfigError:
+    """The error for a seed source of which `take` kept no row: the source's key, the rows read
+    and why each was rejected."""
+    source = getattr(cfg, "source", "demo")
+    if source in LOCAL_BUILDERS:
+        key, what = "seed_data.path", repr(cfg.path)
+    elif source == "hf":
+        key, what = "seed_data.name", repr(cfg.name)
+    else:
+        key, what = "seed_data", "the demo corpus"
+    reasons = []
+    if counts.get("too_short"):
+        reasons.append(
+            f"{counts['too_short']} shorter than seed_data.min_chars={cfg.min_chars} (a row "
+            f"without the seed_data.text_field {getattr(cfg, 'text_field', 'text')!r} is empty)"
+        )
+    if counts.get("too_long"):
+        reasons.append(f"{counts['too_long']} longer than seed_data.max_chars={cfg.max_chars}")
+    if counts.get("duplicate"):
+        reasons.append(f"{counts['duplicate']} duplicates")
+    if counts.get("malformed"):
+        first = (counts.get("malformed_lines") or ["?"])[0]
+        reasons.append(f"{counts['malformed']} not a JSON object (first: {first})")
+    max_read = getattr(cfg, "max_read", None)
+    bound = f" (seed_data.max_read={max_read})" if max_read is not None else ""
+    return ConfigError(
+        key,
+        f"{what} gave no passage: {counts['read']} rows read{bound}"
+        + (f", {', '.join(reasons)}" if reasons else ""),
+    )
 
 
 def select(rows: list[dict], cfg: Any, seed: int) -> list[dict]:
