@@ -283,5 +283,26 @@ def test_a_run_on_a_seed_file_of_short_lines_exits_in_one_line(tmp_path: Path):
     assert out.returncode != 0
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("xlexp: config error: ") and "Traceback" not in out.stderr, out.stderr
-    assert f"seed_data.path: {str(path)!r} gave no passage: 5 rows read" in last, last
+    assert last.startswith(
+        f"xlexp: config error: seed_data.path: {str(path)!r} gave no passage: 5 rows read"
+    ), last
     assert not list((tmp_path / "store").glob("*/*/DONE"))
+
+
+def test_a_text_that_is_not_a_string_is_rejected_and_every_row_read_is_accounted(tmp_path):
+    """A number or a list under seed_data.text_field is not a passage (it was made one by
+    str()); the seed artifact's counts say where each row read went."""
+    texts = passages(3)
+    rows = [{"text": t} for t in texts] + [{"text": 1234567890123456789012345678901234567890}]
+    rows += [{"text": ["a list", "of words"] * 10}]
+    path = tmp_path / "seeds.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = OmegaConf.create({"seed_data": OmegaConf.to_container(cfg_for("jsonl", path)), "seed": 1})
+    art = run_seed(cfg, Store(tmp_path / "store"))
+    counts = art.meta["counts"]
+    assert sorted(r["text"] for r in art.rows()) == sorted(texts)
+    assert counts["not_text"] == 2 and counts["in"] == 5 == counts["out"] + counts["rejects"]
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows[3:]))
+    with pytest.raises(ConfigError, match=r"2 rows read, 2 whose 'text' is not text$"):
+        run_seed(cfg, Store(tmp_path / "store2"))

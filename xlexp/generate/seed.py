@@ -22,6 +22,8 @@ from xlexp.errors import ConfigError
 from xlexp.integrity import sha256_file
 from xlexp.store import digest
 
+# Why `take` passes over a row it read (each a key of its counts).
+REJECT_REASONS = ("malformed", "not_text", "too_short", "too_long", "duplicate")
 LOCAL_BUILDERS = {"jsonl": "json", "parquet": "parquet"}  # source -> `datasets` packaged builder
 SOURCES = ("demo", *LOCAL_BUILDERS, "hf")
 
@@ -262,7 +264,11 @@ def take(rows: Iterable[dict], cfg: Any) -> tuple[list[dict], dict]:
             if len(lines) < 20:  # the first few, enough to find them
                 lines.append(row[MALFORMED])
             continue
-        text = str(row.get(cfg.text_field) or "").strip()
+        value = row.get(cfg.text_field)
+        if value is not None and not isinstance(value, str):  # a number or a list is no passage
+            counts["not_text"] = counts.get("not_text", 0) + 1
+            continue
+        text = (value or "").strip()
         if len(text) < cfg.min_chars:
             counts["too_short"] += 1
             continue
@@ -301,6 +307,10 @@ def nothing_kept(cfg: Any, counts: dict) -> ConfigError:
         reasons.append(f"{counts['too_long']} longer than seed_data.max_chars={cfg.max_chars}")
     if counts.get("duplicate"):
         reasons.append(f"{counts['duplicate']} duplicates")
+    if counts.get("not_text"):
+        reasons.append(
+            f"{counts['not_text']} whose {getattr(cfg, 'text_field', 'text')!r} is not text"
+        )
     if counts.get("malformed"):
         first = (counts.get("malformed_lines") or ["?"])[0]
         reasons.append(f"{counts['malformed']} not a JSON object (first: {first})")
@@ -308,7 +318,8 @@ def nothing_kept(cfg: Any, counts: dict) -> ConfigError:
     bound = f" (seed_data.max_read={max_read})" if max_read is not None else ""
     return ConfigError(
         key,
-        f"{what} gave no passage: {counts['read']} rows read{bound}"
+        f"{what} gave no passage: {counts['read']} row{'s' if counts['read'] != 1 else ''} "
+        f"read{bound}"
         + (f", {', '.join(reasons)}" if reasons else ""),
     )
 

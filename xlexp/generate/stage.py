@@ -32,7 +32,8 @@ def run_seed(cfg: Config, store: Store) -> Artifact:
     def produce(work: Path, parts: Any) -> dict:
         rows, counts = seed.take(seed.stream(cfg.seed_data, cfg.seed), cfg.seed_data)
         write_jsonl(work / "rows.jsonl", rows)
-        return counts
+        rejected = sum(counts.get(reason, 0) for reason in seed.REJECT_REASONS)
+        return {"in": counts["read"], "rejects": rejected, **counts}  # every row read accounted
 
     return store.build("seed", key, produce)[0]
 
@@ -269,6 +270,8 @@ def run_generate(
         return topup.generate_to_target(
             chain, int(cfg.seed_data.n), target, float(cfg.generate.keep)
         )
+    except ConfigError:  # raised inside the chain (a seed source that gives nothing): as is
+        raise
     except ValueError as e:
         raise ConfigError(
             "generate.target_rows", str(e).removeprefix("generate.target_rows: ")

@@ -11,6 +11,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from xlexp.generate.qe import triple_key
+from xlexp.generate.seed import REJECT_REASONS
 
 STAGE_ORDER = ("seed", "reverse", "refine", "translate", "qe")  # select: from its own rows
 
@@ -37,7 +38,7 @@ def stage_funnel(stage_counts: dict[str, dict[str, Any]]) -> dict[str, dict[str,
             row = {"in": counts.get("read"), "out": counts.get("out")}
             row["reject_reasons"] = {
                 k: counts[k]
-                for k in ("malformed", "too_short", "too_long", "duplicate")
+                for k in REJECT_REASONS
                 if counts.get(k)
             }
         elif stage == "translate":
