@@ -61,6 +61,7 @@ def last_line(out: subprocess.CompletedProcess) -> str:
 def assert_one_line(out: subprocess.CompletedProcess, start: str) -> None:
     assert out.returncode != 0, out.stderr
     assert last_line(out).startswith(start), out.stderr
+    assert len([line for line in out.stderr.splitlines() if line.strip()]) == 1, out.stderr
     assert "HYDRA_FULL_ERROR" not in out.stderr and "Traceback" not in out.stderr, out.stderr
 
 
@@ -74,6 +75,7 @@ def assert_one_line(out: subprocess.CompletedProcess, start: str) -> None:
         (["-m", "eval.limit=1,abc"], "eval.limit"),
         (["--cfg", "job", "eval.limit=abc"], "eval.limit"),
         (["stages=[report]", "eval.limit=${nope}"], "eval.limit"),
+        (["generate.batch_size=0"], "generate.batch_size"),  # refused by validation
     ],
 )
 def test_a_bad_override_is_one_line_naming_its_key(tmp_path, overrides, key):

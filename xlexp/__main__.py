@@ -71,7 +71,6 @@ def hydra_main(cfg: DictConfig) -> float | None:
         check_run_dir(run_dir, hydra_cfg.mode)
         summary = run(cfg, run_dir)
     except ConfigError as e:
-        log.error("config error: %s", e)
         raise SystemExit(f"xlexp: config error: {e}") from None
     except InterpolationResolutionError as e:  # `${...}` in an override or a config file
         raise SystemExit(f"xlexp: config error: {e.full_key}: {e.msg.splitlines()[0]}") from None
