@@ -19,6 +19,16 @@ from xlexp.generate.stage import run_seed
 from xlexp.store import Store
 
 
+@pytest.fixture(autouse=True)
+def short_parquet_shutdown(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`datasets` sleeps 5 s whenever a Parquet stream is left before its end (it lets Arrow's
+    reader threads finish: apache/arrow#45214); `take` leaves every stream early, so each test
+    here paid 5 s a stream. The wait is kept, shorter: these files are a few KB."""
+    import datasets.config
+
+    monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 0.2)
+
+
 def passages(n: int, start: int = 0) -> list[str]:
     return [
         f"Passage number {i} says that bees make honey from nectar."
