@@ -47,7 +47,7 @@ def test_chain_with_wandb_logs_artifacts_samples_and_feeds_the_report(
         if m.startswith("stage ")
     }
     assert set(lines) == {"stage generate", "stage sft", "stage evaluate"}
-    assert "seed out 8 | reverse 8->8 | refine 8->8 |" in lines["stage generate"]
+    assert "seed 8->8 | reverse 8->8 | refine 8->8 |" in lines["stage generate"]
     assert (
         "adapter rows 4 |" in lines["stage sft"]
         and "0 calls (0 cached), $0.0000" in lines["stage sft"]
