@@ -53,11 +53,39 @@ def redact(obj: Any, secrets: list[str] | None = None) -> Any:
     return obj
 
 
+# The names W&B panels read (the README lists them; the dashboard builds its panels from them).
+DATA_SIZE = "data_size"  # the judged system's SFT rows, in the row of its metrics (Fig. 2's x)
+GRID_TABLE = "eval/grid"  # Table 6: one row per language of the judged system
+SAMPLES_TABLE = "eval/samples"
+# generate/qe_scores/<lang>: a histogram of the passages' QE scores (not under generate/qe/,
+# where the qe artifact's counts are)
+QE_PREFIX = "generate/qe_scores"
+
+
+def eval_key(protocol: str | None, lang: str, column: str) -> str:
+    """`eval/<protocol>/<lang>/<column>`: win rates of two judge protocols never share a
+    chart; without a protocol (rubric scores) `eval/<lang>/<column>`."""
+    return f"eval/{protocol}/{lang}/{column}" if protocol else f"eval/{lang}/{column}"
+
+
+def eval_values(metrics: dict, protocol: str | None = None) -> dict[str, float]:
+    """A per-language metrics table as flat W&B values; absent values (None) are left out, and
+    a bool is an int but no metric."""
+    return {
+        eval_key(protocol, lang, k): v
+        for lang, row in metrics.items()
+        for k, v in row.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
 class NullTracker:
     def log_stage(self, stage: Any, artifacts: dict) -> None: ...
     def log_values(self, values: dict) -> None: ...
     def log_metrics(self, metrics: dict, protocol: str | None = None) -> None: ...
     def log_samples(self, rows: list[dict]) -> None: ...
+    def log_table(self, key: str, columns: list[str], rows: list[list]) -> None: ...
+    def log_histograms(self, values: dict[str, list[float]]) -> None: ...
     def log_files(self, paths: dict) -> None: ...
     def finish(self, summary: dict) -> None: ...
 
@@ -145,18 +173,31 @@ class WandbTracker(NullTracker):
         table = self.wandb.Table(
             columns=SAMPLE_COLUMNS, data=[[r[c] for c in SAMPLE_COLUMNS] for r in redact(rows)]
         )
-        self.run.log({"eval/samples": table})
+        self.run.log({SAMPLES_TABLE: table})
+
+    def log_table(self, key: str, columns: list[str], rows: list[list]) -> None:
+        if rows:
+            self.run.log({key: self.wandb.Table(columns=columns, data=redact(rows))})
+
+    def log_histograms(self, values: dict[str, list[float]]) -> None:
+        """Each key's values as a W&B histogram (one logged row)."""
+        import numpy as np
+
+        hists = {}
+        for key, v in values.items():
+            if v:
+                # Bins of our own: wandb's 64 fail on a few (nearly) equal scores.
+                lo, hi = min(v), max(v)
+                if hi - lo < 1e-6:
+                    lo, hi = lo - 0.5, hi + 0.5
+                edges = np.histogram(v, bins=20, range=(lo, hi))
+                hists[key] = self.wandb.Histogram(np_histogram=edges)
+        if hists:
+            self.run.log(hists)
 
     def log_metrics(self, metrics: dict, protocol: str | None = None) -> None:
-        """`eval/<protocol>/<lang>/<metric>`: win rates of two judge protocols never share a
-        chart."""
-        prefix = f"eval/{protocol}" if protocol else "eval"
-        flat = {}
-        for lang, row in metrics.items():
-            for k, v in row.items():
-                # Absent values (None) are not logged; bool is an int but no metric.
-                if isinstance(v, int | float) and not isinstance(v, bool):
-                    flat[f"{prefix}/{lang}/{k}"] = v
+        """`eval/<protocol>/<lang>/<metric>` (see `eval_key`)."""
+        flat = eval_values(metrics, protocol)
         self.run.log(flat)
         self.run.summary.update(flat)
 

@@ -8,10 +8,12 @@ from xlexp.store import Artifact
 
 
 def run(ctx: RunContext, arts: dict[str, Artifact]) -> None:
+    from xlexp.dashboard import at_report
     from xlexp.report.markdown import write_results
     from xlexp.run import totals
 
     totals(ctx)
+    at_report(ctx)  # W&B: Fig. 2's point, Table 6's rows, the dashboard (before results.json)
     paths = write_results(ctx.run_dir, ctx.summary, ctx.cfg)
     ctx.summary["results"] = {k: str(v) for k, v in paths.items()}
     ctx.tracker.log_files(paths)

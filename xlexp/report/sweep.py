@@ -81,3 +81,11 @@ class SweepReport(Callback):
             log.info("sweep view: %s", write_view(sweep_dir))
         except Exception as e:  # the report stands without its view
             log.warning("sweep view not written: %s", e)
+        from xlexp.dashboard import dashboard_for
+
+        try:
+            log.info("%s", dashboard_for(sweep_dir))
+        except FileNotFoundError:  # logged nothing to W&B: no dashboard to make
+            pass
+        except Exception as e:  # the report stands without its dashboard
+            log.warning("sweep dashboard not made: %s", e)

@@ -1,14 +1,22 @@
 // xlexp view: renders the data embedded in this page. Vanilla JS, nothing fetched.
 // Lists hold a small index per row; a row's full record (sentences, candidates, outputs) is
-// one line of the embedded JSON-lines block, parsed only when the row is opened, so a page
-// of 32K rows loads as fast as one of 30.
+// one line of an embedded JSON-lines chunk, inflated and parsed only when the row is opened,
+// so a page of 32K rows loads as fast as one of 30. The index and the chunks are gzip in
+// base64: the browser's DecompressionStream inflates them.
 "use strict";
-(function () {
+(async function () {
   const T0 = performance.now();
-  const DATA = JSON.parse(document.getElementById("xlexp-data").textContent);
+  async function inflate(el) {
+    const bin = atob(el.textContent);
+    const bytes = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+    const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+    return new Response(stream).text();
+  }
+  const DATA = JSON.parse(await inflate(document.getElementById("xlexp-data")));
   const T_PARSED = performance.now();
   // Row records come in chunks of JSON lines, one <script> element each. They are taken out
-  // of the document at once (cheap: their text is not read) and a chunk is read and split
+  // of the document at once (cheap: their text is not read) and a chunk is inflated and split
   // only when one of its rows is opened.
   const CHUNKS = Array.from(document.querySelectorAll("script[data-chunk]"));
   const CHUNK_ROWS = DATA.chunk_rows;
@@ -16,11 +24,12 @@
   CHUNKS.forEach((el) => el.remove());
   document.getElementById("xlexp-data").remove();
   const PAGE_SIZE = 25;
+  const OPENING = [];  // rows opened as the page is drawn: the page is rendered when they are
 
-  function record(i) {
+  async function record(i) {
     const c = Math.floor(i / CHUNK_ROWS);
-    if (!chunkLines.has(c)) chunkLines.set(c, CHUNKS[c].textContent.split("\n"));
-    return JSON.parse(chunkLines.get(c)[i % CHUNK_ROWS]);
+    if (!chunkLines.has(c)) chunkLines.set(c, inflate(CHUNKS[c]).then((text) => text.split("\n")));
+    return JSON.parse((await chunkLines.get(c))[i % CHUNK_ROWS]);
   }
 
   // h("td", {class: "num"}, "1.0", child): an element; strings become text nodes (never HTML).
@@ -82,11 +91,13 @@
         const detail = h("div", { class: "detail", hidden: true });
         const row = h("div", { class: "row", "data-id": r.id },
           h("div", { class: "sum", onclick: () => toggle() }, opts.summary(r)), detail);
-        function toggle() {
-          if (!detail.hasChildNodes()) detail.append(opts.open(record(r.d), r));
+        let filled = null;
+        async function toggle() {
+          filled = filled || record(r.d).then((rec) => detail.append(opts.open(rec, r)));
+          await filled;
           detail.hidden = !detail.hidden;
         }
-        if (openFirst && i === 0) toggle();
+        if (openFirst && i === 0) OPENING.push(toggle());
         return row;
       }));
       openFirst = false;
@@ -335,6 +346,7 @@
       r.run, r.stage, r.artifact, h("td", { class: "txt" }, r.key || ""), countText(r.counts)]), "stages")
       : h("div", { class: "note" }, "no run summary here (a bare store)"));
   app.replaceChildren(...notes(DATA.notes), gen, ev, sw, st);
+  await Promise.all(OPENING);
   const T1 = performance.now();
   const perf = document.getElementById("xlexp-perf");
   perf.setAttribute("data-script-ms", (T1 - T0).toFixed(1));
