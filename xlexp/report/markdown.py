@@ -118,7 +118,8 @@ def write_results(run_dir: Path, summary: dict, cfg: Config) -> dict[str, Path]:
     parts = ["# xlexp results", ""]
     if summary.get("note"):
         parts += [f"> {summary['note']}", ""]
-    for warning in summary.get("warnings") or []:  # content-reject shares over the bound
+    # Content-reject shares over the bound, repeated instructions.
+    for warning in summary.get("warnings") or []:
         parts += [f"> **WARNING** {warning}", ""]
     if summary.get("metrics"):
         system = rtt_label(cfg.model.name, cfg.eval.get("rtt"))
@@ -145,6 +146,8 @@ def console_summary(summary: dict) -> str:
     lines = ["", "=" * 72]
     if summary.get("note"):
         lines.append(f"NOTE: {summary['note']}")
+    for warning in summary.get("warnings") or []:
+        lines.append(f"WARNING: {warning}")
     if summary.get("metrics"):
         lines.append(markdown_table(summary["metrics"], columns=summary.get("columns")))
     if summary.get("rubric"):
