@@ -49,6 +49,25 @@ def eval_prompt_rows(cfg: Config) -> tuple[int, bool]:
     return per * len(eval_codes(cfg)), exact
 
 
+# Without a tokenizer: characters per token of English prose (OpenAI's rule of thumb), and the
+# prompt tokens of an instruction before any response is measured.
+CHARS_PER_TOKEN = 4.0
+INSTRUCTION_TOKENS = 60.0
+
+
+def judge_prompt_tokens(cfg: Config, measured: Measured, template: str) -> float:
+    """Prompt tokens of one judge call: the protocol's template, the instruction and both
+    answers, each answer as long as measured in the store (else half its card's max_tokens)."""
+
+    def answer(kind: str, role: str, card: Any) -> float:
+        found = measured.per_call(kind, role, "completion_tokens")
+        return found if found is not None else 0.5 * float(card.sampling.max_tokens or 256)
+
+    instruction = measured.per_call("respond", "model", "prompt_tokens") or INSTRUCTION_TOKENS
+    answers = answer("respond", "model", cfg.model) + answer("respond", "reference", cfg.reference)
+    return len(template) / CHARS_PER_TOKEN + instruction + answers
+
+
 def expected(cfg: Config, measured: Measured) -> Expected:
     """Answers of the system and the reference per prompt and language, judge calls per
     comparison (the protocol's calls_per_prompt), prompt translations and rubric scores."""
@@ -81,9 +100,12 @@ def expected(cfg: Config, measured: Measured) -> Expected:
             shared=signature(cfg.reference, bench),
         )
     )
-    judged = rows * judge_protocol(cfg.eval.judge_protocol).calls_per_prompt
+    judging = judge_protocol(cfg.eval.judge_protocol)
+    judged = rows * judging.calls_per_prompt
     out.calls.append(
-        RoleCount("judge", "judge", cfg.judge, judged, exact, shared=signature(cfg.judge, system))
+        RoleCount("judge", "judge", cfg.judge, judged, exact, shared=signature(cfg.judge, system),
+                  prompt_tokens_per_call=judge_prompt_tokens(cfg, measured, judging.prompt_text()),
+                  completion_tokens_per_call=float(judging.sampling()["max_tokens"]))
     )
     out.calls += benchmark(cfg).expected_calls(cfg, rows, exact, bench)  # building its prompts
     if cfg.eval.rubric:
