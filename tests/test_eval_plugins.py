@@ -116,19 +116,22 @@ def test_an_unknown_protocol_is_refused_naming_its_key(thrice) -> None:
 def test_the_judge_key_of_the_built_in_protocols_is_pinned(tmp_path: Path) -> None:
     """What the judge artifact's key is made of, beside the judge card: a change here recomputes
     every stored judgement, so it must be deliberate."""
+    # alpaca_eval's parser 3: the listed top_logprobs only, a multi-token answer has no verdict.
     pinned = {
-        "alpaca_eval": ("b0cc72eae75e981b", {"max_tokens": 1, "temperature": 1.0, "logprobs": 5}),
-        "both_orders": ("0aa83c3c17a28450", {"temperature": 0.0, "max_tokens": 4, "logprobs": 20}),
+        "alpaca_eval": ("b0cc72eae75e981b", {"max_tokens": 1, "temperature": 1.0, "logprobs": 5},
+                        3),
+        "both_orders": ("0aa83c3c17a28450", {"temperature": 0.0, "max_tokens": 4, "logprobs": 20},
+                        2),
     }
-    for name, (prompt, sampling) in pinned.items():
-        want = {"protocol": name, "prompt": prompt, "sampling": sampling, "parser": 2}
+    for name, (prompt, sampling, parser) in pinned.items():
+        want = {"protocol": name, "prompt": prompt, "sampling": sampling, "parser": parser}
         assert judge.key_info(name) == want
     assert [judge.judge_protocol(n).calls_per_prompt for n in pinned] == [1, 2]
     # The key as run_judge makes it, for a stand-in card and input keys (store version 3).
     store = Store(tmp_path, read_only=True)
     keys = {n: store.key("judge", {"judge": "card", **judge.key_info(n)}, ["s", "r"], version=3)
             for n in pinned}
-    assert keys == {"alpaca_eval": "71a3eb97025cd3c9", "both_orders": "d28313bb9619cf0a"}
+    assert keys == {"alpaca_eval": "0928fcc6cc6f9f26", "both_orders": "d28313bb9619cf0a"}
 
 
 # ---------------------------------------------------------------- a benchmark

@@ -48,7 +48,7 @@ def test_missing_verdicts_are_left_out_and_tiny_inputs_give_nan() -> None:
     assert (
         lc_win_rate([float("nan"), 1.0, 0.0], ["a", None, "bb"], ["c", "d", "e"]) is None
     )  # one usable row
-    assert length_controlled([], [], []) == {"lc_win_rate": None, "lc_se": None}
+    assert length_controlled([], [], []) == {"lc_win_rate": None, "lc_se_boot": None}
     assert lc_win_rate([1.0] * 6, ["long" * 50] * 6, ["short"] * 6) == 100.0  # nothing to explain
     with pytest.raises(ValueError, match="reference outputs"):
         lc_win_rate([1.0, 0.0], ["a", "b"], ["c"])
@@ -118,7 +118,39 @@ def test_same_number_as_alpaca_evals_own_entry_point(
     assert theirs["win_rate"] == pytest.approx(win_rate(prefs))
     ours = length_controlled(prefs, outputs, refs)
     assert ours["lc_win_rate"] == pytest.approx(theirs["length_controlled_winrate"], rel=1e-9)
-    # Their s.e. for this GLM is the s.e.m. of identical predictions (0); ours is the delta
-    # method's.
+    # Their s.e. for this GLM is the s.e.m. of identical predictions (0): no uncertainty.
     assert theirs["lc_standard_error"] == pytest.approx(0, abs=1e-9)
-    assert 1.0 < ours["lc_se"] < 10.0
+
+
+def test_lc_se_is_a_seeded_bootstrap_of_the_same_fit() -> None:
+    prefs, outputs, refs = _length_gamed(n=80)
+    one = length_controlled(prefs, outputs, refs, n_boot=12, seed=[1, 0])
+    assert one == length_controlled(prefs, outputs, refs, n_boot=12, seed=[1, 0])
+    other = length_controlled(prefs, outputs, refs, n_boot=12, seed=[2, 0])
+    assert one["lc_se_boot"] != other["lc_se_boot"]
+    assert one["lc_win_rate"] == other["lc_win_rate"] == lc_win_rate(prefs, outputs, refs)
+    assert 1.0 < one["lc_se_boot"] < 15.0
+    # 0 replicates: no LC s.e., and no reason to give.
+    assert length_controlled(prefs, outputs, refs)["lc_se_boot"] is None
+    assert "notes" not in length_controlled(prefs, outputs, refs)
+    table = summarize({"deu": {"prefs": prefs, "outputs": outputs, "ref_outputs": refs,
+                               "lang_fidelity": 1.0}}, n_boot=10, lc_boot=12)
+    assert table["deu"]["lc_se_boot"] == one["lc_se_boot"]  # seeded by (seed, language index)
+    assert table["avg"]["lc_se_boot"] == pytest.approx(one["lc_se_boot"])
+
+
+def test_a_degenerate_lc_fit_gets_a_dash_and_the_reason() -> None:
+    prefs, outputs, refs = _length_gamed(n=120)
+    # Every system output far longer: the length term is all but constant (tanh saturates), a
+    # copy of the system term; a delta-method s.e. printed 1e6 here.
+    far = ["s" * (20_000 + 3 * i) for i in range(120)]
+    out = length_controlled(prefs, far, refs, n_boot=5)
+    assert out["lc_win_rate"] is not None and out["lc_se_boot"] is None
+    assert "degenerate LC fit" in out["notes"]["lc_se_boot"]
+    same = length_controlled([1.0] * 6, ["long" * 50] * 6, ["short"] * 6, n_boot=5)
+    assert same["lc_se_boot"] is None and "every verdict" in same["notes"]["lc_se_boot"]
+    table = summarize({"deu": {"prefs": prefs, "outputs": far, "ref_outputs": refs,
+                               "lang_fidelity": 1.0}}, n_boot=10, lc_boot=5)
+    assert table["deu"]["notes"]["lc_se_boot"] == out["notes"]["lc_se_boot"]
+    assert table["avg"]["lc_se_boot"] is None
+    assert table["avg"]["notes"] == {"lc_se_boot": "absent for deu"}

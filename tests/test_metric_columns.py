@@ -74,8 +74,10 @@ def _cells(markdown: str, title: str) -> dict[str, dict[str, str]]:
 
 def test_metric_names_are_unchanged_so_is_the_metrics_key() -> None:
     # The metrics artifact's key holds these names in this order: a stored one is still found.
+    # ("se" came with the LC bootstrap, which changed the metrics key anyway.)
     assert metrics.METRICS.names() == [
         "win_rate",
+        "se",
         "lang_fidelity",
         "avg_len",
         "counts",
@@ -205,3 +207,34 @@ def test_rendered_view_shows_the_column_and_marks_its_lowest_best(
         and cell["avg:err_rate"].get("data-best") is None
     )
     assert all(cell[f"{lang}:n"].get("data-best") is None for lang in ("deu", "fra"))
+
+
+def test_results_md_one_format_per_column_and_says_why_a_value_is_absent(tmp_path: Path) -> None:
+    table = metrics.summarize(
+        {
+            "deu": {"prefs": [0.012, 0.0, 0.024, 0.012], "outputs": ["a", "bb", "ccc", "dd"],
+                    "lang_fidelity": 1.0},
+            "fra": {"prefs": [0.25], "outputs": ["a"], "lang_fidelity": 1.0},
+        },
+        n_boot=20,
+    )
+    table["deu"]["notes"] = {"lc_se_boot": "degenerate LC fit: a reason"}
+    summary = {"metrics": table, "columns": metrics.stored_columns(), "stages": {},
+               "store": str(tmp_path / "nowhere"),
+               "rubric": {"deu": {"average": 1.2, "precision": 3.4166, "n": 4, "n_malformed": 1},
+                          "avg": {"average": 1.2, "precision": 3.4166, "n": 4, "n_malformed": 1}}}
+    cfg = OmegaConf.create({"model": {"name": "m"}, "reference": {"name": "r"},
+                            "judge": {"name": "j"},
+                            "eval": {"judge_protocol": "alpaca_eval", "rtt": None}})
+    md = report.write_results(tmp_path / "run", summary, cfg)["markdown"].read_text()
+    rows = _cells(md, "m vs r, judged by j (alpaca_eval protocol)")
+    assert rows["deu"]["win rate"] == "1.20"  # a small win rate keeps the column's 2 decimals
+    assert rows["deu"]["s.e."] == f"{table['deu']['se']:.2f}"
+    assert rows["deu"]["95% CI low"] != "–" and rows["deu"]["n"] == "4"
+    # One prompt: a win rate, no interval and no s.e.
+    assert rows["fra"]["win rate"] == "**25.00**"  # the best language
+    assert rows["fra"]["95% CI low"] == rows["fra"]["95% CI high"] == rows["fra"]["s.e."] == "–"
+    assert "LC s.e. (bootstrap)" in md
+    assert "- deu, LC s.e. (bootstrap): – because degenerate LC fit: a reason" in md
+    # The rubric table: scores with 2 decimals whatever their size, counts as integers.
+    assert "| deu | 1.20 | 3.42 | 1 |" in md

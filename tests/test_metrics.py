@@ -88,7 +88,8 @@ def test_summarize_rows_and_macro_average() -> None:
     assert avg["ci_low"] <= avg["win_rate"] <= avg["ci_high"]
     assert avg["missing"] == {"lc_win_rate": ["deu", "fra"]}  # no reference outputs given
     assert set(avg) - {"missing"} == set(deu) == {
-        "win_rate", "ci_low", "ci_high", "lc_win_rate", "lc_se", "avg_len", "lang_fidelity",
+        "win_rate", "ci_low", "ci_high", "se", "lc_win_rate", "lc_se_boot", "avg_len",
+        "lang_fidelity",
         "n", "n_malformed", "n_failed", "n_identical", "n_undetermined",
     }
 
@@ -166,3 +167,33 @@ def test_degenerate_tables_are_defined() -> None:
         "fin",
     ]
     assert table["avg"]["n"] == 8
+
+
+def test_se_is_alpaca_evals_standard_error_per_language_and_for_the_average() -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from alpaca_eval.metrics import get_winrate
+    deu = [1.0, 0.25, 0.5, 0.0, 0.9, None]
+    fra = [0.1, 0.2, 1.0, 0.75]
+    table = summarize({"deu": {"prefs": deu, "outputs": ["x"] * 6},
+                       "fra": {"prefs": fra, "outputs": ["y"] * 4}}, n_boot=0)
+    for lang, prefs in (("deu", deu), ("fra", fra)):
+        theirs = get_winrate(
+            [{"preference": float("nan") if p is None else 1 + p} for p in prefs]
+        )
+        assert table[lang]["se"] == pytest.approx(theirs["standard_error"], abs=1e-12)
+        assert table[lang]["win_rate"] == pytest.approx(theirs["win_rate"], abs=1e-12)
+    # The macro average of independent languages: sqrt(sum of variances) / languages.
+    want = math.sqrt(table["deu"]["se"] ** 2 + table["fra"]["se"] ** 2) / 2
+    assert table["avg"]["se"] == pytest.approx(want)
+    # One preference: no standard error, no interval (a zero-width one reads as certainty).
+    one = summarize({"deu": {"prefs": [0.25], "outputs": ["x"]},
+                     "fra": {"prefs": fra, "outputs": ["y"] * 4}}, n_boot=50)
+    assert one["deu"]["win_rate"] == 25.0
+    assert (one["deu"]["se"], one["deu"]["ci_low"], one["deu"]["ci_high"]) == (None, None, None)
+    assert one["fra"]["ci_low"] is not None
+    assert (one["avg"]["se"], one["avg"]["ci_low"]) == (None, None)
+    # Uncertainty absent by rule is no missing language (the LC win rate is: no references).
+    assert not {"se", "ci_low", "ci_high"} & set(one["avg"]["missing"])

@@ -143,3 +143,17 @@ def test_gpu_hours_use_the_cards_throughput_where_it_names_one() -> None:
     job.sft_tokens_per_s = 7200.0  # the student card's train_tokens_per_s
     assert plan.sft_hours(job, train_tps=3600.0) == 7.2e6 / 7200 / 3600
     assert "GPU-hours: 2.11 " in plan.render([job], 3600.0, 1200.0, 2.0)  # (1000 + 3000 + 3600) s
+
+
+def test_judge_tokens_come_from_the_protocols_template_and_the_answers(tmp_path: Path) -> None:
+    from xlexp.evaluate.judge import judge_protocol
+    from xlexp.stage import Measured
+
+    cfg = plan.compose_job(["profile=paper", f"store_dir={tmp_path}", "stages=[evaluate]"])
+    job = plan.plan_job(cfg, [], Measured(tmp_path), probe_store=False)
+    (row,) = [r for r in job.counts if r.artifact == "judge"]
+    template = len(judge_protocol("alpaca_eval").prompt_text()) / 4
+    answers = 0.5 * (cfg.model.sampling.max_tokens + cfg.reference.sampling.max_tokens)
+    assert row.prompt_tokens / row.calls == template + 60 + answers  # was 400
+    assert row.prompt_tokens / row.calls > 3 * 400
+    assert row.completion_tokens / row.calls == 1  # alpaca_eval's max_tokens, not the card's

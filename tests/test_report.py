@@ -337,3 +337,24 @@ def test_two_judge_protocols_never_share_a_table():
         {"deu": {"win_rate": None, "n": 0}, "avg": {"win_rate": float("nan"), "n": 0}}
     )
     assert "nan" not in md.lower() and f"| deu | {report.ABSENT} |" in md
+
+
+def test_a_repeated_instruction_is_warned_in_results_md_and_on_the_console(tmp_path):
+    from omegaconf import OmegaConf
+
+    from xlexp.evaluate.declaration import repeated_instruction_warnings
+    from xlexp.report.markdown import console_summary, write_results
+
+    rows = [{"id": i, "instruction": q} for i, q in enumerate(["Q a", "Q b", "Q a", "Q c", "Q b"])]
+    warnings = repeated_instruction_warnings({"deu": rows, "fra": rows[:2]})
+    assert warnings == [
+        "deu: 2 instruction(s) repeated in the prompts (ids 0, 2; 1, 4): alpaca_eval pairs "
+        "outputs by instruction text, xlexp by id, so a cross-check with alpaca_eval pairs them "
+        "differently"
+    ]
+    summary = {"warnings": [f"evaluate: {w}" for w in warnings], "stages": {}}
+    assert f"WARNING: evaluate: {warnings[0]}" in console_summary(summary)
+    cfg = OmegaConf.create({"model": {"name": "m"}, "reference": {"name": "r"},
+                            "judge": {"name": "j"}, "eval": {}})
+    md = write_results(tmp_path / "run", summary, cfg)["markdown"].read_text()
+    assert f"> **WARNING** evaluate: {warnings[0]}" in md

@@ -243,7 +243,8 @@ def test_a_new_metric_is_computed_from_stored_verdicts(tmp_path):
 
     cfg = OmegaConf.create(
         {
-            "eval": {"langs": ["deu"], "benchmark": "demo", "english": False, "bootstrap": 10},
+            "eval": {"langs": ["deu"], "benchmark": "demo", "english": False, "bootstrap": 10,
+                     "lc_bootstrap": 0},
             "langs": {"codes": ["deu"]},
             "seed": 1,
         }

@@ -46,6 +46,7 @@ class Config:
     seed: int = 1  # the random seed of every stage (paper section 5: seed 1)
     store_dir: str = "outputs/store"
     note: str = ""  # printed with the results (the tiny profile says its numbers mean nothing)
+    note_models: list[str] = field(default_factory=list)  # note only while one plays a role
     preflight: bool = True  # before the first stage: each checkable role's server, key, model
     # a stage with more content rejects than this says so loudly
     reject_warn_share: float = knob(0.5, ge=0, le=1)

@@ -116,10 +116,12 @@ def _tokens(row: RoleCount, kind: str, measured: Measured) -> RoleCount:
     prompt = measured.per_call(kind, row.role, "prompt_tokens")
     completion = measured.per_call(kind, row.role, "completion_tokens")
     max_tokens = float(getattr(getattr(row.card, "sampling", None), "max_tokens", 256) or 256)
-    row.prompt_tokens = row.calls * (prompt if prompt is not None else DEFAULT_PROMPT_TOKENS)
-    row.completion_tokens = row.calls * (
-        completion if completion is not None else max_tokens * DEFAULT_COMPLETION_SHARE
-    )
+    if prompt is None:
+        prompt = row.prompt_tokens_per_call or DEFAULT_PROMPT_TOKENS
+    if completion is None:
+        completion = row.completion_tokens_per_call or max_tokens * DEFAULT_COMPLETION_SHARE
+    row.prompt_tokens = row.calls * prompt
+    row.completion_tokens = row.calls * completion
     return row
 
 

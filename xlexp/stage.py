@@ -66,6 +66,10 @@ class RoleCount:
     present: bool = False  # the artifact is in the store: no call
     measured_kind: str | None = None  # the store kind whose DONE records measure its tokens
     summed_usd: tuple[float, float] | None = None  # a total over rows of several cards
+    # Tokens per call the stage expects when the store has no measurement (None: the plan's
+    # defaults), e.g. a judge prompt = its template + both answers.
+    prompt_tokens_per_call: float | None = None
+    completion_tokens_per_call: float | None = None
 
     def usd(self, batch: bool) -> float:
         if self.summed_usd is not None:

@@ -7,8 +7,9 @@ from the package's `configs.yaml` and use its parts:
   slots (seeded on the instruction text and the annotator seed, one order per prompt);
 - its prompt template, filled by `utils.make_prompts` and split into chat messages by
   `utils.prompt_to_chatml`, exactly what its `openai_completions` sends;
-- its completion parser (`logprob_parser` with the config's kwargs: P("m") over {"m", "M"}
-  at the first generated token, no text fallback);
+- its completion parsing (`_parse_completions`: `logprob_parser` with the config's kwargs,
+  P("m") over {"m", "M"} among the listed top logprobs, one annotation per answer token, no
+  verdict unless there is exactly one; no text fallback);
 - its sampling settings (`max_tokens`, `temperature`, `top_logprobs`) for the judge call.
 
 alpaca_eval's scale: `output_1` is the baseline (our reference), `output_2` the model (our
@@ -115,52 +116,60 @@ def prepare(
     ]
 
 
-def openai_shape(logprobs: list[dict[str, float]] | None) -> dict:
-    """Our per-token `{token: logprob}` list as the OpenAI chat completion alpaca_eval parses."""
-    content = [
-        {
-            "token": max(top, key=lambda t: _finite(top[t])) if top else "",
-            "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top.items()],
+def openai_shape(top_logprobs: Sequence[Sequence[Sequence[Any]]]) -> dict:
+    """The listed alternatives of each generated token as the OpenAI chat completion that
+    alpaca_eval parses (its `completions_all` entry): `top_logprobs` is all its parser reads."""
+    return {
+        "logprobs": {
+            "content": [
+                {"top_logprobs": [{"token": t, "logprob": lp} for t, lp in listed]}
+                for listed in top_logprobs
+            ]
         }
-        for top in logprobs or []
-    ]
-    return {"logprobs": {"content": content}}
+    }
 
 
-def _finite(x: Any) -> float:
-    return x if isinstance(x, int | float) and math.isfinite(x) else -math.inf
+def _why_none(top_logprobs: Sequence[Sequence[Sequence[Any]]]) -> str:
+    """Why alpaca_eval's reading gave no preference (for the malformed count's reason)."""
+    if len(top_logprobs) != 1:
+        # Its parser gives one annotation per token; not one for a batch of 1: None.
+        return f"an answer of {len(top_logprobs)} tokens (alpaca_eval reads one-token answers)"
+    return "no m/M in the top logprobs"
 
 
 def parse(
-    logprobs: list[dict[str, float]] | None, switched: bool
+    top_logprobs: Sequence[Sequence[Sequence[Any]]] | None, switched: bool
 ) -> tuple[float | None, str | None]:
-    """(P(system better), None) from the judge's first-token top logprobs, or (None, reason).
+    """(P(system better), None) from the judge's listed top logprobs, or (None, reason).
 
-    alpaca_eval's parser gives 2 - P(m) in the judge's slots; a switched prompt is flipped back
-    (3 - x, as its switcher does) and the scale shifted to ours (x - 1). NaN, -inf-only or
-    missing candidates give no verdict: alpaca_eval drops those rows from its win rate too.
+    `top_logprobs`: per generated token, the [token, logprob] pairs the server listed (the
+    sampled token only when listed, as alpaca_eval sees them). Read by alpaca_eval's own
+    `_parse_completions` (its `logprob_parser`, then None unless exactly one annotation), so a
+    token missing from the list counts as probability 0 and an answer longer than one token
+    has no verdict, as in alpaca_eval. It gives 2 - P(m) in the judge's slots; a switched
+    prompt is flipped back (3 - x, as its switcher does) and the scale shifted to ours (x - 1).
+    None/NaN (no m/M listed, NaN or -inf-only candidates) is no verdict: alpaca_eval drops
+    those rows from its win rate too.
     """
-    if not logprobs or not logprobs[0]:
+    if not top_logprobs:
         return None, "no logprobs"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import numpy as np
 
-        # Its parser logs a root-logger warning for every answer without m/M; we count those.
+        # Its parser logs a root-logger warning for every answer it cannot read; we count those.
         muted = logging.root.manager.disable
-        logging.disable(logging.WARNING)
+        logging.disable(logging.CRITICAL)
         try:
             with np.errstate(all="ignore"):
-                (value,) = annotator().fn_completion_parser(openai_shape(logprobs[:1]))
-        except (ValueError, AssertionError, TypeError) as e:
-            return None, f"logprob parser: {type(e).__name__}"
+                (value,), _ = annotator()._parse_completions([openai_shape(top_logprobs)])
         finally:
             logging.disable(muted)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None, _why_none(top_logprobs)
     value = float(value)
-    if not math.isfinite(value) or not 1.0 <= value <= 2.0:
-        return None, "no m/M in the top logprobs" if math.isnan(
-            value
-        ) else f"preference out of range: {value}"
+    if not 1.0 <= value <= 2.0:
+        return None, f"preference out of range: {value}"
     if switched:
         value = 3.0 - value
     return value - 1.0, None
@@ -168,10 +177,12 @@ def parse(
 
 class AlpacaEval(JudgeProtocol):
     """The paper's: alpaca_eval's annotator, one judge call per prompt in the slot order its
-    switcher draws, its logprob parser (no text fallback)."""
+    switcher draws, its logprob parser on the listed top logprobs only (no text fallback)."""
 
     name = "alpaca_eval"
     calls_per_prompt = 1
+    logprobs_field = "top_logprobs"  # what alpaca_eval reads: the sampled token is not added
+    parser_version = 3  # 3: the listed top_logprobs only; a multi-token answer has no verdict
 
     def prompt_text(self) -> str:
         return ANNOTATOR + "\n" + prompt_template()
@@ -188,7 +199,7 @@ class AlpacaEval(JudgeProtocol):
                   "conversation": req["conversation"]}] for req in prepared]
 
     def verdict(self, request: dict, text: str, logprobs: Any) -> tuple[dict | None, str | None]:
-        pref, reason = parse(logprobs, bool(request["switched"]))
+        pref, reason = parse(logprobs, bool(request["switched"]))  # logprobs: the listed ones
         if pref is None:
             return None, reason
         return {"preference": pref, "source": "logprobs"}, None

@@ -30,6 +30,9 @@ class EvalConfig:
     # A/B prompt in both orders, averaged: cancels position bias). See xlexp/evaluate/judge.py.
     judge_protocol: str = "alpaca_eval"
     bootstrap: int = knob(1000, ge=0)  # 0: no interval
+    # Bootstrap replicates of the LC fit for its s.e. (each refits alpaca_eval's GLM with its
+    # CV, ~50 ms at 800 prompts); 0: no LC s.e.
+    lc_bootstrap: int = knob(50, ge=0)
     # Prompt sources. prompts: demo (shipped) | null (eval.path if set, else the hub file).
     prompts: str | None = None
     # dataset repo holding alpaca_eval.json (its script is broken)

@@ -6,6 +6,7 @@ The run loop, the cost plan, preflight, results.md, the view and W&B read this.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from xlexp.config import Config
@@ -24,6 +25,8 @@ from xlexp.stage import (
     signature,
 )
 from xlexp.store import Artifact, MissingArtifact
+
+logger = logging.getLogger("xlexp")
 
 
 def run(ctx: RunContext, arts: dict[str, Artifact]) -> None:
@@ -44,6 +47,25 @@ def eval_prompt_rows(cfg: Config) -> tuple[int, bool]:
     """Prompts times languages of the evaluation, and whether the benchmark knows it exactly."""
     per, exact = benchmark(cfg).prompts_per_lang(cfg)
     return per * len(eval_codes(cfg)), exact
+
+
+# Without a tokenizer: characters per token of English prose (OpenAI's rule of thumb), and the
+# prompt tokens of an instruction before any response is measured.
+CHARS_PER_TOKEN = 4.0
+INSTRUCTION_TOKENS = 60.0
+
+
+def judge_prompt_tokens(cfg: Config, measured: Measured, template: str) -> float:
+    """Prompt tokens of one judge call: the protocol's template, the instruction and both
+    answers, each answer as long as measured in the store (else half its card's max_tokens)."""
+
+    def answer(kind: str, role: str, card: Any) -> float:
+        found = measured.per_call(kind, role, "completion_tokens")
+        return found if found is not None else 0.5 * float(card.sampling.max_tokens or 256)
+
+    instruction = measured.per_call("respond", "model", "prompt_tokens") or INSTRUCTION_TOKENS
+    answers = answer("respond", "model", cfg.model) + answer("respond", "reference", cfg.reference)
+    return len(template) / CHARS_PER_TOKEN + instruction + answers
 
 
 def expected(cfg: Config, measured: Measured) -> Expected:
@@ -78,9 +100,12 @@ def expected(cfg: Config, measured: Measured) -> Expected:
             shared=signature(cfg.reference, bench),
         )
     )
-    judged = rows * judge_protocol(cfg.eval.judge_protocol).calls_per_prompt
+    judging = judge_protocol(cfg.eval.judge_protocol)
+    judged = rows * judging.calls_per_prompt
     out.calls.append(
-        RoleCount("judge", "judge", cfg.judge, judged, exact, shared=signature(cfg.judge, system))
+        RoleCount("judge", "judge", cfg.judge, judged, exact, shared=signature(cfg.judge, system),
+                  prompt_tokens_per_call=judge_prompt_tokens(cfg, measured, judging.prompt_text()),
+                  completion_tokens_per_call=float(judging.sampling()["max_tokens"]))
     )
     out.calls += benchmark(cfg).expected_calls(cfg, rows, exact, bench)  # building its prompts
     if cfg.eval.rubric:
@@ -94,6 +119,27 @@ def _json(art: Artifact, name: str) -> Any:
     return json.loads(art.file(name).read_text())
 
 
+def repeated_instruction_warnings(per_lang: dict[str, list[dict]]) -> list[str]:
+    """One line per language whose prompts repeat an instruction text: xlexp pairs the system's
+    and the reference's outputs by prompt id, alpaca_eval by instruction text, so the two would
+    pair (and judge) those prompts differently."""
+    lines = []
+    for code, rows in per_lang.items():
+        ids: dict[str, list] = {}
+        for row in rows:
+            ids.setdefault(row["instruction"], []).append(row["id"])
+        repeats = [group for group in ids.values() if len(group) > 1]
+        if repeats:
+            shown = "; ".join(", ".join(map(str, g)) for g in repeats[:5])
+            lines.append(
+                f"{code}: {len(repeats)} instruction(s) repeated in the prompts (ids {shown}"
+                f"{'; ...' if len(repeats) > 5 else ''}): alpaca_eval pairs outputs by "
+                "instruction text, xlexp by id, so a cross-check with alpaca_eval pairs them "
+                "differently"
+            )
+    return lines
+
+
 def summarize(ctx: RunContext, arts: dict[str, Artifact]) -> None:
     """The metrics table and its columns, the rubric scores, and the labels of the judged
     system (what `python -m xlexp.report <sweep dir>` lays out)."""
@@ -101,6 +147,10 @@ def summarize(ctx: RunContext, arts: dict[str, Artifact]) -> None:
 
     ctx.summary["metrics"] = _json(arts["metrics"], "metrics.json")
     ctx.summary["columns"] = _json(arts["metrics"], "columns.json")
+    outputs = {code: _json(arts["respond"], f"{code}.json") for code in eval_codes(ctx.cfg)}
+    for warning in repeated_instruction_warnings(outputs):
+        logger.warning("evaluate: %s", warning)
+        ctx.summary.setdefault("warnings", []).append(f"evaluate: {warning}")
     if "rubric" in arts:  # Table 8 fine-grained scores
         ctx.summary["rubric"] = _json(arts["rubric"], "metrics.json")
     labels = arts["judge"].meta.get("system") or {}

@@ -95,6 +95,10 @@ class JudgeProtocol(ABC):
 
     name: str = ""
     calls_per_prompt: int = 1  # judge calls per judged prompt (the cost plan counts them)
+    # The Completion field `verdict` reads: "logprobs" (per token the sampled token first, then
+    # the listed alternatives) or "top_logprobs" (only what the server listed).
+    logprobs_field: str = "logprobs"
+    parser_version: int = PARSER_VERSION  # in the judge artifact's key: bump when parsing changes
 
     @abstractmethod
     def prompt_text(self) -> str:
@@ -141,7 +145,7 @@ def key_info(name: str) -> dict:
         "protocol": name,
         "prompt": digest(prompt_digest_input(name)),
         "sampling": sampling_kwargs(name),
-        "parser": PARSER_VERSION,
+        "parser": judge_protocol(name).parser_version,
     }
 
 
@@ -327,7 +331,7 @@ def combine(protocol: str, entries: Sequence[dict], completions: Sequence[Any]) 
                     {"order": order, "reason": f"backend error: {error}", "text": text}
                 )
                 continue
-            verdict, reason = judging.verdict(req, text, _get(comp, "logprobs"))
+            verdict, reason = judging.verdict(req, text, _get(comp, judging.logprobs_field))
             if verdict is None:
                 row["malformed"].append({"order": order, "reason": reason, "text": text})
                 continue
@@ -345,7 +349,14 @@ def combine(protocol: str, entries: Sequence[dict], completions: Sequence[Any]) 
 
 
 class BothOrders(JudgeProtocol):
-    """xlexp's: our A/B prompt in both slot orders, the two preferences averaged."""
+    """xlexp's: our A/B prompt in both slot orders, the two preferences averaged.
+
+    Its own reading, not alpaca_eval's: `logprobs` (the sampled token with its logprob, then
+    the listed alternatives), at the first non-blank token; when that token's most likely
+    candidate is a label, P(B) is renormalised over the label variants among them, else the
+    verdict the text states decides. At temperature 0 the sampled token is the most likely one,
+    so adding it changes nothing there; it lets a label sampled outside the top-k still count.
+    """
 
     name = "both_orders"
     calls_per_prompt = 2

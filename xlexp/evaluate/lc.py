@@ -16,11 +16,14 @@ included, as alpaca_eval keeps NaN preferences until the fit), the fit uses the 
 verdict. `length_controlled_v1` adds a per-instruction difficulty term that needs the hub's
 precomputed difficulties (and with one system per language it is not identifiable).
 
-Standard error: alpaca_eval reports `lc_standard_error` = the s.e.m. of the per-row GLM
+Uncertainty: alpaca_eval reports `lc_standard_error` = the s.e.m. of the per-row GLM
 predictions, which for the minimal GLM is 0 (with the length term zeroed, every row gets the
-same prediction). We report instead the delta-method standard error of the predicted rate,
-from the sandwich (heteroskedasticity-robust, since labels are soft) covariance of the
-fitted coefficients: se = 100 * p(1-p) * se(system coefficient).
+same prediction): no uncertainty of the rate. A delta-method s.e. at the L1-penalised optimum is
+no better (near-singular designs gave 1e6, a zeroed length term a number for a fit that has
+none). We report `lc_se_boot`: the standard deviation of the LC win rate over a seeded
+bootstrap of the prompts, each replicate fitted exactly as the rate (length scale, CV, penalty);
+or nothing, with the reason, when the fit is degenerate (every verdict the same; a length term
+so nearly constant that the system term is not identified).
 """
 
 from __future__ import annotations
@@ -34,7 +37,6 @@ import numpy as np
 
 GLM_NAME = "length_controlled_minimal"
 MAX_SPLITS = 5  # alpaca_eval's GLM_INFO kwargs: n_splits=5
-BASELINE_TERM = "not_gamed_baseline.astype(float)"  # the system term of the GLM's formula
 
 
 def _usable(p: Any) -> bool:
@@ -57,24 +59,60 @@ def _compared(
     ]
 
 
+# Above this condition number of the design, the length term is (nearly) a copy of the system
+# term and the fit cannot tell them apart. Measured on 200 length-gamed prompts with every
+# system output longer: at 3e3 the bootstrap still shows the instability (s.e. 15); from 3e6 on
+# every replicate lands on the same penalised corner, an s.e. that looks certain and is not.
+MAX_CONDITION = 1e5
+
+
 def length_controlled(
-    prefs: Sequence[Any], outputs: Sequence[Any], ref_outputs: Sequence[Any]
-) -> dict[str, float | None]:
-    """`{lc_win_rate, lc_se}` in percent of a system against the reference.
+    prefs: Sequence[Any],
+    outputs: Sequence[Any],
+    ref_outputs: Sequence[Any],
+    n_boot: int = 0,
+    seed: int | Sequence[int] = 1,
+) -> dict[str, Any]:
+    """`{lc_win_rate, lc_se_boot}` in percent of a system against the reference, and
+    `notes: {lc_se_boot: reason}` when the bootstrap s.e. is absent for a reason worth saying.
 
     `prefs[i]` is P(system output i better) in [0, 1] (None/NaN: no verdict, left out of the
     fit); outputs that are not strings (failed responses) leave their row out entirely.
     Both values are None with fewer than 2 verdicts. alpaca_eval's convention is output_1 =
     baseline, output_2 = the model and `std_delta_len = (len_1 - len_2) / std`, which we follow.
+    `n_boot` bootstrap replicates over the compared prompts (0: none), seeded by `seed`.
     """
     rows = _compared(prefs, outputs, ref_outputs)
+    rate, condition = _fit(rows)
+    out: dict[str, Any] = {"lc_win_rate": rate, "lc_se_boot": None}
+    if rate is None or n_boot < 1:
+        return out
+    if len({r[0] for r in rows if r[0] is not None}) == 1:
+        out["notes"] = {"lc_se_boot": "every verdict is the same: no variation to resample"}
+    elif condition > MAX_CONDITION:
+        out["notes"] = {
+            "lc_se_boot": f"degenerate LC fit: the length term is nearly constant (condition "
+            f"number {condition:.0e}), so the system term is not identified"
+        }
+    else:
+        rng = np.random.default_rng(seed)
+        boot = [_fit([rows[i] for i in rng.integers(0, len(rows), len(rows))])[0]
+                for _ in range(n_boot)]
+        found = np.asarray([b for b in boot if b is not None], dtype=float)
+        if found.size >= 2:  # a replicate with < 2 verdicts has no rate: left out
+            out["lc_se_boot"] = float(found.std(ddof=1))
+    return out
+
+
+def _fit(rows: list[tuple[float | None, int, int]]) -> tuple[float | None, float]:
+    """(LC win rate in percent or None with < 2 verdicts, condition number of the design)."""
     fit = [r for r in rows if r[0] is not None]
     if len(fit) < 2:
-        return {"lc_win_rate": None, "lc_se": None}
+        return None, math.inf
     if len({r[0] for r in fit}) == 1:
         # Every verdict the same: no variation for length to explain; the GLM's answer is the
         # raw rate (liblinear would only approach it, printing warnings for the empty class).
-        return {"lc_win_rate": float(fit[0][0] * 100), "lc_se": 0.0}
+        return float(fit[0][0] * 100), math.inf
     import pandas as pd
 
     with warnings.catch_warnings():
@@ -104,30 +142,9 @@ def length_controlled(
             xy_train, "preference", is_ytrue_proba=True, **kwargs
         )
         rate = float(model.predict_proba(x_test)[:, 1].mean())
-    x = xy_train.drop(columns=["preference"])
-    return {
-        "lc_win_rate": rate * 100,
-        "lc_se": _delta_method_se(x.to_numpy(float), pref, model.coef_[0], list(x.columns), rate),
-    }
-
-
-def _delta_method_se(
-    x: np.ndarray, y: np.ndarray, coef: np.ndarray, columns: list[str], rate: float
-) -> float | None:
-    """Sandwich covariance of the logistic coefficients -> s.e. of the predicted rate, percent."""
-    p = 1.0 / (1.0 + np.exp(-(x @ coef)))
-    bread = (x * (p * (1 - p))[:, None]).T @ x
-    meat = (x * ((y - p) ** 2)[:, None]).T @ x
-    try:
-        inv = np.linalg.inv(bread)
-    except np.linalg.LinAlgError:
-        return None
-    cov = inv @ meat @ inv
-    j = columns.index(BASELINE_TERM)
-    var = float(cov[j, j])
-    if not math.isfinite(var) or var < 0:
-        return None
-    return float(100 * rate * (1 - rate) * math.sqrt(var))
+    design = xy_train.drop(columns=["preference"]).to_numpy(float)
+    design = design[:, np.abs(design).max(axis=0) > 0]  # no length difference: no length term
+    return rate * 100, float(np.linalg.cond(design))
 
 
 def lc_win_rate(

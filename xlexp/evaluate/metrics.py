@@ -13,7 +13,6 @@ absent (None, shown as a dash), never NaN. Counts, all in prompts:
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from xlexp.evaluate import judge, langid, lc
+from xlexp.evaluate.columns import Column, Metric
 from xlexp.registry import Registry
 
 
@@ -42,6 +42,23 @@ def win_rate(prefs: Sequence[Any]) -> float | None:
     """Mean preference x 100; None when no preference is usable."""
     values = _valid(prefs)
     return float(values.mean() * 100) if values.size else None
+
+
+def standard_error(prefs: Sequence[Any]) -> float | None:
+    """alpaca_eval's `standard_error` of the win rate (its `get_winrate`: the s.e.m. of the
+    preferences, x 100), computed by its own code; None with fewer than 2 usable preferences."""
+    values = _valid(prefs)
+    if values.size < 2:
+        return None
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # alpaca_eval's imports warn on our pinned versions
+        from alpaca_eval.metrics import get_winrate
+
+        # alpaca_eval's scale: 1 = the baseline (our reference) better, 2 = the model better.
+        se = get_winrate([{"preference": 1.0 + v} for v in values])["standard_error"]
+    return float(se) if math.isfinite(se) else None
 
 
 def _boot_means(values: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -117,45 +134,7 @@ class LangData:
     n_failed: int | None = None  # None: system outputs that are not strings
     n_identical: int = 0
     lang_fidelity: Any = None  # None: detected from `outputs`; a rate or langid.fidelity's dict
-
-
-@dataclass(frozen=True)
-class Column:
-    """One column of the results table, declared once for results.md, the report and the view:
-    its key in a metrics row, its label, how a value is written (`".2f"`: that many decimals,
-    `"d"`: an integer) and which way is better (None: no best, as for counts and CI bounds)."""
-
-    key: str
-    label: str
-    format: str = ".2f"
-    higher_is_better: bool | None = None
-
-    def __post_init__(self) -> None:
-        # Two forms only, so the view's script writes a value exactly as results.md does.
-        if not re.fullmatch(r"\.\df|d", self.format):
-            raise ValueError(f"column {self.key}: format {self.format!r} is not '.<digit>f' or 'd'")
-
-    @property
-    def decimals(self) -> int:
-        return 0 if self.format == "d" else int(self.format[1])
-
-    def text(self, value: float) -> str:
-        return f"{round(value):d}" if self.format == "d" else format(value, self.format)
-
-
-@dataclass(frozen=True)
-class Metric:
-    """Columns of the results table: `per_lang(data, n_boot, seed, alpha) -> {column: value}`
-    and `average(rows, data, n_boot, seed, alpha) -> {column: value}` for the "avg" row.
-    A column given as a (key, label) pair is a `Column` with the default format and no best."""
-
-    columns: tuple[Column, ...]
-    per_lang: Callable[..., dict]
-    average: Callable[..., dict]
-
-    def __post_init__(self) -> None:
-        cols = tuple(c if isinstance(c, Column) else Column(*c) for c in self.columns)
-        object.__setattr__(self, "columns", cols)
+    lc_boot: int = 0  # bootstrap replicates of the LC fit (0: no LC s.e.)
 
 
 def _mean_if_all(rows: list[dict], key: str) -> float | None:
@@ -183,8 +162,13 @@ def _sum_of(*keys: str) -> Callable[..., dict]:
 
 
 def _win_rate(d: LangData, n_boot: int, seed: int, alpha: float) -> dict:
-    lo, hi = bootstrap_ci(d.prefs, n=n_boot, seed=seed, alpha=alpha)
+    # An interval needs two preferences: one gives a zero-width "interval" that reads as certainty.
+    lo, hi = bootstrap_ci(d.prefs, n=n_boot, seed=seed, alpha=alpha) if _n(d) >= 2 else (None, None)
     return {"win_rate": win_rate(d.prefs), "ci_low": lo, "ci_high": hi}
+
+
+def _n(d: LangData) -> int:
+    return int(_valid(d.prefs).size)
 
 
 def _win_rate_avg(
@@ -192,13 +176,28 @@ def _win_rate_avg(
 ) -> dict:
     # The macro average's CI bootstraps that average, resampling each language independently.
     mean = _mean_if_all(rows, "win_rate")
-    if mean is None or n_boot < 1:
+    if mean is None or n_boot < 1 or any(_n(d) < 2 for d in data):
         return {"win_rate": mean, "ci_low": None, "ci_high": None}
     boot = [
         _boot_means(_valid(d.prefs), n_boot, np.random.default_rng([seed, d.index])) for d in data
     ]
     lo, hi = _interval(np.mean(boot, axis=0), alpha)
     return {"win_rate": mean, "ci_low": lo, "ci_high": hi}
+
+
+def _se_of_mean(ses: list[Any]) -> float | None:
+    # Languages are independent samples: the variance of their mean is the mean variance / n.
+    if not ses or any(s is None for s in ses):
+        return None
+    return math.sqrt(sum(s * s for s in ses)) / len(ses)
+
+
+def _se(d: LangData, n_boot: int, seed: int, alpha: float) -> dict:
+    return {"se": standard_error(d.prefs)}
+
+
+def _se_avg(rows: list[dict], data: list[LangData], n_boot: int, seed: int, alpha: float) -> dict:
+    return {"se": _se_of_mean([r["se"] for r in rows])}
 
 
 def _n_failed(d: LangData) -> int:
@@ -240,19 +239,19 @@ def _fidelity_avg(
 def _lc(d: LangData, n_boot: int, seed: int, alpha: float) -> dict:
     # Length control needs the reference outputs the judge compared against.
     if d.ref_outputs is None:
-        return {"lc_win_rate": None, "lc_se": None}
-    return lc.length_controlled(d.prefs, d.outputs, d.ref_outputs)
+        return {"lc_win_rate": None, "lc_se_boot": None}
+    return lc.length_controlled(
+        d.prefs, d.outputs, d.ref_outputs, n_boot=d.lc_boot, seed=[seed, d.index]
+    )
 
 
 def _lc_avg(rows: list[dict], data: list[LangData], n_boot: int, seed: int, alpha: float) -> dict:
-    # Languages are independent samples: the variance of their mean is the mean variance / n.
-    ses = [r["lc_se"] for r in rows]
-    se = (
-        math.sqrt(sum(s * s for s in ses)) / len(ses)
-        if ses and all(s is not None for s in ses)
-        else None
-    )
-    return {"lc_win_rate": _mean_if_all(rows, "lc_win_rate"), "lc_se": se}
+    out = {"lc_win_rate": _mean_if_all(rows, "lc_win_rate"),
+           "lc_se_boot": _se_of_mean([r["lc_se_boot"] for r in rows])}
+    if out["lc_se_boot"] is None and data and all(d.lc_boot > 0 for d in data):
+        absent = [d.lang for d, r in zip(data, rows, strict=True) if r["lc_se_boot"] is None]
+        out["notes"] = {"lc_se_boot": f"absent for {', '.join(absent)}"}
+    return out
 
 
 # The metrics and their columns, in table order. Adding a metric is one `register` line: the
@@ -264,6 +263,7 @@ METRICS.register("win_rate", Metric(
      Column("ci_high", "95% CI high")),
     _win_rate, _win_rate_avg,
 ))
+METRICS.register("se", Metric((Column("se", "s.e."),), _se, _se_avg))
 METRICS.register("lang_fidelity", Metric(
     (Column("lang_fidelity", "lang fidelity", ".3f", True),
      Column("n_undetermined", "lang undetermined", "d")),
@@ -279,8 +279,14 @@ METRICS.register("counts", Metric(
     _counts, _sum_of("n", "n_malformed", "n_failed", "n_identical"),
 ))
 METRICS.register("lc_win_rate", Metric(
-    (Column("lc_win_rate", "LC win rate", ".2f", True), Column("lc_se", "LC s.e.")), _lc, _lc_avg,
+    (Column("lc_win_rate", "LC win rate", ".2f", True),
+     Column("lc_se_boot", "LC s.e. (bootstrap)")),
+    _lc, _lc_avg,
 ))
+
+# Uncertainty columns: absent by choice (no bootstrap asked, n < 2), so never "missing".
+UNCERTAINTY = ("ci_low", "ci_high", "se", "lc_se_boot")
+
 
 def columns(names: Sequence[str] | None = None) -> list[Column]:
     """Every column the named metrics (default: all) produce, in table order."""
@@ -318,21 +324,17 @@ def summarize_langs(
     """One row per language + "avg" (the macro average, as the paper's tables).
 
     A value is a number or None (absent), never NaN. An average is absent when a language lacks
-    that value; `avg["missing"]` then names the languages per column.
+    that value; `avg["missing"]` then names the languages per column. A row's `notes` say why
+    an uncertainty column is absent where the reason is worth printing (a degenerate LC fit).
     """
     metrics = [METRICS.get(n) for n in (names or METRICS.names())]
-    table = {
-        d.lang: {k: v for m in metrics for k, v in m.per_lang(d, n_boot, seed, alpha).items()}
-        for d in data
-    }
+    table = {d.lang: _row([m.per_lang(d, n_boot, seed, alpha) for m in metrics]) for d in data}
     rows = list(table.values())
-    avg = {
-        k: v for m in metrics for k, v in m.average(rows, list(data), n_boot, seed, alpha).items()
-    }
+    avg = _row([m.average(rows, list(data), n_boot, seed, alpha) for m in metrics])
     missing = {
         k: [lang for lang, r in table.items() if r[k] is None]
         for k in avg
-        if k not in ("ci_low", "ci_high", "lc_se")
+        if k not in (*UNCERTAINTY, "notes")
     }
     missing = {k: langs for k, langs in missing.items() if langs}
     if missing:
@@ -341,7 +343,21 @@ def summarize_langs(
     return table
 
 
-def lang_data(lang: str, index: int, entry: dict) -> LangData:
+def _row(parts: list[dict]) -> dict:
+    """One table row from the metrics' dicts; their `notes` (column -> why it is absent) merged."""
+    row: dict = {}
+    notes: dict = {}
+    for part in parts:
+        part = dict(part)
+        notes.update(part.pop("notes", None) or {})
+        row.update(part)
+    if notes:
+        row["notes"] = notes
+    return row
+
+
+def lang_data(lang: str, index: int, entry: dict, lc_boot: int = 0) -> LangData:
+    """A language's `LangData` from a `summarize` entry; `lc_boot` replicates of the LC fit."""
     return LangData(
         lang=lang,
         index=index,
@@ -352,15 +368,20 @@ def lang_data(lang: str, index: int, entry: dict) -> LangData:
         n_failed=entry.get("n_failed"),
         n_identical=int(entry.get("n_identical", 0)),
         lang_fidelity=entry.get("lang_fidelity"),
+        lc_boot=lc_boot,
     )
 
 
 def summarize(
-    per_lang: dict[str, dict], n_boot: int = 1000, seed: int = 1, alpha: float = 0.05
+    per_lang: dict[str, dict],
+    n_boot: int = 1000,
+    seed: int = 1,
+    alpha: float = 0.05,
+    lc_boot: int = 0,
 ) -> dict[str, dict]:
     """`summarize_langs` on plain dicts: each `per_lang[lang]` holds `prefs` (None = no
     verdict), `outputs` (None for a failed response), and optionally `ref_outputs` (needed for
     the LC win rate), `n_malformed`, `n_failed`, `n_identical` (see `entry_from_rows`) and
     `lang_fidelity` (else detected from `outputs`)."""
-    data = [lang_data(lang, i, e) for i, (lang, e) in enumerate(per_lang.items())]
+    data = [lang_data(lang, i, e, lc_boot) for i, (lang, e) in enumerate(per_lang.items())]
     return summarize_langs(data, n_boot=n_boot, seed=seed, alpha=alpha)

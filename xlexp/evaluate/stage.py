@@ -137,8 +137,10 @@ def run_metrics(
     names = metrics.METRICS.names()
     key = store.key(
         "metrics",
-        {"metrics": names, "bootstrap": cfg.eval.bootstrap, "seed": cfg.seed, "lc": lc.GLM_NAME},
+        {"metrics": names, "bootstrap": cfg.eval.bootstrap, "seed": cfg.seed, "lc": lc.GLM_NAME,
+         "lc_bootstrap": cfg.eval.lc_bootstrap},
         [verdicts.key, system.key, reference.key],
+        version=2,  # 2: the LC s.e. is a bootstrap of the fit; CIs need n >= 2
     )
 
     def produce(work: Path, parts: Any) -> dict:
@@ -157,7 +159,7 @@ def run_metrics(
                 [r["output"] for r in sys_rows],
                 [r["output"] for r in _outputs(reference, code)],
             )
-            data.append(metrics.lang_data(code, i, entry))
+            data.append(metrics.lang_data(code, i, entry, cfg.eval.lc_bootstrap))
         table = metrics.summarize_langs(data, names, n_boot=cfg.eval.bootstrap, seed=cfg.seed)
         write_json(work / "metrics.json", table)
         write_json(work / "columns.json", metrics.stored_columns(names))

@@ -45,6 +45,10 @@ class Sampling:
 class Completion:
     text: str = ""
     logprobs: list[dict[str, float]] | None = None  # per generated token: {token: logprob}
+    # Per generated token, the alternatives the engine listed, as listed: [token, logprob]
+    # pairs, the sampled token only when it is among them (`logprobs` adds it first). A parser
+    # that must read what alpaca_eval reads (only the listed top_logprobs) reads these.
+    top_logprobs: list[list[tuple[str, float]]] | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str | None = None  # why there is no usable answer (a content reject or a failure)
@@ -264,6 +268,8 @@ def _decode(value: Any) -> dict | None:
         return None
     if decoded.get("error") is not None or decoded.get("failure") is not None:
         return None  # never a success: asked again
+    if decoded.get("logprobs") is not None and "top_logprobs" not in decoded:
+        return None  # stored before the listed alternatives were kept: a judge cannot read it
     return {k: v for k, v in decoded.items() if k in COMPLETION_FIELDS}
 
 

@@ -330,16 +330,21 @@ class HFBackend(Backend):
                 completion_tokens=n,
             )
             if top is not None:
-                completion.logprobs = []
+                completion.logprobs, completion.top_logprobs = [], []
                 for j, chosen in enumerate(tokens):
+                    listed = [
+                        (self._piece(token_id), value)
+                        for value, token_id in zip(
+                            top.values[row, j].tolist(), top.indices[row, j].tolist(), strict=True
+                        )
+                    ]
                     step: dict[str, float] = {}
-                    for value, token_id in zip(
-                        top.values[row, j].tolist(), top.indices[row, j].tolist(), strict=True
-                    ):
-                        step.setdefault(self._piece(token_id), value)
+                    for piece, value in listed:
+                        step.setdefault(piece, value)
                     # the sampled token too, as vLLM returns it (top-k plus the chosen one)
                     step.setdefault(self._piece(chosen), logprobs[row, j, chosen].item())
                     completion.logprobs.append(step)
+                    completion.top_logprobs.append(listed)
             completions.append(completion)
         return completions
 

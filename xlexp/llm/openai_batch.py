@@ -37,7 +37,12 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 import xlexp.llm.wire as wire
 from xlexp.llm.base import Backend, Completion, Conversation, Sampling, identity_of, request_key
 from xlexp.llm.card import api_key
-from xlexp.llm.openai_sdk import retryable, sdk_failure_kind, sdk_logprobs
+from xlexp.llm.openai_sdk import (
+    retryable,
+    sdk_failure_kind,
+    sdk_listed_logprobs,
+    sdk_logprobs,
+)
 from xlexp.llm.wire import retry_after
 from xlexp.store import digest, write_json
 
@@ -388,6 +393,7 @@ class OpenAIBatchBackend(Backend):
         return Completion(
             text=choice.message.content,
             logprobs=sdk_logprobs(choice.logprobs),
+            top_logprobs=sdk_listed_logprobs(choice.logprobs),
             prompt_tokens=int(usage.prompt_tokens or 0) if usage else 0,
             completion_tokens=int(usage.completion_tokens or 0) if usage else 0,
         )

@@ -55,3 +55,14 @@ def sdk_logprobs(choice_logprobs: Any) -> list[dict[str, float]] | None:
             alternatives.setdefault(top.token, float(top.logprob))
         out.append(alternatives)
     return out
+
+
+def sdk_listed_logprobs(choice_logprobs: Any) -> list[list[tuple[str, float]]] | None:
+    """OpenAI `choice.logprobs` -> per generated token its top_logprobs as listed (the sampled
+    token not added), as `wire.listed_logprobs` reads the JSON."""
+    content = getattr(choice_logprobs, "content", None) if choice_logprobs is not None else None
+    if content is None:
+        return None
+    return [
+        [(top.token, float(top.logprob)) for top in item.top_logprobs or []] for item in content
+    ]

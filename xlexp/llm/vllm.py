@@ -162,18 +162,19 @@ class VLLMBackend(Backend):
                 use_tqdm=True,
             )
             for i, output in zip(todo, outputs, strict=True):
-                results[i] = self._completion(output, tokenizer)
+                results[i] = self._completion(output, tokenizer, sampling.logprobs or 0)
         return results  # type: ignore[return-value]
 
     @staticmethod
-    def _completion(output: Any, tokenizer: Any) -> Completion:
+    def _completion(output: Any, tokenizer: Any, top_k: int) -> Completion:
         choice = output.outputs[0]
-        logprobs = None
+        logprobs = listed = None
         if choice.logprobs is not None:
-            logprobs = []
-            for position in choice.logprobs:  # dict[token_id, Logprob]
+            logprobs, listed = [], []
+            for position in choice.logprobs:  # dict[token_id, Logprob]: top-k + the sampled one
                 step: dict[str, float] = {}
-                for token_id, lp in sorted(position.items(), key=lambda kv: -kv[1].logprob):
+                ranked = sorted(position.items(), key=lambda kv: -kv[1].logprob)
+                for token_id, lp in ranked:
                     token = (
                         lp.decoded_token
                         if lp.decoded_token is not None
@@ -181,9 +182,17 @@ class VLLMBackend(Backend):
                     )
                     step.setdefault(token, float(lp.logprob))
                 logprobs.append(step)
+                # The top-k alone (the sampled token only by its rank), as a server lists them.
+                listed.append([
+                    (lp.decoded_token if lp.decoded_token is not None
+                     else tokenizer.decode([token_id]), float(lp.logprob))
+                    for i, (token_id, lp) in enumerate(ranked)
+                    if (lp.rank if getattr(lp, "rank", None) is not None else i + 1) <= top_k
+                ])
         return Completion(
             text=choice.text,
             logprobs=logprobs,
+            top_logprobs=listed,
             prompt_tokens=len(output.prompt_token_ids or []),
             completion_tokens=len(
                 choice.token_ids

@@ -146,6 +146,17 @@ def convert_logprobs(content: list[dict] | None) -> list[dict[str, float]] | Non
     return out
 
 
+def listed_logprobs(content: list[dict] | None) -> list[list[tuple[str, float]]] | None:
+    """`choices[0].logprobs.content` -> per generated token its `top_logprobs` as listed
+    ([token, logprob] pairs, the sampled token not added): what alpaca_eval's parser reads."""
+    if content is None:
+        return None
+    return [
+        [(top["token"], float(top["logprob"])) for top in item.get("top_logprobs") or ()]
+        for item in content
+    ]
+
+
 def parse_completion(data: Any, want_logprobs: bool) -> Completion:
     """A chat.completion JSON -> Completion; a body without a choice is a `bad_response`."""
     choices = data.get("choices") if isinstance(data, dict) else None
@@ -161,12 +172,14 @@ def parse_completion(data: Any, want_logprobs: bool) -> Completion:
             raise TransportError(
                 "no_content", "NoContent", f"the answer's content is null (finish_reason {reason})"
             )
-        logprobs = None
+        logprobs = listed = None
         if want_logprobs:
-            logprobs = convert_logprobs((choice.get("logprobs") or {}).get("content"))
+            tokens = (choice.get("logprobs") or {}).get("content")
+            logprobs, listed = convert_logprobs(tokens), listed_logprobs(tokens)
         return Completion(
             text=content,  # empty is an answer; the caller judges it
             logprobs=logprobs,
+            top_logprobs=listed,
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
         )

@@ -28,17 +28,15 @@ from xlexp.store import write_json
 log = logging.getLogger("xlexp")
 
 ABSENT = "–"  # a value that could not be computed (no verdicts, no outputs): shown, never NaN
+_RUBRIC_COUNT = Column("n_malformed", "n_malformed", "d")  # rubric scores: the default ".2f"
 
 
-def _fmt(value: Any, col: Column | None = None) -> str:
-    """A cell as the column's declaration writes it; without one, 3 decimals below 1.5 and 2
-    above (rubric scores, rates)."""
+def _fmt(value: Any, col: Column) -> str:
+    """A cell as the column's declaration writes it: one format per column."""
     if isinstance(value, float) and math.isnan(value):
         return ABSENT
-    if col is not None and isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, int | float) and not isinstance(value, bool):
         return col.text(value)
-    if isinstance(value, float):
-        return f"{value:.3f}" if abs(value) < 1.5 else f"{value:.2f}"
     if isinstance(value, dict | list):
         return ""
     return ABSENT if value is None else str(value)
@@ -65,6 +63,15 @@ def markdown_table(metrics: dict, title: str = "", columns: list | None = None) 
             for c in cols
         ]
         lines.append(f"| {lang} | " + " | ".join(cells) + " |")
+    labels = {c.key: c.label for c in cols}
+    notes = [
+        f"- {lang}, {labels[key]}: {ABSENT} because {why}"
+        for lang in lang_order(metrics)
+        for key, why in (metrics[lang].get("notes") or {}).items()
+        if key in labels
+    ]
+    if notes:
+        lines += ["", *notes]
     return "\n".join(lines) + "\n"
 
 
@@ -75,7 +82,9 @@ def rubric_table(scores: dict, title: str = "") -> str:
     lines.append("| lang | " + " | ".join(cols) + " |")
     lines.append("|---" * (len(cols) + 1) + "|")
     for lang in lang_order(scores):
-        lines.append(f"| {lang} | " + " | ".join(_fmt(scores[lang].get(c)) for c in cols) + " |")
+        cells = [_fmt(scores[lang].get(c), _RUBRIC_COUNT if c.startswith("n_") else Column(c, c))
+                 for c in cols]
+        lines.append(f"| {lang} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -109,7 +118,8 @@ def write_results(run_dir: Path, summary: dict, cfg: Config) -> dict[str, Path]:
     parts = ["# xlexp results", ""]
     if summary.get("note"):
         parts += [f"> {summary['note']}", ""]
-    for warning in summary.get("warnings") or []:  # content-reject shares over the bound
+    # Content-reject shares over the bound, repeated instructions.
+    for warning in summary.get("warnings") or []:
         parts += [f"> **WARNING** {warning}", ""]
     if summary.get("metrics"):
         system = rtt_label(cfg.model.name, cfg.eval.get("rtt"))
@@ -136,6 +146,8 @@ def console_summary(summary: dict) -> str:
     lines = ["", "=" * 72]
     if summary.get("note"):
         lines.append(f"NOTE: {summary['note']}")
+    for warning in summary.get("warnings") or []:
+        lines.append(f"WARNING: {warning}")
     if summary.get("metrics"):
         lines.append(markdown_table(summary["metrics"], columns=summary.get("columns")))
     if summary.get("rubric"):
