@@ -366,3 +366,55 @@ def test_eval_settings_fail_early_naming_the_key(overrides: list[str], key: str)
     with pytest.raises(ConfigError) as err:
         validate(_cfg(*overrides), cuda=False)
     assert err.value.key == key
+
+
+def test_m_alpacaeval_translates_a_request_for_english_as_one_for_the_target(
+    alpaca_file: Path,
+) -> None:
+    """A prompt that asks for an English answer (249, 274) goes to the translator asking for
+    the target language (eval.rewrites, as XL-AlpacaEval's), so no translated prompt asks for
+    English; the English column keeps the prompt as written."""
+    import re
+
+    from fakeserver import FakeOpenAI
+
+    from xlexp.evaluate.prompt_sets import run_prompt_set
+    from xlexp.roles import Models
+    from xlexp.store import Store
+
+    sent: list[str] = []
+
+    def translator(body: dict) -> str:
+        text = body["messages"][-1]["content"]
+        src = text.split("[Instruction]\n", 1)[1].split("\n[End of Instruction]", 1)[0]
+        sent.append(src)
+        lang = re.search(r"into (\w+)\.", text).group(1)
+        return f"[{lang}] {src}"
+
+    rw = alpaca_file.parent / "rw.json"
+    rw.write_text(json.dumps({str(k): v for k, v in _rewrites_for_fixture().items()}))
+    store = Store(alpaca_file.parent / "store")
+    with FakeOpenAI(translator) as srv:
+        cfg = _cfg(
+            "eval=m_alpacaeval",
+            f"eval.path={alpaca_file}",
+            "eval.langs=[deu]",
+            "eval.exclude_ids=[]",
+            f"eval.rewrites={rw}",
+            "judge.backend=openai",  # eval.translator is ${judge}
+            "judge.model=tr",
+            f"judge.base_url={srv.base_url}",
+            "judge.gguf_file=null",
+        )
+        validate(cfg, cuda=False)
+        models = Models(store)
+        try:
+            prompt_set = run_prompt_set(cfg, store, models)
+        finally:
+            models.close()
+    deu = {r["id"]: r["instruction"] for r in prompt_set.rows("deu.jsonl")}
+    eng = {r["id"]: r["instruction"] for r in prompt_set.rows("eng.jsonl")}
+    assert deu[249].endswith("Answer in German.") and deu[274].endswith("in German language.")
+    assert not any("English" in sent_text for sent_text in sent if "learn" not in sent_text)
+    assert deu[192] == f"[German] {ABOUT_ENGLISH}"  # a prompt about English is kept as written
+    assert eng[249] == PROMPT_249 and eng[274] == PROMPT_274

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from xlexp import langs
 from xlexp.config import Config
 from xlexp.errors import ConfigError
 from xlexp.evaluate import build_xl, mbench, sources
@@ -99,14 +100,32 @@ def run_mtranslate(
     )
 
 
+def asking_for(prompts: list[dict], rewrites: dict[int, str], code: str) -> list[dict]:
+    """The English prompts as they go to the translator into `code`: one that asks for an English
+    answer (eval.rewrites, appendix A.1) asks for the target language, so its translation never
+    asks for English."""
+    name = langs.name(code)
+    return [
+        {**p, "instruction": rewrites[int(p["id"])].replace(build_xl.PLACEHOLDER, name)}
+        if int(p["id"]) in rewrites
+        else p
+        for p in prompts
+    ]
+
+
 def _m_alpacaeval(cfg: Config, store: Store, models: Models) -> Artifact:
     codes = eval_codes(cfg)
     prompts = build_xl.select_prompts(
         sources.english_prompts(cfg.eval), cfg.eval.exclude_ids, cfg.eval.limit
     )
+    rewrites = build_xl.check_rewrites(prompts, build_xl.read_rewrites_file(cfg.eval.rewrites))
     # One artifact per language, all in flight together when the translator is behind a server.
     tasks = {
-        code: (lambda code=code: run_mtranslate(cfg, store, models, prompts, code))
+        code: (
+            lambda code=code: run_mtranslate(
+                cfg, store, models, asking_for(prompts, rewrites, code), code
+            )
+        )
         for code in codes
         if code != mbench.ENGLISH
     }
@@ -205,7 +224,8 @@ class MAlpacaEval(XLAlpacaEval):
 
     name = "m_alpacaeval"
     stored = True
-    rewrites = False  # monolingual prompts: no {language} request to rewrite
+    # eval.rewrites apply before translation: "Answer in English." goes out as "Answer in German."
+    rewrites = True
 
     def codes(self, cfg: Config) -> list[str]:
         codes = super().codes(cfg)
