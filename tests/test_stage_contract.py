@@ -4,7 +4,10 @@ anywhere else in xlexp."""
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +121,9 @@ def test_registered_stage_runs_plans_and_reports_with_no_other_edit(
         "stages"
     ][0].items()
     html = (tmp_path / "run" / "view.html").read_text()
-    assert entry["key"] in html and '"stage":"echo"' in html.replace(" ", "")
+    packed = re.search(r'<script type="application/gzip" id="xlexp-data">([^<]*)</script>', html)
+    embedded = gzip.decompress(base64.b64decode(packed.group(1))).decode()  # the page's data
+    assert entry["key"] in embedded and '"stage":"echo"' in embedded.replace(" ", "")
 
     wb = wandb_offline.read(tmp_path / "run")
     assert "echo/echoes/out" in wb.history_keys()
