@@ -29,8 +29,12 @@ so nearly constant that the system term is not identified).
 from __future__ import annotations
 
 import math
+import os
+import sys
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -104,6 +108,27 @@ def length_controlled(
     return out
 
 
+_STDERR_SWAP = threading.Lock()
+
+
+@contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """liblinear (C, inside sklearn) writes "WARNING: class label 1 specified in weight is not
+    found" to the process's stderr for every CV fold that lacks one class: hundreds
+    of lines per bootstrap. Python's warnings filter cannot reach a C fprintf, so fd 2 points at
+    /dev/null while the fit runs (Python's own errors still raise)."""
+    with _STDERR_SWAP:  # two threads swapping fd 2 at once could leave it on /dev/null
+        sys.stderr.flush()
+        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
+
+
 def _fit(rows: list[tuple[float | None, int, int]]) -> tuple[float | None, float]:
     """(LC win rate in percent or None with < 2 verdicts, condition number of the design)."""
     fit = [r for r in rows if r[0] is not None]
@@ -138,9 +163,10 @@ def _fit(rows: list[tuple[float | None, int, int]]) -> tuple[float | None, float
             **info["kwargs"],
             "n_splits": min(int(info["kwargs"].get("n_splits", MAX_SPLITS)), len(fit)),
         }
-        model = glm_winrate.fit_LogisticRegressionCV(
-            xy_train, "preference", is_ytrue_proba=True, **kwargs
-        )
+        with _native_stderr_silenced():
+            model = glm_winrate.fit_LogisticRegressionCV(
+                xy_train, "preference", is_ytrue_proba=True, **kwargs
+            )
         rate = float(model.predict_proba(x_test)[:, 1].mean())
     design = xy_train.drop(columns=["preference"]).to_numpy(float)
     design = design[:, np.abs(design).max(axis=0) > 0]  # no length difference: no length term
