@@ -115,6 +115,7 @@ def test_the_command_line_wins_over_the_grid_on_the_tiny_profile() -> None:
     assert [system(j) for j in jobs] == [("smollm2-135m", 2), ("smollm2-135m", 4)]
 
 
+@pytest.mark.slow  # a sweep: the slow lane
 def test_tiny_instruct_grid_sweep_runs_end_to_end(tmp_path: Path, tiny_model_dir: Path) -> None:
     import sys
 

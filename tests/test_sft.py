@@ -199,6 +199,7 @@ train_lora(rows, sys.argv[2], sft, Path(sys.argv[3]))
 """
 
 
+@pytest.mark.slow  # a whole run, killed and resumed: the slow lane
 def test_killed_run_resumes_from_checkpoint(tiny_model_dir: Path, tmp_path: Path) -> None:
     rows_file, out = tmp_path / "rows.json", tmp_path / "out"
     rows_file.write_text(json.dumps(make_rows(8)))

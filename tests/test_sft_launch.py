@@ -143,6 +143,7 @@ def test_two_cpu_processes_train_with_ddp_and_the_adapter_reloads(
     assert not (out / "launch" / "launch.log").exists()
 
 
+@pytest.mark.slow  # DDP: two processes: the slow lane
 def test_one_and_two_processes_take_the_same_optimiser_steps(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
