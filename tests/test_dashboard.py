@@ -289,3 +289,36 @@ def test_tiny_scaling_sweep_dashboard_plots_win_rate_against_data_size(tmp_path,
     assert panel_names <= seen, sorted(panel_names - seen)
     grids = [b for b in rep.blocks if type(b).__name__ == "PanelGrid"]
     assert grids and all(g.runsets[0].filters for g in grids)  # the sweep's group, not the project
+
+
+NO_WANDB_RUN = """
+import sys
+from pathlib import Path
+from hydra import compose, initialize_config_dir
+from xlexp.__main__ import run
+from xlexp.config import register
+register()
+root, tmp = Path(sys.argv[1]), Path(sys.argv[2])
+with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
+    cfg = compose("config", overrides=["stages=[report]", f"store_dir={tmp / 'store'}"])
+run(cfg, tmp / "run")
+print("results.md:", (tmp / "run" / "results.md").exists())
+print("wandb_workspaces imported:", "wandb_workspaces" in sys.modules)
+"""
+
+
+def test_a_run_without_wandb_does_not_import_the_dashboard(tmp_path):
+    """The report stage of a run that logs nowhere neither makes a dashboard nor imports
+    wandb_workspaces (an environment without it still reports)."""
+    done = subprocess.run(
+        [sys.executable, "-c", NO_WANDB_RUN, str(ROOT), str(tmp_path)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "results.md: True" in done.stdout
+    assert "wandb_workspaces imported: False" in done.stdout
+    assert not (tmp_path / "run" / "dashboard.json").exists()

@@ -19,12 +19,15 @@ def note_applies(cfg: Any) -> bool:
 
 
 def run(ctx: RunContext, arts: dict[str, Artifact]) -> None:
-    from xlexp.dashboard import at_report
     from xlexp.report.markdown import write_results
     from xlexp.run import totals
+    from xlexp.track import WandbTracker
 
     totals(ctx)
-    at_report(ctx)  # W&B: Fig. 2's point, Table 6's rows, the dashboard (before results.json)
+    if isinstance(ctx.tracker, WandbTracker):  # wandb_workspaces is imported only for W&B runs
+        from xlexp.dashboard import at_report
+
+        at_report(ctx)  # Fig. 2's point, Table 6's rows, the dashboard (before results.json)
     if not note_applies(ctx.cfg):
         ctx.summary["note"] = ""  # e.g. the tiny profile's, once every role is another model
     paths = write_results(ctx.run_dir, ctx.summary, ctx.cfg)
