@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from test_config import make
 
 from xlexp.config import Config, ConfigError, LLMConfig, register, validate
 from xlexp.ranges import Range, check_ranges
 
-ROOT = Path(__file__).resolve().parents[1]
 register()
 
 
@@ -55,8 +53,7 @@ def _edge(rng: Range, is_int: bool) -> float:
 
 
 def _cfg(*overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=["stages=[generate,sft,evaluate]", *overrides])
+    return make("stages=[generate,sft,evaluate]", *overrides)
 
 
 def _is_int(tp: type) -> bool:

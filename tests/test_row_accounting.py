@@ -10,19 +10,15 @@ from pathlib import Path
 
 import pytest
 from fakeserver import FakeOpenAI
-from hydra import compose, initialize_config_dir
 from test_chain import compose_cfg
+from test_config import make
 from test_stage_windows import Peaks, overrides
 
 from xlexp import progress
 from xlexp.__main__ import run
-from xlexp.config import register
 from xlexp.integrity import ROW_FATES
 from xlexp.roles import Models, chat_stage
 from xlexp.store import Store, StoreError, write_jsonl
-
-ROOT = Path(__file__).resolve().parents[1]
-register()
 
 
 def test_an_artifact_that_loses_rows_is_not_stored(tmp_path):
@@ -51,18 +47,13 @@ def test_counts_that_account_for_every_row_are_stored(tmp_path, counts):
 
 
 def _teacher(base_url: str):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[
-                "teacher.backend=openai",
-                "teacher.model=teacher",
-                f"teacher.base_url={base_url}",
-                "teacher.gguf_file=null",
-                "teacher.max_retries=0",
-            ],
-        )
-    return cfg.teacher
+    return make(
+        "teacher.backend=openai",
+        "teacher.model=teacher",
+        f"teacher.base_url={base_url}",
+        "teacher.gguf_file=null",
+        "teacher.max_retries=0",
+    ).teacher
 
 
 def _chat(store: Store, base_url: str, batch_size: int, parse) -> None:
