@@ -74,11 +74,14 @@ def _cells(markdown: str, title: str) -> dict[str, dict[str, str]]:
 
 def test_metric_names_are_unchanged_so_is_the_metrics_key() -> None:
     # The metrics artifact's key holds these names in this order: a stored one is still found.
-    # ("se" came with the LC bootstrap, which changed the metrics key anyway.)
+    # ("se" came with the LC bootstrap, which changed the metrics key anyway; "line_fidelity"
+    # with the line-level rates: a metrics artifact made before is recomputed from the stored
+    # verdicts, no judge call.)
     assert metrics.METRICS.names() == [
         "win_rate",
         "se",
         "lang_fidelity",
+        "line_fidelity",
         "avg_len",
         "counts",
         "lc_win_rate",

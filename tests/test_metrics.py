@@ -86,10 +86,12 @@ def test_summarize_rows_and_macro_average() -> None:
     assert (avg["n"], avg["n_malformed"]) == (7, 1)
     assert avg["lang_fidelity"] == pytest.approx(0.375)
     assert avg["ci_low"] <= avg["win_rate"] <= avg["ci_high"]
-    assert avg["missing"] == {"lc_win_rate": ["deu", "fra"]}  # no reference outputs given
+    # No reference outputs given; "abcd" has no prose line to identify.
+    line_rates = ("line_fidelity", "line_pass_rate", "line_word_pass_rate")
+    assert avg["missing"] == {"lc_win_rate": ["deu", "fra"], **dict.fromkeys(line_rates, ["fra"])}
     assert set(avg) - {"missing"} == set(deu) == {
         "win_rate", "ci_low", "ci_high", "se", "lc_win_rate", "lc_se_boot", "avg_len",
-        "lang_fidelity",
+        "lang_fidelity", *line_rates, "n_line_undetermined",
         "n", "n_malformed", "n_failed", "n_identical", "n_undetermined",
     }
 

@@ -238,3 +238,113 @@ def fidelity(outputs: list[Any], lang: str) -> dict:
         "n_undetermined": undetermined,
         "n_missing": missing,
     }
+
+
+# ---------------------------------------------------------------- line level
+# The Language Confusion Benchmark's view (Marchisio et al. 2024): an answer that switches to
+# English halfway is in its language by the response-level vote above, but not line by line.
+# Each prose line of an answer (after `clean`) long enough to identify gets a language; a
+# response passes when every such line is in the target language. Lines are short, so they are
+# identified among the languages of xlexp's table only: free over all of py3langid's 97, a
+# short French line comes out Croatian.
+MIN_LINE_LETTERS = 15
+# English function words that are no word of another language of the table ("in", "die",
+# "is", "also", "will", "not", "of", "can", "be" are), so a hit inside a German or Irish line
+# is English. Two in one target-language line make the line mixed: one is a quoted title.
+ENGLISH_FUNCTION_WORDS = frozenset([
+    "the", "and", "with", "which", "that", "this", "these", "those", "from", "would", "should",
+    "could", "their", "there", "they", "them", "what", "when", "where", "who", "how", "why",
+    "because", "about", "into", "than", "then", "were", "your", "you", "very", "some", "here",
+    "only", "other", "such", "each", "between", "through", "while", "without", "within", "does",
+    "doesn't", "don't", "isn't", "aren't", "it's", "she", "our", "by", "its",
+])
+WORD_MIN = 2
+_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
+_line_identifier = None
+
+
+def _line_model():
+    global _line_identifier
+    if _line_identifier is None:
+        with _lock:
+            if _line_identifier is None:
+                from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+                found = LanguageIdentifier.from_pickled_model(MODEL_FILE, norm_probs=True)
+                found.set_languages(sorted({iso1 for _, iso1 in LANGUAGES.values()}))
+                _line_identifier = found
+    return _line_identifier
+
+
+def line_languages(text: str) -> list[tuple[str, str | None]]:
+    """(prose line, its code or None) for each non-empty line of the answer's prose; None: too
+    short (below `MIN_LINE_LETTERS`) or below `MIN_CONFIDENCE`."""
+    out: list[tuple[str, str | None]] = []
+    for line in clean(text).split("\n"):
+        if not line.strip():
+            continue
+        code = None
+        if weight(line) >= MIN_LINE_LETTERS:
+            if _hinglish(line):
+                code = "hin"
+            else:
+                iso1, prob = _line_model().classify(line)
+                code = _FROM_ISO1.get(str(iso1)) if prob >= MIN_CONFIDENCE else None
+        out.append((line, code))
+    return out
+
+
+def _latin(line: str) -> bool:
+    letters = [ch for ch in line if ch.isalpha()]
+    latin = sum("LATIN" in unicodedata.name(ch, "") for ch in letters)
+    return bool(letters) and latin * 2 >= len(letters)
+
+
+def english_words(line: str) -> int:
+    """English function words in a line (see `ENGLISH_FUNCTION_WORDS`)."""
+    return sum(w.lower().replace("\u2019", "'") in ENGLISH_FUNCTION_WORDS
+               for w in _WORD.findall(line))
+
+
+def line_check(text: Any, lang: str) -> dict | None:
+    """One answer line by line: `{share, passed, word_checked, word_passed}`, None when no
+    prose line can be identified (or the answer is missing). `share`: its identified lines in
+    `lang`; `passed`: all of them are. The word check reads the Latin-script lines identified
+    as `lang` (not for English, whose lines are English words): `word_passed` when none holds
+    `WORD_MIN` English function words. An empty answer is a determined miss."""
+    if not isinstance(text, str):
+        return None
+    if not text.strip():
+        return {"share": 0.0, "passed": False, "word_checked": False, "word_passed": None}
+    lines = line_languages(text)
+    found = [code for _, code in lines if code is not None]
+    if not found:
+        return None
+    share = sum(code == lang for code in found) / len(found)
+    target = [line for line, code in lines if code == lang and _latin(line)]
+    checked = bool(target) and lang != "eng"
+    return {
+        "share": share,
+        "passed": share == 1.0,
+        "word_checked": checked,
+        "word_passed": all(english_words(line) < WORD_MIN for line in target) if checked else None,
+    }
+
+
+def line_fidelity(outputs: list[Any], lang: str) -> dict:
+    """Line-level fidelity of a language's answers: `line_fidelity` (the mean share of an
+    answer's identified prose lines in `lang`), `line_pass_rate` (answers whose every identified
+    line is), `line_word_pass_rate` (answers whose Latin-script `lang` lines hold no run of
+    English function words, over the answers that have such a line), and
+    `n_line_undetermined` (answers with no identifiable prose line, left out of the rates)."""
+    checks = [line_check(out, lang) for out in outputs if isinstance(out, str)]
+    done = [c for c in checks if c is not None]
+    worded = [c for c in done if c["word_checked"]]
+    return {
+        "line_fidelity": sum(c["share"] for c in done) / len(done) if done else None,
+        "line_pass_rate": sum(c["passed"] for c in done) / len(done) if done else None,
+        "line_word_pass_rate": sum(c["word_passed"] for c in worded) / len(worded)
+        if worded
+        else None,
+        "n_line_undetermined": len(checks) - len(done),
+    }
