@@ -205,6 +205,7 @@ NAME_FORMS = [
     (r"eval/(samples|grid)|data_size", None),
     (r"eval/[^/]+/[^/]+/[^/]+", "eval/<protocol>/<lang>/<column>"),
     (r"eval/[^/]+/[^/]+", "eval/<lang>/<column>"),
+    (r"agreement/[^/]+/[^/]+/[^/]+/[^/]+", "agreement/<protocol>/<lang>/<judge>/<column>"),
     (r"generate/qe_scores/[^/]+", "generate/qe_scores/<lang>"),
     (r"generate/stats/.+", "generate/stats/<path>"),
     (r"[a-z]+/[a-z_]+/[^/]+", "<stage>/<artifact>/<count>"),
@@ -228,8 +229,10 @@ def test_readme_lists_the_names_logged_to_wandb(logged):
     history = history_names(wandb_offline.read(ctx.run_dir).history_keys())
     forms = {name_form(k) for k in history if not k.startswith("_")}
     assert forms <= listed, sorted(forms - listed)
-    # Listed but not logged by this run: the rubric's scores (eval.rubric only).
-    assert listed - forms == {"eval/<lang>/<column>"}
+    # Listed but not logged by this run (its summary is a store's, without an agreement table):
+    # the rubric's scores (eval.rubric only), the agreement table.
+    assert listed - forms == {
+        "eval/<lang>/<column>", "agreement/<protocol>/<lang>/<judge>/<column>"}
 
 
 @pytest.mark.slow

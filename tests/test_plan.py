@@ -75,7 +75,8 @@ def test_plan_counts_equal_the_tiny_runs_calls(tmp_path: Path, tiny_model_dir: P
         assert {"seed", "reverse", "refine", "translate", "qe", "select", "reference"} <= set(
             job.present
         )
-        assert set(job.to_build) == {"adapter", "respond", "judge", "metrics"}
+        # (agreement: the judge's position consistency, as both_orders judges both orders)
+        assert set(job.to_build) == {"adapter", "respond", "judge", "metrics", "agreement"}
         second = run(compose_cfg(bigger), tmp_path / "run2")
         made = requests_made(second)
         for (stage, role), calls in planned(job).items():

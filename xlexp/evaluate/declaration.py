@@ -12,7 +12,8 @@ from typing import Any
 from xlexp.config import Config
 from xlexp.evaluate import config as evaluate_config
 from xlexp.evaluate.benchmarks import benchmark
-from xlexp.evaluate.config import eval_codes
+from xlexp.evaluate.config import eval_codes, extra_judges, wants_agreement
+from xlexp.roles import card_key
 from xlexp.stage import (
     ArtifactSpec,
     Expected,
@@ -107,6 +108,17 @@ def expected(cfg: Config, measured: Measured) -> Expected:
                   prompt_tokens_per_call=judge_prompt_tokens(cfg, measured, judging.prompt_text()),
                   completion_tokens_per_call=float(judging.sampling()["max_tokens"]))
     )
+    for name, card in extra_judges(cfg).items():  # the same calls per card as the main judge
+        same = card_key(card) == card_key(cfg.judge)
+        out.calls.append(RoleCount(
+            "judges", f"judge:{name}", card, 0 if same else judged, exact,
+            shared=signature("judges", card, system, cfg.eval.judge_protocol),
+            measured_kind="judge",
+            prompt_tokens_per_call=judge_prompt_tokens(cfg, measured, judging.prompt_text()),
+            completion_tokens_per_call=float(judging.sampling()["max_tokens"])))
+        if same:
+            out.notes.append(f"eval.judges: {name} is the main judge's card: its verdicts are the "
+                             "main judge's, from the response cache (no call)")
     out.calls += benchmark(cfg).expected_calls(cfg, rows, exact, bench)  # building its prompts
     if cfg.eval.rubric:
         criteria = len(cfg.eval.rubric_criteria)
@@ -153,6 +165,8 @@ def summarize(ctx: RunContext, arts: dict[str, Artifact]) -> None:
         ctx.summary.setdefault("warnings", []).append(f"evaluate: {warning}")
     if "rubric" in arts:  # Table 8 fine-grained scores
         ctx.summary["rubric"] = _json(arts["rubric"], "metrics.json")
+    if "agreement" in arts:  # how far to trust the judge: its own table, beside the main one
+        ctx.summary["agreement"] = _json(arts["agreement"], "agreement.json")
     labels = arts["judge"].meta.get("system") or {}
     exp = track.hydra_context().get("exp") or ctx.cfg.logger.group
     ctx.summary["system"] = {**labels, "exp": exp, "judge_key": arts["judge"].key}
@@ -168,6 +182,10 @@ def log(tracker: Any, ctx: RunContext, arts: dict[str, Artifact]) -> None:
             {lang: {f"rubric_{k}": v for k, v in row.items()} for lang, row in rubric.items()}
         )
     tracker.log_metrics(ctx.summary["metrics"], ctx.cfg.eval.judge_protocol)
+    if "agreement" in ctx.summary:
+        from xlexp.evaluate.agreement import wandb_values
+
+        tracker.log_values(wandb_values(ctx.summary["agreement"]))
     tracker.log_samples(
         sample_rows(arts["respond"], arts["reference"], arts["judge"], ctx.cfg.logger.samples)
     )
@@ -217,6 +235,9 @@ STAGE = Stage(
         ArtifactSpec("reference", kind="respond", role="reference"),
         ArtifactSpec("judge"),
         ArtifactSpec("metrics"),
+        # the extra judges' verdicts (eval.judges), and the table of how far to trust the judge
+        ArtifactSpec("judges", when=lambda cfg: bool(cfg.eval.get("judges"))),
+        ArtifactSpec("agreement", when=wants_agreement),
         ArtifactSpec("rubric", when=lambda cfg: bool(cfg.eval.rubric)),
     ),
     run=run,

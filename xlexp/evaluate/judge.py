@@ -99,6 +99,9 @@ class JudgeProtocol(ABC):
     # the listed alternatives) or "top_logprobs" (only what the server listed).
     logprobs_field: str = "logprobs"
     parser_version: int = PARSER_VERSION  # in the judge artifact's key: bump when parsing changes
+    # Every judged prompt in both slot orders (its verdicts carry "sr" and "rs"): the judge's
+    # position consistency is defined (see agreement.flip_rate).
+    judges_both_orders: bool = False
 
     @abstractmethod
     def prompt_text(self) -> str:
@@ -360,6 +363,7 @@ class BothOrders(JudgeProtocol):
 
     name = "both_orders"
     calls_per_prompt = 2
+    judges_both_orders = True
 
     def prompt_text(self) -> str:
         return PROMPT

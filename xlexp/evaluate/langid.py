@@ -340,7 +340,7 @@ def line_fidelity(outputs: list[Any], lang: str) -> dict:
     checks = [line_check(out, lang) for out in outputs if isinstance(out, str)]
     done = [c for c in checks if c is not None]
     worded = [c for c in done if c["word_checked"]]
-    return {
+    out: dict[str, Any] = {
         "line_fidelity": sum(c["share"] for c in done) / len(done) if done else None,
         "line_pass_rate": sum(c["passed"] for c in done) / len(done) if done else None,
         "line_word_pass_rate": sum(c["word_passed"] for c in worded) / len(worded)
@@ -348,3 +348,8 @@ def line_fidelity(outputs: list[Any], lang: str) -> dict:
         else None,
         "n_line_undetermined": len(checks) - len(done),
     }
+    if done and not worded:  # why the word rate is absent, for the table's notes
+        why = ("English lines are English words" if lang == "eng" else "the word check reads "
+               f"Latin-script lines in the target language and {lang} has none")
+        out["notes"] = {"line_word_pass_rate": why}
+    return out

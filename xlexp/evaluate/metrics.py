@@ -236,23 +236,6 @@ def _fidelity_avg(
     }
 
 
-def _line_fidelity(d: LangData, n_boot: int, seed: int, alpha: float) -> dict:
-    row = langid.line_fidelity(d.outputs, d.lang)
-    if row["line_word_pass_rate"] is None and row["line_fidelity"] is not None:
-        why = ("the word check reads Latin-script lines in the target language and "
-               f"{d.lang} has none" if d.lang != "eng" else "English lines are English words")
-        row["notes"] = {"line_word_pass_rate": why}
-    return row
-
-
-def _line_fidelity_avg(
-    rows: list[dict], data: list[LangData], n_boot: int, seed: int, alpha: float
-) -> dict:
-    keys = ("line_fidelity", "line_pass_rate", "line_word_pass_rate")
-    return {**{k: _mean_if_all(rows, k) for k in keys},
-            "n_line_undetermined": sum(r["n_line_undetermined"] for r in rows)}
-
-
 def _lc(d: LangData, n_boot: int, seed: int, alpha: float) -> dict:
     # Length control needs the reference outputs the judge compared against.
     if d.ref_outputs is None:
@@ -292,7 +275,9 @@ METRICS.register("line_fidelity", Metric(
      Column("line_pass_rate", "line pass rate", ".3f", True),
      Column("line_word_pass_rate", "line word pass rate", ".3f", True),
      Column("n_line_undetermined", "lines undetermined", "d")),
-    _line_fidelity, _line_fidelity_avg,
+    lambda d, *_: langid.line_fidelity(d.outputs, d.lang),
+    lambda *a: {**_mean_of("line_fidelity", "line_pass_rate", "line_word_pass_rate")(*a),
+                **_sum_of("n_line_undetermined")(*a)},
 ))
 METRICS.register("avg_len", Metric(
     (Column("avg_len", "avg len", ".1f"),),

@@ -5,30 +5,19 @@ computed from the judge's stored verdicts, so a new metric never costs a judge c
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from xlexp.config import Config
 from xlexp.evaluate import build_xl, judge, metrics, rtt, rubric
-from xlexp.evaluate.config import eval_codes
+from xlexp.evaluate.config import eval_codes, wants_agreement
 from xlexp.evaluate.prompt_sets import bench_key, eval_rows, run_prompt_set
-from xlexp.llm import ChatModel
+from xlexp.evaluate.verdicts import chat_by_lang, judge_langs
+from xlexp.evaluate.verdicts import outputs as _outputs
 from xlexp.parallel import batches_in_flight, can_run_together, together
 from xlexp.roles import Models, card_key, reasons
 from xlexp.sft.config import parse_data_size
 from xlexp.store import Artifact, Store, digest, write_json, write_jsonl
-
-
-def chat_by_lang(
-    model: ChatModel, convs: dict[str, list], sampling: Any = None, adapter: str | None = None
-) -> dict[str, list]:
-    """Every language's conversations in one call (one window over all of them, no wait per
-    language); the completions handed back per language, in order."""
-    answers = iter(
-        model.chat([c for per_lang in convs.values() for c in per_lang], sampling, adapter=adapter)
-    )
-    return {code: [next(answers) for _ in per_lang] for code, per_lang in convs.items()}
 
 
 def run_respond(
@@ -88,40 +77,13 @@ def run_judge(
         [system.key, reference.key],
         version=3,  # 3: judge protocols; per-prompt statuses (judged, identical, failed, malformed)
     )
-    statuses = (judge.JUDGED, judge.IDENTICAL, judge.FAILED, judge.MALFORMED)
 
     def produce(work: Path, parts: Any) -> dict:
-        model = models.role("judge", cfg.judge)
-        sampling = model.sampling(**judge.sampling_kwargs(protocol))
-        counts = {}
-        plans = {}
-        for code in eval_codes(cfg):
-            sys_rows, ref_rows = _outputs(system, code), _outputs(reference, code)
-            if [r["id"] for r in sys_rows] != [r["id"] for r in ref_rows]:
-                raise ValueError(
-                    f"judge: the system's and the reference's {code} outputs hold different prompts"
-                )
-            plans[code] = judge.plan(
-                protocol, sys_rows, [r["output"] for r in sys_rows], [r["output"] for r in ref_rows]
-            )
-        answers = chat_by_lang(
-            model, {code: judge.conversations(entries) for code, entries in plans.items()}, sampling
-        )
-        for code, entries in plans.items():
-            combined = judge.combine(protocol, entries, answers[code])
-            write_jsonl(work / f"{code}.jsonl", combined)
-            found = [r["status"] for r in combined]
-            counts[code] = {s: found.count(s) for s in statuses}
-        total = {s: sum(c[s] for c in counts.values()) for s in statuses}
-        # Counts are prompts: `malformed` = prompts the judge gave no usable verdict for.
-        return {"protocol": protocol, "per_lang": counts, "rows": sum(total.values()), **total}
+        counts = judge_langs(cfg, models.role("judge", cfg.judge), system, reference, work)
+        return {"protocol": protocol, **counts}
 
     # `system` labels the judged system in DONE, so a report can build tables from the store alone.
     return store.build("judge", key, produce, info={"system": labels} if labels else None)[0]
-
-
-def _outputs(respond: Artifact, code: str) -> list[dict]:
-    return json.loads(respond.file(f"{code}.json").read_text())
 
 
 def run_metrics(
@@ -183,6 +145,12 @@ def run_evaluate(
     prompt_set = run_prompt_set(cfg, store, models)
     if prompt_set:
         arts["prompt_set"] = prompt_set
+        if cfg.eval.get("human_labels"):  # a stored set's ids are known now, before any answer
+            from xlexp.evaluate import human_labels
+
+            path = cfg.eval.human_labels
+            ids = {c: [r["id"] for r in rows] for c, rows in eval_rows(cfg, prompt_set).items()}
+            human_labels.check_ids(path, human_labels.read(path, eval_codes(cfg)), ids)
 
     def system() -> None:
         if cfg.eval.rtt:
@@ -208,6 +176,17 @@ def run_evaluate(
         cfg, store, models, arts["respond"], arts["reference"], system_labels(cfg, adapter)
     )
     arts["metrics"] = run_metrics(cfg, store, arts["judge"], arts["respond"], arts["reference"])
+    # How far to trust the judge (trust.py, which builds on this module: imported here).
+    if cfg.eval.get("judges"):
+        from xlexp.evaluate.trust import run_judges
+
+        arts["judges"] = run_judges(cfg, store, models, arts["respond"], arts["reference"])
+    if wants_agreement(cfg):
+        from xlexp.evaluate.trust import run_agreement
+
+        arts["agreement"] = run_agreement(
+            cfg, store, arts["judge"], arts.get("judges"), arts["respond"]
+        )
     if cfg.eval.rubric:
         arts["rubric"] = run_rubric(cfg, store, models, arts["respond"])
     return arts

@@ -65,6 +65,40 @@ def _metrics(
     return {}, None
 
 
+def _agreement(
+    store: Store, judge: Artifact, notes: list[str], key: str | None = None
+) -> tuple[dict | None, Artifact | None]:
+    """The agreement table (xlexp.evaluate.agreement) of a judged system and the extra judges'
+    verdicts it was made from: the run's, else the newest agreement artifact made from this
+    judgement."""
+    from xlexp.evaluate.agreement import COLUMNS
+
+    named = _artifact(store, "agreement", key, notes) if key else None
+    found = named or next(
+        (a for a in reversed(_finished(store, "agreement")) if judge.key in _input_keys(a)), None
+    )
+    if found is None:
+        return None, None
+    try:
+        stored = clean(_json(found.file("agreement.json")))
+    except (OSError, ValueError) as e:
+        notes.append(f"{found.file('agreement.json')} could not be read: {e}")
+        return None, None
+    extra = next((store.get("judges", k) for k in _input_keys(found)
+                  if (store.root / "judges" / k / "DONE").exists()), None)
+    return {**stored, "key": found.key, "columns": [asdict(c) for c in COLUMNS]}, extra
+
+
+def _judge_verdicts(main: str, verdict: dict, extra: dict[str, dict]) -> list[dict]:
+    """Every judge's verdict on one prompt, the main judge first."""
+    out = [{"judge": main, "main": True, "pref": verdict.get("preference"),
+            "verdicts": verdict.get("verdicts") or [], "malformed": verdict.get("malformed") or []}]
+    for name, row in extra.items():
+        out.append({"judge": name, "main": False, "pref": row.get("preference"),
+                    "verdicts": row.get("verdicts") or [], "malformed": row.get("malformed") or []})
+    return out
+
+
 def _columns(table: dict, stored: list | None) -> list[dict]:
     """The columns the page shows, as their metrics declare them (label, format, which way is
     better): the ones the metrics artifact lists, else every declared one its rows hold."""
@@ -127,6 +161,7 @@ def read_evaluation(
         "langs": [],
         "runs": runs or [],
         "columns": [],
+        "agreement": None,
     }
     judge = _artifact(store, "judge", judge_key, notes)
     if judge is None:
@@ -170,6 +205,13 @@ def read_evaluation(
     out["keys"].update(
         respond=system.key if system else None, reference=reference.key if reference else None
     )
+    out["agreement"], extra_art = _agreement(store, judge, notes, keys.get("agreement"))
+    extra_names = list((out["agreement"] or {}).get("judges") or [])
+    extra_rows = {
+        (name, lang): _by_id(_rows(extra_art, f"{name}/{lang}.jsonl", notes) or [])
+        for name in (extra_names if extra_art is not None else [])
+        for lang in langs
+    }
     rubric_key = keys.get("rubric")
     if rubric_key:
         rubric = _artifact(store, "rubric", rubric_key, notes)
@@ -199,6 +241,12 @@ def read_evaluation(
                     or (reference is not None and not (r.get("output") or "").strip()),
                     "verdicts": verdict.get("verdicts") or [],
                     "malformed": verdict.get("malformed") or [],
+                    # every judge's verdict, where extra judges judged this system
+                    "judges": _judge_verdicts(
+                        str(labels.get("judge") or "main judge"), verdict,
+                        {n: extra_rows[n, lang].get(rid, {}) for n in extra_names
+                         if (n, lang) in extra_rows},
+                    ) if extra_rows else [],
                 }
             )
     out["rows"] = rows

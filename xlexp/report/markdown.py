@@ -88,6 +88,31 @@ def rubric_table(scores: dict, title: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def agreement_table(stored: dict, title: str = "") -> str:
+    """How far to trust the judge (xlexp.evaluate.agreement): one row per language and judge,
+    the main judge first, its columns as declared there."""
+    from xlexp.evaluate.agreement import COLUMNS, PANEL
+
+    rows = stored.get("rows") or []
+    n_judges = len({r["judge"] for r in rows if r.get("role") != PANEL})
+    lines = [f"### {title}", ""] if title else []
+    lines.append("| lang | judge | " + " | ".join(c.label for c in COLUMNS) + " |")
+    lines.append("|---" * (len(COLUMNS) + 2) + "|")
+    for row in rows:
+        name = {"main": f"{row['judge']} (main)", PANEL: f"panel ({n_judges} judges)"}.get(
+            row.get("role"), row["judge"])
+        cells = [_fmt(row.get(c.key), c) for c in COLUMNS]
+        lines.append(f"| {row['lang']} | {name} | " + " | ".join(cells) + " |")
+    notes = []
+    if not stored.get("both_orders"):
+        notes.append(f"- order flips: {ABSENT} because the {stored.get('protocol')} protocol "
+                     "judges each prompt in one slot order (eval.judge_protocol=both_orders "
+                     "judges both)")
+    if not any(r.get("n_human") for r in rows):
+        notes.append(f"- human agreement: {ABSENT} without eval.human_labels")
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
+
+
 def view_line(run_dir: Path, paths: dict[str, Path]) -> str:
     """Write the run's HTML view beside results.md; the line results.md gives it."""
     from xlexp.view import write_view
@@ -129,6 +154,11 @@ def write_results(run_dir: Path, summary: dict, cfg: Config) -> dict[str, Path]:
     if summary.get("rubric"):
         title = f"{cfg.model.name}: fine-grained scores (1-5), judged by {cfg.judge.name}"
         parts.append(rubric_table(summary["rubric"], title))
+    if summary.get("agreement"):
+        system = rtt_label(cfg.model.name, cfg.eval.get("rtt"))
+        title = (f"How far to trust the judge: {system} vs {cfg.reference.name}, "
+                 f"{cfg.eval.get('judge_protocol')} protocol")
+        parts.append(agreement_table(summary["agreement"], title))
     parts.append(stage_table(summary))
     parts.append(
         f"\nbackend calls: {summary.get('backend_calls')}, wall time: {summary.get('seconds')} s\n"
@@ -152,6 +182,8 @@ def console_summary(summary: dict) -> str:
         lines.append(markdown_table(summary["metrics"], columns=summary.get("columns")))
     if summary.get("rubric"):
         lines.append(rubric_table(summary["rubric"]))
+    if summary.get("agreement"):
+        lines.append(agreement_table(summary["agreement"]))
     lines.append(
         f"backend calls: {summary.get('backend_calls')}  wall time: {summary.get('seconds')} s"
     )

@@ -248,6 +248,15 @@
     }), "metrics");
   }
 
+  // How far to trust the judge: one row per language and judge (xlexp/evaluate/agreement.py).
+  function agreementTable(agr) {
+    const cols = agr.columns || [];
+    const judges = new Set((agr.rows || []).filter((r) => r.role !== "panel").map((r) => r.judge)).size;
+    const name = (r) => (r.role === "main" ? `${r.judge} (main)` : r.role === "panel" ? `panel (${judges} judges)` : r.judge);
+    return table(["lang", "judge", ...cols.map((c) => c.label)], (agr.rows || []).map((r) => [r.lang, name(r),
+      ...cols.map((c) => h("td", { class: "num", "data-agreement": `${r.lang}:${r.judge}:${c.key}` }, COLS.text(r[c.key] ?? null, c)))]), "agreement");
+  }
+
   function prefBadge(p) {
     if (p === null || p === undefined) return h("span", { class: "badge bad" }, "no verdict");
     const cls = p > 0.5 ? "win" : p < 0.5 ? "loss" : "tie";
@@ -263,7 +272,19 @@
         h("div", {}, h("h4", {}, "system output", rec.failed ? h("span", { class: "badge bad" }, " failed or empty") : null), h("pre", { "data-field": "output" }, rec.output ?? "(not found)")),
         h("div", {}, h("h4", {}, "reference output", rec.ref_failed ? h("span", { class: "badge bad" }, " failed or empty") : null), h("pre", { "data-field": "ref_output" }, rec.ref_output ?? "(not found)"))),
       h("h4", {}, `verdicts: P(system better) = ${fmt(rec.pref)}`),
-      table(["order", "P(B better)", "P(system better)", "parsed from / malformed", "judge said"], [...verdicts, ...malformed], "verdicts"));
+      table(["order", "P(B better)", "P(system better)", "parsed from / malformed", "judge said"], [...verdicts, ...malformed], "verdicts"),
+      (rec.judges || []).length ? [h("h4", {}, "every judge's verdict on this prompt"), judgesTable(rec.judges)] : null);
+  }
+
+  function judgesTable(judges) {
+    const order = (j, o) => {
+      const v = (j.verdicts || []).find((x) => x.order === o);
+      if (v) return fmt(v.preference);
+      const m = (j.malformed || []).find((x) => x.order === o);
+      return m ? "malformed: " + m.reason : "–";
+    };
+    return table(["judge", "P(system better)", "system = A", "reference = A"], judges.map((j) => [
+      h("td", { "data-judge": j.judge }, j.judge + (j.main ? " (main)" : "")), h("td", {}, prefBadge(j.pref)), order(j, "sr"), order(j, "rs")]), "judges");
   }
 
   function systemTitle(labels) {
@@ -285,6 +306,10 @@
         stat("no verdict at all", c.no_verdict || 0, "eval-no-verdict"), stat("failed or empty outputs", c.failed || 0, "eval-failed")),
       h("h4", {}, "per language"), Object.keys(sys.metrics || {}).length
         ? metricsTable(sys.metrics, sys.columns || []) : h("div", { class: "note" }, "no metrics"));
+    if (sys.agreement && (sys.agreement.rows || []).length) {
+      el.append(h("h4", {}, "how far to trust the judge: each judge's win rate, the panel's, κ and r against the main judge, order flips, human labels"),
+        agreementTable(sys.agreement));
+    }
     if (sys.rubric) {
       const crit = Object.keys(Object.values(sys.rubric)[0] || {}).filter((k) => k !== "n");
       el.append(h("h4", {}, "fine-grained scores (1-5)"), table(["lang", ...crit], Object.entries(sys.rubric).map(([l, m]) => [l, ...crit.map((k) => h("td", { class: "num" }, fmt(m[k] ?? null, 2)))]), "rubric"));
