@@ -258,10 +258,11 @@ def test_run_seed_on_a_file_of_short_or_malformed_lines_stores_nothing(tmp_path:
         in str(err.value)
     )
     assert f"1 not a JSON object (first: {path}:6)" in str(err.value)
-    # No finished artifact (only the build's empty .partial- dir): the next run reads it again.
+    # No finished artifact (only the build's .partial- dir, holding no rows, only the record of
+    # what it is made of that `xlexp.store status` reads): the next run reads it again.
     made = list((tmp_path / "store" / "seed").iterdir())
     assert [p.name.startswith(".partial-") for p in made] == [True], made
-    assert not [f for f in made[0].rglob("*") if f.is_file()]
+    assert [f.name for f in made[0].rglob("*") if f.is_file()] == [".made_of.tmp"]
 
 
 def test_a_run_on_a_seed_file_of_short_lines_exits_in_one_line(tmp_path: Path):

@@ -45,7 +45,8 @@ def test_a_target_of_kept_rows_is_reached_despite_rejects(
         gen = first["stages"]["generate"]
         assert gen["reverse"]["rejects"] > 0  # the teacher did reject some
         assert gen["select"]["rows"] >= 8 and gen["select"]["before_filter"] >= 10
-        assert gen["seed"]["out"] > 8  # fresh seeds were drawn
+        assert first["generation_stats"]["stages"]["seed"]["out"] > 8  # fresh seeds were drawn
+        assert gen["select"]["pieces"] >= 2  # each round of fresh seeds is one more piece
         dataset = tmp_path / "store" / "select" / gen["select"]["key"] / "dataset.jsonl"
         rows = [json.loads(line) for line in dataset.read_text().splitlines()]
         kept = sorted(r["qe_score"] for r in rows)

@@ -106,9 +106,18 @@ def translated(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -
     refined, _ = store.build(
         "refine", "handmade", lambda work, parts: {"out": write_jsonl(work / "rows.jsonl", pairs)}
     )
+    seeds, _ = store.build(
+        "seed",
+        "handmade",
+        lambda work, parts: {
+            "out": write_jsonl(
+                work / "rows.jsonl", [{"id": p["id"], "order": i} for i, p in enumerate(pairs)]
+            )
+        },
+    )
     models = Models(store)
     try:
-        art = run_translate(cfg, store, models, refined)
+        art = run_translate(cfg, store, models, refined, seeds)
         calls = models.roles()["translator:tiny"].usage.calls
     finally:
         models.close()

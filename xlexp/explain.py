@@ -63,7 +63,7 @@ def explain(store_root: str | os.PathLike, target: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m xlexp.store explain PATH_OR_KEY [--store DIR]`."""
+    """`python -m xlexp.store explain PATH_OR_KEY [--store DIR]`, `... status [DIR]`."""
     import argparse
 
     parser = argparse.ArgumentParser(
@@ -75,7 +75,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     ex.add_argument("target", help="an artifact directory, or a key (prefix) under --store")
     ex.add_argument("--store", default="outputs/store")
+    st = sub.add_parser(
+        "status", help="each generation shard in a store: done, in progress (parts) or missing"
+    )
+    st.add_argument("target", nargs="?", default="outputs/store", help="a store, run or sweep dir")
     args = parser.parse_args(argv)
+    if args.command == "status":
+        from xlexp.store_status import status_root, store_status
+
+        root = status_root(args.target)
+        if not root.is_dir():
+            print(f"xlexp.store: no store at {root}")
+            return 2
+        print("\n".join(store_status(root)))
+        return 0
     try:
         print(explain(args.store, args.target))
     except FileNotFoundError as e:

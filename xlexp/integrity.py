@@ -121,8 +121,9 @@ def disk_full_names_path(path: Path) -> Iterator[None]:
 
 # Counts that say where an input row went other than out: rejected with a reason (stored in
 # rejects.jsonl), failed (a call that is retried on the next run), filtered (by a declared rule
-# such as the QE bottom share).
-ROW_FATES = ("rejects", "failed", "filtered")
+# such as the QE bottom share), elsewhere (a seed passage another generation shard or top-up round
+# works on).
+ROW_FATES = ("rejects", "failed", "filtered", "elsewhere")
 
 
 def unaccounted_rows(counts: Any) -> str | None:

@@ -19,7 +19,7 @@ from xlexp.parallel import batches_in_flight
 from xlexp.plain import plain
 from xlexp.store import Artifact, Parts, Store, write_jsonl
 
-__all__ = ["Models", "card_key", "chat_stage", "plain", "reasons", "split_rejects"]
+__all__ = ["Models", "ProbeModels", "card_key", "chat_stage", "plain", "reasons", "split_rejects"]
 
 
 @dataclass
@@ -57,6 +57,26 @@ class Models:
             if close:
                 close()
         self._backends.clear()
+
+
+class _Unused:
+    """A role as a probed shell sees it: it may be asked for and for a sampling, never called."""
+
+    def __init__(self, card: Any):
+        self.card = card
+
+    def sampling(self, **kwargs: Any) -> None:
+        return None
+
+    def chat(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a read-only probe called a model")
+
+
+class ProbeModels:
+    """The roles of a read-only run: shells call them only inside `produce`, which never runs."""
+
+    def role(self, role: str, card: Any) -> _Unused:
+        return _Unused(card)
 
 
 def split_rejects(rows: list[dict]) -> tuple[list[dict], list[dict]]:

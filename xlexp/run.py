@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from xlexp.config import Config
+from xlexp.roles import ProbeModels
 from xlexp.stage import STAGES, Measured, RunContext, RunSummary, Stage, artifact_entry
 from xlexp.store import Artifact, MissingArtifact, Store
 
@@ -31,26 +32,6 @@ def roles_of(cfg: Config, stages: list[Stage] | None = None) -> dict[str, Any]:
     return roles
 
 
-class _Unused:
-    """A role as a probed shell sees it: it may be asked for and for a sampling, never called."""
-
-    def __init__(self, card: Any):
-        self.card = card
-
-    def sampling(self, **kwargs: Any) -> None:
-        return None
-
-    def chat(self, *args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("a read-only probe called a model")
-
-
-class _ProbeModels:
-    """The roles of a read-only run: shells call them only inside `produce`, which never runs."""
-
-    def role(self, role: str, card: Any) -> _Unused:
-        return _Unused(card)
-
-
 class _Quiet:
     """A tracker that logs nothing (the probe logs nothing)."""
 
@@ -65,7 +46,7 @@ def probe(cfg: Config) -> tuple[list[str], dict[str, str]]:
     be built}: `missing KEY` or `after NAME`). A ConfigError the run would stop on is raised."""
     store = Store(Path(str(cfg.store_dir)), read_only=True)
     ctx = RunContext(
-        cfg, Path("."), store, _ProbeModels(), _Quiet(), {"stages": {}, "warnings": []}
+        cfg, Path("."), store, ProbeModels(), _Quiet(), {"stages": {}, "warnings": []}
     )
     present: list[str] = []
     built: dict[str, str] = {}

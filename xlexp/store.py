@@ -11,11 +11,10 @@ their recorded size and hash is moved aside to `<root>/.damaged/` and built agai
 does not match its checksum is dropped and its batch redone. A store that cannot heal (read
 only) stops with one line naming the damaged file.
 
-Reuse also follows content: DONE records a digest of each input artifact's files as they were
-when it was built. A key comes from the inputs' keys, so an input rebuilt under the same key with
-other bytes (it was damaged and its answers came back different) leaves the key alone; the
-recorded digest no longer matches, and the artifact is set aside under `<root>/.stale/` and
-built again from the input as it is now, and so on down the chain.
+Reuse also follows content: DONE records a digest of each input artifact's files as built. A key
+comes from the inputs' keys, so an input rebuilt under the same key with other bytes (damaged,
+answers came back different) leaves the key alone; the recorded digest no longer matches, and the
+artifact is set aside under `<root>/.stale/` and built again, and so on down the chain.
 """
 
 from __future__ import annotations
@@ -95,8 +94,13 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> int:
 
 
 def read_jsonl(path: Path) -> list[dict]:
+    return list(iter_jsonl(path))
+
+
+def iter_jsonl(path: Path) -> Iterator[dict]:
+    """The rows of a JSONL file one at a time (a merge streams files bigger than memory)."""
     with Path(path).open() as f:
-        return [json.loads(line) for line in f if line.strip()]
+        yield from (json.loads(line) for line in f if line.strip())
 
 
 class Parts:
@@ -333,6 +337,8 @@ class Store:
                 self.quarantine(final, "no DONE" if not (final / "DONE").exists() else "damaged")
             with disk_full_names_path(work):
                 work.mkdir(parents=True, exist_ok=True)
+                if key in self._made_of:  # for `xlexp.store status` (a .tmp: removed below)
+                    write_json(work / ".made_of.tmp", self._made_of[key])
                 started = time.time()
                 counts = produce(work, Parts(work / "parts")) or {}
                 lost = unaccounted_rows(counts)

@@ -63,6 +63,11 @@ class GenerateConfig:
     # QE filter leaves at least this many despite rejects (xlexp.generate.topup). null: seed_data.n
     # alone.
     target_rows: str | None = None
+    # Generation past one node (xlexp.generate.shards): the seed set split into `shards` by a
+    # stable hash of each passage id; `shard` (0 .. shards-1) runs one shard up to QE (a Slurm
+    # array task); without it the run merges the finished shards into the dataset.
+    shards: int = knob(1, ge=1)
+    shard: int | None = knob(None, ge=0)
 
 
 def translator_cards(cfg: Any) -> list[tuple[str, Any]]:
@@ -104,11 +109,32 @@ def validate(cfg: Any, runs: bool) -> None:
             parse_data_size(cfg.generate.target_rows)
         except ConfigError as e:
             raise ConfigError("generate.target_rows", str(e).removeprefix("data_size: ")) from None
+    validate_shards(cfg)
     SPLITTERS.get(cfg.splitter.kind, "splitter.kind")
     SCORERS.get(cfg.qe.kind, "qe.kind").check(cfg.qe, runs)
     if runs:
         validate_seed(cfg.seed_data)
         validate_suffix_templates(cfg.generate.suffix_templates)
+
+
+def validate_shards(cfg: Any) -> None:
+    """A shard index within the shard count; a shard's run builds its shard only."""
+    shard, shards = cfg.generate.shard, cfg.generate.shards
+    if shard is None:
+        return
+    if shard >= shards:
+        raise ConfigError(
+            "generate.shard",
+            f"{shard} is not a shard of generate.shards={shards} (0..{shards - 1})",
+        )
+    others = [str(s) for s in cfg.stages if str(s) != "generate"]
+    if others:
+        raise ConfigError(
+            "generate.shard",
+            f"a shard's run builds that shard up to QE; run it with stages=[generate], not with "
+            f"{', '.join(others)} (the run without generate.shard merges the shards into the "
+            "dataset and goes on)",
+        )
 
 
 def validate_seed(seed_data: Any) -> None:

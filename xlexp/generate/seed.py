@@ -11,10 +11,12 @@ reject), bounded by `max_read`.
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import random
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -240,19 +242,54 @@ def passage_id(row: dict, text: str, id_field: str) -> str:
     return str(value) if value not in (None, "") else f"seed-{digest(text, n=12)}"
 
 
-def take(rows: Iterable[dict], cfg: Any) -> tuple[list[dict], dict]:
+def shard_of(passage: str, shards: int) -> int:
+    """The shard a passage id belongs to: a stable hash of the id (never of the stream order, so
+    a shard's content does not depend on how the corpus was read)."""
+    return int.from_bytes(hashlib.sha256(passage.encode()).digest()[:8], "big") % shards
+
+
+@dataclass(frozen=True)
+class Share:
+    """The part of the seed set one generation shard works on: of the passages at stream
+    positions [start, seed_data.n), those whose id hashes to `index` of `of`. The whole set is
+    `Share()`; a top-up round's fresh seeds are `Share(start=n_before)`."""
+
+    of: int = 1
+    index: int = 0
+    start: int = 0
+
+    def holds(self, position: int, passage: str) -> bool:
+        if position < self.start:
+            return False
+        return self.of == 1 or shard_of(passage, self.of) == self.index
+
+    @property
+    def whole(self) -> bool:
+        return self == Share()
+
+
+def take(rows: Iterable[dict], cfg: Any, share: Share | None = None) -> tuple[list[dict], dict]:
     """The first `cfg.n` rows that pass the length bounds and dedup, sorted by id, plus counts.
+
+    Each kept passage carries `order`, its position among the kept in the seeded stream: later
+    stages assign languages by it, so a passage gets the same language whatever shard or top-up
+    round it is generated in. With a `share`, the whole stream is still read and counted (the
+    seed set is global) but only the share's passages are kept; the others are counted as
+    `elsewhere`. Dedup keeps a digest of each normalised text, not the text (memory bounded by
+    the share).
 
     Stops after `cfg.max_read` rows (None: no bound) so a wrong bound cannot read a whole hub
     corpus. Dedup is on case- and whitespace-normalised text. A source of which no row passes
     is a ConfigError naming it with the counts (an empty dataset would be built on otherwise).
     """
+    share = share or Share()
     counts = {"read": 0, "too_short": 0, "too_long": 0, "duplicate": 0}
-    seen: set[str] = set()
+    seen: set[bytes] = set()
     kept: list[dict] = []
+    passed = 0
     rows_iter: Iterator[dict] = iter(rows)
     max_read = getattr(cfg, "max_read", None)
-    while len(kept) < cfg.n and (max_read is None or counts["read"] < max_read):
+    while passed < cfg.n and (max_read is None or counts["read"] < max_read):
         try:
             row = next(rows_iter)
         except StopIteration:
@@ -275,14 +312,19 @@ def take(rows: Iterable[dict], cfg: Any) -> tuple[list[dict], dict]:
         if len(text) > cfg.max_chars:
             counts["too_long"] += 1
             continue
-        norm = " ".join(text.lower().split())
+        norm = hashlib.blake2b(" ".join(text.lower().split()).encode(), digest_size=16).digest()
         if norm in seen:
             counts["duplicate"] += 1
             continue
         seen.add(norm)
-        kept.append({"id": passage_id(row, text, getattr(cfg, "id_field", "id")), "text": text})
+        pid = passage_id(row, text, getattr(cfg, "id_field", "id"))
+        if share.holds(passed, pid):
+            kept.append({"id": pid, "text": text, "order": passed})
+        else:
+            counts["elsewhere"] = counts.get("elsewhere", 0) + 1
+        passed += 1
     counts["out"] = len(kept)
-    if not kept:
+    if not passed:
         raise nothing_kept(cfg, counts)
     return sorted(kept, key=lambda r: r["id"]), counts
 

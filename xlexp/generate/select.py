@@ -52,13 +52,24 @@ def choose(
     }
 
 
-def filter_rows(rows: list[dict], keep: float, strategy: str, seed: int) -> list[dict]:
-    """Keep the top `keep` share by QE (or a random share for `random`), best first."""
-    n_keep = math.floor(len(rows) * keep + 0.5)
+def kept_ranks(
+    scored: list[tuple[str, float]], keep: float, strategy: str, seed: int
+) -> dict[str, int]:
+    """Of (row id, passage QE) pairs, the ids the filter keeps and their rank in the dataset:
+    the top `keep` share by QE, best first, ties by id (or, for `random`, a seeded shuffle of the
+    ids). Pairs only, so the merge of many generation shards ranks every row without holding
+    the rows."""
+    n_keep = math.floor(len(scored) * keep + 0.5)
     if strategy == "random":
-        ordered = sorted(rows, key=lambda r: r["id"])
+        ordered = sorted(row_id for row_id, _ in scored)
         random.Random(seed).shuffle(ordered)
     else:
-        ordered = sorted(rows, key=lambda r: (-r["qe_score"], r["id"]))
-    return [{**row, "rank": i} for i, row in enumerate(ordered[:n_keep])]
+        ordered = [row_id for row_id, _ in sorted(scored, key=lambda p: (-p[1], p[0]))]
+    return {row_id: rank for rank, row_id in enumerate(ordered[:n_keep])}
 
+
+def filter_rows(rows: list[dict], keep: float, strategy: str, seed: int) -> list[dict]:
+    """Keep the top `keep` share by QE (or a random share for `random`), best first."""
+    ranks = kept_ranks([(r["id"], r["qe_score"]) for r in rows], keep, strategy, seed)
+    kept = [{**row, "rank": ranks[row["id"]]} for row in rows if row["id"] in ranks]
+    return sorted(kept, key=lambda r: r["rank"])

@@ -5,6 +5,8 @@ of this package and writes one artifact keyed by the config slice it reads and i
 
 from __future__ import annotations
 
+import copy
+import heapq
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,22 +17,24 @@ from xlexp.generate import qe, refine, reverse, seed, segment, select, translate
 from xlexp.generate import stats as gen_stats
 from xlexp.generate.config import translator_cards
 from xlexp.parallel import batches_in_flight, can_run_together, together
-from xlexp.roles import Models, card_key, chat_stage, plain, reasons, split_rejects
-from xlexp.store import Artifact, Store, digest, write_json, write_jsonl
+from xlexp.roles import Models, card_key, chat_stage, plain, reasons
+from xlexp.store import Artifact, Store, digest, iter_jsonl, write_json, write_jsonl
 
 
-def run_seed(cfg: Config, store: Store) -> Artifact:
-    key = store.key(
-        "seed",
-        {
-            "seed_data": plain(cfg.seed_data),
-            "seed": cfg.seed,
-            "files": seed.fingerprint(cfg.seed_data),
-        },
-    )
+def run_seed(cfg: Config, store: Store, share: seed.Share | None = None) -> Artifact:
+    """The seed passages (all of them, or one generation shard's `share`)."""
+    share = share or seed.Share()
+    config = {
+        "seed_data": plain(cfg.seed_data),
+        "seed": cfg.seed,
+        "files": seed.fingerprint(cfg.seed_data),
+    }
+    if not share.whole:
+        config["share"] = {"of": share.of, "index": share.index, "start": share.start}
+    key = store.key("seed", config, version=2)  # 2: rows carry their stream position (`order`)
 
     def produce(work: Path, parts: Any) -> dict:
-        rows, counts = seed.take(seed.stream(cfg.seed_data, cfg.seed), cfg.seed_data)
+        rows, counts = seed.take(seed.stream(cfg.seed_data, cfg.seed), cfg.seed_data, share)
         write_jsonl(work / "rows.jsonl", rows)
         rejected = sum(counts.get(reason, 0) for reason in seed.REJECT_REASONS)
         return {"in": counts["read"], "rejects": rejected, **counts}  # every row read accounted
@@ -76,7 +80,11 @@ def run_refine(cfg: Config, store: Store, models: Models, pairs: Artifact) -> Ar
     )
 
 
-def run_translate(cfg: Config, store: Store, models: Models, pairs: Artifact) -> Artifact:
+def run_translate(
+    cfg: Config, store: Store, models: Models, pairs: Artifact, seeds: Artifact
+) -> Artifact:
+    """Each pair's response in its target language(s), sentence by sentence, by every
+    translator; a pair's language follows its seed passage's stream position (`seeds`)."""
     cards = translator_cards(cfg)
     key = store.key(
         "translate",
@@ -88,7 +96,8 @@ def run_translate(cfg: Config, store: Store, models: Models, pairs: Artifact) ->
             "prompt": digest(translate.prompt("translate")),
             "seed": cfg.seed,
         },
-        [pairs.key],
+        [pairs.key, seeds.key],
+        version=2,  # 2: languages by seed position, templates seeded per item
     )
 
     def produce(work: Path, parts: Any) -> dict:
@@ -98,6 +107,7 @@ def run_translate(cfg: Config, store: Store, models: Models, pairs: Artifact) ->
             cfg.langs.assign,
             list(cfg.generate.suffix_templates),
             cfg.seed,
+            {r["id"]: r["order"] for r in iter_jsonl(seeds.file("rows.jsonl"))},
         )
         roles = {name: models.role(f"translator:{name}", card) for name, card in cards}
         parallel = can_run_together(card for _, card in cards)  # the k translators at once
@@ -195,15 +205,14 @@ def run_qe(cfg: Config, store: Store, models: Models, translations: Artifact) ->
     return store.build("qe", key, produce)[0]
 
 
-def run_select(
-    cfg: Config,
-    store: Store,
-    translations: Artifact,
-    scores: Artifact,
-    upstream: dict[str, Artifact] | None = None,
-) -> Artifact:
-    """The SFT dataset, plus `stats.json` (per-stage counts from `upstream`'s artifacts, QE by
-    language and translator, translator wins)."""
+def run_select(cfg: Config, store: Store, pieces: list[dict[str, Artifact]]) -> Artifact:
+    """The SFT dataset from the translations and QE scores of every piece of the generation (one
+    piece unsharded; each generation shard and top-up round is one), plus `stats.json` (the
+    pieces' stage counts added up, QE by language and translator, translator wins).
+
+    The filter is global (paper 4.4: the bottom share of all passages), but rows are streamed:
+    a piece's rows are in memory only while that piece is read, so the merge of many shards
+    needs the memory of one shard plus an (id, QE) pair per row."""
     names = [name for name, _ in translator_cards(cfg)]
     key = store.key(
         "select",
@@ -213,84 +222,131 @@ def run_select(
             "seed": cfg.seed,
             "translators": names,
         },
-        [translations.key, scores.key],
-        version=2,  # 2: stats.json holds the whole generation's stats
+        [art.key for piece in pieces for art in (piece["translate"], piece["qe"])],
+        version=3,  # 3: rows in their rank order however many pieces; rejects by id
     )
 
     def produce(work: Path, parts: Any) -> dict:
-        score_of = {r["key"]: r["score"] for r in scores.rows()}
-        items = translations.rows()
-        chosen = [select.choose(item, score_of, names, cfg.generate.selection) for item in items]
-        ok, rejects = split_rejects(chosen)
-        kept = select.filter_rows(ok, cfg.generate.keep, cfg.generate.selection, cfg.seed)
-        write_jsonl(work / "dataset.jsonl", kept)
-        write_jsonl(work / "rejects.jsonl", rejects)
-        stage_counts = {name: art.meta.get("counts", {}) for name, art in (upstream or {}).items()}
-        stats = gen_stats.generation_stats(
-            stage_counts, items, score_of, chosen, kept, names
+        acc = gen_stats.StatsAccumulator(names)
+        scored: list[tuple[str, float]] = []
+        for i, piece in enumerate(pieces):
+            score_of = {r["key"]: r["score"] for r in iter_jsonl(piece["qe"].file("rows.jsonl"))}
+            ok, rejects = [], []
+            for item in iter_jsonl(piece["translate"].file("rows.jsonl")):
+                acc.add_translation(item, score_of)
+                row = select.choose(item, score_of, names, cfg.generate.selection)
+                acc.add_chosen(row)
+                (rejects if "reject" in row else ok).append(row)
+            scored += [(row["id"], row["qe_score"]) for row in ok]
+            write_jsonl(work / f".ok-{i}.jsonl", ok)
+            write_jsonl(work / f".rejects-{i}.jsonl", sorted(rejects, key=lambda r: r["id"]))
+        ranks = select.kept_ranks(scored, cfg.generate.keep, cfg.generate.selection, cfg.seed)
+        for i in range(len(pieces)):
+            kept = [
+                {**row, "rank": ranks[row["id"]]}
+                for row in iter_jsonl(work / f".ok-{i}.jsonl")
+                if row["id"] in ranks
+            ]
+            for row in kept:
+                acc.add_kept(row)
+            write_jsonl(work / f".kept-{i}.jsonl", sorted(kept, key=lambda r: r["rank"]))
+            (work / f".ok-{i}.jsonl").unlink()
+        _merge_files(work, "kept", len(pieces), "rank", work / "dataset.jsonl")
+        _merge_files(work, "rejects", len(pieces), "id", work / "rejects.jsonl")
+        stage_counts = gen_stats.merged_counts(
+            [{name: art.meta.get("counts", {}) for name, art in piece.items()} for piece in pieces]
         )
-        write_json(work / "stats.json", stats)
+        write_json(work / "stats.json", acc.result(stage_counts))
         return {
-            "in": len(items),
-            "out": len(kept),
-            "rejects": len(rejects),
-            "filtered": len(ok) - len(kept),  # the bottom share by QE (generate.keep)
-            "rows": len(kept),
-            "before_filter": len(ok),
+            "in": acc.chosen,
+            "out": acc.kept,
+            "rejects": acc.chosen - acc.ok,
+            "filtered": acc.ok - acc.kept,  # the bottom share by QE (generate.keep)
+            "rows": acc.kept,
+            "before_filter": acc.ok,
+            **({"pieces": len(pieces)} if len(pieces) > 1 else {}),
         }
 
     return store.build("select", key, produce)[0]
 
 
+def _merge_files(work: Path, name: str, n: int, field: str, out: Path) -> None:
+    """The files `.{name}-0..n-1.jsonl`, each sorted by `field`, as one sorted file (a k-way
+    merge: one row of each in memory); the pieces are removed."""
+    paths = [work / f".{name}-{i}.jsonl" for i in range(n)]
+    write_jsonl(out, heapq.merge(*(iter_jsonl(p) for p in paths), key=lambda r: r[field]))
+    for path in paths:
+        path.unlink()
+
+
+def run_piece(
+    cfg: Config, store: Store, models: Models, share: seed.Share, arts: dict[str, Artifact]
+) -> dict[str, Artifact]:
+    """seed -> reverse -> refine -> translate -> qe for one piece of the seed set; each artifact
+    goes into `arts` as soon as it is made."""
+    arts["seed"] = run_seed(cfg, store, share)
+    arts["reverse"] = run_reverse(cfg, store, models, arts["seed"])
+    arts["refine"] = run_refine(cfg, store, models, arts["reverse"])
+    arts["translate"] = run_translate(cfg, store, models, arts["refine"], arts["seed"])
+    arts["qe"] = run_qe(cfg, store, models, arts["translate"])
+    return arts
+
+
 def run_generate(
     cfg: Config, store: Store, models: Models, arts: dict[str, Artifact] | None = None
 ) -> dict[str, Artifact]:
-    """The generation chain; with generate.target_rows, rerun on more (fresh) seeds until the
-    filter keeps the target (the earlier seeds' model calls are cache hits). Each artifact goes
-    into `arts` as soon as it is made."""
-    import copy
-
+    """The generation. With `generate.shard`, one shard's pieces up to QE (`arts`: its
+    artifacts). Else the dataset: every shard's pieces (with `generate.shards` > 1 they must be
+    finished: a missing one stops the run before any work, naming it), then `select` over all
+    of them; with generate.target_rows, more rounds of fresh seeds (each one more piece; the
+    earlier pieces are reused as they are) until the filter keeps the target. `arts` gets each
+    artifact as soon as it is made: unsharded, the piece's and `select`; merged, `select`."""
     from xlexp.errors import ConfigError
-    from xlexp.generate import topup
+    from xlexp.generate import shards, topup
     from xlexp.sft.config import parse_data_size
 
     made: dict[str, Artifact] = {} if arts is None else arts
-
-    def chain(n_seeds: int) -> dict[str, Artifact]:
-        round_cfg = cfg
-        if n_seeds != cfg.seed_data.n:
-            round_cfg = copy.deepcopy(cfg)
-            round_cfg.seed_data.n = n_seeds
-        return _generate_chain(round_cfg, store, models, made)
-
-    target = (
-        parse_data_size(cfg.generate.target_rows) if cfg.generate.target_rows is not None else None
+    gen = cfg.generate
+    if gen.shard is not None:
+        return run_piece(cfg, store, models, seed.Share(gen.shards, gen.shard), made)
+    if gen.shards > 1:
+        shards.check_finished(cfg, store, run_piece)
+    first = [
+        run_piece(cfg, store, models, share, made if gen.shards == 1 else {})
+        for share in shards.shares(cfg)
+    ]
+    pieces = list(first)
+    target = parse_data_size(gen.target_rows) if gen.target_rows is not None else None
+    round_cfg = cfg
+    for _ in range(8):
+        made["select"] = run_select(cfg, store, pieces)
+        if target is None:
+            return made
+        seed_counts = pieces[-1]["seed"].meta.get("counts", {})
+        got = int(seed_counts.get("out", 0)) + int(seed_counts.get("elsewhere", 0))
+        asked = int(round_cfg.seed_data.n)
+        candidates = int(made["select"].meta["counts"]["before_filter"])
+        try:
+            more = topup.next_seed_count(
+                target, float(gen.keep), got, candidates, max_seeds=None if got >= asked else got
+            )
+        except ValueError as e:
+            raise ConfigError(
+                "generate.target_rows", str(e).removeprefix("generate.target_rows: ")
+            ) from None
+        if more is None:
+            return made
+        round_cfg = copy.deepcopy(cfg)
+        round_cfg.seed_data.n = more
+        pieces.append(run_piece(round_cfg, store, models, seed.Share(start=got), {}))
+    raise ConfigError(
+        "generate.target_rows", f"{target} kept rows not reached after 8 rounds of fresh seeds"
     )
-    try:
-        return topup.generate_to_target(
-            chain, int(cfg.seed_data.n), target, float(cfg.generate.keep)
-        )
-    except ConfigError:  # raised inside the chain (a seed source that gives nothing): as is
-        raise
-    except ValueError as e:
-        raise ConfigError(
-            "generate.target_rows", str(e).removeprefix("generate.target_rows: ")
-        ) from None
-
-
-def _generate_chain(
-    cfg: Config, store: Store, models: Models, arts: dict[str, Artifact]
-) -> dict[str, Artifact]:
-    arts["seed"] = run_seed(cfg, store)
-    arts["reverse"] = run_reverse(cfg, store, models, arts["seed"])
-    arts["refine"] = run_refine(cfg, store, models, arts["reverse"])
-    arts["translate"] = run_translate(cfg, store, models, arts["refine"])
-    arts["qe"] = run_qe(cfg, store, models, arts["translate"])
-    arts["select"] = run_select(cfg, store, arts["translate"], arts["qe"], upstream=arts)
-    return arts
 
 
 def generation_stats(arts: dict[str, Artifact]) -> dict:
     """The generate run's stats (written beside the select artifact), for the summary and W&B."""
+    if "select" not in arts:  # one shard's run: its dataset is made by the merge
+        return {}
     path = arts["select"].file("stats.json")
     return json.loads(path.read_text()) if path.exists() else {}

@@ -17,28 +17,40 @@ _LABEL = re.compile(
 
 
 def assign_languages(
-    pairs: list[dict], codes: list[str], mode: str, templates: list[str], seed: int
+    pairs: list[dict],
+    codes: list[str],
+    mode: str,
+    templates: list[str],
+    seed: int,
+    order_of: dict[str, int] | None = None,
 ) -> list[dict]:
-    """Items to translate: each pair gets one language (seeded, balanced) or every language.
+    """Items to translate: each pair gets one language (balanced) or every language.
+
+    One language: the one at the position of the pair's seed passage in the seeded seed stream
+    (`order_of[seed_id]`, from the seed stage; without it, the pair's place in `pairs`) modulo
+    the language count. Balanced over the seed set, and a pair gets the same language whatever
+    generation shard or top-up round makes it (it does not depend on the other pairs).
 
     The instruction gets a cross-lingual suffix such as "Respond in German." (paper 4.1),
-    a template drawn per item with the same seed.
+    a template drawn per item from a generator seeded with `seed` and the item's id.
     """
-    rng = random.Random(seed)
-    if mode == "all":
-        targets = [(p, code) for p in pairs for code in codes]
-    else:
-        order = list(range(len(pairs)))
-        rng.shuffle(order)
-        lang_of = {i: codes[rank % len(codes)] for rank, i in enumerate(order)}
-        targets = [(p, lang_of[i]) for i, p in enumerate(pairs)]
+    targets = []
+    for i, pair in enumerate(pairs):
+        seed_id = pair.get("seed_id", pair["id"])
+        if mode == "all":
+            targets += [(pair, seed_id, code) for code in codes]
+        else:
+            position = i if order_of is None else order_of[seed_id]
+            targets.append((pair, seed_id, codes[position % len(codes)]))
     items = []
-    for pair, code in targets:
-        suffix = rng.choice(templates).format(language=langs.name(code))
+    for pair, seed_id, code in targets:
+        item_id = f"{pair['id']}-{code}"
+        template = random.Random(f"{seed}:{item_id}").choice(templates)
+        suffix = template.format(language=langs.name(code))
         items.append(
             {
-                "id": f"{pair['id']}-{code}",
-                "seed_id": pair.get("seed_id", pair["id"]),
+                "id": item_id,
+                "seed_id": seed_id,
                 "lang": code,
                 "question": pair["question"],
                 "instruction": f"{pair['question']} {suffix}",
