@@ -12,13 +12,14 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 from fakeserver import FakeOpenAI
 from sweeps import ROOT, artifact_keys, job_results, run_sweep, sweep_command, sweep_env
-from test_chain import Teacher
+from test_chain import Teacher, compose_cfg
 
 pytestmark = [
     pytest.mark.slow,
@@ -156,3 +157,71 @@ def test_preempted_job_is_requeued_and_resumes_from_the_store(tmp_path, tiny_mod
     assert 8 <= teacher.counts["reverse"] <= 8 + 2 and 8 <= teacher.counts["refine"] <= 8 + 2
     qe = result["stages"]["generate"]["translate"]["translations"]
     assert qe <= teacher.counts["qe"] <= qe + 8
+
+
+def _wait_gone(job_id: str, timeout: float = TIMEOUT_S) -> None:
+    """Until Slurm no longer lists the job (or any task of an array) as pending or running."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        out = subprocess.run(
+            ["squeue", "-h", "-j", job_id], capture_output=True, text=True, timeout=30
+        ).stdout
+        if not out.strip():
+            return
+        time.sleep(1)
+    raise AssertionError(f"Slurm job {job_id} still queued after {timeout} s")
+
+
+def test_generation_shards_run_as_an_array_then_the_merge_names_a_cancelled_shard(
+    tmp_path, slurm
+):
+    """launchers/generate_shards.sh 4: a 4-task array and a merge job after it; task 2 is
+    cancelled; the merge fails naming shard 2; that shard alone is run again (the others make no
+    call); the merge then gives the unsharded run's dataset byte for byte."""
+    from test_shards import Server, dataset_of, remote_args
+
+    from xlexp.__main__ import run
+    from xlexp.store_status import store_status
+
+    server = Server()
+    logs = tmp_path / "logs"
+    with FakeOpenAI(server) as srv:
+        whole = run(compose_cfg(remote_args(srv.base_url, tmp_path / "one")), tmp_path / "r1")
+        store = tmp_path / "store"
+        args = [a for a in remote_args(srv.base_url, store) if not a.startswith("stages=")]
+        env = sweep_env(
+            XLEXP_SLURM_GEN_GPUS="null",
+            XLEXP_SLURM_GEN_CPUS="1",
+            XLEXP_SLURM_GEN_MEM_GB="3",
+            XLEXP_SLURM_GEN_TIMEOUT_MIN="30",
+            XLEXP_SHARDS_LOGS=str(logs),
+            XLEXP_PYTHON=sys.executable,
+        )
+        calls_before = dict(server.counts)
+        submit = subprocess.run(
+            ["bash", str(ROOT / "launchers" / "generate_shards.sh"), "4", *args],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert submit.returncode == 0, submit.stderr
+        array = re.search(r"shards array (\d+)", submit.stdout).group(1)
+        merge = re.search(r"merge job (\d+)", submit.stdout).group(1)
+        # Two 1-CPU tasks run at once on the 2-CPU node: task 2 is still pending.
+        subprocess.run(["scancel", f"{array}_2"], check=True, timeout=30)
+        _wait_gone(merge)
+        merge_log = (logs / f"merge-{merge}.out").read_text()
+        assert "generate.shards: 1 of 4 shards not finished (2 missing)" in merge_log, merge_log
+        assert "generate.shard=2" in merge_log
+        status = store_status(store)
+        assert status[0].endswith("3 done, 0 in progress, 1 missing"), status
+        assert not (store / "select").exists()
+
+        array_calls = {k: v - calls_before.get(k, 0) for k, v in server.counts.items()}
+        sharded = [*remote_args(srv.base_url, store), "generate.shards=4"]
+        alone = run(compose_cfg([*sharded, "generate.shard=2"]), tmp_path / "s2")
+        merged = run(compose_cfg(sharded), tmp_path / "merge")
+        assert merged["backend_calls"] == 0
+    # Shard 2 alone made its own calls only: with the array's, as many as the unsharded run.
+    assert 0 < alone["backend_calls"] < sum(array_calls.values())
+    total = {k: v - calls_before.get(k, 0) for k, v in server.counts.items()}
+    assert total == calls_before, (array_calls, total, calls_before)
+    assert dataset_of(merged, store) == dataset_of(whole, tmp_path / "one")

@@ -101,13 +101,13 @@ def _state_of(index: int, seed: dict | None, children: dict) -> ShardState:
 
 
 def status_root(path: str | Path) -> Path:
-    """The store a `status` target names: a store, or a run or sweep dir whose Hydra config
-    names its store_dir."""
+    """The store a `status` target names: a store, or a run or sweep dir (or a folder of run
+    dirs) whose Hydra config names its store_dir."""
     path = Path(path)
     configs = sorted(path.glob(".hydra/config.yaml")) + sorted(path.glob("*/.hydra/config.yaml"))
     if configs and not (path / "seed").is_dir():
         from omegaconf import OmegaConf
 
         store = Path(str(OmegaConf.load(configs[0]).get("store_dir", "outputs/store")))
-        return store if store.is_absolute() else configs[0].parent.parent / store
+        return store  # a relative store_dir: as the jobs saw it, from where they were started
     return path
