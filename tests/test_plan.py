@@ -158,3 +158,36 @@ def test_judge_tokens_come_from_the_protocols_template_and_the_answers(tmp_path:
     assert row.prompt_tokens / row.calls == template + 60 + answers  # was 400
     assert row.prompt_tokens / row.calls > 3 * 400
     assert row.completion_tokens / row.calls == 1  # alpaca_eval's max_tokens, not the card's
+
+
+def test_a_sharded_generation_is_planned_per_shard_and_as_wall_time_on_its_nodes() -> None:
+    from omegaconf import OmegaConf
+
+    from xlexp.llm.card import LLMConfig
+
+    local = OmegaConf.merge(
+        OmegaConf.structured(LLMConfig),
+        {"name": "t", "backend": "vllm", "model": "m", "tokens_per_s": 1000.0},
+    )
+    rows = [
+        plan.RoleCount("reverse", "teacher", local, 400, prompt_tokens=3.2e6,
+                       completion_tokens=8e5),
+        plan.RoleCount("respond", "model", local, 100, prompt_tokens=1e6),  # not generation
+    ]
+    job = plan.JobPlan(overrides=[], stages=["generate", "evaluate"], counts=rows, shards=4)
+    (line,) = plan.shard_lines(job, generate_tps=1200.0)
+    # 4e6 tokens at 1000 tokens/s = 4000 GPU-s in all: 1000 s (0.28 h) per shard and node.
+    assert line.startswith("shards: generate.shards=4: per shard about 100 calls, 1,000,000 tokens")
+    assert "0.28 GPU-hours" in line and "about 0.28 h on 4 nodes" in line
+    assert "1.11 h on one" in line
+    assert "generate.shards=4" in plan.render([job], 3600.0, 1200.0, 2.0)
+    job.shards = 1
+    assert plan.shard_lines(job, 1200.0) == []
+
+
+def test_the_plan_cli_reads_the_shard_count(tmp_path: Path) -> None:
+    cfg = plan.compose_job(["stages=[generate]", "generate.shards=3", f"store_dir={tmp_path}"])
+    job = plan.plan_job(cfg, [], plan.Measured(tmp_path), probe_store=False)
+    assert job.shards == 3 and plan.shard_lines(job, 2500.0)[0].startswith(
+        "shards: generate.shards=3: per shard about"
+    )

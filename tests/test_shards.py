@@ -114,7 +114,7 @@ def test_four_shards_merge_into_the_unsharded_dataset_and_a_missing_shard_is_nam
             run(compose_cfg(sharded), tmp_path / "merge-early")
         message = str(err.value)
         assert err.value.key == "generate.shards" and "1 of 4 shards not finished" in message
-        assert "2 missing" in message and "generate.shard=2" in message
+        assert "(missing: 2)" in message and "generate.shard=2" in message
         assert server.counts == before and not (store / "select").exists()  # no work
         status = store_status(store)
         assert status[0].endswith("3 done, 0 in progress, 1 missing"), status
@@ -131,7 +131,8 @@ def test_four_shards_merge_into_the_unsharded_dataset_and_a_missing_shard_is_nam
             capture_output=True, text=True, check=True,
         )  # fmt: skip
         assert "  shard 2 of 4: in progress (seed done; reverse: 0 part files)" in cli.stdout
-        with pytest.raises(ConfigError, match="2 in progress"):
+        building = r"in progress: 2 \(seed done; reverse: 0 part files\)"
+        with pytest.raises(ConfigError, match=building):
             run(compose_cfg(sharded), tmp_path / "merge-early")
 
         before = dict(server.counts)

@@ -209,7 +209,7 @@ def test_generation_shards_run_as_an_array_then_the_merge_names_a_cancelled_shar
         subprocess.run(["scancel", f"{array}_2"], check=True, timeout=30)
         _wait_gone(merge)
         merge_log = (logs / f"merge-{merge}.out").read_text()
-        assert "generate.shards: 1 of 4 shards not finished (2 missing)" in merge_log, merge_log
+        assert "generate.shards: 1 of 4 shards not finished (missing: 2)" in merge_log, merge_log
         assert "generate.shard=2" in merge_log
         status = store_status(store)
         assert status[0].endswith("3 done, 0 in progress, 1 missing"), status

@@ -57,6 +57,7 @@ class JobPlan:
     sft_tokens: float = 0.0  # training tokens of the job's training artifacts
     sft_exact: bool = True
     sft_tokens_per_s: float | None = None  # the student card's train_tokens_per_s
+    shards: int = 1  # generate.shards: the generation spread over that many jobs (nodes)
     notes: list[str] = field(default_factory=list)
     present: list[str] = field(default_factory=list)  # artifacts the store already holds
     to_build: dict[str, str] = field(
@@ -132,6 +133,8 @@ def plan_job(
     (`Stage.expected`); with `probe_store`, the artifacts already in the store cost nothing."""
     job = JobPlan(overrides=list(overrides), stages=list(cfg.stages))
     stages = wanted_stages(cfg)
+    if any(stage.name == "generate" for stage in stages):
+        job.shards = int(cfg.generate.shards)
     trained: set[str] = set()
     for stage in stages:
         expected = stage.expected(cfg, measured)
@@ -233,6 +236,7 @@ def render(
                 f"{sft_hours(job, train_tps):.2f} GPU-hours{est}"
             )
         lines.extend(f"note: {n}" for n in job.notes)
+        lines.extend(shard_lines(job, generate_tps))
         lines.append("")
     total, local_seconds = totals(jobs, generate_tps)
     lines.append("## total (work shared by jobs counted once)")
@@ -254,6 +258,33 @@ def render(
         f"(Batch API {api_batch:.2f}) + GPU {hours * gpu_usd_per_hour:.2f} at {gpu_usd_per_hour}/h"
     )
     return "\n".join(lines) + "\n"
+
+
+def shard_lines(job: JobPlan, generate_tps: float) -> list[str]:
+    """What one generation shard costs (the seed set splits evenly by the id hash, so about
+    1/N of every generation count) and the wall time on N nodes at the cards' throughputs:
+    each node runs one shard's stages one after another, as one node runs all of them."""
+    if job.shards <= 1:
+        return []
+    from xlexp.stage import STAGES
+
+    names = {spec.name for spec in STAGES.get("generate", "stages").artifacts}
+    rows = [r for r in job.counts if r.artifact in names]
+    n = job.shards
+    calls = sum(r.calls for r in rows) / n
+    tokens = sum(r.prompt_tokens + r.completion_tokens for r in rows) / n
+    hours = sum(
+        (r.prompt_tokens + r.completion_tokens) / (getattr(r.card, "tokens_per_s", None)
+                                                   or generate_tps)
+        for r in rows
+        if not is_remote(r.card)
+    ) / n / 3600
+    return [
+        f"shards: generate.shards={n}: per shard about {calls:,.0f} calls, {tokens:,.0f} tokens, "
+        f"{hours:.2f} GPU-hours of local models; wall time about {hours:.2f} h on {n} nodes "
+        f"(one shard each, then the merge) instead of {hours * n:.2f} h on one; remote roles "
+        "answer as fast as their servers"
+    ]
 
 
 def _row(r: RoleCount) -> str:

@@ -49,12 +49,13 @@ def shard_states(
             if store.root.is_dir():
                 run_piece(cfg, store, ProbeModels(), share, arts)
         except MissingArtifact as e:
-            parts = _parts(store, e.stage, e.key)
+            building = (store.root / e.stage / f".partial-{e.key}").is_dir()
             done = [name for name in CHAIN if name in arts]
             detail = ", ".join(f"{name} done" for name in done[-1:])
-            if parts:
+            if building:
+                parts = _parts(store, e.stage, e.key)
                 detail += ("; " if detail else "") + f"{e.stage}: {parts} part files"
-            state = "in progress" if done or parts else "missing"
+            state = "in progress" if done or building else "missing"
             states.append(ShardState(share.index, state, detail))
             continue
         if "qe" not in arts:  # no store yet
@@ -100,9 +101,13 @@ def check_finished(cfg: Any, store: Store, run_piece: PieceShell) -> None:
     if not todo:
         return
     n = int(cfg.generate.shards)
-    said = "; ".join(f"{s.index} {s.state}" + (f" ({s.detail})" if s.detail else "") for s in todo)
+    said = []
+    missing = [str(s.index) for s in todo if s.state == "missing"]
+    if missing:
+        said.append(f"missing: {', '.join(missing)}")
+    said += [f"in progress: {s.index} ({s.detail})" for s in todo if s.state == "in progress"]
     raise ConfigError(
         "generate.shards",
-        f"{len(todo)} of {n} shards not finished ({said}); the dataset is merged from all of "
-        f"them. Run those: {rerun_command([s.index for s in todo], n)}",
+        f"{len(todo)} of {n} shards not finished ({'; '.join(said)}); the dataset is merged "
+        f"from all of them. Run those: {rerun_command([s.index for s in todo], n)}",
     )

@@ -309,7 +309,7 @@ def run_generate(
     gen = cfg.generate
     if gen.shard is not None:
         return run_piece(cfg, store, models, seed.Share(gen.shards, gen.shard), made)
-    if gen.shards > 1:
+    if gen.shards > 1 and not store.read_only:  # (read only: the plan's probe, which says)
         shards.check_finished(cfg, store, run_piece)
     first = [
         run_piece(cfg, store, models, share, made if gen.shards == 1 else {})
