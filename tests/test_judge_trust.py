@@ -208,6 +208,10 @@ def test_the_view_shows_the_agreement_table_and_every_judges_verdict_per_prompt(
     assert {v["order"]: v["preference"] for v in judges["biased"]["verdicts"]} == {
         "sr": 1.0, "rs": 0.0}
     assert by_prompt["deu", "1"]["judges"][1]["pref"] == 0.0  # flip disagrees on question 0
+    # A bare store (no results.json) finds the table and the extra judges by recorded inputs.
+    (bare,) = read_path(tmp_path / "store")["evaluation"]
+    assert bare["agreement"]["rows"] == summary["agreement"]["rows"]
+    assert [j["judge"] for j in bare["rows"][0]["judges"]] == ["judge-main", "flip", "biased"]
 
 
 @needs_browser
@@ -354,3 +358,24 @@ def test_the_agreement_table_reaches_wandb_under_stable_names(
     assert values["agreement/both_orders/deu/biased/flip_rate"] == pytest.approx(0.25)
     assert "agreement/both_orders/avg/panel/win_rate" in values
     assert all(isinstance(v, int | float) for v in values.values())  # absent values left out
+
+
+@pytest.mark.parametrize(
+    ("judges", "key", "why"),
+    [
+        ("[nope]", "eval.judges[0]", "unknown judge card 'nope' (known: gpt-4o, smollm2"),
+        ("[smollm2,smollm2]", "eval.judges[1]", "listed twice"),
+        ("[{name:smollm2-135m,model:x}]", "eval.judges[0]", "is the main judge's name"),
+        ("[{name:x}]", "eval.judges[0].model", "must be set"),
+        ("[{name:x,model:m,bogus:1}]", "eval.judges[0]", "not a model card"),
+        ("[{name:x,model:m,backend:nope}]", "eval.judges[0].backend", "unknown backend"),
+    ],
+)
+def test_a_bad_extra_judge_is_refused_naming_its_entry(judges: str, key: str, why: str) -> None:
+    from xlexp.config import validate
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["stages=[evaluate,report]", f"eval.judges={judges}"])
+    with pytest.raises(ConfigError) as err:
+        validate(cfg, cuda=False)
+    assert err.value.key == key and why in str(err.value)

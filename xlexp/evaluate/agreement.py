@@ -81,10 +81,9 @@ def kappa(a: Sequence[int], b: Sequence[int]) -> float | None:
         return None
     from sklearn.metrics import cohen_kappa_score
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # undefined: NaN, with a warning, in every version
         warnings.simplefilter("ignore")
-        return _defined(cohen_kappa_score(a, b, labels=list(CLASSES),
-                                          replace_undefined_by=float("nan")))
+        return _defined(cohen_kappa_score(a, b, labels=list(CLASSES)))
 
 
 def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:

@@ -128,10 +128,15 @@ def extra_judges(cfg: Any) -> dict[str, Any]:
     """The extra judges of eval.judges by name, in order (ConfigError naming the entry when one
     is unknown, not a card, or listed twice)."""
     out: dict[str, Any] = {}
+    main = OmegaConf.select(cfg, "judge.name", default=None)
     for i, entry in enumerate(cfg.eval.get("judges") or []):
         name, card = _card(entry, f"eval.judges[{i}]")
         if name in out:
             raise ConfigError(f"eval.judges[{i}]", f"judge {name!r} is listed twice")
+        if name == main:  # the table names each judge once
+            raise ConfigError(f"eval.judges[{i}]", f"{name!r} is the main judge's name (judge."
+                              "name): an extra judge needs a name of its own (its card file's, "
+                              "or `name` in a card written inline)")
         out[name] = card
     return out
 
