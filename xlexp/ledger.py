@@ -14,6 +14,7 @@ build's `produce` is charged to the inner stage only.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from xlexp.llm.chat import CHARGE_TO, Usage
 from xlexp.stage import STAGES
 from xlexp.store import Artifact, Parts, Store, write_json
 
+log = logging.getLogger(__name__)
+
 COUNTERS = ("calls", "cache_hits", "errors", "prompt_tokens", "completion_tokens")
 
 
@@ -31,13 +34,26 @@ def _zero() -> dict[str, float]:
     return dict.fromkeys(COUNTERS, 0) | {"usd": 0.0}
 
 
-def _add(into: dict[str, float], other: dict[str, float]) -> None:
+def _add(into: dict, other: dict) -> None:
     for name in (*COUNTERS, "usd"):
         into[name] = into.get(name, 0) + other.get(name, 0)
+    if other.get("replicas"):  # a role's calls per replica (a base_url that lists several)
+        split = into.setdefault("replicas", {})
+        for url, n in other["replicas"].items():
+            split[url] = split.get(url, 0) + n
 
 
-def _rounded(row: dict[str, float]) -> dict[str, float]:
-    return {k: (round(v, 9) if k == "usd" else int(v)) for k, v in row.items()}
+def _rounded(row: dict) -> dict:
+    return {
+        k: (round(v, 9) if k == "usd" else dict(v) if k == "replicas" else int(v))
+        for k, v in row.items()
+    }
+
+
+def split_line(role: str, replicas: dict[str, int]) -> str:
+    """`teacher: 120 calls: http://a:8000/v1 61, http://b:8000/v1 59` (answers per replica)."""
+    parts = ", ".join(f"{url} {n}" for url, n in sorted(replicas.items()))
+    return f"{role}: {sum(replicas.values())} calls: {parts}"
 
 
 def usd(prompt_tokens: float, completion_tokens: float, card: Any) -> float:
@@ -82,9 +98,11 @@ class Ledger:
                 roles[role_of[model]] = own | {
                     "usd": usd(own["prompt_tokens"], own["completion_tokens"], model.card)
                 }
+                if usage.replicas:  # one role, however many servers: their split beside it
+                    roles[role_of[model]]["replicas"] = dict(usage.replicas)
         total = _zero()
         for row in roles.values():
-            _add(total, row)
+            _add(total, {k: v for k, v in row.items() if k != "replicas"})
         entry = {
             "stage": _label(stage, roles),
             "key": key,
@@ -156,6 +174,9 @@ class LedgerStore(Store):
         artifact, built, entry = self.ledger.measure(
             stage, key, lambda: super(LedgerStore, self).build(stage, key, produce, *args, **kwargs)
         )
+        for role, row in entry["roles"].items():  # a role served by replicas: its split
+            if row.get("replicas"):
+                log.info("%s: %s", entry["stage"], split_line(role, row["replicas"]))
         if built:  # what producing this artifact cost; a reused artifact keeps its original cost
             meta_path = artifact.path / "DONE"
             meta = json.loads(meta_path.read_text())
@@ -188,4 +209,11 @@ def markdown_cost(cost: dict) -> str:
         for role, r in info["roles"].items():
             lines.append(row(stage, role, r))
     lines.append(row("**total**", "", cost.get("total", _zero())))
+    splits = [
+        split_line(role, r["replicas"])
+        for role, r in cost.get("roles", {}).items()
+        if r.get("replicas")
+    ]
+    if splits:  # roles served by several replicas: which answered how many
+        lines += ["", "calls per replica:", "", *(f"- {line}" for line in splits)]
     return "\n".join(lines) + "\n"

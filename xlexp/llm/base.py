@@ -57,6 +57,9 @@ class Completion:
     # content reject (the request itself is unusable, e.g. 400 context length): that is data.
     failure: str | None = None
     cached: bool = False
+    # The replica that answered, when the role's base_url lists several (the split of requests
+    # per replica the run reports); None otherwise. Not cached: another run may ask another.
+    replica: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -255,7 +258,9 @@ class ResponseCache:
             return conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
 
 
-COMPLETION_FIELDS = {f.name for f in fields(Completion)} - {"error", "failure", "cached"}
+COMPLETION_FIELDS = {f.name for f in fields(Completion)} - {
+    "error", "failure", "cached", "replica"
+}
 
 
 def _decode(value: Any) -> dict | None:

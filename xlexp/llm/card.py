@@ -35,11 +35,15 @@ class LLMConfig:
     dtype: str = "auto"  # auto: bfloat16 on CUDA (paper section 3), float32 on CPU
     chat_template: str | None = None  # jinja template for models that have none
     batch_size: int = knob(8, ge=1)  # hf: rows per generate() call
-    base_url: str | None = None  # openai: any OpenAI-compatible server
+    # openai: any OpenAI-compatible server, or a list of replicas of one model (the same model
+    # on several servers): requests go to the one with the fewest in flight, around one that is
+    # down. Not part of the card's key: the same model behind another server answers the same.
+    base_url: Any = None  # str | list[str] | None (None: api.openai.com)
     api_key_env: str | None = None  # openai: name of the env var holding the key, never the key
     # openai: the window, requests in flight at once (a continuous window, shared by every role
-    # on this model). A self-hosted vLLM server: about its --max-num-seqs (128-256); a paid API:
-    # what its rate limits allow.
+    # on this model), per server: a list of replicas keeps this many in flight on each. A
+    # self-hosted vLLM server: about its --max-num-seqs (128-256); a paid API: what its rate
+    # limits allow.
     max_concurrency: int = knob(8, ge=1)
     # openai: the API's request quota (None: no limit)
     requests_per_minute: float | None = knob(None, gt=0)
@@ -64,6 +68,19 @@ class LLMConfig:
     batch_api: bool = False
     batch_poll_s: float = knob(30.0, gt=0)  # seconds between batches.retrieve polls
     batch_price_factor: float = knob(0.5, ge=0)  # Batch API price / synchronous price (cost ledger)
+
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+def base_urls(card: Any) -> list[str]:
+    """The servers a card's requests go to: one, or the replicas its `base_url` lists."""
+    value = getattr(card, "base_url", None)
+    if value is None or value == "":
+        return [DEFAULT_BASE_URL]
+    if isinstance(value, str):
+        return [value]
+    return [str(url) for url in value]
 
 
 def card_key(card: Any) -> dict:

@@ -36,6 +36,8 @@ class Usage:
     completion_tokens: int = 0
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
+    # Calls answered per replica URL, when the role's base_url lists several.
+    replicas: dict[str, int] = field(default_factory=dict)
 
     def cost(self, card: Any) -> float:
         return (
@@ -174,6 +176,8 @@ class ChatModel:
                     usage.completion_tokens += comp.completion_tokens
                     usage.failures += comp.failed
                     usage.errors += not comp.ok and not comp.failed
+                    if comp.replica is not None:
+                        usage.replicas[comp.replica] = usage.replicas.get(comp.replica, 0) + 1
                 if comp.failed:
                     failed.errors[comp.error or comp.failure] += 1
                     failed.stopped |= comp.failure == "breaker"

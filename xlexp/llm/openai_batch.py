@@ -36,7 +36,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 
 import xlexp.llm.wire as wire
 from xlexp.llm.base import Backend, Completion, Conversation, Sampling, identity_of, request_key
-from xlexp.llm.card import api_key
+from xlexp.llm.card import api_key, base_urls
 from xlexp.llm.openai_sdk import (
     retryable,
     sdk_failure_kind,
@@ -62,14 +62,14 @@ class OpenAIBatchBackend(Backend):
     def __init__(self, card: Any, store_root: str | Path):
         self.card = card
         self.model = str(card.model)
-        self.base_url = card.base_url
+        self.base_url = card.base_url if card.base_url is None else base_urls(card)[0]
         self.api_key_env = card.api_key_env
         self.max_retries = max(0, int(card.max_retries))
         self.base_wait_s = wire.BASE_WAIT_S
         self.max_wait_s = wire.MAX_WAIT_S
         key, self._secret = api_key(card)  # the secret only for redaction
         self._client = openai.OpenAI(
-            base_url=card.base_url,
+            base_url=self.base_url,
             api_key=key,
             max_retries=0,  # retries are ours (counted, logged, Retry-After honoured)
             timeout=float(card.timeout_s),

@@ -1,4 +1,4 @@
-"""One long-lived asyncio HTTP transport per OpenAI-compatible endpoint.
+"""One long-lived asyncio HTTP transport per OpenAI-compatible endpoint (or set of replicas).
 
 Every transport of a process runs on one background event loop thread and keeps one aiohttp
 session (keep-alive connections) for its whole life. A call hands over a list of chat request
@@ -16,7 +16,9 @@ answer is returned as a `Completion` with `error` (a message) and `failure` (its
 `xlexp.llm.wire.ERROR_KINDS`): never cached, never part of a finished artifact. A request the server
 refused as unanswerable (400/413/422, e.g. a prompt too long) is a content reject: `error` only,
 data. An optional breaker (one per endpoint) fails the remaining calls at once once the endpoint has
-failed too many calls in a row, instead of spending every call's retries against it.
+failed too many calls in a row, instead of spending every call's retries against it. A set of
+replicas (several servers of one model) has a window and a breaker per replica; each request
+goes to the least busy replica, and to another when that one is down (`Transport`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import aiohttp
 
 from xlexp.llm.base import Completion
 from xlexp.llm.breaker import Breaker
+from xlexp.llm.replicas import Replica, ReplicaSet
 from xlexp.llm.wire import (
     CONTENT_REJECT,
     ENDPOINT_DOWN_KINDS,
@@ -109,12 +112,22 @@ def _close_sessions(loop: asyncio.AbstractEventLoop, holder: list[aiohttp.Client
 
 
 class Transport:
-    """Chat completions against one endpoint through a continuous window of requests."""
+    """Chat requests against one endpoint, or a set of replicas of one model, through a
+    continuous window of requests.
+
+    `base_url` is one URL, or a list of replicas: servers of the same model, each with a window
+    of `window` requests and its own breaker (`breaker`: one Breaker per URL). A request goes to
+    the replica with the fewest requests in flight that is not down; one that failed there
+    because the replica is down (refused, timeout, 5xx, 429, auth, unknown model) is sent at
+    once to another replica it has not tried, without counting as a retry, and counts toward
+    the first one's breaker; only when every replica has failed it does the request back off
+    and retry as against one endpoint. So no call fails while a replica answers.
+    """
 
     def __init__(
         self,
         name: str,
-        base_url: str,
+        base_url: str | list[str],
         api_key: str,
         window: int,
         timeout_s: float,
@@ -124,20 +137,23 @@ class Transport:
         base_wait_s: float = 0.05,
         max_wait_s: float = 20.0,
         redact: Callable[[str], str] = lambda text: text,
-        breaker: Breaker | None = None,
+        breaker: Breaker | list[Breaker] | None = None,
     ):
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        breakers = breaker if isinstance(breaker, list) else [breaker] * len(urls)
         self.name = name
-        self.base_url = base_url.rstrip("/")
-        self.url = self.base_url + "/chat/completions"
-        self.breaker = breaker
-        self.window = max(1, int(window))
+        self.window = max(1, int(window))  # per replica
+        self.replica_set = ReplicaSet(name, urls, self.window, breakers)
+        self.replicas = self.replica_set.replicas
+        self.base_url = self.replicas[0].base_url
+        self.url = self.replicas[0].url
         self.timeout_s = float(timeout_s)
         self.max_retries = max(0, int(max_retries))
         self.base_wait_s = base_wait_s
         self.max_wait_s = max_wait_s
         self._redact = redact
         self._headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
-        self._proxy = env_proxy(self.url)
+        # The card's quotas are the role's (one API key), whatever replica serves a request.
         self._requests_limit = RateLimit(requests_per_minute) if requests_per_minute else None
         self._tokens_limit = RateLimit(tokens_per_minute) if tokens_per_minute else None
         self._loop = _LoopThread.get()
@@ -145,11 +161,10 @@ class Transport:
         # close() (a test, an exception) still closes its connections.
         self._holder: list[aiohttp.ClientSession] = []
         self._finalizer = weakref.finalize(self, _close_sessions, self._loop, self._holder)
-        self._slots: asyncio.Semaphore | None = None
-        self._resume_at = 0.0  # loop time before which nothing is sent (after a 429)
         # Counted on the loop thread only; read anywhere.
         self.requests = 0  # HTTP attempts, retries included
         self.retries = 0
+        self.failovers = 0  # requests sent to another replica after one failed them
         self.errors = 0  # completions returned with an error
 
     # ---------------------------------------------------------------- the calling thread's side
@@ -182,11 +197,17 @@ class Transport:
             if not future.done():
                 future.cancel()
 
-    def call(self, method: str, path: str, body: dict | None = None) -> Any:
-        """One request to another route of the endpoint (`GET /models`, `POST
+    def call(self, method: str, path: str, body: dict | None = None, replica: int = 0) -> Any:
+        """One request to another route of a replica (`GET /models`, `POST
         /load_lora_adapter`), outside the window and without retries: its JSON answer (its text
         when it is not JSON), or TransportError."""
-        return asyncio.run_coroutine_threadsafe(self._call(method, path, body), self._loop).result()
+        return asyncio.run_coroutine_threadsafe(
+            self._call(method, self.replicas[replica].base_url + path, body), self._loop
+        ).result()
+
+    def split(self) -> dict[str, dict[str, int]]:
+        """Per replica URL: HTTP attempts, answers, failed attempts."""
+        return self.replica_set.split()
 
     def close(self) -> None:
         self._finalizer()
@@ -205,7 +226,8 @@ class Transport:
                 for index, body in todo:
                     put((index, await self._complete(body)))
 
-            await asyncio.gather(*(worker() for _ in range(min(self.window, len(bodies)))))
+            workers = self.window * len(self.replicas)
+            await asyncio.gather(*(worker() for _ in range(min(workers, len(bodies)))))
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # surface it in the calling thread instead of hanging it
@@ -214,9 +236,10 @@ class Transport:
     def _session(self) -> aiohttp.ClientSession:
         """The transport's session, made on first use (and again after close)."""
         if not self._holder:
-            self._slots = asyncio.Semaphore(self.window)
+            for replica in self.replicas:
+                replica.slots = asyncio.Semaphore(self.window)
             self._holder.append(aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.window),
+                connector=aiohttp.TCPConnector(limit=self.window * len(self.replicas)),
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),
             ))
         return self._holder[0]
@@ -224,40 +247,65 @@ class Transport:
     async def _complete(self, body: dict) -> Completion:
         data = json.dumps(body).encode()
         want_logprobs = bool(body.get("logprobs"))
-        for attempt in range(self.max_retries + 1):
+        tried: set[int] = set()
+        attempt = 0  # retries after every replica failed the request (backoff between them)
+        while True:
             # Before every attempt, retries included: the calls in flight when the breaker
             # opened (the window) stop retrying too.
-            if self.breaker is not None and self.breaker.open:  # the endpoint is down: fail at once
+            replica = self.replica_set.pick(tried)
+            if replica is None:  # every replica is down: fail at once
                 self.errors += 1  # no log line per call against a dead endpoint: the stage says it
-                return Completion(error=self.breaker.why(), failure="breaker")
-            await self._wait_for_quota(body, len(data))
+                return Completion(error=self.replica_set.why_down(), failure="breaker")
+            replica.in_flight += 1
             try:
-                assert self._slots is not None
-                async with self._slots:
+                await self._wait_for_quota(replica, body, len(data))
+                assert replica.slots is not None
+                async with replica.slots:
                     self.requests += 1
-                    answer = await self._post(data)
+                    replica.requests += 1
+                    answer = await self._post(replica, data)
                 completion = parse_completion(answer, want_logprobs)
-                if self.breaker is not None:
-                    self.breaker.record(False)
-                return completion
             except TransportError as exc:
+                if exc.kind == CONTENT_REJECT:  # the replica answered: this prompt is unusable
+                    replica.answered += 1
+                    return self._failed(replica, exc, exc.describe())
+                replica.failed += 1
+                tried.add(replica.index)
+                down = exc.kind in ENDPOINT_DOWN_KINDS
+                if down and self.replica_set.other_up(tried):
+                    # This replica cannot serve now: another takes the request at once.
+                    self.replica_set.attempt_failed(replica, self._redact(exc.describe()))
+                    self.failovers += 1
+                    continue
                 if not exc.retryable:
-                    return self._failed(exc, exc.describe())
+                    return self._failed(replica, exc, exc.describe())
                 if attempt == self.max_retries:
                     return self._failed(
-                        exc, f"{exc.describe()} (gave up after {self.max_retries} retries)"
+                        replica, exc,
+                        f"{exc.describe()} (gave up after {self.max_retries} retries)",
                     )
-                wait = self._backoff(exc, attempt + 1)
+                if len(self.replicas) > 1 and down:
+                    self.replica_set.attempt_failed(replica, self._redact(exc.describe()))
+                attempt += 1
+                wait = self._backoff(replica, exc, attempt)
                 self.retries += 1
                 log.warning(
                     "%s: retry %d/%d in %.2fs after %s",
-                    self.name, attempt + 1, self.max_retries, wait, self._redact(exc.describe()),
+                    self.name, attempt, self.max_retries, wait, self._redact(exc.describe()),
                 )
+                tried.clear()  # the next round may try every replica again
                 await asyncio.sleep(wait)
-        raise AssertionError("unreachable")
+                continue
+            finally:
+                replica.in_flight -= 1
+            replica.answered += 1
+            if replica.breaker is not None:
+                replica.breaker.record(False)
+            completion.replica = self.replica_set.label(replica)  # who answered: the split
+            return completion
 
-    async def _post(self, data: bytes) -> Any:
-        raw = await self._send("POST", self.url, data)
+    async def _post(self, replica: Replica, data: bytes) -> Any:
+        raw = await self._send("POST", replica.url, data, replica.proxy)
         try:
             return json.loads(raw)
         except ValueError:
@@ -265,20 +313,20 @@ class Transport:
                 "bad_response", "InvalidResponse", f"answer is not JSON: {raw[:100]!r}"
             ) from None
 
-    async def _call(self, method: str, path: str, body: dict | None) -> Any:
+    async def _call(self, method: str, url: str, body: dict | None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         self._session()
-        raw = await self._send(method, self.base_url + path, data)
+        raw = await self._send(method, url, data, env_proxy(url))
         try:
             return json.loads(raw)
         except ValueError:
             return raw.decode(errors="replace")
 
-    async def _send(self, method: str, url: str, data: bytes | None) -> bytes:
+    async def _send(self, method: str, url: str, data: bytes | None, proxy: str | None) -> bytes:
         """One HTTP attempt: the answer's body, or TransportError (HTTP errors included)."""
         try:
             async with self._holder[0].request(
-                method, url, data=data, headers=self._headers, proxy=self._proxy
+                method, url, data=data, headers=self._headers, proxy=proxy
             ) as response:
                 raw = await response.read()
                 if response.status >= 400:
@@ -291,8 +339,8 @@ class Transport:
                 "connection", "APIConnectionError", f"Connection error. {exc}".strip()
             ) from None
 
-    async def _wait_for_quota(self, body: dict, size: int) -> None:
-        while (pause := self._resume_at - self._loop.time()) > 0:  # a 429 meanwhile extends it
+    async def _wait_for_quota(self, replica: Replica, body: dict, size: int) -> None:
+        while (pause := replica.resume_at - self._loop.time()) > 0:  # a 429 meanwhile extends it
             await asyncio.sleep(pause)
         if self._requests_limit is not None:
             await self._requests_limit.take(1)
@@ -300,20 +348,23 @@ class Transport:
             # Quotas count the prompt and the tokens asked for; ~4 bytes of JSON per prompt token.
             await self._tokens_limit.take(size / 4 + int(body.get("max_tokens") or 0))
 
-    def _backoff(self, exc: TransportError, attempt: int) -> float:
+    def _backoff(self, replica: Replica, exc: TransportError, attempt: int) -> float:
         if exc.retry_after is not None:
             wait = min(exc.retry_after, self.max_wait_s)
         else:  # exponential backoff with "equal jitter": never zero, never above the cap
             step = min(self.max_wait_s, self.base_wait_s * 2 ** (attempt - 1))
             wait = step / 2 + random.uniform(0, step / 2)
-        if exc.kind == "rate_limit":  # the quota is the endpoint's: everyone waits, not just us
-            self._resume_at = max(self._resume_at, self._loop.time() + wait)
+        if exc.kind == "rate_limit":  # the quota is the server's: everyone waits, not just us
+            replica.resume_at = max(replica.resume_at, self._loop.time() + wait)
         return wait
 
-    def _failed(self, exc: TransportError, message: str) -> Completion:
+    def _failed(self, replica: Replica, exc: TransportError, message: str) -> Completion:
         self.errors += 1
         message = self._redact(message)
-        if self.breaker is not None:
-            self.breaker.record(exc.kind in ENDPOINT_DOWN_KINDS, message)
+        if replica.breaker is not None:
+            replica.breaker.record(exc.kind in ENDPOINT_DOWN_KINDS, message)
         log.warning("%s: request failed: %s", self.name, message)
-        return Completion(error=message, failure=None if exc.kind == CONTENT_REJECT else exc.kind)
+        if exc.kind == CONTENT_REJECT:
+            # Data, answered by this replica: part of its share of the calls.
+            return Completion(error=message, replica=self.replica_set.label(replica))
+        return Completion(error=message, failure=exc.kind)
