@@ -70,12 +70,12 @@ def test_dollars_per_stage_are_exact_and_a_rerun_costs_nothing(tmp_path: Path) -
         cfg = compose_cfg(srv.base_url, tmp_path / "store")
         summary = run(cfg, tmp_path / "run1")
         cost = summary["cost"]
-        # metrics is an artifact too, computed from the verdicts without a model call: $0.
-        assert set(cost["stages"]) == {"respond", "reference", "judge", "metrics"}
-        assert (
-            cost["stages"]["metrics"]["total"]["calls"] == 0
-            and cost["stages"]["metrics"]["total"]["usd"] == 0
-        )
+        # metrics and agreement are artifacts too, computed from the verdicts without a model
+        # call (no extra judge here): $0.
+        assert set(cost["stages"]) == {"respond", "reference", "judge", "metrics", "agreement"}
+        for free in ("metrics", "agreement"):
+            assert cost["stages"][free]["total"]["calls"] == 0
+            assert cost["stages"][free]["total"]["usd"] == 0
         for stage, role in (("respond", "model"), ("reference", "reference"), ("judge", "judge")):
             want = expected(srv.requests, *CARDS[role])
             got = cost["stages"][stage]["roles"][role]

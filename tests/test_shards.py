@@ -24,6 +24,7 @@ from xlexp.config import ConfigError, validate
 from xlexp.failures import BackendFailure
 from xlexp.generate import seed
 from xlexp.store_status import store_status
+from xlexp.view.read import read_path
 
 
 def _digit(text: str) -> int:
@@ -120,6 +121,9 @@ def test_four_shards_merge_into_the_unsharded_dataset_and_a_missing_shard_is_nam
         assert status[0].endswith("3 done, 0 in progress, 1 missing"), status
         assert status[3] == "  shard 2 of 4: missing"
         assert status[1].startswith("  shard 0 of 4: done")
+        # The HTML view of the store lists the shards the same way.
+        (note,) = [n for n in read_path(store)["notes"] if "shards" in n]
+        assert note.startswith("generation 4 shards") and "shard 2 of 4: missing" in note
 
         # The teacher's server goes down while shard 2 runs: its seeds are in, reverse is not.
         srv.outage = Reply(status=503, text="down")

@@ -54,6 +54,22 @@ def _store_of(summary: dict, results: Path) -> Store | None:
     return None
 
 
+def shard_notes(root: Path) -> list[str]:
+    """One note per set of generation shards in the store: each shard done, in progress (its
+    part files so far) or missing (`python -m xlexp.store status`)."""
+    from xlexp.store_status import store_status
+
+    notes, current = [], None
+    for line in store_status(root):
+        if not line.startswith("  "):
+            if current:
+                notes.append(current)
+            current = None if line.startswith("no generation shards") else f"generation {line}"
+        elif current:
+            current += " · " + line.strip()
+    return [*notes, current] if current else notes
+
+
 def read_path(path: Path) -> dict:
     try:
         return _read_path(path)
@@ -82,6 +98,7 @@ def _read_path(path: Path) -> dict:
         # One entry per distinct anchor artifact (a dataset, a judged system) and the runs that used
         # it.
         entries: dict[tuple[str, str, str], dict] = {}
+        shard_stores: list[Path] = []
         for res in results:
             try:
                 summary = _json(res)
@@ -89,6 +106,8 @@ def _read_path(path: Path) -> dict:
                 page["notes"].append(f"{res} could not be read: {e}")
                 continue
             store = _store_of(summary, res)
+            if store is not None and store.root not in shard_stores:
+                shard_stores.append(store.root)
             run = str(res.parent.relative_to(path)) if res.parent != path else "."
             page["stages"] += _stage_rows(summary, run)
             if store is None:
@@ -113,8 +132,9 @@ def _read_path(path: Path) -> dict:
                 entry["runs"]
             )  # the sweep's rows link to them
         page["sweep"] = read_sweep(path, anchor_runs)
+        page["notes"] += [note for root in shard_stores for note in shard_notes(root)]
         return page
-    if any(
+    if (path / "seed").is_dir() or any(  # a store (seed/: generation shards, perhaps only)
         (path / spec.store_kind).is_dir()
         for stage in views
         for spec in stage.artifacts
@@ -125,6 +145,7 @@ def _read_path(path: Path) -> dict:
         for stage in views:
             page[stage.view.section] += stage.view.read_store(store)
         page["sweep"] = read_sweep(path, {})
+        page["notes"] += shard_notes(path)
         return page
     raise FileNotFoundError(
         f"xlexp.view: nothing to show in {path}: no results.json under it (a run or sweep "
