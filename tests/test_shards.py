@@ -38,11 +38,17 @@ class Server:
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
         self.lock = threading.Lock()
+        self.reverse_budget: int | None = None  # reverse calls answered before the server fails
 
     def __call__(self, body: dict) -> str | Reply:
         text = body["messages"][-1]["content"]
         if "Write the question" in text:
             stage = "reverse"
+            with self.lock:
+                if self.reverse_budget is not None and self.reverse_budget <= 0:
+                    return Reply(status=503, text="down")
+                if self.reverse_budget is not None:
+                    self.reverse_budget -= 1
             passage = text.split("\n\n")[1]
             reply: str | Reply = (
                 '""' if _digit(passage) % 3 == 0 else f"Why {' '.join(passage.split()[:4])}?"
@@ -125,17 +131,19 @@ def test_four_shards_merge_into_the_unsharded_dataset_and_a_missing_shard_is_nam
         (note,) = [n for n in read_path(store)["notes"] if "shards" in n]
         assert note.startswith("generation 4 shards") and "shard 2 of 4: missing" in note
 
-        # The teacher's server goes down while shard 2 runs: its seeds are in, reverse is not.
-        srv.outage = Reply(status=503, text="down")
+        # The teacher's server goes down while shard 2 runs: its seeds are in, and reverse's
+        # first batch (generate.batch_size=2) is kept as a part.
+        server.reverse_budget = 2
         with pytest.raises(BackendFailure):
-            run(compose_cfg([*sharded, "generate.shard=2"]), tmp_path / "s2-down")
-        srv.outage = None
+            run(compose_cfg([*sharded, "generate.shard=2", "teacher.max_concurrency=1"]),
+                tmp_path / "s2-down")  # fmt: skip
+        server.reverse_budget = None
         cli = subprocess.run(
             [sys.executable, "-m", "xlexp.store", "status", str(store)],
             capture_output=True, text=True, check=True,
         )  # fmt: skip
-        assert "  shard 2 of 4: in progress (seed done; reverse: 0 part files)" in cli.stdout
-        building = r"in progress: 2 \(seed done; reverse: 0 part files\)"
+        assert "  shard 2 of 4: in progress (seed done; reverse: 1 part files)" in cli.stdout
+        building = r"in progress: 2 \(seed done; reverse: 1 part files\)"
         with pytest.raises(ConfigError, match=building):
             run(compose_cfg(sharded), tmp_path / "merge-early")
 

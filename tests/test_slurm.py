@@ -225,3 +225,30 @@ def test_generation_shards_run_as_an_array_then_the_merge_names_a_cancelled_shar
     total = {k: v - calls_before.get(k, 0) for k, v in server.counts.items()}
     assert total == calls_before, (array_calls, total, calls_before)
     assert dataset_of(merged, store) == dataset_of(whole, tmp_path / "one")
+
+
+def test_a_hydra_multirun_over_the_shard_index_is_one_slurm_array(tmp_path, slurm):
+    """`generate.shard=0,1 hydra/launcher=slurm_gen -m`: one array job of two tasks (submitit);
+    the merge after it makes no call."""
+    from test_shards import Server, remote_args
+
+    from xlexp.__main__ import run
+
+    server = Server()
+    with FakeOpenAI(server) as srv:
+        store = tmp_path / "store"
+        sharded = [*remote_args(srv.base_url, store), "generate.shards=2"]
+        sweep = f"hydra.sweep.dir={tmp_path / 'sweep'}"
+        cmd = [sys.executable, "-m", "xlexp", *sharded, "generate.shard=0,1",
+               "hydra/launcher=slurm_gen", sweep, "-m"]  # fmt: skip
+        env = sweep_env(
+            XLEXP_SLURM_GEN_GPUS="null",
+            XLEXP_SLURM_GEN_CPUS="1",
+            XLEXP_SLURM_GEN_MEM_GB="3",
+            XLEXP_SLURM_GEN_TIMEOUT_MIN="30",
+        )
+        run_sweep(cmd, timeout=TIMEOUT_S, env=env)
+        merged = run(compose_cfg(sharded), tmp_path / "merge")
+    logs = submitit_logs(tmp_path / "sweep")
+    assert len(logs) == 2 and len({job.split("_")[0] for job in logs}) == 1, sorted(logs)
+    assert merged["backend_calls"] == 0 and merged["stages"]["generate"]["select"]["pieces"] == 2
