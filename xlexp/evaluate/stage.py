@@ -116,10 +116,19 @@ def run_metrics(
                     f"metrics: the judge artifact {verdicts.key} "
                     f"has no {code} verdict for prompts {missing[:5]}"
                 )
+            # The reference's answers by prompt id too: in file order, a reference stored in
+            # another order would pair each answer with another prompt's (lengths, LC).
+            ref_by_id = {r["id"]: r for r in _outputs(reference, code)}
+            missing = [r["id"] for r in sys_rows if r["id"] not in ref_by_id]
+            if missing:
+                raise ValueError(
+                    f"metrics: the reference artifact {reference.key} "
+                    f"has no {code} answer for prompts {missing[:5]}"
+                )
             entry = metrics.entry_from_rows(
                 [by_id[r["id"]] for r in sys_rows],
                 [r["output"] for r in sys_rows],
-                [r["output"] for r in _outputs(reference, code)],
+                [ref_by_id[r["id"]]["output"] for r in sys_rows],
             )
             data.append(metrics.lang_data(code, i, entry, cfg.eval.lc_bootstrap))
         table = metrics.summarize_langs(data, names, n_boot=cfg.eval.bootstrap, seed=cfg.seed)

@@ -1,0 +1,141 @@
+"""Pairing as an invariant: where the evaluation combines the system's outputs, the reference's
+outputs and the judge's verdicts, rows are matched by prompt id, never by file order. Shuffling
+one side gives the same numbers (metrics) or is refused before any call (the judge, which sends
+system and reference to one prompt and must have both for the same instruction)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_config import make
+
+from xlexp.evaluate.stage import run_judge, run_metrics
+from xlexp.store import Artifact, Store, write_json, write_jsonl
+
+CODE = "deu"
+N = 24
+GERMAN = "Das ist ein kurzer Satz auf Deutsch. "
+
+
+def _cfg(store: Path) -> Any:
+    return make(
+        f"store_dir={store}", f"langs.codes=[{CODE}]", "eval.bootstrap=50", "eval.lc_bootstrap=5"
+    )
+
+
+def _respond(store: Store, name: str, rows: list[dict]) -> Artifact:
+    def produce(work: Path, parts: Any) -> dict:
+        write_json(work / f"{CODE}.json", rows)
+        return {"rows": len(rows)}
+
+    return store.build("respond", store.key("respond", {"name": name, "rows": rows}), produce)[0]
+
+
+def _verdicts(store: Store, rows: list[dict]) -> Artifact:
+    def produce(work: Path, parts: Any) -> dict:
+        write_jsonl(work / f"{CODE}.jsonl", rows)
+        return {"rows": len(rows)}
+
+    return store.build("judge", store.key("judge", {"rows": rows}), produce)[0]
+
+
+def _sides() -> tuple[list[dict], list[dict], list[dict]]:
+    rng = random.Random(0)
+    system, reference, verdicts = [], [], []
+    for i in range(N):
+        pid = f"p{i:02d}"
+        # the system's answer length tracks its preference, the reference's does not: pairing
+        # a reference answer with another prompt changes the length-controlled win rate
+        pref = (i % 3) / 2  # 0: the reference wins, 1: the system wins
+        system.append(
+            {
+                "id": pid,
+                "instruction": f"q{i}",
+                "output": GERMAN * (1 + 3 * (i % 3)),
+                "generator": "sys",
+                "dataset": "demo",
+            }
+        )
+        reference.append(
+            {
+                "id": pid,
+                "instruction": f"q{i}",
+                "output": GERMAN * rng.randint(1, 8),
+                "generator": "ref",
+                "dataset": "demo",
+            }
+        )
+        verdicts.append({"id": pid, "lang": CODE, "status": "judged", "preference": pref})
+    return system, reference, verdicts
+
+
+def _metrics(tmp_path: Path, name: str, system, reference, verdicts) -> dict:
+    store = Store(tmp_path / name)
+    cfg = _cfg(tmp_path / name)
+    art = run_metrics(
+        cfg,
+        store,
+        _verdicts(store, verdicts),
+        _respond(store, "sys", system),
+        _respond(store, "ref", reference),
+    )
+    return json.loads(art.file("metrics.json").read_text())
+
+
+@pytest.mark.parametrize("side", ["reference", "verdicts", "system"])
+def test_metrics_do_not_depend_on_the_order_of_any_side(tmp_path, side):
+    system, reference, verdicts = _sides()
+    want = _metrics(tmp_path, "ordered", system, reference, verdicts)
+    shuffled = {"system": system, "reference": reference, "verdicts": verdicts}
+    rows = list(shuffled[side])
+    random.Random(1).shuffle(rows)
+    shuffled[side] = rows
+    got = _metrics(tmp_path, "shuffled", **shuffled)
+    if side == "system":
+        # The system's file order is the order the bootstrap resamples prompts in: a seeded
+        # resample of another order draws other prompts, so CIs and bootstrap s.e. move; the
+        # numbers computed on pairs do not (the LC fit's to rounding).
+        resampled = {"ci_low", "ci_high", "lc_se_boot"}
+        for lang, cols in want.items():
+            kept = {k: v for k, v in cols.items() if k not in resampled}
+            assert {k: got[lang][k] for k in kept} == pytest.approx(kept, rel=1e-12)
+        return
+    assert got == want
+
+
+def test_metrics_refuse_a_reference_without_one_of_the_prompts(tmp_path):
+    system, reference, verdicts = _sides()
+    with pytest.raises(ValueError, match="p03"):
+        _metrics(tmp_path, "short", system, reference[:3] + reference[4:], verdicts)
+
+
+class _NoCalls:
+    """A judge role that must not be called: the pairing check comes first."""
+
+    def role(self, role: str, card: Any) -> _NoCalls:
+        return self
+
+    def sampling(self, **kwargs: Any) -> None:
+        return None
+
+    def chat(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the judge was called on misaligned outputs")
+
+
+def test_the_judge_refuses_system_and_reference_outputs_for_other_prompts(tmp_path):
+    system, reference, _ = _sides()
+    store = Store(tmp_path / "store")
+    shuffled = list(reference)
+    random.Random(2).shuffle(shuffled)
+    with pytest.raises(ValueError, match="different prompts"):
+        run_judge(
+            _cfg(tmp_path / "store"),
+            store,
+            _NoCalls(),
+            _respond(store, "sys", system),
+            _respond(store, "ref", shuffled),
+        )
