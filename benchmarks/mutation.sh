@@ -65,6 +65,7 @@ text = open(path).read()
 text += f"""
 [tool.mutmut]
 source_paths = ["xlexp"]
+also_copy = ["conf", "launchers", "docs", "README.md"]
 only_mutate = {json.dumps(modules)}
 pytest_add_cli_args = ["-q", "-p", "no:cacheprovider", "-m", "not slow"]
 pytest_add_cli_args_test_selection = {json.dumps(tests)}
@@ -89,6 +90,8 @@ try:
 except OSError:
     sys.exit(f"  no stats: see {d}/run.log")
 tested = s["total"] - s.get("skipped", 0)
+if not tested:
+    sys.exit(f"  no mutant ran (the tests failed unmutated?): see {d}/run.log")
 dead = s["killed"] + s.get("timeout", 0)
 print(f"  killed {dead}/{tested}, survived {s['survived']}, no tests {s.get('no_tests', 0)}"
       f"  (survivors: {d}/survivors.txt)")
