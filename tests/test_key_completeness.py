@@ -63,7 +63,7 @@ def card(role: str, sampling: bool = True) -> tuple[str, ...]:
 
 # Store kind -> the config leaves (globs) its own key material is made of; inputs' keys aside.
 READS: dict[str, tuple[str, ...]] = {
-    "seed": ("seed", "seed_data.*"),
+    "seed": ("seed", "seed_data.*", "generate.shard"),  # a shard's seeds: its share
     "reverse": card("teacher"),
     "refine": card("teacher"),
     # `k` picks the first k translators
@@ -108,7 +108,6 @@ READS: dict[str, tuple[str, ...]] = {
     ),
     # the released XL-AlpacaEval prompts (eval.benchmark=xl_alpacaeval_release)
     "prompt_set": (
-        "eval.benchmark",
         "eval.release_repo",
         "eval.hub_revision",
         "eval.langs",
@@ -117,9 +116,9 @@ READS: dict[str, tuple[str, ...]] = {
     ),
     "judge": (*card("judge"), "eval.judge_protocol"),
     "metrics": ("eval.bootstrap", "eval.lc_bootstrap", "seed"),
-    "rubric": (*card("judge"), "eval.rubric", "eval.rubric_criteria"),
+    "rubric": (*card("judge"), "eval.rubric_criteria"),
     # sft.source=external: the external dataset, which the sft key takes as its input
-    "external_data": ("sft.source", "sft.external.*", "seed"),
+    "external_data": ("sft.external.*", "seed"),
 }
 
 # Leaves no artifact's key holds, each with why (a leaf neither read nor listed fails the test).
@@ -150,6 +149,24 @@ NOT_KEYED: dict[str, str] = {
     "eval.english": "read by m_alpacaeval only (not probed offline)",
 }
 
+# Fields that choose which artifacts are made (a stage, a piece of the work), checked apart:
+# every other field leaves the set of artifacts as it is.
+SHAPES: dict[str, str] = {
+    "stages": "which stages run",
+    "eval.rubric": "the rubric artifact or none",
+    "sft.source": "which data artifact SFT reads",
+    "eval.benchmark": "a stored prompt set for the hub benchmarks",
+    "eval.judge_protocol": "a protocol judging both orders adds the agreement table",
+    "eval.judges": "one judge artifact per extra judge, and the agreement table",
+    "generate.shards": "one chain of artifacts per shard, each keyed by its share of the seeds",
+    "generate.shard": "one shard's artifacts up to QE, nothing after",
+}
+
+# Leaves not probed, with why.
+NOT_PROBED: dict[str, str] = {
+    "eval.human_labels": "needs a labels file for the probed prompts (tests/test_agreement*)",
+}
+
 # Values to try where a perturbed value of the same type would not be a valid choice.
 ALTERNATIVES: dict[str, list[Any]] = {
     "*.backend": ["openai", "vllm"],
@@ -161,6 +178,7 @@ ALTERNATIVES: dict[str, list[Any]] = {
     "eval.judge_protocol": ["both_orders"],
     "eval.benchmark": ["xl_alpacaeval_release"],
     "eval.rtt": ["one_prompt", "two_step"],
+    "eval.judges": [["smollm2"]],
     "eval.rewrites": [None],
     "eval.path": [str(ROOT / "xlexp" / "data" / "demo_prompts.jsonl")],
     "eval.rubric_criteria": [["precision"]],
@@ -301,11 +319,18 @@ def candidates(cfg: DictConfig, path: str) -> list[Any]:
 
 
 def changed_kinds(
-    base: DictConfig, path: str, before: dict, monkeypatch: Any, store_cls: type = EveryArtifact
+    base: DictConfig,
+    path: str,
+    before: dict,
+    monkeypatch: Any,
+    store_cls: type = EveryArtifact,
+    shape: set[str] | None = None,
 ) -> set[str] | str:
-    """The store kinds whose own key material any candidate value of `path` changes (an
-    artifact kind that appears or goes counts as changed); a string when none could be probed."""
+    """The store kinds made before and after whose own key material any candidate value of
+    `path` changes; a string when no value could be probed. Kinds that appear, go or are made
+    a different number of times go into `shape` (which artifacts are made, not their keys)."""
     changed: set[str] = set()
+    shape = set() if shape is None else shape
     errors, probed = [], 0
     for value in candidates(base, path):
         cfg = copy.deepcopy(base)
@@ -316,7 +341,12 @@ def changed_kinds(
             errors.append(f"{value!r}: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
             continue
         probed += 1
-        changed |= {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
+        for kind in set(before) | set(after):
+            was, now = before.get(kind, []), after.get(kind, [])
+            if len(was) != len(now):
+                shape.add(kind)
+            elif was != now:
+                changed.add(kind)
     return changed if probed else "; ".join(errors)
 
 
@@ -332,12 +362,15 @@ def check(base_name: str, tmp_path: Path, monkeypatch: Any) -> tuple[list[str], 
     before = key_material(base, monkeypatch)
     problems, seen = [], {}
     for path in leaves(base):
-        if only is not None and not matches(path, only):
+        if (only is not None and not matches(path, only)) or matches(path, NOT_PROBED):
             continue
-        got = changed_kinds(base, path, before, monkeypatch)
+        shape: set[str] = set()
+        got = changed_kinds(base, path, before, monkeypatch, shape=shape)
         if isinstance(got, str):
             problems.append(f"{path}: no value could be probed ({got}); list one in ALTERNATIVES")
             continue
+        if shape and not matches(path, SHAPES):
+            problems.append(f"{path}: changes which {sorted(shape)} artifacts are made")
         seen[path] = got
     return problems, seen
 
@@ -356,7 +389,7 @@ def test_every_leaf_is_keyed_where_read_and_nowhere_else(results):
             changed.setdefault(path, set()).update(kinds)
     for path, kinds in sorted(changed.items()):
         want = expected_kinds(path)
-        if not want and not matches(path, NOT_KEYED):
+        if not want and not matches(path, [*NOT_KEYED, *SHAPES]):
             problems.append(f"{path}: read by no artifact's slice and not in NOT_KEYED")
         if kinds - want:
             problems.append(f"{path}: changes the key of {sorted(kinds - want)}, not declared")
