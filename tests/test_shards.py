@@ -23,6 +23,7 @@ from xlexp.__main__ import run
 from xlexp.config import ConfigError, validate
 from xlexp.failures import BackendFailure
 from xlexp.generate import seed
+from xlexp.generate.declaration import table_rows
 from xlexp.store_status import store_status
 from xlexp.view.read import read_path
 
@@ -157,6 +158,12 @@ def test_four_shards_merge_into_the_unsharded_dataset_and_a_missing_shard_is_nam
     # The stats too: stage counts added up, QE means summed exactly whatever the row order.
     assert merged["generation_stats"] == whole["generation_stats"]
     assert merged["stages"]["generate"]["select"]["pieces"] == 4
+    # results.md's stage table: every stage's rows over the 4 shards, as the unsharded run's.
+    rows = {r.artifact: r for r in table_rows(merged["stages"]["generate"], merged)}
+    one = {r.artifact: r for r in table_rows(whole["stages"]["generate"], whole)}
+    assert rows["seed"].key == "4 pieces" and set(rows) == set(one)
+    for name, row in rows.items():
+        assert (row.rows_in, row.rows_out) == (one[name].rows_in, one[name].rows_out), name
 
 
 def test_a_target_of_kept_rows_adds_a_piece_of_fresh_seeds_to_the_shards(tmp_path):

@@ -113,12 +113,17 @@ def table_rows(entry: dict, summary: dict) -> list[TableRow]:
     funnel = (summary.get("generation_stats") or {}).get("stages") or {}
     skip = ("in", "out", "rejects", "reject_reasons", "read", "items", "kind")
     rows = []
+    # A merge of shards (or top-up rounds) names only its select artifact; the stages before it
+    # are each piece's: their rows come from the funnel, summed over the pieces.
+    pieces = (entry.get("select") or {}).get("pieces") if isinstance(entry, dict) else None
     for spec in STAGE.artifacts:
+        f = funnel.get(spec.name) or {}
         if not isinstance(entry.get(spec.name), dict):
-            continue
+            if not (pieces and f):
+                continue
+            entry = {**entry, spec.name: {"key": f"{pieces} pieces"}}
         info = dict(entry[spec.name])
         key = info.pop("key", None)
-        f = funnel.get(spec.name) or {}
         n_in = f.get("in", info.get("in", info.get("read", info.get("items"))))
         n_out = f.get("out", info.get("out", info.get("rows", info.get("items"))))
         reasons = f.get("reject_reasons") or info.get("reject_reasons") or {}
