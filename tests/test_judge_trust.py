@@ -14,6 +14,8 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -227,6 +229,33 @@ def test_the_page_renders_the_agreement_table_and_the_judges_of_a_prompt(
     opened = dom.xpath('//section[@id="evaluation"]//div[@class="row"]')[0]
     names = [td.text_content() for td in opened.xpath('.//td[@data-judge]')]
     assert names == ["judge-main (main)", "flip", "biased"]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="no node on PATH")
+def test_the_pages_script_draws_the_agreement_table_and_the_judges_of_a_prompt_under_node(
+    trust_run: tuple[Path, dict],
+) -> None:
+    """view.js run by node over a minimal DOM (tests/minidom.js) with the page's own data."""
+    html = (trust_run[0] / "run" / "view.html").read_text()
+    page = {
+        "data": re.search(r'<script type="application/gzip" id="xlexp-data">([^<]*)</script>',
+                          html)[1],
+        "chunks": re.findall(r'<script type="application/gzip" data-chunk="\d+">([^<]*)</script>',
+                             html),
+        "js": re.findall(r"<script>(.*?)</script>", html, re.S)[-1],
+    }
+    proc = subprocess.run(
+        ["node", str(Path(__file__).with_name("minidom.js")), "data-agreement", "data-judge"],
+        input=json.dumps(page), capture_output=True, text=True, timeout=120, check=True,
+    )
+    drawn = json.loads(proc.stdout)
+    assert drawn["data-script-ms"] is not None  # the script ran to its end
+    cells = dict(drawn["data-agreement"])
+    assert cells["deu:flip:kappa"] == "0.625" and cells["fra:flip:kappa"] == "1.000"
+    assert cells["deu:biased:flip_rate"] == "0.250" and cells["deu:judge-main:kappa"] == "–"
+    assert cells["deu:judge-main:human_agreement"] == "0.750"
+    # The first judged prompt is opened as the page is drawn: every judge's verdict on it.
+    assert [text for _, text in drawn["data-judge"]] == ["judge-main (main)", "flip", "biased"]
 
 
 def test_without_extra_judges_nothing_is_added(tmp_path: Path) -> None:
