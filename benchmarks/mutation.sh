@@ -27,14 +27,15 @@ TESTS[judge]="tests/test_judge.py tests/test_judge_alpaca_eval.py tests/test_rub
 # win rate, s.e., CI, LC, language fidelity
 MODULES[metrics]="xlexp/evaluate/metrics.py xlexp/evaluate/lc.py xlexp/evaluate/langid.py"
 TESTS[metrics]="tests/test_metrics.py tests/test_lc.py tests/test_langid.py
-  tests/test_metric_columns.py tests/test_mutation_metrics.py"
+  tests/test_metric_columns.py tests/test_mutation_metrics.py tests/test_pairing.py"
 # generation's pure cores: segment + reassemble, QE triples and passage means, best-of-k + cut
 MODULES[generate]="xlexp/generate/select.py xlexp/generate/segment.py xlexp/generate/qe.py"
 TESTS[generate]="tests/test_generate_cores.py tests/test_segment.py tests/test_gen_stats.py
   tests/test_topup.py tests/test_mutation_generate.py"
 # SFT data selection and defaults
 MODULES[sft]="xlexp/sft/data.py xlexp/sft/config.py"
-TESTS[sft]="tests/test_sft.py tests/test_mutation_sft.py"
+TESTS[sft]="tests/test_sft.py tests/test_config.py tests/test_config_errors.py
+  tests/test_mutation_sft.py"
 # artifact keys
 MODULES[store]="xlexp/store.py"
 TESTS[store]="tests/test_store.py tests/test_store_heal.py tests/test_mutation_store.py"
