@@ -92,6 +92,11 @@ def test_no_score_at_all_is_a_reject_with_its_reason():
     assert row == {"id": "p1", "reject": "no valid translation for sentence 1"}
 
 
+def test_candidates_not_aligned_with_sentences_are_an_error_not_a_shorter_passage():
+    with pytest.raises(ValueError):
+        select.choose(_item([["a1", "b1"]]), {}, NAMES, "best_of_k")
+
+
 def test_a_passage_without_sentences_scores_zero_and_keeps_its_text():
     item = _item([], sentences=())
     item["segments"] = [{"text": "```code```", "translate": False}]
@@ -140,7 +145,7 @@ class _Rater:
     """A judge role that rates 4 with certainty and records the prompts it got."""
 
     def __init__(self):
-        self.prompts, self.kwargs = [], None
+        self.prompts, self.kwargs, self.sent = [], None, []
 
     def sampling(self, **kwargs):
         self.kwargs = kwargs
@@ -148,6 +153,7 @@ class _Rater:
 
     def chat(self, convs, sampling):
         self.prompts += convs
+        self.sent.append(sampling)
         return [Completion(text="4", logprobs=[{"4": 0.0}]) for _ in convs]
 
 
@@ -157,6 +163,7 @@ def test_llm_qe_asks_one_greedy_token_per_pair_in_the_target_language():
     out = scorer.score([("Hello.", "Hallo.", "deu"), ("Bye.", "Tschüss.", "deu")])
     assert out == [{"score": 0.75, "reject": None}, {"score": 0.75, "reject": None}]
     assert rater.kwargs == {"temperature": 0.0, "max_tokens": 1, "logprobs": qe.TOP_LOGPROBS}
+    assert rater.sent == [rater.kwargs]  # the chat got that sampling, not the card's
     (turn,) = rater.prompts[0]
     assert turn["role"] == "user"
     assert "German" in turn["content"] and "Hello." in turn["content"]
