@@ -198,3 +198,28 @@ def test_bad_shard_settings_name_their_key(args, key):
     with pytest.raises(ConfigError) as err:
         validate(compose_cfg(["stages=[generate]", *args]), cuda=False)
     assert err.value.key == key
+
+
+def test_a_damaged_shard_is_named_by_the_merge_and_rebuilt_by_its_rerun(tmp_path):
+    server = Server()
+    with FakeOpenAI(server) as srv:
+        store = tmp_path / "store"
+        sharded = [*remote_args(srv.base_url, store), "generate.shards=2"]
+        for i in (0, 1):
+            run(compose_cfg([*sharded, f"generate.shard={i}"]), tmp_path / f"s{i}")
+        first = run(compose_cfg(sharded), tmp_path / "merge")
+        # One shard's QE scores lose a row on disk: its DONE record no longer matches.
+        qe_dir = sorted(p for p in (store / "qe").iterdir() if not p.name.startswith("."))[0]
+        rows = (qe_dir / "rows.jsonl").read_text().splitlines()
+        (qe_dir / "rows.jsonl").write_text("\n".join(rows[1:]) + "\n")
+        with pytest.raises(ConfigError, match=r"1 of 2 shards not finished \(in progress: (\d)"):
+            run(compose_cfg(sharded), tmp_path / "merge-damaged")
+        (line,) = [s for s in store_status(store) if "qe: damaged" in s]
+        index = int(re.search(r"shard (\d) of 2", line).group(1))
+        calls = dict(server.counts)
+        run(compose_cfg([*sharded, f"generate.shard={index}"]), tmp_path / "again")
+        assert server.counts == calls  # the rebuilt QE comes from the response cache
+        again = run(compose_cfg(sharded), tmp_path / "merge-again")
+    key = first["stages"]["generate"]["select"]["key"]
+    assert again["stages"]["generate"]["select"]["key"] == key
+    assert dataset_of(again, store) == dataset_of(first, store)

@@ -2,7 +2,8 @@
 the DONE records and the artifacts being built (no config, no model): per shard, done, in
 progress (what is finished, the part files of the stage being built) or missing. Beside the
 store's own code and importing none of it (the store's command line lives here and in
-xlexp/explain.py).
+xlexp/explain.py). A finished artifact whose files do not match its DONE record counts as not
+finished, as the store itself would treat it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from xlexp.integrity import artifact_damage
 
 CHAIN = ("seed", "reverse", "refine", "translate", "qe")  # a shard's artifacts, in order
 
@@ -34,7 +37,11 @@ def _records(root: Path, stage: str) -> list[dict]:
             meta = json.loads(done.read_text())
         except (OSError, ValueError):
             continue
-        if meta.get("made_of"):
+        if not meta.get("made_of"):
+            continue
+        if artifact_damage(done.parent):  # not trusted: the next run rebuilds it
+            out.append({"key": done.parent.name, "made_of": meta["made_of"], "damaged": True})
+        else:
             out.append({"key": done.parent.name, "made_of": meta["made_of"], "meta": meta})
     for made in (root / stage).glob(".partial-*/.made_of.tmp"):
         try:
@@ -89,12 +96,14 @@ def _state_of(index: int, seed: dict | None, children: dict) -> ShardState:
             found = children.get(stage, {}).get(rec["key"], [])
             finished = [r for r in found if "meta" in r]
             if not finished:
-                parts = max((r["parts"] for r in found), default=0)
-                detail = f"{reached} done" + (f"; {stage}: {parts} part files" if found else "")
+                parts = max((r.get("parts", 0) for r in found), default=0)
+                what = "damaged" if any(r.get("damaged") for r in found) else f"{parts} part files"
+                detail = f"{reached} done" + (f"; {stage}: {what}" if found else "")
                 return ShardState(index, "in progress", detail)
             rec, reached = finished[0], stage
         elif "meta" not in rec:
-            return ShardState(index, "in progress", f"seed: {rec['parts']} part files")
+            what = "damaged" if rec.get("damaged") else f"{rec.get('parts', 0)} part files"
+            return ShardState(index, "in progress", f"seed: {what}")
     seeds = seed["meta"].get("counts", {}).get("out")
     pairs = rec["meta"].get("counts", {}).get("in", 0)
     return ShardState(index, "done", f"{seeds} seeds, {pairs} QE pairs")
