@@ -111,15 +111,20 @@ _SYMBOLS = set("{}[]()<>=;:_\"'|\\/*+-&^%$#@~`")
 _PARAGRAPH = re.compile(r"\n\s*\n")
 
 
+def _new_identifier() -> Any:
+    # Our own instance (~1 s to load) leaves py3langid's global one untouched.
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    return LanguageIdentifier.from_pickled_model(MODEL_FILE, norm_probs=True)
+
+
 def _model():
-    # Load once per process (~1 s); our own instance leaves py3langid's global one untouched.
+    # Loaded once per process.
     global _identifier
     if _identifier is None:
         with _lock:
             if _identifier is None:
-                from py3langid.langid import MODEL_FILE, LanguageIdentifier
-
-                _identifier = LanguageIdentifier.from_pickled_model(MODEL_FILE, norm_probs=True)
+                _identifier = _new_identifier()
     return _identifier
 
 
@@ -268,9 +273,7 @@ def _line_model():
     if _line_identifier is None:
         with _lock:
             if _line_identifier is None:
-                from py3langid.langid import MODEL_FILE, LanguageIdentifier
-
-                found = LanguageIdentifier.from_pickled_model(MODEL_FILE, norm_probs=True)
+                found = _new_identifier()
                 found.set_languages(sorted({iso1 for _, iso1 in LANGUAGES.values()}))
                 _line_identifier = found
     return _line_identifier

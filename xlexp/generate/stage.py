@@ -316,32 +316,27 @@ def run_generate(
         for share in shards.shares(cfg)
     ]
     pieces = list(first)
-    target = parse_data_size(gen.target_rows) if gen.target_rows is not None else None
-    round_cfg = cfg
-    for _ in range(8):
+
+    def chain(n_seeds: int) -> dict[str, Artifact]:
+        if n_seeds > int(cfg.seed_data.n):  # a top-up round: its fresh seeds, one more piece
+            counts = pieces[-1]["seed"].meta.get("counts", {})
+            start = int(counts.get("out", 0)) + int(counts.get("elsewhere", 0))
+            round_cfg = copy.deepcopy(cfg)
+            round_cfg.seed_data.n = n_seeds
+            pieces.append(run_piece(round_cfg, store, models, seed.Share(start=start), {}))
         made["select"] = run_select(cfg, store, pieces)
-        if target is None:
-            return made
-        seed_counts = pieces[-1]["seed"].meta.get("counts", {})
-        got = int(seed_counts.get("out", 0)) + int(seed_counts.get("elsewhere", 0))
-        asked = int(round_cfg.seed_data.n)
-        candidates = int(made["select"].meta["counts"]["before_filter"])
-        try:
-            more = topup.next_seed_count(
-                target, float(gen.keep), got, candidates, max_seeds=None if got >= asked else got
-            )
-        except ValueError as e:
-            raise ConfigError(
-                "generate.target_rows", str(e).removeprefix("generate.target_rows: ")
-            ) from None
-        if more is None:
-            return made
-        round_cfg = copy.deepcopy(cfg)
-        round_cfg.seed_data.n = more
-        pieces.append(run_piece(round_cfg, store, models, seed.Share(start=got), {}))
-    raise ConfigError(
-        "generate.target_rows", f"{target} kept rows not reached after 8 rounds of fresh seeds"
-    )
+        return {"seed": pieces[-1]["seed"], "select": made["select"]}
+
+    target = parse_data_size(gen.target_rows) if gen.target_rows is not None else None
+    try:
+        topup.generate_to_target(chain, int(cfg.seed_data.n), target, float(gen.keep))
+    except ConfigError:  # raised inside the chain (a seed source that gives nothing): as is
+        raise
+    except ValueError as e:
+        raise ConfigError(
+            "generate.target_rows", str(e).removeprefix("generate.target_rows: ")
+        ) from None
+    return made
 
 
 def generation_stats(arts: dict[str, Artifact]) -> dict:

@@ -73,7 +73,8 @@ def generate_to_target(
     max_rounds: int = 8,
 ) -> dict[str, Any]:
     """Run the generation chain (`run_chain(n_seeds)` -> its artifacts, `seed` and `select` among
-    them) on `first_seeds` seeds, then on more until the select stage keeps `target` rows.
+    them; `seed` may be the newest piece's) on `first_seeds` seeds, then on more until the
+    select stage keeps `target` rows.
 
     Each round asks for a larger seed count; the seed stream is a fixed order, so a round's seeds
     are the earlier round's plus fresh ones and every earlier model call is a cache hit. Without a
@@ -83,7 +84,9 @@ def generate_to_target(
         arts = run_chain(seeds)
         if target is None:
             return arts
-        got = int(arts["seed"].meta.get("counts", {}).get("out", seeds))
+        counts = arts["seed"].meta.get("counts", {})
+        # The seed passages read so far: this piece's and those other pieces hold (`elsewhere`).
+        got = int(counts.get("out", seeds)) + int(counts.get("elsewhere", 0))
         candidates = int(arts["select"].meta["counts"]["before_filter"])
         nxt = next_seed_count(
             target, keep, got, candidates, max_seeds=None if got >= seeds else got
