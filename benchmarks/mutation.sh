@@ -6,6 +6,7 @@
 #   benchmarks/mutation.sh                 # every target
 #   benchmarks/mutation.sh metrics judge   # some targets
 #   MUTATION_DIR=/tmp/m benchmarks/mutation.sh select
+#   MUTANTS='xlexp.llm.wire.x_status_error*' benchmarks/mutation.sh failures   # only those mutants
 #
 # Each target mutates a few modules and runs only the fast tests that exercise them (mutmut
 # runs, per mutant, those of them that reach the mutated function). Every target works in its own
@@ -80,12 +81,20 @@ open(path, "w").write(text)
 EOF
   echo "== $t: ${MODULES[$t]}"
   # PYTHONPATH would put the unmutated checkout ahead of mutmut's mutants/ copy.
-  (cd "$dir" && env -u PYTHONPATH python -m mutmut run --max-children 1 >run.log 2>&1 || true
+  # MUTANTS: space-separated mutmut name globs; reruns only those (e.g. the survivors of a run).
+  # shellcheck disable=SC2086
+  (cd "$dir" && env -u PYTHONPATH python -m mutmut run --max-children 1 ${MUTANTS:-} \
+     >run.log 2>&1 || true
    env -u PYTHONPATH python -m mutmut export-cicd-stats >/dev/null 2>&1 || true
    env -u PYTHONPATH python -m mutmut results >survivors.txt 2>&1 || true)
-  python - "$dir" <<'EOF'
+  python - "$dir" "${MUTANTS:-}" <<'EOF'
 import json, sys
-d = sys.argv[1]
+d, only = sys.argv[1], sys.argv[2]
+if only:  # a rerun of some mutants: the others are "not checked", so no score
+    lines = open(f"{d}/survivors.txt").read().splitlines()
+    left = [x.strip() for x in lines if x.rstrip().endswith((": survived", ": no tests"))]
+    print(f"  rerun of {only}: {len(left)} not killed" + "".join(f"\n    {x}" for x in left))
+    sys.exit(0)
 try:
     s = json.load(open(f"{d}/mutants/mutmut-cicd-stats.json"))
 except OSError:
