@@ -45,8 +45,8 @@ MODULES[failures]="xlexp/failures.py xlexp/llm/wire.py xlexp/llm/openai_batch.py
 TESTS[failures]="tests/test_transport.py tests/test_openai_batch.py tests/test_openai_backend.py
   tests/test_mutation_failures.py"
 # the evaluation stage: system, reference and verdicts paired by id
-MODULES[pairing]="xlexp/evaluate/stage.py"
-TESTS[pairing]="tests/test_eval_plugins.py tests/test_pairing.py"
+MODULES[pairing]="xlexp/evaluate/pairing.py"
+TESTS[pairing]="tests/test_pairing.py"
 
 order="judge metrics generate sft store failures pairing"
 targets=${*:-$order}

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from test_config import make
 
+from xlexp.evaluate import pairing
 from xlexp.evaluate.stage import run_judge, run_metrics
 from xlexp.store import Artifact, Store, write_json, write_jsonl
 
@@ -139,3 +140,100 @@ def test_the_judge_refuses_system_and_reference_outputs_for_other_prompts(tmp_pa
             _respond(store, "sys", system),
             _respond(store, "ref", shuffled),
         )
+
+
+# The pairing itself (xlexp.evaluate.pairing), on tiny sides: what each stage gets, and what
+# it refuses.
+
+NAMES = ("the judge artifact J", "the reference artifact R")
+
+
+def _rows(ids: list[str], tag: str) -> list[dict]:
+    return [{"id": i, "output": f"{tag}-{i}"} for i in ids]
+
+
+def _verdict_rows(ids: list[str]) -> list[dict]:
+    return [{"id": i, "preference": int(i[1:]) / 10} for i in ids]
+
+
+def test_the_judge_gets_each_prompts_two_answers_slot_by_slot():
+    system = _rows(["p1", "p2", "p3"], "sys") + [{"id": "p4", "output": None}]
+    reference = _rows(["p1", "p2", "p3", "p4"], "ref")
+    assert pairing.for_judge(system, reference, CODE) == (
+        ["sys-p1", "sys-p2", "sys-p3", None],
+        ["ref-p1", "ref-p2", "ref-p3", "ref-p4"],
+    )
+    assert pairing.for_judge([], [], CODE) == ([], [])
+
+
+@pytest.mark.parametrize(
+    "ref_ids",
+    [
+        ["p2", "p1", "p3"],  # shuffled
+        ["p1", "p2"],  # one prompt short
+        ["p1", "p2", "p3", "p4"],  # one prompt more
+        ["p1", "p2", "p9"],  # another prompt
+    ],
+)
+def test_the_judge_refuses_a_reference_of_other_prompts(ref_ids):
+    with pytest.raises(ValueError, match=f"reference's {CODE} outputs hold different prompts"):
+        pairing.for_judge(_rows(["p1", "p2", "p3"], "sys"), _rows(ref_ids, "ref"), CODE)
+
+
+def test_the_judge_refuses_a_prompt_named_twice():
+    twice = _rows(["p1", "p2", "p1"], "x")
+    with pytest.raises(ValueError, match=f"the system's {CODE} outputs holds prompt 'p1' twice"):
+        pairing.for_judge(twice, twice, CODE)
+
+
+def test_metrics_take_verdicts_and_reference_answers_by_id_in_the_system_order():
+    system = _rows(["p3", "p1", "p2"], "sys")
+    # the other sides in other orders, with rows of prompts the system does not have
+    reference = _rows(["p2", "p9", "p3", "p1"], "ref")
+    verdicts = _verdict_rows(["p1", "p2", "p8", "p3"])
+    got = pairing.for_metrics(system, reference, verdicts, CODE, NAMES)
+    assert got == (
+        [{"id": "p3", "preference": 0.3}, {"id": "p1", "preference": 0.1},
+         {"id": "p2", "preference": 0.2}],
+        ["sys-p3", "sys-p1", "sys-p2"],
+        ["ref-p3", "ref-p1", "ref-p2"],
+    )
+    assert pairing.for_metrics([], [], [], CODE, NAMES) == ([], [], [])
+
+
+@pytest.mark.parametrize(
+    ("ref_ids", "verdict_ids", "error"),
+    [
+        (["p1", "p2", "p3"], ["p1", "p3"],
+         f"metrics: the judge artifact J has no {CODE} verdict for prompts \\['p2'\\]"),
+        (["p3", "p1"], ["p1", "p2", "p3"],
+         f"metrics: the reference artifact R has no {CODE} answer for prompts \\['p2'\\]"),
+        (["p1", "p2", "p3"], [],
+         f"the judge artifact J has no {CODE} verdict for prompts \\['p1', 'p2', 'p3'\\]"),
+    ],
+)
+def test_metrics_refuse_a_side_without_one_of_the_systems_prompts(ref_ids, verdict_ids, error):
+    with pytest.raises(ValueError, match=error):
+        pairing.for_metrics(
+            _rows(["p1", "p2", "p3"], "sys"), _rows(ref_ids, "ref"), _verdict_rows(verdict_ids),
+            CODE, NAMES,
+        )
+
+
+@pytest.mark.parametrize(
+    ("side", "error"),
+    [
+        ("system", f"the system's {CODE} outputs holds prompt 'p2' twice"),
+        ("reference", f"the reference artifact R's {CODE} outputs holds prompt 'p2' twice"),
+        ("verdicts", f"the judge artifact J's {CODE} verdicts holds prompt 'p2' twice"),
+    ],
+)
+def test_metrics_refuse_a_side_that_names_a_prompt_twice(side, error):
+    sides = {
+        "system": _rows(["p1", "p2"], "sys"),
+        "reference": _rows(["p1", "p2"], "ref"),
+        "verdicts": _verdict_rows(["p1", "p2"]),
+    }
+    sides[side] = sides[side] + [dict(sides[side][1])]
+    with pytest.raises(ValueError, match=error):
+        pairing.for_metrics(sides["system"], sides["reference"], sides["verdicts"], CODE, NAMES)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from xlexp.config import Config
-from xlexp.evaluate import build_xl, judge, metrics, rtt, rubric
+from xlexp.evaluate import build_xl, judge, metrics, pairing, rtt, rubric
 from xlexp.evaluate.config import eval_codes, wants_agreement
 from xlexp.evaluate.prompt_sets import bench_key, eval_rows, run_prompt_set
 from xlexp.evaluate.verdicts import chat_by_lang, judge_langs
@@ -108,27 +108,19 @@ def run_metrics(
     def produce(work: Path, parts: Any) -> dict:
         data = []
         for i, code in enumerate(eval_codes(cfg)):
-            sys_rows = _outputs(system, code)
-            by_id = {r["id"]: r for r in verdicts.rows(f"{code}.jsonl")}
-            missing = [r["id"] for r in sys_rows if r["id"] not in by_id]
-            if missing:
-                raise ValueError(
-                    f"metrics: the judge artifact {verdicts.key} "
-                    f"has no {code} verdict for prompts {missing[:5]}"
-                )
-            # The reference's answers by prompt id too: in file order, a reference stored in
-            # another order would pair each answer with another prompt's (lengths, LC).
-            ref_by_id = {r["id"]: r for r in _outputs(reference, code)}
-            missing = [r["id"] for r in sys_rows if r["id"] not in ref_by_id]
-            if missing:
-                raise ValueError(
-                    f"metrics: the reference artifact {reference.key} "
-                    f"has no {code} answer for prompts {missing[:5]}"
-                )
+            # By prompt id (pairing.py): in file order, a reference or verdicts stored in another
+            # order would pair each answer with another prompt's (preferences, lengths, LC).
             entry = metrics.entry_from_rows(
-                [by_id[r["id"]] for r in sys_rows],
-                [r["output"] for r in sys_rows],
-                [ref_by_id[r["id"]]["output"] for r in sys_rows],
+                *pairing.for_metrics(
+                    _outputs(system, code),
+                    _outputs(reference, code),
+                    verdicts.rows(f"{code}.jsonl"),
+                    code,
+                    (
+                        f"the judge artifact {verdicts.key}",
+                        f"the reference artifact {reference.key}",
+                    ),
+                )
             )
             data.append(metrics.lang_data(code, i, entry, cfg.eval.lc_bootstrap))
         table = metrics.summarize_langs(data, names, n_boot=cfg.eval.bootstrap, seed=cfg.seed)

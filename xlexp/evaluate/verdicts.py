@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from xlexp.config import Config
-from xlexp.evaluate import judge
+from xlexp.evaluate import judge, pairing
 from xlexp.evaluate.config import eval_codes
 from xlexp.llm import ChatModel
 from xlexp.store import Artifact, write_jsonl
@@ -42,13 +42,10 @@ def judge_langs(
     counts = {}
     plans = {}
     for code in eval_codes(cfg):
-        sys_rows, ref_rows = outputs(system, code), outputs(reference, code)
-        if [r["id"] for r in sys_rows] != [r["id"] for r in ref_rows]:
-            raise ValueError(
-                f"judge: the system's and the reference's {code} outputs hold different prompts"
-            )
+        sys_rows = outputs(system, code)
+        # Both answers of a prompt in one request: the same prompts in the same order or no call.
         plans[code] = judge.plan(
-            protocol, sys_rows, [r["output"] for r in sys_rows], [r["output"] for r in ref_rows]
+            protocol, sys_rows, *pairing.for_judge(sys_rows, outputs(reference, code), code)
         )
     answers = chat_by_lang(
         model, {code: judge.conversations(entries) for code, entries in plans.items()}, sampling
