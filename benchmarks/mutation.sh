@@ -40,8 +40,10 @@ TESTS[sft]="tests/test_sft.py tests/test_config.py tests/test_mutation_sft.py"
 # artifact keys
 MODULES[store]="xlexp/store.py"
 TESTS[store]="tests/test_store.py tests/test_store_heal.py tests/test_mutation_store.py"
-# failure vs content reject, in every backend's answer path
-MODULES[failures]="xlexp/failures.py xlexp/llm/wire.py xlexp/llm/openai_batch.py"
+# failure vs content reject, in every backend's answer path (openai_sdk: the Batch API's
+# exception -> failure kind)
+MODULES[failures]="xlexp/failures.py xlexp/llm/wire.py xlexp/llm/openai_batch.py
+  xlexp/llm/openai_sdk.py"
 TESTS[failures]="tests/test_transport.py tests/test_openai_batch.py tests/test_openai_backend.py
   tests/test_mutation_failures.py"
 # the evaluation stage: system, reference and verdicts paired by id

@@ -313,7 +313,8 @@ class OpenAIBatchBackend(Backend):
         if local.exists():
             return local.read_text()
         text = self._api(self._client.files.content, file_id).text
-        tmp = local.with_name(f".{local.name}.{os.getpid()}.tmp")
+        # Per thread, not only per process: two roles of one process may fetch the same file.
+        tmp = local.with_name(f".{local.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_text(text)
         os.replace(tmp, local)
         return text

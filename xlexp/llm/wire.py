@@ -5,6 +5,7 @@ the proxy for a URL, and a chat.completion body to a `Completion`.
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import json
 import time
@@ -119,8 +120,14 @@ def retry_after(headers: Any) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
-        when = email.utils.parsedate_to_datetime(value) if value.strip() else None
-        return max(0.0, when.timestamp() - time.time()) if when else None
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):  # neither seconds nor a date: no advice, the usual backoff
+        return None
+    if when.tzinfo is None:  # "-0000" or no zone: an HTTP date is GMT, not local time
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, when.timestamp() - time.time())
 
 
 def env_proxy(url: str) -> str | None:
