@@ -63,7 +63,7 @@ def _json_default(obj: Any) -> Any:
 def canonical(obj: Any) -> str:
     """Stable JSON for hashing (OmegaConf nodes, at any depth, as plain sorted containers)."""
     return json.dumps(
-        plain(obj) if isinstance(obj, DictConfig | ListConfig) else obj,
+        obj,  # a node, at the top too, goes through `_json_default`
         sort_keys=True,
         ensure_ascii=False,
         default=_json_default,
@@ -153,30 +153,34 @@ class Parts:
         """
         from xlexp.progress import bar
 
+        # pragma: no mutate start
+        # The bar is for a person; the pool's size does not bound what is in flight (the loop
+        # below does), nor does its threads' name change a row.
         total = len(items) if isinstance(items, Sized) else None
+        progress_bar = bar(desc=desc or prefix, total=total, unit="row", min_total=batch_size + 1)
+        threads = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix=prefix)
+        # pragma: no mutate end
         done: dict[int, list[dict]] = {}
         failures: list[BackendFailure] = []
-        with (
-            bar(desc=desc or prefix, total=total, unit="row", min_total=batch_size + 1) as progress,
-            ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix=prefix) as pool,
-        ):
+        with progress_bar as progress, threads as pool:
             running: dict[Future, tuple[int, str, int]] = {}
 
-            def keep(start: int, name: str, result: Callable[[], list[dict]], n: int) -> None:
+            def keep(start: int, name: str, result: Callable[[], list[dict]]) -> bool:
                 try:
                     rows = result()
                 except BackendFailure as e:  # its answers are in the response cache
                     failures.append(e)
-                    return
+                    return False
                 self.put(name, rows)
                 done[start] = rows
-                progress.update(n)
+                return True
 
             def finish_one() -> None:
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
                     start, name, n = running.pop(future)
-                    keep(start, name, future.result, n)
+                    if keep(start, name, future.result):
+                        progress.update(n)  # pragma: no mutate
 
             try:
                 pending = iter(items)
@@ -188,9 +192,10 @@ class Parts:
                     rows = self.get(name)
                     if rows is not None:
                         done[start] = rows
-                        progress.update(len(batch))
+                        progress.update(len(batch))  # pragma: no mutate
                     elif workers <= 1:  # in this thread: an interrupt stops the batch at once
-                        keep(start, name, lambda batch=batch: fn(batch), len(batch))
+                        if keep(start, name, lambda batch=batch: fn(batch)):
+                            progress.update(len(batch))  # pragma: no mutate
                     else:
                         while len(running) >= workers:
                             finish_one()
@@ -333,8 +338,8 @@ class Store:
                 return found, False
             work = self.root / stage / f".partial-{key}"
             final = self.path(stage, key)
-            if final.exists():  # an incomplete final dir (no DONE, or damaged): not reusable
-                self.quarantine(final, "no DONE" if not (final / "DONE").exists() else "damaged")
+            if final.exists():  # get() moved aside any with a DONE: this one was never finished
+                self.quarantine(final, "no DONE")
             with disk_full_names_path(work):
                 work.mkdir(parents=True, exist_ok=True)
                 if key in self._made_of:  # for `xlexp.store status` (a .tmp: removed below)
@@ -344,7 +349,7 @@ class Store:
                 lost = unaccounted_rows(counts)
                 if lost:
                     raise StoreError(f"{stage} {key}: {lost}; nothing stored")
-                shutil.rmtree(work / "parts", ignore_errors=True)
+                shutil.rmtree(work / "parts")
                 for stale in work.rglob(".*.tmp"):  # temp files of an earlier, killed attempt
                     stale.unlink()
                 files = manifest(work)
