@@ -28,7 +28,8 @@ TESTS[judge]="tests/test_judge.py tests/test_judge_alpaca_eval.py tests/test_rub
 # win rate, s.e., CI, LC, language fidelity
 MODULES[metrics]="xlexp/evaluate/metrics.py xlexp/evaluate/lc.py xlexp/evaluate/langid.py"
 TESTS[metrics]="tests/test_metrics.py tests/test_lc.py tests/test_langid.py
-  tests/test_metric_columns.py tests/test_mutation_metrics.py tests/test_pairing.py"
+  tests/test_metric_columns.py tests/test_mutation_metrics.py tests/test_pairing.py
+  tests/test_mutation_langid.py tests/test_line_fidelity.py"
 # generation's pure cores: segment + reassemble, QE triples and passage means, best-of-k + cut
 MODULES[generate]="xlexp/generate/select.py xlexp/generate/segment.py xlexp/generate/qe.py"
 TESTS[generate]="tests/test_generate_cores.py tests/test_segment.py tests/test_gen_stats.py

@@ -10,7 +10,8 @@ import math
 import numpy as np
 import pytest
 
-from xlexp.evaluate import metrics
+from xlexp.evaluate import lc, metrics
+from xlexp.evaluate.columns import Column
 from xlexp.evaluate.metrics import LangData, bootstrap_ci, summarize_langs
 
 PREFS = [0.0, 1.0, 1.0, 0.5, 0.0, 1.0, 1.0, 0.0, 0.5, 1.0, 1.0, 1.0]
@@ -138,3 +139,160 @@ def test_an_absent_lc_se_is_noted_per_language_when_it_was_asked_for():
     assert avg["notes"] == {"lc_se_boot": "absent for deu, fra"}
     # the uncertainty columns are absent by choice, never "missing"
     assert "missing" not in avg
+
+
+def test_verdict_rows_become_counts_by_status_and_older_rows_by_their_preference():
+    rows = [
+        {"status": "judged", "preference": 1.0},
+        {"status": "identical", "preference": 0.5},
+        {"status": "failed", "preference": None},
+        {"status": "malformed", "preference": None},
+        {"status": "judged", "preference": math.nan},  # an older parser's NaN: malformed
+        {"preference": 0.0},  # stored before statuses: judged by its usable preference
+        {"preference": None},  # ... and malformed without one
+    ]
+    outputs, refs = [f"o{i}" for i in range(7)], [f"r{i}" for i in range(7)]
+    entry = metrics.entry_from_rows(rows, outputs, refs)
+    assert entry == {
+        "prefs": [1.0, 0.5, None, None, None, 0.0, None],
+        "outputs": outputs,
+        "ref_outputs": refs,
+        "n_malformed": 3,
+        "n_failed": 1,
+        "n_identical": 1,
+    }
+    for bad in ((rows, outputs[:-1], refs), (rows, outputs, refs[:-1]), (rows[:-1], outputs, refs)):
+        with pytest.raises(ValueError, match="verdict rows"):
+            metrics.entry_from_rows(*bad)
+
+
+def test_every_field_of_a_summarize_entry_reaches_the_table():
+    prefs = [1.0, 0.0, 1.0, 0.5, 1.0, 0.0]
+    outputs = ["Das ist eine deutsche Antwort auf die Frage, ganz lang."] * 6
+    entry = {
+        "prefs": prefs,
+        "outputs": outputs,
+        "ref_outputs": ["kurz"] * 6,
+        "n_malformed": 4,
+        "n_failed": 5,
+        "n_identical": 2,
+        "lang_fidelity": 0.25,
+    }
+    table = metrics.summarize({"eng": {"prefs": [1.0], "outputs": ["a"]}, "deu": entry})
+    row = table["deu"]
+    assert (row["n_malformed"], row["n_failed"], row["n_identical"]) == (4, 5, 2)
+    assert row["lang_fidelity"] == 0.25
+    assert row["lc_win_rate"] is not None  # needs the reference outputs
+    assert row["lc_se_boot"] is None  # no LC bootstrap asked for
+    data = metrics.lang_data("deu", 1, entry, lc_boot=3)
+    assert (data.lang, data.index, data.lc_boot) == ("deu", 1, 3)
+    assert (data.prefs, data.outputs, data.ref_outputs) == (prefs, outputs, ["kurz"] * 6)
+    # a language's own CI is seeded by the table's seed, whatever its position
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(bootstrap_ci(prefs, seed=1))
+    empty = metrics.lang_data("fra", 0, {})
+    assert (empty.prefs, empty.outputs, empty.ref_outputs, empty.n_identical) == ([], [], None, 0)
+    assert (empty.n_malformed, empty.n_failed, empty.lang_fidelity) == (None, None, None)
+    assert metrics.summarize({"deu": entry}, lc_boot=4)["deu"]["lc_se_boot"] is not None
+
+
+def test_stored_columns_keep_their_declaration_and_unknown_ones_their_label():
+    declared = {c.key: c for c in metrics.columns()}
+    assert [c.key for c in metrics.declared_columns()] == list(declared)
+    stored = [["win_rate", "old label"], ["gone", "A gone column"], ["n", "n"]]
+    got = metrics.declared_columns(stored)
+    assert got[0] is declared["win_rate"] and got[2] is declared["n"]
+    assert got[1] == Column("gone", "A gone column")  # default format, no best
+    assert (got[1].format, got[1].higher_is_better) == (".2f", None)
+    assert metrics.stored_columns(["se"]) == [["se", "s.e."]]
+    assert metrics.column("lc_win_rate") is declared["lc_win_rate"]
+    assert metrics.column("some_new_key") == Column("some_new_key", "some new key")
+
+
+# ---------------------------------------------------------------- length control
+
+
+def _gamed(n: int, small: bool = False):
+    rng = np.random.default_rng(7)
+    refs = ["r" * int(rng.integers(200, 400)) for _ in range(n)]
+    if small:  # lengths within a character of the reference's: the length scale is below 1
+        outputs = [r + "s" * int(rng.integers(0, 2)) for r in refs]
+    else:
+        outputs = [r + "s" * int(rng.integers(0, 300)) for r in refs]
+    prefs = [float(rng.random() < 0.3 + 0.5 * (len(o) - len(r)) / 300)
+             for o, r in zip(outputs, refs, strict=True)]
+    return prefs, outputs, refs
+
+
+def test_the_lc_bootstrap_is_the_sd_over_seeded_resamples_of_every_compared_prompt():
+    prefs, outputs, refs = _gamed(40)
+    rows = lc._compared(prefs, outputs, refs)
+    for n_boot in (2, 6):
+        rng = np.random.default_rng([3, 1])
+        boot = [lc._fit([rows[i] for i in rng.integers(0, 40, 40)])[0] for _ in range(n_boot)]
+        got = lc.length_controlled(prefs, outputs, refs, n_boot=n_boot, seed=[3, 1])
+        assert got["lc_se_boot"] == pytest.approx(float(np.std(boot, ddof=1)), rel=1e-12)
+    # the defaults: no bootstrap; seed 1
+    assert lc.length_controlled(prefs, outputs, refs) == {
+        "lc_win_rate": lc.lc_win_rate(prefs, outputs, refs), "lc_se_boot": None
+    }
+    assert lc.length_controlled(prefs, outputs, refs, n_boot=3) == lc.length_controlled(
+        prefs, outputs, refs, n_boot=3, seed=1
+    )
+
+
+def test_lc_needs_two_verdicts_and_says_nothing_more_without_them():
+    assert lc.length_controlled([1.0, None], ["aa", "b"], ["a", "bb"], n_boot=10) == {
+        "lc_win_rate": None, "lc_se_boot": None
+    }
+    two = lc.length_controlled([1.0, 0.0], ["aaaa", "b"], ["a", "bbbb"])
+    assert two["lc_win_rate"] is not None
+    # one replicate has no s.e., but the reason a bootstrap cannot vary is still said
+    same = lc.length_controlled([1.0] * 4, ["aa"] * 4, ["a"] * 4, n_boot=1)
+    assert same == {
+        "lc_win_rate": 100.0, "lc_se_boot": None,
+        "notes": {"lc_se_boot": "every verdict is the same: no variation to resample"},
+    }
+    # a preference outside [0, 1] is no verdict, as in the win rate
+    prefs, outputs, refs = _gamed(30)
+    assert lc.lc_win_rate([1.5, *prefs[1:]], outputs, refs) == lc.lc_win_rate(
+        [None, *prefs[1:]], outputs, refs
+    )
+
+
+@pytest.mark.parametrize("small", [False, True], ids=["lengths", "length-scale-below-1"])
+def test_lc_is_alpaca_evals_on_any_length_scale(tmp_path, monkeypatch, small):
+    import warnings
+
+    import pandas as pd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from alpaca_eval.metrics import glm_winrate
+    prefs, outputs, refs = _gamed(60, small=small)
+    gamed = tmp_path / "df_gamed.csv"
+    pd.DataFrame({"model": "x", "index": range(60), "instruction_difficulty": 0.0}).to_csv(
+        gamed, index=False
+    )
+    monkeypatch.setattr(glm_winrate, "hf_hub_download", lambda **kwargs: str(gamed))
+    annotations = [
+        {"instruction": str(i), "output_1": r, "output_2": o, "preference": 1 + p,
+         "generator_1": "reference", "generator_2": "system", "annotator": "judge", "index": i}
+        for i, (p, o, r) in enumerate(zip(prefs, outputs, refs, strict=True))
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = glm_winrate.get_length_controlled_winrate(
+            annotations, glm_name="length_controlled_minimal", save_weights_dir=None,
+            is_warn_extreme_changes=False,
+        )
+    ours = lc.lc_win_rate(prefs, outputs, refs)
+    assert ours == pytest.approx(theirs["length_controlled_winrate"], rel=1e-9)
+
+
+def test_summarize_passes_its_bootstrap_settings_and_defaults_to_every_row():
+    prefs = [float(x) for x in np.random.default_rng(3).random(40)]  # every CI bound distinct
+    entry = {"deu": {"prefs": prefs, "outputs": ["a"] * 40}}
+    assert metrics.summarize(entry, n_boot=200)["deu"]["ci_low"] == bootstrap_ci(prefs, n=200)[0]
+    default = metrics.summarize(entry)["deu"]
+    assert (default["ci_low"], default["ci_high"]) == bootstrap_ci(prefs)
+    assert bootstrap_ci(prefs) != bootstrap_ci(prefs, n=1001)

@@ -264,7 +264,7 @@ ENGLISH_FUNCTION_WORDS = frozenset([
     "doesn't", "don't", "isn't", "aren't", "it's", "she", "our", "by", "its",
 ])
 WORD_MIN = 2
-_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
+_WORD = re.compile(r"[^\W\d_]+(?:['\u2019][^\W\d_]+)?")  # don't, don’t
 _line_identifier = None
 
 

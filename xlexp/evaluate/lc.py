@@ -40,7 +40,6 @@ from typing import Any
 import numpy as np
 
 GLM_NAME = "length_controlled_minimal"
-MAX_SPLITS = 5  # alpaca_eval's GLM_INFO kwargs: n_splits=5
 
 
 def _usable(p: Any) -> bool:
@@ -147,7 +146,7 @@ def _fit(rows: list[tuple[float | None, int, int]]) -> tuple[float | None, float
         from alpaca_eval.metrics import glm_winrate
 
         delta = np.asarray([r[2] - r[1] for r in rows], dtype=float)  # reference minus system
-        std = delta.std(ddof=1) if len(delta) > 1 else 0.0  # pandas' Series.std, as alpaca_eval
+        std = float(pd.Series(delta).std())  # as alpaca_eval: ddof 1, NaN for one row
         # No length difference at all: nothing to control for (alpaca_eval would divide by 0).
         std_delta = delta / std if std > 0 and math.isfinite(std) else np.zeros_like(delta)
         keep = [r[0] is not None for r in rows]
@@ -161,7 +160,7 @@ def _fit(rows: list[tuple[float | None, int, int]]) -> tuple[float | None, float
         xy_train, x_test = glm_winrate.make_dmatrix_for_model(train, test, formula=info["formula"])
         kwargs = {
             **info["kwargs"],
-            "n_splits": min(int(info["kwargs"].get("n_splits", MAX_SPLITS)), len(fit)),
+            "n_splits": min(int(info["kwargs"]["n_splits"]), len(fit)),  # a fold needs a row
         }
         with _native_stderr_silenced():
             model = glm_winrate.fit_LogisticRegressionCV(

@@ -102,12 +102,10 @@ def entry_from_rows(
         )
     prefs, statuses = [], []
     for row in verdict_rows:
-        status = row.get("status") or (
-            judge.JUDGED if usable(row.get("preference")) else judge.MALFORMED
-        )
+        status = row.get("status") or judge.JUDGED
         pref = row.get("preference") if usable(row.get("preference")) else None
         if status in (judge.JUDGED, judge.IDENTICAL) and pref is None:
-            status = judge.MALFORMED  # e.g. a NaN preference written by an older parser
+            status = judge.MALFORMED  # no status and no verdict, or an older parser's NaN
         statuses.append(status)
         prefs.append(pref)
     return {
