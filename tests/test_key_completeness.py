@@ -32,6 +32,9 @@ register()
 # A model card determines its outputs by these fields and its sampling (xlexp.llm.card.card_key);
 # the others say how to reach and pay for it.
 CARD_IDENTITY = ("backend", "model", "revision", "gguf_file", "dtype", "chat_template")
+# vLLM's engine settings are read by a vllm backend only (the "vllm" base probes them), and
+# not by SFT (the adapter does not depend on how the model is served)
+ENGINE = "engine_kwargs"
 CARD_TRANSPORT = (
     "name",
     "batch_size",
@@ -43,7 +46,6 @@ CARD_TRANSPORT = (
     "max_retries",
     "timeout_s",
     "breaker_after",
-    "engine_kwargs",
     "tokens_per_s",
     "train_tokens_per_s",
     "price_in_per_mtok",
@@ -55,10 +57,10 @@ CARD_TRANSPORT = (
 ROLES = ("teacher", "translators.*", "model", "judge", "reference")
 
 
-def card(role: str, sampling: bool = True) -> tuple[str, ...]:
+def card(role: str, sampling: bool = True, engine: bool = True) -> tuple[str, ...]:
     return tuple(f"{role}.{f}" for f in CARD_IDENTITY) + (
         (f"{role}.sampling.*",) if sampling else ()
-    )
+    ) + ((f"{role}.{ENGINE}",) if engine else ())
 
 
 # Store kind -> the config leaves (globs) its own key material is made of; inputs' keys aside.
@@ -80,7 +82,7 @@ READS: dict[str, tuple[str, ...]] = {
     # generate.selection=random makes the SFT subset random too (paper B.3)
     # (where the rows came from is the data artifact's key, an input of the sft key)
     "sft": (
-        *card("model", sampling=False),
+        *card("model", sampling=False, engine=False),
         "sft.*",
         "data_size",
         "seed",
@@ -203,6 +205,14 @@ BASES: dict[str, tuple[list[str], tuple[str, ...] | None]] = {
         ("sft.*", "seed"),
     ),
     "release": (["eval.benchmark=xl_alpacaeval_release"], ("eval.*", "langs.*")),
+    "vllm": (
+        [
+            *(f"{r}.backend=vllm" for r in ("teacher", "judge", "model", "reference")),
+            *(f"translators.{t}.backend=vllm" for t in ("smollm2-greedy", "smollm2-sampled")),
+            "eval.rubric=true",
+        ],
+        tuple(f"{r}.{ENGINE}" for r in ROLES),
+    ),
 }
 
 ROWS = [
@@ -435,3 +445,26 @@ def test_the_check_sees_a_dropped_or_extra_field(store_cls, path, want, tmp_path
     assert changed_kinds(base, path, before, monkeypatch) == want  # the code as it is
     before = key_material(base, monkeypatch, store_cls)
     assert changed_kinds(base, path, before, monkeypatch, store_cls) != want  # the bug
+
+
+def test_a_vllm_engine_setting_that_changes_answers_changes_the_model_identity():
+    from xlexp.llm.base import identity_of
+    from xlexp.llm.card import LLMConfig as ModelCard
+
+    plain_card = ModelCard(name="m", backend="vllm", model="org/m")
+    assert identity_of(plain_card) == identity_of(
+        ModelCard(name="other name", backend="vllm", model="org/m", base_url="http://h:1/v1")
+    )
+    for placement in ({"tensor_parallel_size": 2}, {"gpu_memory_utilization": 0.5},
+                      {"max_num_seqs": 64, "enforce_eager": True}):
+        card = ModelCard(name="m", backend="vllm", model="org/m", engine_kwargs=placement)
+        assert identity_of(card) == identity_of(plain_card), placement
+    for answers in ({"quantization": "fp8"}, {"max_model_len": 2048}, {"kv_cache_dtype": "fp8"}):
+        card = ModelCard(name="m", backend="vllm", model="org/m", engine_kwargs=answers)
+        assert identity_of(card) != identity_of(plain_card), answers
+        assert identity_of(card, engine=False) == identity_of(plain_card)  # the SFT adapter's
+    # a backend without vLLM's engine does not read them
+    hf = ModelCard(name="m", backend="hf", model="org/m")
+    assert identity_of(hf) == identity_of(
+        ModelCard(name="m", backend="hf", model="org/m", engine_kwargs={"quantization": "fp8"})
+    )

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 from filelock import FileLock
 
 from xlexp.errors import ConfigError
+from xlexp.plain import plain
 from xlexp.store import canonical, digest
 
 log = logging.getLogger(__name__)
@@ -303,9 +304,29 @@ def request_key(
     )
 
 
-def identity_of(card: Any) -> str:
-    """What determines a model's outputs besides the prompt: backend kind, model, revision."""
+# vLLM engine settings that place and pace a model (GPUs, memory, scheduling), not what it
+# answers; every other engine setting (quantization, max_model_len, kv_cache_dtype, seed, ...)
+# is part of the model's identity.
+ENGINE_PLACEMENT = frozenset({
+    "tensor_parallel_size", "pipeline_parallel_size", "distributed_executor_backend",
+    "gpu_memory_utilization", "swap_space", "cpu_offload_gb", "max_num_seqs",
+    "max_num_batched_tokens", "enforce_eager", "disable_log_stats",
+})
+
+
+def engine_identity(card: Any) -> dict:
+    """The engine settings of a vLLM card that change its answers (other backends: none)."""
+    if card.backend != "vllm":
+        return {}
+    engine = plain(getattr(card, "engine_kwargs", None)) or {}
+    return {k: v for k, v in engine.items() if k not in ENGINE_PLACEMENT}
+
+
+def identity_of(card: Any, engine: bool = True) -> str:
+    """What determines a model's outputs besides the prompt: backend kind, model, revision, and
+    (`engine`) its answer-changing vLLM engine settings."""
     # base_url is left out on purpose: the same model behind another server gives the same answers.
+    found = engine_identity(card) if engine else {}
     return canonical(
         {
             "backend": card.backend,
@@ -314,5 +335,6 @@ def identity_of(card: Any) -> str:
             "gguf": card.gguf_file,
             "dtype": card.dtype,
             "chat_template": card.chat_template,
+            **({"engine": found} if found else {}),  # none: the key it had before engines
         }
     )

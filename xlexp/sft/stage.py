@@ -32,7 +32,11 @@ def sft_key(cfg: Config, store: Store, dataset: Artifact) -> str:
     """The adapter's key: base model, data artifact, data_size, selection and hyperparameters.
     Sampling settings of the model card are left out: they change answers, not the adapter."""
     sft_cfg = {k: v for k, v in plain(cfg.sft).items() if k not in _SFT_KEY_SKIPS}
-    model = {"identity": identity_of(cfg.model), "chat_template": cfg.model.chat_template}
+    # the base weights and template: how vLLM would serve the model does not change the adapter
+    model = {
+        "identity": identity_of(cfg.model, engine=False),
+        "chat_template": cfg.model.chat_template,
+    }
     n = parse_data_size(cfg.data_size)
     return store.key(
         "sft",
