@@ -53,7 +53,9 @@ class LLMConfig:
     timeout_s: float = knob(120.0, gt=0)
     # openai: failed calls in a row after which the endpoint counts as down
     breaker_after: int = knob(8, ge=1)
-    engine_kwargs: dict[str, Any] = field(default_factory=dict)  # vllm.LLM(**engine_kwargs)
+    # vllm.LLM(**engine_kwargs); those that change answers are part of the card's key (the
+    # placement settings in xlexp.llm.base.ENGINE_PLACEMENT are not)
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)
     # The cost plan's GPU-hours (python -m xlexp.plan) for a local model (hf, vllm): tokens per
     # second on one GPU when generating, and when it is the student being fine-tuned. None: the
     # plan's --generate-tokens-per-s / --train-tokens-per-s.
