@@ -32,8 +32,9 @@ TESTS[metrics]="tests/test_metrics.py tests/test_lc.py tests/test_langid.py
   tests/test_mutation_langid.py tests/test_line_fidelity.py"
 # generation's pure cores: segment + reassemble, QE triples and passage means, best-of-k + cut
 MODULES[generate]="xlexp/generate/select.py xlexp/generate/segment.py xlexp/generate/qe.py"
+# (test_sat.py and test_comet_qe.py: SaT and CometKiwi through tiny models built in seconds)
 TESTS[generate]="tests/test_generate_cores.py tests/test_segment.py tests/test_gen_stats.py
-  tests/test_topup.py tests/test_mutation_generate.py"
+  tests/test_topup.py tests/test_mutation_generate.py tests/test_sat.py tests/test_comet_qe.py"
 # SFT data selection and defaults
 MODULES[sft]="xlexp/sft/data.py xlexp/sft/config.py"
 # (not test_config_errors.py: its subprocess runs would import mutmut's trampolines outside it)

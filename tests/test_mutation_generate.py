@@ -4,9 +4,11 @@ translators, the reject reasons (counted by reason in the tables), and the QE ra
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
+from omegaconf import OmegaConf
 
 from xlexp.generate import qe, select
 from xlexp.generate.qe import triple_key
@@ -188,3 +190,247 @@ def test_segments_join_back_and_digits_alone_are_not_translated(text):
     assert all(any(c.isalpha() for c in s["text"]) for s in segs if s["translate"])
     same = reassemble(segs, [s["text"] for s in segs if s["translate"]])
     assert same == text
+
+
+def test_kept_ranks_do_not_depend_on_the_order_rows_arrive_in():
+    # Shards are merged in any order: equal QE is broken by id, so a row's rank is fixed.
+    pairs = [("r3", 0.5), ("r1", 0.5), ("r2", 0.9), ("r0", 0.5), ("r4", 0.1)]
+    for perm in itertools.permutations(pairs):
+        assert select.kept_ranks(list(perm), 0.8, "best_of_k", 1) == {
+            "r2": 0,
+            "r0": 1,
+            "r1": 2,
+            "r3": 3,
+        }
+    drawn = {
+        tuple(select.kept_ranks(list(p), 0.6, "random", 3).items()) for p in [pairs[::-1], pairs]
+    }
+    assert len(drawn) == 1
+
+
+def test_qe_artifact_keys_are_what_decides_the_scores():
+    # The key material is stored with every QE artifact: it must stay the same for the same
+    # scorer (or stored scores are not found again) and differ for another model or prompt.
+    from xlexp.config import LLMConfig
+    from xlexp.generate import prompt
+    from xlexp.llm.card import card_key
+    from xlexp.store import digest
+
+    def card(model: str) -> dict:
+        return OmegaConf.structured(LLMConfig(name="j", backend="openai", model=model))
+
+    llm = OmegaConf.create({"kind": "llm", "model": "ignored", "llm": card("m1")})
+    assert qe.LLMQE.key_info(llm) == {
+        "kind": "llm",
+        "model": None,  # the comet checkpoint plays no part
+        "llm": card_key(llm.llm),
+        "prompt": digest(prompt("qe")),
+    }
+    other = OmegaConf.create({"kind": "llm", "model": "ignored", "llm": card("m2")})
+    assert qe.LLMQE.key_info(other)["llm"] != qe.LLMQE.key_info(llm)["llm"]
+    comet = OmegaConf.create({"kind": "comet", "model": "/ckpt/kiwi", "llm": card("m1")})
+    assert qe.CometQE.key_info(comet) == {"kind": "comet", "model": "/ckpt/kiwi"}
+
+
+def test_llm_qe_runs_as_its_own_role_with_the_qe_card():
+    # costs, failures and the response cache are counted under the role's name
+    asked = []
+
+    class Models:
+        def role(self, name, card):
+            asked.append((name, card))
+            return _Rater()
+
+    card = {"model": "judge-card"}
+    scorer = qe.LLMQE.from_config(OmegaConf.create({"kind": "llm", "llm": card}), Models())
+    assert isinstance(scorer, qe.LLMQE) and asked == [("qe", card)]
+
+
+def test_comet_qe_without_unbabel_comet_is_refused_only_when_it_would_run(monkeypatch):
+    import importlib.util
+
+    from xlexp.errors import ConfigError
+
+    qe.CometQE.check(None, runs=True)  # installed here
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    qe.CometQE.check(None, runs=False)
+    with pytest.raises(ConfigError) as err:
+        qe.CometQE.check(None, runs=True)
+    assert err.value.key == "qe.kind"
+
+
+def test_the_pysbd_splitter_is_made_from_its_config():
+    from xlexp.generate.segment import PysbdSplitter, make_splitter
+
+    splitter = make_splitter(OmegaConf.create({"kind": "pysbd"}))
+    assert isinstance(splitter, PysbdSplitter)
+    assert splitter.split("Dr. Smith left. He ran.") == ["Dr. Smith left. ", "He ran."]
+
+
+# ---- the CometKiwi and SaT wrappers, their model stood in for (test_comet_qe.py and
+# test_sat.py run them on real tiny models) ----
+
+
+class _Kiwi:
+    """Stands for a loaded CometKiwi: a distinct score per pair, each predict call recorded."""
+
+    def __init__(self, missing: int = 0):
+        self.calls: list[tuple[list[dict], dict]] = []
+        self.missing = missing
+
+    def predict(self, data: list[dict], **kwargs):
+        from types import SimpleNamespace
+
+        self.calls.append((data, kwargs))
+        scores = [len(x["src"]) + len(x["mt"]) / 100 for x in data]
+        return SimpleNamespace(scores=scores[: len(scores) - self.missing])
+
+
+@pytest.fixture
+def comet_calls(monkeypatch):
+    """What CometQE asks of unbabel-comet: the names it downloads and the checkpoints it loads."""
+    import comet
+
+    calls: dict[str, list[str]] = {"download": [], "load": []}
+
+    def download(name: str) -> str:
+        calls["download"].append(name)
+        return "/hub/cache/kiwi/checkpoints/model.ckpt"
+
+    def load(path: str) -> _Kiwi:
+        calls["load"].append(path)
+        return _Kiwi()
+
+    monkeypatch.setattr(comet, "download_model", download)
+    monkeypatch.setattr(comet, "load_from_checkpoint", load)
+    return calls
+
+
+def test_a_comet_checkpoint_is_a_local_dir_a_ckpt_file_or_else_a_hub_name(tmp_path, comet_calls):
+    (tmp_path / "kiwi" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "kiwi" / "checkpoints" / "model.ckpt").write_text("")
+    (tmp_path / "other").mkdir()  # a dir without a checkpoint: a hub name as far as COMET goes
+    cases = {
+        str(tmp_path / "kiwi"): ([], str(tmp_path / "kiwi" / "checkpoints" / "model.ckpt")),
+        str(tmp_path / "kiwi" / "checkpoints" / "model.ckpt"): (
+            [],
+            str(tmp_path / "kiwi" / "checkpoints" / "model.ckpt"),
+        ),
+        str(tmp_path / "other"): ([str(tmp_path / "other")], None),
+        str(tmp_path / "gone.ckpt"): ([str(tmp_path / "gone.ckpt")], None),
+        "Unbabel/wmt22-cometkiwi-da": (["Unbabel/wmt22-cometkiwi-da"], None),
+    }
+    for model, (downloaded, loaded) in cases.items():
+        comet_calls["download"].clear(), comet_calls["load"].clear()
+        qe.CometQE(model)
+        assert comet_calls["download"] == downloaded, model
+        assert comet_calls["load"] == [loaded or "/hub/cache/kiwi/checkpoints/model.ckpt"], model
+
+
+def test_comet_scores_each_unique_pair_once_and_maps_them_back(comet_calls, monkeypatch):
+    import torch
+
+    from xlexp.generate.config import QEConfig
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    scorer = qe.CometQE("Unbabel/kiwi")  # a direct call gets the config's default batch
+    pairs = [("ab", "x"), ("c", "yy"), ("ab", "x")]
+    assert scorer.score_pairs(pairs) == [2.01, 1.02, 2.01]
+    ((data, kwargs),) = scorer.model.calls
+    assert data == [{"src": "ab", "mt": "x"}, {"src": "c", "mt": "yy"}]
+    assert kwargs == {"batch_size": QEConfig().batch_size, "gpus": 0, "progress_bar": False}
+    assert scorer.score_pairs([]) == [] and len(scorer.model.calls) == 1  # nothing to predict
+
+    # the same pair in two languages: one input (CometKiwi sees no language), one score each
+    rows = scorer.score([("ab", "x", "deu"), ("ab", "x", "fra"), ("c", "yy", "deu")])
+    assert rows == [
+        {"score": 2.01, "reject": None},
+        {"score": 2.01, "reject": None},
+        {"score": 1.02, "reject": None},
+    ]
+    assert len(scorer.model.calls[-1][0]) == 2
+
+
+def test_comet_runs_with_the_configured_batch_on_the_gpu_when_there_is_one(
+    comet_calls, monkeypatch
+):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cfg = OmegaConf.create({"kind": "comet", "model": "Unbabel/kiwi", "batch_size": 3})
+    scorer = qe.CometQE.from_config(cfg, None)
+    assert comet_calls["download"] == ["Unbabel/kiwi"]
+    scorer.score_pairs([("a", "b")])
+    assert scorer.model.calls[0][1] == {"batch_size": 3, "gpus": 1, "progress_bar": False}
+
+
+def test_comet_answering_fewer_scores_than_pairs_is_an_error_not_a_shift(comet_calls):
+    scorer = qe.CometQE("Unbabel/kiwi")
+    scorer.model = _Kiwi(missing=1)
+    with pytest.raises(ValueError):
+        scorer.score_pairs([("a", "b"), ("c", "d")])
+
+
+class _SaT:
+    """Stands for wtpsplit.SaT: records how it was made and what each split was asked."""
+
+    made: list[tuple[str, dict]] = []
+    last: _SaT
+
+    def __init__(self, model: str, **kwargs):
+        _SaT.made.append((model, kwargs))
+        _SaT.last = self
+        self.asked: list[dict] = []
+
+    def split(self, text: str, **kwargs):
+        self.asked.append(kwargs)
+        return iter(text.split("|"))  # wtpsplit may answer a generator
+
+
+@pytest.fixture
+def fake_sat(monkeypatch):
+    import wtpsplit
+
+    monkeypatch.setattr(wtpsplit, "SaT", _SaT)
+    _SaT.made = []
+    return _SaT
+
+
+def test_sat_uses_the_configured_tokenizer_else_the_one_a_local_model_ships(tmp_path, fake_sat):
+    from xlexp.generate.config import SplitterConfig
+    from xlexp.generate.segment import SaTSplitter, make_splitter
+
+    (tmp_path / "tokenizer_config.json").write_text("{}")
+    local = str(tmp_path)
+    cases = [
+        ((local, None), {"tokenizer_name_or_path": local}),
+        ((local, "tok"), {"tokenizer_name_or_path": "tok"}),
+        (("sat-3l-sm", None), {}),  # the hub model's own default
+        (("sat-3l-sm", "tok"), {"tokenizer_name_or_path": "tok"}),
+        ((str(tmp_path / "none"), None), {}),
+    ]
+    for (model, tokenizer), kwargs in cases:
+        cfg = OmegaConf.structured(SplitterConfig(kind="sat", model=model, tokenizer=tokenizer))
+        splitter = make_splitter(cfg)
+        assert isinstance(splitter, SaTSplitter) and fake_sat.made[-1] == (model, kwargs)
+
+
+@pytest.mark.parametrize("threshold", [None, 0.0, 0.7])
+def test_sat_passes_the_threshold_only_when_one_is_set(fake_sat, threshold):
+    from xlexp.generate.config import SplitterConfig
+    from xlexp.generate.segment import make_splitter
+
+    cfg = SplitterConfig(kind="sat", model="sat-3l-sm", threshold=threshold)
+    splitter = make_splitter(OmegaConf.structured(cfg))
+    assert splitter.split("One.| Two.") == ["One.", " Two."]  # a list, not a generator
+    asked = {} if threshold is None else {"threshold": threshold}  # else the model's default
+    assert fake_sat.last.asked == [asked]
+
+
+def test_an_unknown_splitter_is_a_config_error_naming_the_key():
+    from xlexp.errors import ConfigError
+    from xlexp.generate.segment import make_splitter
+
+    with pytest.raises(ConfigError) as err:
+        make_splitter(OmegaConf.create({"kind": "nltk"}))
+    assert err.value.key == "splitter.kind"

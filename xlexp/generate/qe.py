@@ -91,7 +91,7 @@ class LLMQE:
 
     def score(self, triples: list[tuple[str, str, str]]) -> list[dict]:
         comps = self.model.chat(build_prompts(triples), self.sampling)
-        return [dict(zip(("score", "reject"), parse_score(c), strict=True)) for c in comps]
+        return [{"score": score, "reject": why} for score, why in map(parse_score, comps)]
 
 
 @SCORERS.register("comet")
@@ -161,13 +161,14 @@ class CometQE:
 
 def unique_triples(items: list[dict]) -> list[tuple[str, str, str]]:
     """Unique (source, translation, lang) over every candidate of every item."""
-    seen: dict[tuple[str, str, str], None] = {}
-    for item in items:
-        for src, cands in zip(item["sentences"], item["candidates"], strict=True):
-            for mt in cands:
-                if mt is not None:
-                    seen.setdefault((src, mt, item["lang"]), None)
-    return list(seen)
+    triples = (
+        (src, mt, item["lang"])
+        for item in items
+        for src, cands in zip(item["sentences"], item["candidates"], strict=True)
+        for mt in cands
+        if mt is not None
+    )
+    return list(dict.fromkeys(triples))  # first-seen order
 
 
 def triple_key(src: str, mt: str, lang: str) -> str:

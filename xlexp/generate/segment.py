@@ -138,28 +138,40 @@ def _split_line(content: str, splitter: Splitter) -> list[dict]:
     return segments
 
 
-def _table_lines(lines: list[str]) -> set[int]:
+def _code_lines(lines: list[str]) -> set[int]:
+    """Indices of the lines of fenced code blocks, their fences included."""
+    code: set[int] = set()
+    inside = False
+    for i, line in enumerate(lines):
+        if _FENCE.match(line):
+            inside = not inside
+            code.add(i)
+        elif inside:
+            code.add(i)
+    return code
+
+
+def _opens_block(line: str) -> bool:
+    """A list item, heading or quote: GFM ends a table there, and none starts there."""
+    return bool(_LINE_PREFIX.match(line).group(1).strip())
+
+
+def _table_lines(lines: list[str], code: set[int]) -> set[int]:
     """Indices of the lines that are rows of a markdown table (GFM): a header row with a pipe,
     the alignment row under it, and the rows with a pipe that follow up to a line without one
     or one that opens another block (a list item, heading or quote, as GFM ends a table there).
-    Lines inside code fences are never table rows."""
-    bodies = [line.rstrip("\r\n") for line in lines]
-    in_code, code = False, set()
-    for i, line in enumerate(lines):
-        if _FENCE.match(line):
-            in_code = not in_code
-            code.add(i)
-        elif in_code:
-            code.add(i)
+    Lines of code blocks (`code`) are never table rows."""
     rows: set[int] = set()
-    for i in range(1, len(bodies)):
-        if i in code or i - 1 in code or i - 1 in rows:
+    for i in range(1, len(lines)):
+        # An alignment row has no fence mark, so if it is code the line above is code too.
+        if i - 1 in code or i - 1 in rows:
             continue
-        if _TABLE_ALIGN.match(bodies[i]) and "|" in bodies[i - 1] and bodies[i - 1].strip():
+        header = lines[i - 1]
+        if _TABLE_ALIGN.match(lines[i]) and "|" in header and not _opens_block(header):
             rows.update((i - 1, i))
             j = i + 1
-            while j < len(bodies) and j not in code and "|" in bodies[j] and bodies[j].strip():
-                if _LINE_PREFIX.match(bodies[j]).group(1).strip():
+            while j < len(lines) and j not in code and "|" in lines[j]:
+                if _opens_block(lines[j]):
                     break
                 rows.add(j)
                 j += 1
@@ -169,19 +181,17 @@ def _table_lines(lines: list[str]) -> set[int]:
 def _table_row(body: str, splitter: Splitter) -> list[dict]:
     """One table row: pipes and the spaces around each cell stay literal, each cell's text is
     split into sentences; the alignment row has no letters and stays literal as a whole."""
-    segments: list[dict] = []
-    pos = 0
-    for border in _CELL_BORDER.finditer(body):
-        segments.extend(_cell(body[pos : border.start()], splitter))
+    cells = _CELL_BORDER.split(body)
+    segments = _cell(cells[0], splitter)
+    for cell in cells[1:]:
         segments.append({"text": "|", "translate": False})
-        pos = border.end()
-    segments.extend(_cell(body[pos:], splitter))
+        segments.extend(_cell(cell, splitter))
     return segments
 
 
 def _cell(text: str, splitter: Splitter) -> list[dict]:
-    if not text.strip():
-        return [{"text": text, "translate": False}] if text else []
+    if not text.strip():  # an empty cell's "" merges into the pipes around it
+        return [{"text": text, "translate": False}]
     return [
         {**seg, "cell": True} if seg["translate"] else seg for seg in _split_line(text, splitter)
     ]
@@ -190,17 +200,13 @@ def _cell(text: str, splitter: Splitter) -> list[dict]:
 def segment(text: str, splitter: Splitter) -> list[dict]:
     """Segments of `text`; `"".join(s["text"] for s in segments) == text`."""
     segments: list[dict] = []
-    in_code = False
     lines = text.splitlines(keepends=True)
-    table = _table_lines(lines)
+    code = _code_lines(lines)
+    table = _table_lines(lines, code)
     for i, line in enumerate(lines):
-        if _FENCE.match(line):
-            in_code = not in_code
-            segments.append({"text": line, "translate": False})
-            continue
         body = line.rstrip("\r\n")
         newline = line[len(body) :]
-        if in_code or not body.strip():
+        if i in code or not body.strip():
             segments.append({"text": line, "translate": False})
             continue
         if i in table:
