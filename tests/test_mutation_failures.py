@@ -246,6 +246,14 @@ def test_parse_completion_failures(data: Any, kind: str) -> None:
     assert info.value.kind == kind and not info.value.retryable
 
 
+def test_a_null_content_names_its_finish_reason() -> None:
+    with pytest.raises(TransportError) as info:
+        wire.parse_completion(chat_json(None), want_logprobs=False)
+    assert info.value.describe() == (
+        "NoContent: the answer's content is null (finish_reason length)"
+    )
+
+
 def test_logprob_conversions_keep_the_order_listed() -> None:
     assert wire.convert_logprobs(None) is None and wire.listed_logprobs(None) is None
     assert wire.convert_logprobs([]) == [] and wire.listed_logprobs([]) == []
@@ -257,6 +265,7 @@ def test_logprob_conversions_keep_the_order_listed() -> None:
     "seed,index,logprobs,expected",
     [
         (None, 0, None, {}),
+        (None, 1, None, {"seed": 1}),
         (None, 3, None, {"seed": 3}),
         (10, 0, None, {"seed": 10}),
         (10, 2, None, {"seed": 12}),
@@ -388,10 +397,14 @@ def test_batch_answer_tokens_and_logprobs(backend: OpenAIBatchBackend) -> None:
     assert (comp.text, comp.prompt_tokens, comp.completion_tokens) == ("hello", 11, 7)
     assert comp.logprobs == [{"A": -0.5, "B": -0.25}, {"C": -1.0}]
     assert comp.top_logprobs == [[("B", -0.25), ("A", -0.75)], []]
-    bare = backend._parse(line(200, chat_json("x", {"prompt_tokens": 0, "completion_tokens": 0})))
-    assert (bare.prompt_tokens, bare.completion_tokens) == (0, 0)
+    zero = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    bare = backend._parse(line(200, chat_json("x", zero)))
+    assert bare.ok and (bare.prompt_tokens, bare.completion_tokens) == (0, 0)
     assert bare.logprobs is None and bare.top_logprobs is None
-    assert backend._parse(line(200, chat_json("x", None))).prompt_tokens == 0
+    no_usage = backend._parse(line(200, chat_json("x", None)))
+    assert no_usage.ok and (no_usage.prompt_tokens, no_usage.completion_tokens) == (0, 0)
+    # the key is read from the env var the card names, and never shown
+    assert "api_key_env='XLEXP_TEST_KEY'" in repr(backend) and SECRET not in repr(backend)
 
 
 # ----------------------------------------------------------------------------- _describe
@@ -515,11 +528,22 @@ class BatchServer(FakeOpenAI):
         super().__init__(*args, **kwargs)
         self.faults: dict[tuple[str, str], list[Any]] = {}
         self.hits: Counter = Counter()
+        self.times: dict[tuple[str, str], list[float]] = {}  # arrival of each call, per route
+        self.purposes: list[str] = []  # of the uploaded files
         self.script: Any = None
+        self.failed_errors: list[dict] | None = None  # a failed batch with these errors
+        self.counts = True  # False: batches without request_counts (it is optional)
+
+    def _public(self, batch: dict) -> dict:
+        public = super()._public(batch)
+        return public if self.counts else {**public, "request_counts": None}
 
     def _serve_batch_api(self, method: str, route: str, body: Any) -> Any:
         key = (method, re.sub(r"/(file|batch)[-_]\w+", r"/{\1}", route))
         self.hits[key] += 1
+        self.times.setdefault(key, []).append(time.monotonic())
+        if key == ("POST", "/v1/files"):
+            self.purposes.append(body.get("purpose"))
         queue = self.faults.get(key)
         if queue:
             fault = queue.pop(0)
@@ -528,6 +552,9 @@ class BatchServer(FakeOpenAI):
         return super()._serve_batch_api(method, route, body)
 
     def _finish(self, batch: dict) -> None:
+        if self.failed_errors is not None:
+            batch.update(status="failed", errors={"object": "list", "data": self.failed_errors})
+            return None
         if self.script is None:
             return super()._finish(batch)
         lines = [json.loads(x) for x in self.files[batch["input_file_id"]].decode().splitlines()]
@@ -983,3 +1010,152 @@ def test_a_503_with_an_unreadable_retry_after_is_retried_on_both_paths(tmp_path:
         [comp] = b.generate(CONVS[:1], SAMPLING)
         b.close()
     assert comp.ok and srv.hits[FILES] == 2 and b.retries == 1
+
+
+# ----------------------------------------------------------------------------- the batch record
+
+
+def test_a_record_written_at_each_step_lets_the_next_run_resume(tmp_path: Path) -> None:
+    """After the upload the record names the file (a rerun creates the batch from it, no second
+    upload); after the submission it names the batch (a rerun polls it, no second batch)."""
+    with BatchServer(answer) as srv:
+        srv.faults[CREATE] = [500]
+        b = OpenAIBatchBackend(batch_card(srv.base_url), tmp_path)
+        assert [c.failure for c in b.generate(CONVS, SAMPLING)] == ["server"] * 3
+        record = record_of(tmp_path)
+        assert record == {"name": record["name"], "model": "fake-judge",
+                          "input_file_id": "file-1", "n_requests": 3, "status": "uploaded"}
+        srv.faults[RETRIEVE] = [500]
+        assert [c.failure for c in b.generate(CONVS, SAMPLING)] == ["server"] * 3
+        record = record_of(tmp_path)
+        assert (record["batch_id"], record["status"], record["input_file_id"]) == (
+            "batch_1", "validating", "file-1"
+        )
+        assert "submitted_at" in record and "finished_at" not in record
+        comps = b.generate(CONVS, SAMPLING)
+        b.close()
+    assert all(c.ok for c in comps)
+    assert srv.hits[FILES] == 1 and srv.batch_creations == 1 and srv.purposes == ["batch"]
+    assert record_of(tmp_path)["status"] == "completed"
+
+
+@pytest.mark.parametrize("scenario", ["completed", "failed", "not_found"])
+def test_every_change_to_a_record_is_made_holding_its_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scenario: str
+) -> None:
+    """Two jobs needing the same batch (two processes) read and write its record: each write
+    and each setting aside happens under `<record>.lock`, the lock the other job takes."""
+    events: list[tuple[str, ...]] = []
+    real_lock, real_write, real_replace = openai_batch.FileLock, openai_batch.write_json, os.replace
+
+    class Lock:
+        def __init__(self, path: str):
+            self.path, self.inner = path, real_lock(path)
+
+        def __enter__(self) -> Lock:
+            self.inner.__enter__()
+            events.append(("lock", self.path))
+            return self
+
+        def __exit__(self, *exc: Any) -> None:
+            events.append(("unlock", self.path))
+            self.inner.__exit__(*exc)
+
+    def write(path: Path, obj: Any) -> None:
+        events.append(("write", str(path)))
+        real_write(path, obj)
+
+    def replace(src: Any, dst: Any) -> None:
+        if not Path(src).name.startswith("."):  # not a download's temporary file
+            events.append(("replace", str(src)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(openai_batch, "FileLock", Lock)
+    monkeypatch.setattr(openai_batch, "write_json", write)
+    monkeypatch.setattr(openai_batch, "os", SimpleNamespace(replace=replace, getpid=os.getpid))
+    with BatchServer(answer) as srv:
+        if scenario == "failed":
+            srv.batch_outcome = "failed"
+        b = OpenAIBatchBackend(batch_card(srv.base_url), tmp_path)
+        b.generate(CONVS, SAMPLING)
+        if scenario == "not_found":
+            srv.batches.clear()
+            assert [c.failure for c in b.generate(CONVS, SAMPLING)] == ["model"] * 3
+        b.close()
+    held: set[str] = set()
+    changes = Counter()
+    for event, path in events:
+        if event == "lock":
+            held.add(path)
+        elif event == "unlock":
+            held.discard(path)
+        else:
+            assert path + ".lock" in held, (event, path, events)
+            changes[event] += 1
+    assert changes == {"completed": {"write": 3}, "failed": {"write": 3, "replace": 1},
+                       "not_found": {"write": 3, "replace": 1}}[scenario]
+
+
+def test_a_failed_batch_names_all_its_errors(tmp_path: Path) -> None:
+    with BatchServer(answer) as srv:
+        srv.failed_errors = [
+            {"code": "e1", "message": "first", "param": None, "line": 1},
+            {"code": "e2", "message": "second", "param": None, "line": 2},
+        ]
+        b = OpenAIBatchBackend(batch_card(srv.base_url), tmp_path)
+        comps = b.generate(CONVS[:1], SAMPLING)
+        b.close()
+    assert comps[0].error == (
+        "BatchAPI: no result for this request (batch batch_1 failed: e1: first; e2: second)"
+    )
+
+
+def test_retry_after_is_honoured_and_retries_are_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with BatchServer(answer) as srv:
+        srv.faults[FILES] = [(503, {"retry-after": "0.3"})]
+        b = OpenAIBatchBackend(batch_card(srv.base_url, max_retries=2), tmp_path)
+        with caplog.at_level("WARNING", logger="xlexp.llm.openai_batch"):
+            [comp] = b.generate(CONVS[:1], SAMPLING)
+        b.close()
+    first, second = srv.times[FILES]
+    assert comp.ok and second - first >= 0.3
+    assert [r.getMessage() for r in caplog.records] == [
+        "judge: retry 1/2 in 0.30s after InternalServerError: 503 fake 503 for /v1/files"
+    ]
+
+
+@pytest.mark.parametrize("counts", [True, False])
+def test_polling_logs_each_change_of_state_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, counts: bool
+) -> None:
+    with BatchServer(answer) as srv:
+        srv.batch_polls = 4
+        srv.counts = counts
+        b = OpenAIBatchBackend(batch_card(srv.base_url), tmp_path)
+        with caplog.at_level("INFO", logger="xlexp.llm.openai_batch"):
+            comps = b.generate(CONVS, SAMPLING)
+        b.close()
+    assert all(c.ok for c in comps)
+    polls = [r.getMessage() for r in caplog.records if "judge: batch batch_1 " in r.getMessage()]
+    assert polls == (
+        [
+            "judge: batch batch_1 in_progress (done 0, failed 0)",
+            "judge: batch batch_1 completed (done 3, failed 0)",
+        ]
+        if counts
+        else [
+            "judge: batch batch_1 in_progress (done None, failed None)",
+            "judge: batch batch_1 completed (done None, failed None)",
+        ]
+    )
+
+
+def test_the_default_sample_index_sends_no_seed(tmp_path: Path) -> None:
+    with BatchServer(answer) as srv:
+        b = OpenAIBatchBackend(batch_card(srv.base_url), tmp_path)
+        b.generate(CONVS[:1], SAMPLING)
+        b.close()
+        (row,) = [json.loads(x) for x in srv.files["file-1"].decode().splitlines()]
+    assert "seed" not in row["body"]

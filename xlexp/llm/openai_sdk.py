@@ -45,7 +45,7 @@ def sdk_failure_kind(exc: BaseException) -> str | None:
 
 def sdk_logprobs(choice_logprobs: Any) -> list[dict[str, float]] | None:
     """OpenAI `choice.logprobs` -> per generated token {token: logprob}, chosen token first."""
-    content = getattr(choice_logprobs, "content", None) if choice_logprobs is not None else None
+    content = getattr(choice_logprobs, "content", None)  # None too when none were asked for
     if content is None:
         return None
     out: list[dict[str, float]] = []
@@ -60,7 +60,7 @@ def sdk_logprobs(choice_logprobs: Any) -> list[dict[str, float]] | None:
 def sdk_listed_logprobs(choice_logprobs: Any) -> list[list[tuple[str, float]]] | None:
     """OpenAI `choice.logprobs` -> per generated token its top_logprobs as listed (the sampled
     token not added), as `wire.listed_logprobs` reads the JSON."""
-    content = getattr(choice_logprobs, "content", None) if choice_logprobs is not None else None
+    content = getattr(choice_logprobs, "content", None)  # None too when none were asked for
     if content is None:
         return None
     return [
