@@ -1159,3 +1159,30 @@ def test_the_default_sample_index_sends_no_seed(tmp_path: Path) -> None:
         b.close()
         (row,) = [json.loads(x) for x in srv.files["file-1"].decode().splitlines()]
     assert "seed" not in row["body"]
+
+
+# ------------------------------------------------------------------------- in-process backends
+
+
+def test_hf_a_chat_its_template_rejects_is_a_content_reject(tiny_card: Any, tmp_path: Path) -> None:
+    """The hf backend answers in process: a chat it cannot format (or too long for the model) is
+    a content reject, stored with its reason, never a failure; the other chats are answered."""
+    from xlexp.llm.hf import HFBackend
+
+    template = (
+        "{% for m in messages %}{% if m.role == 'system' %}"
+        "{{ raise_exception('no system turn') }}{% endif %}"
+        "<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+        "<|im_start|>assistant\n"
+    )
+    backend = HFBackend(tiny_card(chat_template=template), tmp_path)
+    chats = [
+        [{"role": "user", "content": "hi"}],
+        [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
+        [{"role": "user", "content": "honey " * (backend.max_len + 10)}],
+    ]
+    ok, rejected, too_long = backend.generate(chats, Sampling(max_tokens=4))
+    assert ok.ok and ok.failure is None
+    assert (rejected.error, rejected.failure) == ("chat template failed: no system turn", None)
+    assert too_long.failure is None and too_long.error.startswith("prompt is ")
+    assert too_long.prompt_tokens >= backend.max_len
