@@ -18,6 +18,10 @@
 # there changes what a person reads, never a number or a row), the do_not_mutate_patterns below.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+# mutmut forks each mutant's run from a process that has run torch/numpy already: OpenMP's
+# thread pool does not survive a fork (a hang, counted as a "timeout" kill) and one thread per
+# run is what a 2-core machine has anyway.
+export OMP_NUM_THREADS=1
 work=${MUTATION_DIR:-$root/outputs/mutation}
 
 declare -A MODULES TESTS

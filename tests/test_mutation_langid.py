@@ -81,3 +81,72 @@ def test_english_function_words_are_counted_in_any_case_and_with_either_apostrop
     assert langid.english_words("don't") == 1
     assert langid.english_words("don\u2019t stop") == 1
     assert langid.english_words("Der Hund und die Katze") == 0
+
+
+def test_clean_keeps_the_prose_and_drops_code_links_markup_and_numbers():
+    text = (
+        "Intro `x = 1` see https://a.b/c or mail me@x.org <b>bold</b> $x^2$ \\alpha done\n"
+        "```\ncode here\n```\n"
+        "SELECT a FROM b\n"
+        '"key": "value",\n'
+        "def f(x):\n"
+        "# Heading\n"
+        "- item 42 and **strong** words here\n"
+        "abcd=\n"
+        "abcde=f"
+    )
+    assert langid.clean(text) == (
+        "Intro see or mail bold done\nHeading\nitem and strong words here\nabcde f"
+    )
+
+
+def test_a_line_is_code_by_its_keywords_or_a_fifth_of_symbols():
+    for line in ("SELECT name FROM users", '  "key": 1,', "return x;", "{", "},", "abcd="):
+        assert langid._code_like(line), line
+    for line in ("", "   ", "abcde=", "Die Wahl fand im Mai statt.", "select the best one"):
+        assert not langid._code_like(line), line
+
+
+def test_cjk_characters_weigh_as_words_and_others_as_letters():
+    for ch in "漢豈ひカ한":  # unified, compatibility ideograph, hiragana, katakana, hangul
+        assert langid._is_cjk(ch), ch
+    for ch in "aéЖ\x00":
+        assert not langid._is_cjk(ch), ch
+    assert langid.weight("漢字 ab1") == 2 * langid.CJK_WEIGHT + 2
+
+
+def test_hinglish_needs_five_ascii_words_a_share_and_three_distinct_function_words():
+    assert langid._hinglish("yeh hai aur main ka")  # five words, all of them function words
+    assert not langid._hinglish("yeh hai aur main")  # four
+    assert not langid._hinglish("yeh hai aur main ka naïve")  # a letter that is not ASCII
+    # exactly the share (3 of 10) and exactly three distinct ones
+    assert langid._hinglish("yeh hai aur one two three four five six seven")
+    assert not langid._hinglish("yeh hai aur one two three four five six seven eight nine")
+    assert not langid._hinglish("hai hai hai hai hai hai")  # one distinct word
+    assert langid._hinglish("YEH HAI AUR MAIN KA")
+
+
+def test_lines_are_identified_among_the_tables_languages_from_min_line_letters(monkeypatch):
+    monkeypatch.setattr(langid, "_line_identifier", None)
+    fifteen = "Das Wetter ist gut"
+    assert langid.weight(fifteen) == langid.MIN_LINE_LETTERS
+    # free over all of py3langid's languages this line is below MIN_CONFIDENCE
+    assert langid._new_identifier().classify("La vie est belle ici")[1] < langid.MIN_CONFIDENCE
+    text = "\n".join([fifteen, "La vie est belle ici", "bla bla bla bla bla",
+                      "yeh hai aur main ka ki", "Ich habe Hunger"])
+    assert langid.line_languages(text) == [
+        (fifteen, "deu"),
+        ("La vie est belle ici", "fra"),
+        ("bla bla bla bla bla", None),  # below MIN_CONFIDENCE
+        ("yeh hai aur main ka ki", "hin"),
+        ("Ich habe Hunger", None),  # 13 letters
+    ]
+    assert langid._line_model() is langid._line_identifier is not None
+
+
+def test_why_the_word_check_is_absent_is_noted():
+    english = langid.line_fidelity(["The weather is fine today, and we go out."], "eng")
+    assert english["notes"] == {"line_word_pass_rate": "English lines are English words"}
+    russian = langid.line_fidelity(["Сегодня хорошая погода, и мы идём гулять."], "rus")
+    assert russian["notes"] == {"line_word_pass_rate": "the word check reads Latin-script "
+                                "lines in the target language and rus has none"}

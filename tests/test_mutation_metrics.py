@@ -296,3 +296,39 @@ def test_summarize_passes_its_bootstrap_settings_and_defaults_to_every_row():
     default = metrics.summarize(entry)["deu"]
     assert (default["ci_low"], default["ci_high"]) == bootstrap_ci(prefs)
     assert bootstrap_ci(prefs) != bootstrap_ci(prefs, n=1001)
+
+
+def test_one_replicate_gives_a_zero_width_interval_and_two_preferences_an_average_ci():
+    data = [_lang("deu", 0, [1.0, 0.0]), _lang("fra", 1, [0.0, 1.0])]
+    table = summarize_langs(data, ["win_rate"], n_boot=1)
+    for row in table.values():
+        assert row["ci_low"] is not None and row["ci_low"] == row["ci_high"]
+    avg = summarize_langs(data, ["win_rate"])["avg"]
+    assert avg["ci_low"] is not None and avg["ci_low"] < avg["ci_high"]
+
+
+def test_notes_of_several_metrics_are_merged_and_a_language_without_notes_is_fine():
+    english = "The weather is fine today, and we go out for a walk."
+    same = _lang("eng", 0, [1.0] * 4, outputs=[english] * 4, ref_outputs=["r"] * 4, lc_boot=2)
+    one = _lang("fra", 1, [1.0, None], outputs=["Il fait beau."] * 2, ref_outputs=["r"] * 2,
+                lc_boot=2, lang_fidelity=1.0)
+    table = summarize_langs([same, one], ["line_fidelity", "lc_win_rate"])
+    assert table["eng"]["notes"] == {
+        "line_word_pass_rate": "English lines are English words",
+        "lc_se_boot": "every verdict is the same: no variation to resample",
+    }
+    assert "notes" not in table["fra"]  # one verdict: no LC at all, nothing to explain
+    assert table["avg"]["notes"] == {"lc_se_boot": "absent for eng, fra"}
+    assert "notes" not in table["avg"]["missing"]
+
+
+def test_each_languages_lc_bootstrap_is_seeded_by_the_seed_and_its_position():
+    prefs, outputs, refs = _gamed(30)
+    entry = {"prefs": prefs, "outputs": outputs, "ref_outputs": refs, "lang_fidelity": 1.0}
+    table = metrics.summarize({"deu": dict(entry), "fra": dict(entry)}, n_boot=10, seed=4,
+                              lc_boot=3)
+    for index, lang in enumerate(("deu", "fra")):
+        want = lc.length_controlled(prefs, outputs, refs, n_boot=3, seed=[4, index])
+        assert table[lang]["lc_se_boot"] == want["lc_se_boot"]
+    assert table["deu"]["lc_se_boot"] != table["fra"]["lc_se_boot"]
+    assert metrics.lang_data("deu", 0, entry).lc_boot == 0  # no LC bootstrap unless asked

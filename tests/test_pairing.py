@@ -237,3 +237,25 @@ def test_metrics_refuse_a_side_that_names_a_prompt_twice(side, error):
     sides[side] = sides[side] + [dict(sides[side][1])]
     with pytest.raises(ValueError, match=error):
         pairing.for_metrics(sides["system"], sides["reference"], sides["verdicts"], CODE, NAMES)
+
+
+def test_an_extra_judges_verdicts_are_taken_by_id_for_the_agreement_table(tmp_path):
+    from xlexp.evaluate.trust import _aligned
+    from xlexp.store import Store, write_jsonl
+
+    store = Store(tmp_path)
+    rows = [{"id": i, "preference": p} for i, p in ((1, 1.0), (2, 0.0), (3, 0.5))]
+
+    def artifact(key, written):
+        def produce(work, parts):
+            write_jsonl(work / "deu.jsonl", written)
+            return {}
+
+        return store.build("judge", key, produce)[0]
+
+    ordered = _aligned(artifact("a", rows), "deu.jsonl", ["1", "2", "3", "4"])
+    shuffled = _aligned(artifact("b", rows[::-1]), "deu.jsonl", ["1", "2", "3", "4"])
+    assert [r["preference"] for r in ordered] == [1.0, 0.0, 0.5, None]  # 4: no verdict
+    assert shuffled == ordered
+    with pytest.raises(ValueError, match="prompt '2' twice"):
+        _aligned(artifact("c", [*rows, rows[1]]), "deu.jsonl", ["1", "2", "3"])

@@ -2,9 +2,8 @@
 
 An artifact is `<root>/<stage>/<key>/` where key = hash(config slice + input keys + version).
 It is built in `<root>/<stage>/.partial-<key>/` and renamed into place with a DONE file
-(counts, timings, and each file's size and sha256) written last, so a finished artifact is never
-half-written. The partial dir survives a killed job: its `parts/` hold finished batches, which
-the next attempt reuses.
+(counts, timings, each file's size and sha256) written last, so a finished artifact is never
+half-written. A killed job's partial dir keeps its `parts/` (finished batches) for the next try.
 
 Reuse is verified: a finished artifact whose DONE is unreadable or whose files do not match
 their recorded size and hash is moved aside to `<root>/.damaged/` and built again; a part that
@@ -52,7 +51,6 @@ from xlexp.integrity import (
 from xlexp.plain import plain
 
 log = logging.getLogger("xlexp.store")
-
 
 
 def _json_default(obj: Any) -> Any:
@@ -153,9 +151,7 @@ class Parts:
         """
         from xlexp.progress import bar
 
-        # pragma: no mutate start
-        # The bar is for a person; the pool's size does not bound what is in flight (the loop
-        # below does), nor does its threads' name change a row.
+        # pragma: no mutate start (a bar for a person; the loop below bounds what is in flight)
         total = len(items) if isinstance(items, Sized) else None
         progress_bar = bar(desc=desc or prefix, total=total, unit="row", min_total=batch_size + 1)
         threads = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix=prefix)
@@ -238,8 +234,8 @@ class MissingArtifact(Exception):
 
     def __init__(self, stage: str, key: str, name: str | None = None):
         super().__init__(f"{stage} {key}: not in the store")
-        self.stage, self.key = stage, key
-        self.name = name  # which of a stage's artifacts, where several share a store kind
+        # name: which of a stage's artifacts, where several share a store kind
+        self.stage, self.key, self.name = stage, key, name
 
 
 class Store:
@@ -401,5 +397,4 @@ class Store:
 
 if __name__ == "__main__":  # `python -m xlexp.store explain ...` (the command lives beside)
     from xlexp.explain import main
-
     raise SystemExit(main())

@@ -134,8 +134,8 @@ def _code_like(line: str) -> bool:
         return False
     if _SQL_LINE.match(line) or _JSON_LINE.match(line) or _CODE_START.match(line):
         return True
-    symbols = sum(ch in _SYMBOLS for ch in stripped)
-    return symbols / len(stripped) >= 0.2 or stripped in ("{", "}", "[", "]", "},", "],")
+    # a lone bracket ("{", "},") is all symbols
+    return sum(ch in _SYMBOLS for ch in stripped) / len(stripped) >= 0.2
 
 
 def clean(text: str) -> str:
@@ -170,7 +170,7 @@ def weight(text: str) -> int:
 
 
 def _hinglish(text: str) -> bool:
-    words = re.findall(r"[A-Za-z]+", text.lower())
+    words = re.findall(r"[a-z]+", text.lower())
     if len(words) < 5 or any(not ch.isascii() for ch in text if ch.isalpha()):
         return False
     hits = [w for w in words if w in HINGLISH_WORDS]

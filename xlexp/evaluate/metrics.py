@@ -58,7 +58,7 @@ def standard_error(prefs: Sequence[Any]) -> float | None:
 
         # alpaca_eval's scale: 1 = the baseline (our reference) better, 2 = the model better.
         se = get_winrate([{"preference": 1.0 + v} for v in values])["standard_error"]
-    return float(se) if math.isfinite(se) else None
+    return float(se)  # the s.e.m. of two or more numbers in [0, 1] is finite
 
 
 def _boot_means(values: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -221,7 +221,7 @@ def _fidelity(d: LangData, n_boot: int, seed: int, alpha: float) -> dict:
     if fid is None:
         fid = langid.fidelity(d.outputs, d.lang)
     elif not isinstance(fid, dict):
-        fid = {"rate": float(fid) if usable(fid) else None, "n_undetermined": 0}
+        fid = {"rate": float(fid) if usable(fid) else None}  # a rate alone: none undetermined
     return {"lang_fidelity": fid["rate"], "n_undetermined": int(fid.get("n_undetermined", 0))}
 
 

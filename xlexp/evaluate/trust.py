@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from xlexp.config import Config
-from xlexp.evaluate import judge
+from xlexp.evaluate import judge, pairing
 from xlexp.evaluate.config import eval_codes, extra_judges
 from xlexp.evaluate.verdicts import STATUSES, judge_langs
 from xlexp.evaluate.verdicts import outputs as _outputs
@@ -85,6 +85,7 @@ def run_agreement(
 
 
 def _aligned(art: Any, name: str, ids: list[str]) -> list[dict]:
-    """A verdict file's rows in prompt order; a prompt it lacks is a row without a verdict."""
-    by_id = {str(r["id"]): r for r in art.rows(name)}
-    return [by_id.get(i, {"id": i, "preference": None}) for i in ids]
+    """A verdict file's rows in prompt order, matched by id; a prompt it lacks is a row without
+    a verdict, a prompt it names twice is refused."""
+    found = pairing.by_id([{**r, "id": str(r["id"])} for r in art.rows(name)], f"{art.key} {name}")
+    return [found.get(i, {"id": i, "preference": None}) for i in ids]

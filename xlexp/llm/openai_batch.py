@@ -3,9 +3,8 @@
 Same protocol as `OpenAIBackend.generate` (the stages and ChatModel do not know the
 difference), different transport: the batch of requests (ChatModel passes only cache misses)
 is written as one JSONL file, uploaded (`files.create`, purpose "batch"), submitted
-(`batches.create`, 24 h window) and polled (`batches.retrieve`) until it ends; the output
-and error files are downloaded and parsed into Completions, which ChatModel puts in the
-response cache.
+(`batches.create`, 24 h window) and polled (`batches.retrieve`) until it ends; the output and
+error files are parsed into Completions, which ChatModel puts in the response cache.
 
 Each distinct request set is one batch, named by a hash of its requests' cache keys (which
 are also the lines' `custom_id`s). Its record `<store>/batches/<name>.json` is written
