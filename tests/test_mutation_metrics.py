@@ -235,6 +235,10 @@ def test_the_lc_bootstrap_is_the_sd_over_seeded_resamples_of_every_compared_prom
     assert lc.length_controlled(prefs, outputs, refs) == {
         "lc_win_rate": lc.lc_win_rate(prefs, outputs, refs), "lc_se_boot": None
     }
+    # ... so not even the reason a bootstrap could not vary is given
+    assert lc.length_controlled([1.0] * 4, ["aa"] * 4, ["a"] * 4) == {
+        "lc_win_rate": 100.0, "lc_se_boot": None
+    }
     assert lc.length_controlled(prefs, outputs, refs, n_boot=3) == lc.length_controlled(
         prefs, outputs, refs, n_boot=3, seed=1
     )
