@@ -101,7 +101,8 @@ d, only = sys.argv[1], sys.argv[2]
 if only:  # a rerun of some mutants: the others are "not checked", so no score
     lines = open(f"{d}/survivors.txt").read().splitlines()
     left = [x.strip() for x in lines if x.rstrip().endswith((": survived", ": no tests"))]
-    print(f"  rerun of {only}: {len(left)} not killed" + "".join(f"\n    {x}" for x in left))
+    print(f"  rerun of {len(only.split())} names: {len(left)} not killed"
+          + "".join(f"\n    {x}" for x in left))
     sys.exit(0)
 try:
     s = json.load(open(f"{d}/mutants/mutmut-cicd-stats.json"))
