@@ -89,7 +89,8 @@ def test_qe_score_from_logprobs_and_text():
     assert qe.parse_score(Completion(text="good"))[0] is None
 
 
-def _item(cands, sentences=("S1.", "S2.")):
+def _item(cands: list[list[str | None]], sentences=("S1.", "S2.")) -> dict:
+    """A translated passage for `select.choose`: its sentences and each one's candidates."""
     return {
         "id": "x-deu",
         "seed_id": "x",
@@ -101,7 +102,7 @@ def _item(cands, sentences=("S1.", "S2.")):
             {"text": "S1.", "translate": True},
             {"text": " ", "translate": False},
             {"text": "S2.", "translate": True},
-        ],
+        ][: 2 * len(sentences) - 1],
         "sentences": list(sentences),
         "candidates": cands,
     }

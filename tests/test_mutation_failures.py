@@ -21,10 +21,11 @@ import openai
 import pytest
 from fakeserver import FakeOpenAI, Reply, error_body
 from omegaconf import OmegaConf
+from test_openai_batch import batch_card
 
 import xlexp.llm.openai_batch as openai_batch
 import xlexp.llm.wire as wire
-from xlexp.config import LLMConfig, SamplingConfig
+from xlexp.config import LLMConfig
 from xlexp.failures import BackendFailure, RoleFailures, merge
 from xlexp.llm import load
 from xlexp.llm.base import Completion, Sampling
@@ -287,20 +288,6 @@ def test_request_body(seed: Any, index: int, logprobs: Any, expected: dict) -> N
 
 
 # ----------------------------------------------------------------------------- Batch API: lines
-
-
-def batch_card(base_url: str | None = None, **overrides: Any) -> Any:
-    fields: dict[str, Any] = dict(
-        name="judge",
-        backend="openai",
-        model="fake-judge",
-        base_url=base_url,
-        batch_api=True,
-        batch_poll_s=0.01,
-        max_retries=0,
-    )
-    fields.update(overrides)
-    return OmegaConf.structured(LLMConfig(sampling=SamplingConfig(max_tokens=16), **fields))
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import math
 
 import pytest
 from omegaconf import OmegaConf
+from test_generate_cores import _item
 
 from xlexp.generate import qe, select
 from xlexp.generate.qe import triple_key
@@ -16,24 +17,6 @@ from xlexp.generate.segment import reassemble, segment
 from xlexp.llm import Completion
 
 NAMES = ["A", "B", "C"]
-
-
-def _item(cands: list[list[str | None]], sentences=("S1.", "S2.")) -> dict:
-    return {
-        "id": "p1",
-        "seed_id": "seed-7",
-        "lang": "deu",
-        "instruction": "Q? Respond in German.",
-        "question": "Q?",
-        "response": "S1. S2.",
-        "segments": [
-            {"text": "S1.", "translate": True},
-            {"text": " ", "translate": False},
-            {"text": "S2.", "translate": True},
-        ][: 2 * len(sentences) - 1],
-        "sentences": list(sentences),
-        "candidates": cands,
-    }
 
 
 def _scores(table: dict[tuple[str, str], float]) -> dict[str, float]:
@@ -44,8 +27,8 @@ def test_a_chosen_passage_is_exactly_this_sft_row():
     scores = _scores({("S1.", "a1"): 0.2, ("S1.", "b1"): 0.9, ("S2.", "a2"): 0.6})
     row = select.choose(_item([["a1", "b1"], ["a2", "b2"]]), scores, NAMES, "best_of_k")
     assert row == {
-        "id": "p1",
-        "seed_id": "seed-7",
+        "id": "x-deu",
+        "seed_id": "x",
         "lang": "deu",
         "messages": [
             {"role": "user", "content": "Q? Respond in German."},
@@ -89,9 +72,9 @@ def test_equal_scores_go_to_the_earlier_translator():
 
 def test_no_score_at_all_is_a_reject_with_its_reason():
     row = select.choose(_item([["a1", "b1"], ["a2", "b2"]]), {}, NAMES, "best_of_k")
-    assert row == {"id": "p1", "reject": "no QE score for any sentence"}
+    assert row == {"id": "x-deu", "reject": "no QE score for any sentence"}
     row = select.choose(_item([["a1"], [None]]), {}, NAMES, "best_of_k")
-    assert row == {"id": "p1", "reject": "no valid translation for sentence 1"}
+    assert row == {"id": "x-deu", "reject": "no valid translation for sentence 1"}
 
 
 def test_candidates_not_aligned_with_sentences_are_an_error_not_a_shorter_passage():
